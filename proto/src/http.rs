@@ -1,0 +1,204 @@
+//! JSON bodies of the HTTP endpoints (see `docs/protocol.md` for the endpoint table).
+//!
+//! Request bodies ignore unknown fields so that newer clients can talk to older servers; response bodies
+//! leave out absent optional fields.
+
+use crate::error::ErrorBody;
+use crate::types::{AccountId, MessageId, Presence};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// `POST /v1/login`.
+#[derive(Serialize, Deserialize, Clone)]
+pub struct LoginRequest {
+    /// The account's login name.
+    pub account: String,
+    /// The password. Never logged: `Debug` prints a placeholder.
+    pub password: String,
+}
+
+impl fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("account", &self.account)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Answer to a successful login.
+#[derive(Serialize, Deserialize, Clone)]
+pub struct LoginResponse {
+    /// The auth key: send it as `Authorization: Bearer <key>` on every request and stream. Shown once; the
+    /// server keeps only a hash.
+    pub key: String,
+    /// The account's id.
+    pub account: AccountId,
+    /// When the key expires if unused, in ms since the Unix epoch. Each use pushes the expiry out.
+    pub expires_at: i64,
+}
+
+impl fmt::Debug for LoginResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginResponse")
+            .field("key", &"<redacted>")
+            .field("account", &self.account)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// An account's identity: what a contact list shows and what a widget shows for a pin.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The account's id.
+    pub id: AccountId,
+    /// Login name.
+    pub login: String,
+    /// Display name.
+    pub name: String,
+    /// Avatar content hash, if the account has an avatar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+    /// Signature line.
+    pub signature: String,
+    /// Personal description.
+    pub description: String,
+}
+
+/// `GET /v1/me`: the account's own identity and presence.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Me {
+    /// Identity.
+    #[serde(flatten)]
+    pub identity: Identity,
+    /// The presence state others see now.
+    pub state: Presence,
+    /// The state the account chose (shown to others while it is connected).
+    pub chosen_state: Presence,
+    /// Status text.
+    pub status: String,
+}
+
+/// `GET /v1/contacts`: the full contact list, identity only (for picking pins).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ContactList {
+    /// Every contact, ordered by display name.
+    pub contacts: Vec<Identity>,
+    /// The most pins a subscription may have.
+    pub max_pins: u16,
+}
+
+/// `PATCH /v1/me/profile`: fields to change; absent fields stay as they are.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProfileUpdate {
+    /// New display name (1–64 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// New signature (up to 140 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// New description (up to 1000 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// `PUT /v1/me/presence`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct PresenceUpdate {
+    /// New chosen state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<Presence>,
+    /// New status text (up to 140 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+/// `PUT /v1/me/avatar` answer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct AvatarSet {
+    /// The avatar's content hash.
+    pub hash: String,
+}
+
+/// `POST /v1/messages`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SendRequest {
+    /// Recipient; must be a contact.
+    pub to: AccountId,
+    /// Client-chosen idempotency id, 1–64 bytes.
+    pub client_id: String,
+    /// The text.
+    pub text: String,
+}
+
+/// Answer to a send: the message is stored durably.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SendResponse {
+    /// The message id.
+    pub id: MessageId,
+    /// Server timestamp, ms since the Unix epoch.
+    pub ts: i64,
+    /// `true` when this `client_id` had already been stored (a retry).
+    pub duplicate: bool,
+}
+
+/// One message in a conversation's history.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct HistoryMessage {
+    /// Id.
+    pub id: MessageId,
+    /// Sender.
+    pub from: AccountId,
+    /// Recipient.
+    pub to: AccountId,
+    /// Server timestamp, ms since the Unix epoch.
+    pub ts: i64,
+    /// Text.
+    pub text: String,
+}
+
+/// `GET /v1/messages/{contact}?before=&limit=`: a page of the conversation, newest first.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// Messages, newest first.
+    pub messages: Vec<HistoryMessage>,
+    /// `true` when older messages exist (ask again with `before` = the last id here).
+    pub more: bool,
+    /// The newest message from the contact that the account has read.
+    pub read_up_to: MessageId,
+    /// The newest message from the account that the contact has read.
+    pub peer_read_up_to: MessageId,
+    /// Unread messages from the contact.
+    pub unread: u32,
+}
+
+/// `POST /v1/messages/{contact}/read`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct MarkReadRequest {
+    /// The newest message read.
+    pub up_to: MessageId,
+}
+
+/// Answer to mark-read.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct MarkReadResponse {
+    /// Unread messages from the contact afterwards.
+    pub unread: u32,
+}
+
+/// Every HTTP error body.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ErrorResponse {
+    /// The error.
+    pub error: ErrorBody,
+}
+
+/// `GET /healthz`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// `"ok"`.
+    pub status: String,
+    /// The protocol version.
+    pub protocol: u16,
+}
