@@ -38,3 +38,6 @@ pub const VERSION_HEADER: &str = "pinchat-protocol";
 
 /// Media type of a binary (postcard) frame in an HTTP body, used by the polling endpoint on request.
 pub const BINARY_MEDIA_TYPE: &str = "application/vnd.pinchat.frame";
+
+/// HTTP response header of the polling endpoint carrying the cursor to poll from next time.
+pub const CURSOR_HEADER: &str = "pinchat-cursor";

@@ -1,0 +1,563 @@
+//! The hub: one task that owns the registry of open streams and their subscriptions, and routes every
+//! committed change to exactly the subscriptions that pinned the contact it concerns.
+//!
+//! It also derives presence: an account's first stream makes it visible, and when its last stream has
+//! been gone for the grace period it goes offline. That needs one timer queue for the whole server
+//! (entries exist only for accounts inside their grace period), not a timer per connection; likewise one
+//! sweep every keepalive interval closes silent streams and streams whose key expired.
+//!
+//! The hub never waits for a stream or for the database: it hands each stream its events with `try_send`
+//! and, when a stream's queue is full, drops the event and flags the stream as lagged; the stream then
+//! resynchronises itself from the database (see [`crate::stream`]). Presence writes are handed to a
+//! separate task through a coalescing map, so a reconnect storm costs a few batched writes.
+
+use crate::metrics::Metrics;
+use crate::store::{Change, ChangeBatch, KeyId, Store};
+use crate::util::mono_ms;
+use pinchat_proto::stream::SubId;
+use pinchat_proto::{AccountId, Cursor, ErrorBody, ErrorCode};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::time::{DelayQueue, delay_queue};
+
+/// A stream's id in the hub.
+pub type ConnId = u64;
+
+/// One event for one subscription of a stream. The change is shared by every recipient.
+#[derive(Debug)]
+pub struct Outbound {
+    /// The subscription it is for.
+    pub sub: SubId,
+    /// The change.
+    pub change: Arc<Change>,
+}
+
+/// What the hub and a stream share.
+#[derive(Debug)]
+pub struct ConnShared {
+    /// Set by the hub when an event had to be dropped because the stream's queue was full.
+    pub lagged: AtomicBool,
+    /// Cancelled when the stream must end (key revoked or expired, idle); `reason` says why.
+    pub kill: CancellationToken,
+    reason: OnceLock<ErrorBody>,
+    /// When the client last sent anything, in [`mono_ms`].
+    pub last_seen: AtomicU64,
+}
+
+impl ConnShared {
+    fn kill(&self, reason: ErrorBody) {
+        let _ = self.reason.set(reason);
+        self.kill.cancel();
+    }
+
+    /// Why the stream was killed.
+    pub fn reason(&self) -> Option<&ErrorBody> {
+        self.reason.get()
+    }
+
+    /// Records that the client sent something.
+    pub fn seen(&self) {
+        self.last_seen.store(mono_ms(), Ordering::Relaxed);
+    }
+}
+
+/// A registered stream, as the stream task holds it.
+pub struct Conn {
+    /// Its id.
+    pub id: ConnId,
+    /// Shared flags.
+    pub shared: Arc<ConnShared>,
+    /// Its events.
+    pub events: mpsc::Receiver<Outbound>,
+}
+
+/// Hub settings.
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    /// Most streams per account.
+    pub max_per_account: u32,
+    /// Most streams in total.
+    pub max_total: usize,
+    /// Per-stream event queue.
+    pub queue: usize,
+    /// Presence grace period.
+    pub grace: Duration,
+    /// Keepalive interval; streams silent for three of these are closed.
+    pub keepalive: Duration,
+}
+
+enum Cmd {
+    Connect {
+        account: AccountId,
+        key: KeyId,
+        expires_at: i64,
+        reply: oneshot::Sender<Result<Conn, ErrorBody>>,
+    },
+    Subscribe {
+        conn: ConnId,
+        sub: SubId,
+        pins: Vec<AccountId>,
+        reply: oneshot::Sender<Cursor>,
+    },
+    Unsubscribe {
+        conn: ConnId,
+        sub: SubId,
+    },
+    Disconnect {
+        conn: ConnId,
+    },
+}
+
+/// A cheap, clonable handle to the hub task.
+#[derive(Clone)]
+pub struct HubHandle {
+    tx: mpsc::Sender<Cmd>,
+}
+
+impl HubHandle {
+    /// Registers a stream for `account`, or refuses it when the account or the server is at its limit.
+    pub async fn connect(&self, account: AccountId, key: KeyId, expires_at: i64) -> Result<Conn, ErrorBody> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::Connect {
+            account,
+            key,
+            expires_at,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| shutting_down())?
+    }
+
+    /// Sets subscription `sub`'s pins. Returns the cursor up to which the hub has routed changes: every
+    /// change after it will reach the stream.
+    pub async fn subscribe(
+        &self,
+        conn: ConnId,
+        sub: SubId,
+        pins: Vec<AccountId>,
+    ) -> Result<Cursor, ErrorBody> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::Subscribe {
+            conn,
+            sub,
+            pins,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| shutting_down())
+    }
+
+    /// Ends subscription `sub`.
+    pub async fn unsubscribe(&self, conn: ConnId, sub: SubId) {
+        let _ = self.send(Cmd::Unsubscribe { conn, sub }).await;
+    }
+
+    /// Unregisters a stream. Also done by dropping its [`DisconnectGuard`].
+    pub async fn disconnect(&self, conn: ConnId) {
+        let _ = self.send(Cmd::Disconnect { conn }).await;
+    }
+
+    /// A guard that unregisters the stream when dropped, however the stream task ends.
+    pub fn guard(&self, conn: ConnId) -> DisconnectGuard {
+        DisconnectGuard {
+            hub: self.clone(),
+            conn,
+        }
+    }
+
+    async fn send(&self, cmd: Cmd) -> Result<(), ErrorBody> {
+        self.tx.send(cmd).await.map_err(|_| shutting_down())
+    }
+}
+
+/// Unregisters a stream on drop.
+pub struct DisconnectGuard {
+    hub: HubHandle,
+    conn: ConnId,
+}
+
+impl Drop for DisconnectGuard {
+    fn drop(&mut self) {
+        let (hub, conn) = (self.hub.clone(), self.conn);
+        // try_send first: in the common case the hub has room and no task is needed.
+        if let Err(mpsc::error::TrySendError::Full(cmd)) = hub.tx.try_send(Cmd::Disconnect { conn }) {
+            tokio::spawn(async move {
+                let _ = hub.tx.send(cmd).await;
+            });
+        }
+    }
+}
+
+fn shutting_down() -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::ShuttingDown,
+        "the server is shutting down; reconnect later",
+    )
+}
+
+struct Entry {
+    account: AccountId,
+    key: KeyId,
+    expires_at: i64,
+    tx: mpsc::Sender<Outbound>,
+    shared: Arc<ConnShared>,
+    subs: Vec<(SubId, Vec<AccountId>)>,
+}
+
+struct Hub {
+    config: HubConfig,
+    metrics: Arc<Metrics>,
+    conns: HashMap<ConnId, Entry>,
+    next_id: ConnId,
+    /// The streams of each account.
+    by_account: HashMap<AccountId, Vec<ConnId>>,
+    /// For each account, the (stream, subscription) pairs that pinned it.
+    watchers: HashMap<AccountId, Vec<(ConnId, SubId)>>,
+    /// Everything up to here has been routed.
+    head: Cursor,
+    grace: DelayQueue<AccountId>,
+    grace_keys: HashMap<AccountId, delay_queue::Key>,
+    presence: Arc<PresenceQueue>,
+}
+
+/// Starts the hub and its presence writer. The hub runs until `shutdown` is cancelled or the feed ends.
+pub async fn spawn(
+    store: Arc<dyn Store>,
+    feed: mpsc::Receiver<ChangeBatch>,
+    config: HubConfig,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) -> anyhow::Result<HubHandle> {
+    let (_, head) = store.head().await?;
+    let presence = Arc::new(PresenceQueue::default());
+    tracker.spawn(presence.clone().run(store.clone(), shutdown.clone()));
+    let mut hub = Hub {
+        config,
+        metrics,
+        conns: HashMap::new(),
+        next_id: 1,
+        by_account: HashMap::new(),
+        watchers: HashMap::new(),
+        head,
+        grace: DelayQueue::new(),
+        grace_keys: HashMap::new(),
+        presence,
+    };
+    // Nobody is connected to a server that just started. Accounts that were visible get the grace
+    // period to reconnect before their contacts see them go offline.
+    for account in store.visible_accounts().await? {
+        hub.start_grace(account);
+    }
+    let (tx, rx) = mpsc::channel(1024);
+    tracker.spawn(hub.run(rx, feed, shutdown));
+    Ok(HubHandle { tx })
+}
+
+impl Hub {
+    async fn run(
+        mut self,
+        mut cmds: mpsc::Receiver<Cmd>,
+        mut feed: mpsc::Receiver<ChangeBatch>,
+        stop: CancellationToken,
+    ) {
+        let mut sweep = tokio::time::interval(self.config.keepalive);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                Some(batch) = feed.recv() => self.route(batch),
+                Some(cmd) = cmds.recv() => self.command(cmd),
+                Some(expired) = futures_util::StreamExt::next(&mut self.grace), if !self.grace.is_empty() => {
+                    let account = expired.into_inner();
+                    self.grace_keys.remove(&account);
+                    if !self.by_account.contains_key(&account) {
+                        self.presence.set(account, false);
+                    }
+                }
+                // The sweep only runs while there are streams to sweep.
+                _ = sweep.tick(), if !self.conns.is_empty() => self.sweep(),
+                else => break,
+            }
+        }
+        // Let the presence writer record who is still connected: at the next start they get the grace
+        // period to come back.
+        for (_, entry) in self.conns.drain() {
+            entry.shared.kill(shutting_down());
+        }
+    }
+
+    fn command(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Connect {
+                account,
+                key,
+                expires_at,
+                reply,
+            } => {
+                let _ = reply.send(self.connect(account, key, expires_at));
+            }
+            Cmd::Subscribe {
+                conn,
+                sub,
+                pins,
+                reply,
+            } => {
+                self.set_pins(conn, sub, Some(pins));
+                let _ = reply.send(self.head);
+            }
+            Cmd::Unsubscribe { conn, sub } => self.set_pins(conn, sub, None),
+            Cmd::Disconnect { conn } => self.disconnect(conn),
+        }
+    }
+
+    fn connect(&mut self, account: AccountId, key: KeyId, expires_at: i64) -> Result<Conn, ErrorBody> {
+        if self.conns.len() >= self.config.max_total {
+            return Err(ErrorBody::new(
+                ErrorCode::TooManyConnections,
+                "the server holds as many streams as it is configured for; try again later",
+            ));
+        }
+        let streams = self.by_account.entry(account).or_default();
+        if streams.len() >= self.config.max_per_account as usize {
+            return Err(ErrorBody::new(
+                ErrorCode::TooManyConnections,
+                format!(
+                    "this account already has {} open streams, the most the server allows; close one first",
+                    streams.len()
+                ),
+            ));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        streams.push(id);
+        if streams.len() == 1 {
+            // A reconnect within the grace period is invisible to contacts.
+            match self.grace_keys.remove(&account) {
+                Some(key) => {
+                    self.grace.remove(&key);
+                }
+                None => self.presence.set(account, true),
+            }
+        }
+        let (tx, rx) = mpsc::channel(self.config.queue);
+        let shared = Arc::new(ConnShared {
+            lagged: AtomicBool::new(false),
+            kill: CancellationToken::new(),
+            reason: OnceLock::new(),
+            last_seen: AtomicU64::new(mono_ms()),
+        });
+        self.conns.insert(
+            id,
+            Entry {
+                account,
+                key,
+                expires_at,
+                tx,
+                shared: shared.clone(),
+                subs: vec![],
+            },
+        );
+        Ok(Conn {
+            id,
+            shared,
+            events: rx,
+        })
+    }
+
+    fn disconnect(&mut self, conn: ConnId) {
+        let Some(entry) = self.conns.remove(&conn) else {
+            return;
+        };
+        for (sub, pins) in &entry.subs {
+            self.unwatch(conn, *sub, pins);
+        }
+        if let Some(streams) = self.by_account.get_mut(&entry.account) {
+            streams.retain(|c| *c != conn);
+            if streams.is_empty() {
+                self.by_account.remove(&entry.account);
+                self.start_grace(entry.account);
+            }
+        }
+    }
+
+    fn start_grace(&mut self, account: AccountId) {
+        if !self.grace_keys.contains_key(&account) {
+            let key = self.grace.insert(account, self.config.grace);
+            self.grace_keys.insert(account, key);
+        }
+    }
+
+    fn set_pins(&mut self, conn: ConnId, sub: SubId, pins: Option<Vec<AccountId>>) {
+        let Some(entry) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let old = entry
+            .subs
+            .iter()
+            .position(|(s, _)| *s == sub)
+            .map(|i| entry.subs.swap_remove(i).1);
+        if let Some(old) = old {
+            self.unwatch(conn, sub, &old);
+        }
+        if let Some(pins) = pins {
+            for pin in &pins {
+                self.watchers.entry(*pin).or_default().push((conn, sub));
+            }
+            if let Some(entry) = self.conns.get_mut(&conn) {
+                entry.subs.push((sub, pins));
+            }
+        }
+    }
+
+    fn unwatch(&mut self, conn: ConnId, sub: SubId, pins: &[AccountId]) {
+        for pin in pins {
+            if let Some(list) = self.watchers.get_mut(pin) {
+                list.retain(|w| *w != (conn, sub));
+                if list.is_empty() {
+                    self.watchers.remove(pin);
+                }
+            }
+        }
+    }
+
+    fn route(&mut self, batch: ChangeBatch) {
+        for change in batch.changes {
+            let change = Arc::new(change);
+            match &*change {
+                Change::Fields { account, .. } => {
+                    if let Some(list) = self.watchers.get(account) {
+                        for &(conn, sub) in list {
+                            deliver(&self.conns, &self.metrics, conn, sub, &change);
+                        }
+                    }
+                }
+                Change::Unread { owner, contact, .. } => self.to_account(*owner, *contact, &change),
+                Change::PeerRead { reader, peer, .. } => self.to_account(*peer, *reader, &change),
+                Change::Message { to, message, .. } => self.to_account(*to, message.from, &change),
+                Change::KeysRevoked { account, keys, .. } => {
+                    for conn in self.by_account.get(account).into_iter().flatten() {
+                        if let Some(entry) = self.conns.get(conn)
+                            && keys.contains(&entry.key)
+                        {
+                            entry.shared.kill(ErrorBody::new(
+                                ErrorCode::InvalidKey,
+                                "the auth key of this stream was revoked; log in again",
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        self.head = self.head.max(batch.head);
+    }
+
+    /// Routes a change meant for `account`'s subscriptions that pinned `about`.
+    fn to_account(&self, account: AccountId, about: AccountId, change: &Arc<Change>) {
+        for conn in self.by_account.get(&account).into_iter().flatten() {
+            let Some(entry) = self.conns.get(conn) else {
+                continue;
+            };
+            for (sub, pins) in &entry.subs {
+                if pins.contains(&about) {
+                    deliver(&self.conns, &self.metrics, *conn, *sub, change);
+                }
+            }
+        }
+    }
+
+    fn sweep(&mut self) {
+        let now = mono_ms();
+        let idle_ms = 3 * self.config.keepalive.as_millis() as u64;
+        let wall = crate::util::now_ms();
+        for entry in self.conns.values() {
+            let seen = entry.shared.last_seen.load(Ordering::Relaxed);
+            if now.saturating_sub(seen) > idle_ms {
+                entry.shared.kill(ErrorBody::new(
+                    ErrorCode::IdleTimeout,
+                    format!(
+                        "nothing received for {} s; send a ping every keepalive interval",
+                        idle_ms / 1000
+                    ),
+                ));
+            } else if entry.expires_at <= wall {
+                entry.shared.kill(ErrorBody::new(
+                    ErrorCode::InvalidKey,
+                    "the auth key expired; log in again",
+                ));
+            }
+        }
+    }
+}
+
+fn deliver(
+    conns: &HashMap<ConnId, Entry>,
+    metrics: &Metrics,
+    conn: ConnId,
+    sub: SubId,
+    change: &Arc<Change>,
+) {
+    let Some(entry) = conns.get(&conn) else { return };
+    match entry.tx.try_send(Outbound {
+        sub,
+        change: change.clone(),
+    }) {
+        Ok(()) => Metrics::inc(&metrics.events_relayed),
+        // The stream is behind: it will catch up from the database, which holds this change too.
+        Err(mpsc::error::TrySendError::Full(_)) => entry.shared.lagged.store(true, Ordering::Release),
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+}
+
+/// Desired connection states waiting to be written; the latest wish per account wins.
+#[derive(Default)]
+struct PresenceQueue {
+    pending: Mutex<HashMap<AccountId, bool>>,
+    notify: Notify,
+}
+
+impl PresenceQueue {
+    fn set(&self, account: AccountId, connected: bool) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(account, connected);
+        self.notify.notify_one();
+    }
+
+    async fn run(self: Arc<Self>, store: Arc<dyn Store>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.notify.notified() => {}
+            }
+            let batch: Vec<(AccountId, bool)> = self
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drain()
+                .collect();
+            if batch.is_empty() {
+                continue;
+            }
+            if let Err(e) = store.set_connected(batch.clone()).await {
+                tracing::error!(error = %e, accounts = batch.len(), "cannot record presence; will retry");
+                {
+                    let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                    for (account, connected) in batch {
+                        pending.entry(account).or_insert(connected);
+                    }
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => self.notify.notify_one(),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! Durable state, in domain terms.
+//!
+//! [`Store`] is what the rest of the server needs from a database: accounts, keys, contacts, presence,
+//! messages and the pinned-contact sync queries. [`sqlite::SqliteStore`] implements it on an embedded
+//! SQLite file; a PostgreSQL implementation can be added behind the same trait.
+//!
+//! # The change feed
+//! Every change a store commits is stamped with the next value of one global counter, the *cursor*, and
+//! every mutable field remembers the cursor of its last change. Two things follow:
+//! - "what changed for these pins after cursor `c`" is a query on the stored versions ([`Store::sync`]),
+//!   which is how a client resumes, polls, or catches up after falling behind — with no gap and no
+//!   duplicate, and no per-subscriber log to keep;
+//! - after each commit the store reads back everything stamped since it last looked and publishes it, in
+//!   cursor order, as a [`ChangeBatch`] on the feed. Writes by other processes on the same database (the
+//!   admin commands) are picked up the same way, so a running server pushes them too.
+
+mod schema;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use pinchat_proto::http::{HistoryPage, Identity, Me};
+use pinchat_proto::stream::Snapshot;
+use pinchat_proto::{AccountId, Cursor, Epoch, Field, Message, MessageId, Presence};
+
+/// The id of a stored auth key (not the key itself, which is never stored).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub i64);
+
+/// What login needs to know about an account.
+#[derive(Clone, Debug)]
+pub struct AccountAuth {
+    /// The account.
+    pub id: AccountId,
+    /// Its argon2id PHC hash.
+    pub password_hash: String,
+    /// Disabled accounts cannot log in.
+    pub disabled: bool,
+}
+
+/// A stored auth key, looked up by the hash of the key a client presented.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyRecord {
+    /// Which key.
+    pub id: KeyId,
+    /// Whose.
+    pub account: AccountId,
+    /// Expiry, ms since the Unix epoch.
+    pub expires_at: i64,
+    /// Revoked keys stay in the table (so their revocation can be published) but never authenticate.
+    pub revoked: bool,
+}
+
+/// Changes to an account's profile; `None` leaves a field alone.
+#[derive(Clone, Debug, Default)]
+pub struct ProfileChange {
+    /// Display name.
+    pub name: Option<String>,
+    /// Avatar hash (`Some(None)` removes the avatar).
+    pub avatar: Option<Option<String>>,
+    /// Signature.
+    pub signature: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+}
+
+/// The result of storing a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sent {
+    /// The message id.
+    pub id: MessageId,
+    /// Server timestamp, ms.
+    pub ts: i64,
+    /// The client id had been stored before: this is a retry and nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// How much a sync may send.
+#[derive(Clone, Copy, Debug)]
+pub struct SyncLimits {
+    /// Latest unread messages included per contact as hints in a full entry.
+    pub hints_per_contact: u32,
+    /// A resume that would carry more messages than this becomes a full snapshot instead (the client then
+    /// pages through history for the rest).
+    pub resume_messages: u32,
+}
+
+/// What a client already holds when it asks for a sync.
+#[derive(Clone, Debug)]
+pub struct Since {
+    /// The epoch of its cursor.
+    pub epoch: Epoch,
+    /// Its cursor.
+    pub cursor: Cursor,
+    /// Pins it holds nothing for.
+    pub fresh: Vec<AccountId>,
+}
+
+/// One committed change, as the hub fans it out. Each carries the cursor it was stamped with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Identity or presence fields of `account` changed: for everybody who pinned it.
+    Fields {
+        /// Whose fields.
+        account: AccountId,
+        /// Stamp.
+        cursor: Cursor,
+        /// The new values of the changed fields.
+        fields: Vec<Field>,
+    },
+    /// `owner`'s unread count from `contact` changed: for `owner`'s subscriptions pinning `contact`.
+    Unread {
+        /// Whose count.
+        owner: AccountId,
+        /// From whom.
+        contact: AccountId,
+        /// Stamp.
+        cursor: Cursor,
+        /// The new count.
+        unread: u32,
+    },
+    /// `reader` read `peer`'s messages up to `up_to`: for `peer`'s subscriptions pinning `reader`.
+    PeerRead {
+        /// Who read.
+        reader: AccountId,
+        /// Whose messages.
+        peer: AccountId,
+        /// Stamp.
+        cursor: Cursor,
+        /// The newest message read.
+        up_to: MessageId,
+    },
+    /// A message was stored: for `to`'s subscriptions pinning the sender.
+    Message {
+        /// Recipient.
+        to: AccountId,
+        /// Stamp.
+        cursor: Cursor,
+        /// The message.
+        message: Message,
+    },
+    /// Auth keys were revoked (logout, admin revocation, account disabled): streams using them end.
+    KeysRevoked {
+        /// Whose keys.
+        account: AccountId,
+        /// Stamp.
+        cursor: Cursor,
+        /// Which keys.
+        keys: Vec<KeyId>,
+    },
+}
+
+impl Change {
+    /// The cursor the change was stamped with.
+    pub fn cursor(&self) -> Cursor {
+        match self {
+            Change::Fields { cursor, .. }
+            | Change::Unread { cursor, .. }
+            | Change::PeerRead { cursor, .. }
+            | Change::Message { cursor, .. }
+            | Change::KeysRevoked { cursor, .. } => *cursor,
+        }
+    }
+}
+
+/// Changes committed together, in cursor order; `head` is the highest cursor they cover.
+#[derive(Clone, Debug)]
+pub struct ChangeBatch {
+    /// Everything stamped up to here has been published.
+    pub head: Cursor,
+    /// The changes.
+    pub changes: Vec<Change>,
+}
+
+/// Store failures, in terms a caller can act on.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The thing does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The login name is taken.
+    #[error("an account named {0:?} already exists")]
+    AccountExists(String),
+    /// Pins that are not contacts of the account.
+    #[error("not contacts of this account: {0:?}")]
+    PinNotContact(Vec<AccountId>),
+    /// The recipient is not a contact.
+    #[error("account {0} is not a contact")]
+    MessageNotContact(AccountId),
+    /// A value is not allowed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Db(String),
+    /// The store was shut down.
+    #[error("the store is shut down")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Db(e.to_string())
+    }
+}
+
+/// Result alias for store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The server's database, in domain terms. Every method may be called from async code: implementations
+/// keep blocking work off the runtime's threads.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The database's epoch and the cursor of its last committed change.
+    async fn head(&self) -> StoreResult<(Epoch, Cursor)>;
+
+    /// Creates an account; fails with [`StoreError::AccountExists`] when the login is taken.
+    async fn create_account(&self, login: &str, password_hash: &str, name: &str) -> StoreResult<AccountId>;
+    /// Finds an account by login name (case-insensitive).
+    async fn account_auth(&self, login: &str) -> StoreResult<Option<AccountAuth>>;
+    /// Resolves a login name to an id.
+    async fn account_id(&self, login: &str) -> StoreResult<Option<AccountId>>;
+    /// Replaces an account's password hash and revokes its keys.
+    async fn set_password(&self, account: AccountId, password_hash: &str) -> StoreResult<()>;
+    /// Disables (and revokes every key of) or re-enables an account.
+    async fn set_disabled(&self, account: AccountId, disabled: bool) -> StoreResult<()>;
+    /// The account's own identity and presence.
+    async fn me(&self, account: AccountId) -> StoreResult<Me>;
+    /// Applies profile changes; only fields whose value actually changes are stamped and pushed.
+    async fn update_profile(&self, account: AccountId, change: ProfileChange) -> StoreResult<()>;
+    /// Stores avatar image bytes under their content hash (idempotent).
+    async fn put_avatar(&self, hash: &str, mime: &str, bytes: Vec<u8>) -> StoreResult<()>;
+    /// Loads an avatar image: `(mime, bytes)`.
+    async fn avatar(&self, hash: &str) -> StoreResult<Option<(String, Vec<u8>)>>;
+    /// Sets the account's chosen state and/or status text.
+    async fn set_presence(
+        &self,
+        account: AccountId,
+        state: Option<Presence>,
+        status: Option<String>,
+    ) -> StoreResult<()>;
+    /// Records which accounts have (or no longer have) a live stream; their visible state follows.
+    async fn set_connected(&self, accounts: Vec<(AccountId, bool)>) -> StoreResult<()>;
+    /// Accounts whose visible state is not offline (used at start-up: nobody is connected yet).
+    async fn visible_accounts(&self) -> StoreResult<Vec<AccountId>>;
+
+    /// Stores a new key hash.
+    async fn insert_key(&self, account: AccountId, key_hash: [u8; 32], expires_at: i64)
+    -> StoreResult<KeyId>;
+    /// Looks up a key by its hash.
+    async fn key(&self, key_hash: [u8; 32]) -> StoreResult<Option<KeyRecord>>;
+    /// Pushes a key's expiry out.
+    async fn touch_key(&self, key: KeyId, expires_at: i64) -> StoreResult<()>;
+    /// Revokes one key.
+    async fn revoke_key(&self, key: KeyId) -> StoreResult<()>;
+    /// Revokes every key of an account; returns how many were live.
+    async fn revoke_all_keys(&self, account: AccountId) -> StoreResult<usize>;
+
+    /// Makes two accounts contacts of each other (idempotent).
+    async fn link(&self, a: AccountId, b: AccountId) -> StoreResult<()>;
+    /// The account's contacts with their identities, by display name.
+    async fn contacts(&self, account: AccountId) -> StoreResult<Vec<Identity>>;
+
+    /// Stores a message durably (the future resolves after the commit), idempotent per
+    /// `(from, client_id)`.
+    async fn send_message(
+        &self,
+        from: AccountId,
+        to: AccountId,
+        client_id: &str,
+        text: &str,
+        ts: i64,
+    ) -> StoreResult<Sent>;
+    /// Marks `contact`'s messages to `account` read up to `up_to`; returns the unread count afterwards.
+    async fn mark_read(&self, account: AccountId, contact: AccountId, up_to: MessageId) -> StoreResult<u32>;
+    /// A page of the conversation between `account` and `contact`, newest first, before `before`.
+    async fn history(
+        &self,
+        account: AccountId,
+        contact: AccountId,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> StoreResult<HistoryPage>;
+
+    /// The state of `pins` for `account`: full when `since` is `None` or unusable, otherwise what changed
+    /// after `since.cursor`. Fails with [`StoreError::PinNotContact`] when a pin is not a contact.
+    async fn sync(
+        &self,
+        account: AccountId,
+        pins: &[AccountId],
+        since: Option<Since>,
+        limits: SyncLimits,
+    ) -> StoreResult<Snapshot>;
+}

@@ -1,0 +1,1125 @@
+//! [`Store`] on an embedded SQLite database.
+//!
+//! One dedicated thread owns the only writing connection. Writes arrive as jobs on a bounded channel;
+//! the thread takes every job waiting (up to [`MAX_BATCH`]), runs each in its own savepoint inside one
+//! `BEGIN IMMEDIATE` transaction, commits once with `synchronous=FULL`, and only then answers the callers:
+//! an acknowledged write is on disk, and a burst of writes costs one fsync (group commit). After each
+//! commit the thread reads back everything stamped since it last published and sends it on the change
+//! feed, so the feed is in cursor order by construction. When idle it looks for commits by other
+//! processes (the admin commands) every `external_poll` and publishes those too.
+//!
+//! Reads run on a small pool of read-only connections in `spawn_blocking`; WAL lets them proceed while
+//! the writer commits.
+
+use super::schema;
+use super::*;
+use pinchat_proto::stream::Snapshot;
+use pinchat_proto::{ContactUpdate, http::HistoryMessage};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use std::collections::{BTreeMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most jobs committed in one transaction.
+pub const MAX_BATCH: usize = 512;
+
+/// How the store is opened.
+#[derive(Debug)]
+pub struct SqliteOptions {
+    /// Where committed changes are published; `None` for tools that only write (the admin commands).
+    pub feed: Option<mpsc::Sender<ChangeBatch>>,
+    /// How often an idle writer looks for commits made by other processes.
+    pub external_poll: Duration,
+    /// Most read connections kept open.
+    pub readers: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            feed: None,
+            external_poll: Duration::from_secs(1),
+            readers: 4,
+        }
+    }
+}
+
+/// The SQLite store. Dropping it lets the writer finish the jobs already queued and stop; join the
+/// returned [`WriterThread`] to wait for that.
+pub struct SqliteStore {
+    jobs: flume::Sender<Box<dyn Job>>,
+    readers: Arc<ReaderPool>,
+    epoch: Epoch,
+}
+
+/// The writer thread, to be joined at shutdown.
+pub struct WriterThread(std::thread::JoinHandle<()>);
+
+impl WriterThread {
+    /// Waits until every queued write is committed and the thread has stopped. Blocking: call it from
+    /// `spawn_blocking` or outside the runtime.
+    pub fn join(self) {
+        let _ = self.0.join();
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating as needed) the database at `path`.
+    pub fn open(path: &Path, options: SqliteOptions) -> Result<(SqliteStore, WriterThread), StoreError> {
+        let mut conn = Connection::open(path)
+            .map_err(|e| StoreError::Db(format!("cannot open database {}: {e}", path.display())))?;
+        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Db(format!(
+                "cannot switch {} to WAL mode (got {mode})",
+                path.display()
+            )));
+        }
+        // FULL: a commit is durable once acknowledged, which is what "stored before acknowledged" needs.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        schema::migrate(&mut conn)?.map_err(StoreError::Db)?;
+        let epoch: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0))?;
+        let published = read_seq(&conn)?;
+
+        let (tx, rx) = flume::bounded::<Box<dyn Job>>(4 * MAX_BATCH);
+        let writer = Writer {
+            conn,
+            jobs: rx,
+            feed: options.feed,
+            external_poll: options.external_poll,
+            published,
+        };
+        let thread = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| StoreError::Db(format!("cannot start the writer thread: {e}")))?;
+        let readers = Arc::new(ReaderPool {
+            path: path.to_owned(),
+            max: options.readers,
+            idle: Mutex::new(vec![]),
+        });
+        Ok((
+            SqliteStore {
+                jobs: tx,
+                readers,
+                epoch: epoch as u64,
+            },
+            WriterThread(thread),
+        ))
+    }
+
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job = Box::new(WriteJob {
+            f: Some(f),
+            result: None,
+            reply,
+        });
+        self.jobs.send_async(job).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.take()?;
+            let result = f(&conn);
+            pool.put(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Db(format!("read task failed: {e}")))?
+    }
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    max: usize,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReaderPool {
+    fn take(&self) -> StoreResult<Connection> {
+        if let Some(conn) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        Ok(conn)
+    }
+
+    fn put(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.max {
+            idle.push(conn);
+        }
+    }
+}
+
+/// What a write job sees: the open transaction and the cursor counter.
+pub struct WriteCtx<'c> {
+    conn: &'c Connection,
+    head: Cursor,
+}
+
+impl WriteCtx<'_> {
+    /// Takes the next cursor value for a change in this transaction.
+    fn stamp(&mut self) -> i64 {
+        self.head += 1;
+        self.head as i64
+    }
+}
+
+trait Job: Send {
+    /// Runs the job inside its savepoint; `false` means it failed and its writes must be rolled back.
+    fn run(&mut self, ctx: &mut WriteCtx<'_>) -> bool;
+    /// Answers the caller once the transaction's fate is known.
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>);
+}
+
+struct WriteJob<T, F> {
+    f: Option<F>,
+    result: Option<StoreResult<T>>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T, F> Job for WriteJob<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut WriteCtx<'_>) -> StoreResult<T> + Send + 'static,
+{
+    fn run(&mut self, ctx: &mut WriteCtx<'_>) -> bool {
+        let Some(f) = self.f.take() else { return false };
+        // A panic in one job is a bug, but it must not take the writer (and every later write) with it.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(ctx))).unwrap_or_else(|_| {
+            Err(StoreError::Db(
+                "internal error while writing (see the server log)".into(),
+            ))
+        });
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
+        let result = match commit {
+            Ok(()) => self.result.unwrap_or(Err(StoreError::Closed)),
+            Err(e) => Err(e),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    jobs: flume::Receiver<Box<dyn Job>>,
+    feed: Option<mpsc::Sender<ChangeBatch>>,
+    external_poll: Duration,
+    published: Cursor,
+}
+
+impl Writer {
+    fn run(mut self) {
+        loop {
+            let first = match self.jobs.recv_timeout(self.external_poll) {
+                Ok(job) => job,
+                Err(flume::RecvTimeoutError::Timeout) => {
+                    self.publish();
+                    continue;
+                }
+                Err(flume::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch = vec![first];
+            batch.extend(self.jobs.try_iter().take(MAX_BATCH - 1));
+            let commit = self.commit(&mut batch);
+            for job in batch {
+                job.finish(commit.clone());
+            }
+            self.publish();
+        }
+        self.publish();
+    }
+
+    fn commit(&self, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let result = (|| {
+            let mut ctx = WriteCtx {
+                conn: &self.conn,
+                head: read_seq(&self.conn)?,
+            };
+            for job in batch.iter_mut() {
+                self.conn.execute_batch("SAVEPOINT job")?;
+                if job.run(&mut ctx) {
+                    self.conn.execute_batch("RELEASE job")?;
+                } else {
+                    self.conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+                }
+            }
+            self.conn
+                .execute("UPDATE meta SET value = ?1 WHERE key = 'seq'", [ctx.head as i64])?;
+            self.conn.execute_batch("COMMIT")
+        })();
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "database commit failed; the batch is rolled back");
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        result.map_err(StoreError::from)
+    }
+
+    /// Publishes everything stamped after `published`, whoever wrote it.
+    fn publish(&mut self) {
+        let Some(feed) = &self.feed else { return };
+        match collect_changes(&self.conn, self.published) {
+            Ok(None) => {}
+            Ok(Some(batch)) => {
+                self.published = batch.head;
+                // Blocking is right here: if the hub falls behind, writes wait rather than the feed
+                // dropping changes. The hub never waits on the store, so this cannot deadlock.
+                let _ = feed.blocking_send(batch);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read committed changes for the feed"),
+        }
+    }
+}
+
+fn read_seq(conn: &Connection) -> rusqlite::Result<Cursor> {
+    conn.query_row("SELECT value FROM meta WHERE key = 'seq'", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|v| v as u64)
+}
+
+fn now_ms() -> i64 {
+    crate::util::now_ms()
+}
+
+/// The identity and presence columns of `accounts`, in the order [`AccountRow::read`] expects.
+const ACCOUNT_COLS: &str = "id, name, name_v, avatar, avatar_v, signature, signature_v, description, \
+                            description_v, state, state_v, status, status_v";
+
+/// An account's visible fields with the cursor of each one's last change.
+struct AccountRow {
+    id: AccountId,
+    fields: [(Cursor, Field); 6],
+}
+
+impl AccountRow {
+    fn read(r: &Row<'_>) -> rusqlite::Result<AccountRow> {
+        let v = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
+        Ok(AccountRow {
+            id: AccountId(r.get::<_, i64>(0)? as u64),
+            fields: [
+                (v(2)?, Field::Name(r.get(1)?)),
+                (v(4)?, Field::Avatar(r.get(3)?)),
+                (v(6)?, Field::Signature(r.get(5)?)),
+                (v(8)?, Field::Description(r.get(7)?)),
+                (v(10)?, Field::State(Presence::from_index(r.get(9)?))),
+                (v(12)?, Field::Status(r.get(11)?)),
+            ],
+        })
+    }
+
+    /// The fields changed after `after` (all of them for `None`).
+    fn since(self, after: Option<Cursor>) -> impl Iterator<Item = (Cursor, Field)> {
+        self.fields
+            .into_iter()
+            .filter(move |(v, _)| after.is_none_or(|a| *v > a))
+    }
+}
+
+/// Reads every change stamped in `(after, head]` in one read transaction, ordered by cursor. `None` when
+/// nothing new was committed.
+fn collect_changes(conn: &Connection, after: Cursor) -> rusqlite::Result<Option<ChangeBatch>> {
+    let tx = conn.unchecked_transaction()?;
+    let head = read_seq(&tx)?;
+    if head <= after {
+        return Ok(None);
+    }
+    let (lo, hi) = (after as i64, head as i64);
+    let mut changes = Vec::new();
+
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT {ACCOUNT_COLS} FROM accounts WHERE v > ?1 AND v <= ?2"
+    ))?;
+    let rows = stmt.query_map([lo, hi], AccountRow::read)?;
+    for row in rows {
+        let row = row?;
+        let account = row.id;
+        // Fields changed by different writes carry different cursors and become separate changes, so
+        // that a client's cursor never claims a change it has not seen.
+        let mut by_cursor: BTreeMap<Cursor, Vec<Field>> = BTreeMap::new();
+        for (v, field) in row.since(Some(after)) {
+            by_cursor.entry(v).or_default().push(field);
+        }
+        changes.extend(by_cursor.into_iter().map(|(cursor, fields)| Change::Fields {
+            account,
+            cursor,
+            fields,
+        }));
+    }
+
+    let mut stmt = tx.prepare_cached(
+        "SELECT account, contact, unread, unread_v, read_up_to, read_v FROM unread WHERE v > ?1 AND v <= ?2",
+    )?;
+    let rows = stmt.query_map([lo, hi], |r| {
+        Ok((
+            AccountId(r.get::<_, i64>(0)? as u64),
+            AccountId(r.get::<_, i64>(1)? as u64),
+            r.get::<_, u32>(2)?,
+            r.get::<_, i64>(3)? as u64,
+            MessageId(r.get::<_, i64>(4)? as u64),
+            r.get::<_, i64>(5)? as u64,
+        ))
+    })?;
+    for row in rows {
+        let (owner, contact, unread, unread_v, up_to, read_v) = row?;
+        if unread_v > after {
+            changes.push(Change::Unread {
+                owner,
+                contact,
+                cursor: unread_v,
+                unread,
+            });
+        }
+        if read_v > after {
+            changes.push(Change::PeerRead {
+                reader: owner,
+                peer: contact,
+                cursor: read_v,
+                up_to,
+            });
+        }
+    }
+
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, sender, recipient, ts, text FROM messages WHERE id > ?1 AND id <= ?2 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([lo, hi], |r| {
+        let id = r.get::<_, i64>(0)? as u64;
+        Ok(Change::Message {
+            to: AccountId(r.get::<_, i64>(2)? as u64),
+            cursor: id,
+            message: Message {
+                id: MessageId(id),
+                from: AccountId(r.get::<_, i64>(1)? as u64),
+                ts: r.get(3)?,
+                text: r.get(4)?,
+            },
+        })
+    })?;
+    for row in rows {
+        changes.push(row?);
+    }
+
+    let mut stmt = tx.prepare_cached(
+        "SELECT account, revoked_v, id FROM keys WHERE revoked_v > ?1 AND revoked_v <= ?2 ORDER BY revoked_v",
+    )?;
+    let rows = stmt.query_map([lo, hi], |r| {
+        Ok((
+            AccountId(r.get::<_, i64>(0)? as u64),
+            r.get::<_, i64>(1)? as u64,
+            KeyId(r.get(2)?),
+        ))
+    })?;
+    let mut revoked: BTreeMap<(Cursor, AccountId), Vec<KeyId>> = BTreeMap::new();
+    for row in rows {
+        let (account, cursor, key) = row?;
+        revoked.entry((cursor, account)).or_default().push(key);
+    }
+    changes.extend(
+        revoked
+            .into_iter()
+            .map(|((cursor, account), keys)| Change::KeysRevoked {
+                account,
+                cursor,
+                keys,
+            }),
+    );
+
+    changes.sort_by_key(Change::cursor);
+    Ok(Some(ChangeBatch { head, changes }))
+}
+
+fn aid(r: &Row<'_>, i: usize) -> rusqlite::Result<AccountId> {
+    Ok(AccountId(r.get::<_, i64>(i)? as u64))
+}
+
+fn account_exists(conn: &Connection, account: AccountId) -> StoreResult<()> {
+    conn.query_row("SELECT 1 FROM accounts WHERE id = ?1", [account.0 as i64], |_| {
+        Ok(())
+    })
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound(format!("account {account}")))
+}
+
+/// Recomputes an account's visible state from its chosen state and connection; stamps it if it changed.
+fn refresh_state(ctx: &mut WriteCtx<'_>, account: AccountId) -> StoreResult<()> {
+    let (chosen, connected, state): (u8, bool, u8) = ctx
+        .conn
+        .query_row(
+            "SELECT chosen_state, connected, state FROM accounts WHERE id = ?1",
+            [account.0 as i64],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("account {account}")))?;
+    let visible = if connected {
+        chosen
+    } else {
+        Presence::Offline.to_index()
+    };
+    if visible != state {
+        let s = ctx.stamp();
+        ctx.conn.execute(
+            "UPDATE accounts SET state = ?2, state_v = ?3, v = max(v, ?3) WHERE id = ?1",
+            params![account.0 as i64, visible, s],
+        )?;
+    }
+    Ok(())
+}
+
+fn revoke_keys(ctx: &mut WriteCtx<'_>, account: AccountId) -> StoreResult<usize> {
+    let s = ctx.stamp();
+    Ok(ctx.conn.execute(
+        "UPDATE keys SET revoked_v = ?2 WHERE account = ?1 AND revoked_v IS NULL",
+        params![account.0 as i64, s],
+    )?)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn head(&self) -> StoreResult<(Epoch, Cursor)> {
+        let epoch = self.epoch;
+        self.read(move |c| Ok((epoch, read_seq(c)?))).await
+    }
+
+    async fn create_account(&self, login: &str, password_hash: &str, name: &str) -> StoreResult<AccountId> {
+        let (login, hash, name) = (login.to_owned(), password_hash.to_owned(), name.to_owned());
+        self.write(move |ctx| {
+            let taken = ctx
+                .conn
+                .query_row("SELECT 1 FROM accounts WHERE login = ?1", [&login], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if taken {
+                return Err(StoreError::AccountExists(login));
+            }
+            let s = ctx.stamp();
+            ctx.conn.execute(
+                "INSERT INTO accounts (login, password_hash, created_at, name, name_v, avatar_v, signature_v,
+                                       description_v, state_v, status_v, v)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, ?5, ?5, ?5, ?5)",
+                params![login, hash, now_ms(), name, s],
+            )?;
+            Ok(AccountId(ctx.conn.last_insert_rowid() as u64))
+        })
+        .await
+    }
+
+    async fn account_auth(&self, login: &str) -> StoreResult<Option<AccountAuth>> {
+        let login = login.to_owned();
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT id, password_hash, disabled FROM accounts WHERE login = ?1",
+                [login],
+                |r| {
+                    Ok(AccountAuth {
+                        id: aid(r, 0)?,
+                        password_hash: r.get(1)?,
+                        disabled: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn account_id(&self, login: &str) -> StoreResult<Option<AccountId>> {
+        Ok(self.account_auth(login).await?.map(|a| a.id))
+    }
+
+    async fn set_password(&self, account: AccountId, password_hash: &str) -> StoreResult<()> {
+        let hash = password_hash.to_owned();
+        self.write(move |ctx| {
+            account_exists(ctx.conn, account)?;
+            ctx.conn.execute(
+                "UPDATE accounts SET password_hash = ?2 WHERE id = ?1",
+                params![account.0 as i64, hash],
+            )?;
+            revoke_keys(ctx, account)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_disabled(&self, account: AccountId, disabled: bool) -> StoreResult<()> {
+        self.write(move |ctx| {
+            account_exists(ctx.conn, account)?;
+            ctx.conn.execute(
+                "UPDATE accounts SET disabled = ?2 WHERE id = ?1",
+                params![account.0 as i64, disabled],
+            )?;
+            if disabled {
+                revoke_keys(ctx, account)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn me(&self, account: AccountId) -> StoreResult<Me> {
+        self.read(move |c| {
+            c.query_row(
+                "SELECT id, login, name, avatar, signature, description, state, chosen_state, status
+                 FROM accounts WHERE id = ?1",
+                [account.0 as i64],
+                |r| {
+                    Ok(Me {
+                        identity: Identity {
+                            id: aid(r, 0)?,
+                            login: r.get(1)?,
+                            name: r.get(2)?,
+                            avatar: r.get(3)?,
+                            signature: r.get(4)?,
+                            description: r.get(5)?,
+                        },
+                        state: Presence::from_index(r.get(6)?),
+                        chosen_state: Presence::from_index(r.get(7)?),
+                        status: r.get(8)?,
+                    })
+                },
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("account {account}")))
+        })
+        .await
+    }
+
+    async fn update_profile(&self, account: AccountId, change: ProfileChange) -> StoreResult<()> {
+        self.write(move |ctx| {
+            let (name, avatar, signature, description): (String, Option<String>, String, String) = ctx
+                .conn
+                .query_row(
+                    "SELECT name, avatar, signature, description FROM accounts WHERE id = ?1",
+                    [account.0 as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("account {account}")))?;
+            // Only values that differ are written, so that a widget is told about real changes only.
+            let mut sets: Vec<(&str, rusqlite::types::Value)> = vec![];
+            if let Some(v) = change.name.filter(|v| *v != name) {
+                sets.push(("name", v.into()));
+            }
+            if let Some(v) = change.avatar.filter(|v| *v != avatar) {
+                sets.push(("avatar", v.map_or(rusqlite::types::Value::Null, Into::into)));
+            }
+            if let Some(v) = change.signature.filter(|v| *v != signature) {
+                sets.push(("signature", v.into()));
+            }
+            if let Some(v) = change.description.filter(|v| *v != description) {
+                sets.push(("description", v.into()));
+            }
+            if sets.is_empty() {
+                return Ok(());
+            }
+            let s = ctx.stamp();
+            let assignments: Vec<String> = sets
+                .iter()
+                .map(|(col, _)| format!("{col} = ?, {col}_v = ?1"))
+                .collect();
+            let sql = format!(
+                "UPDATE accounts SET {}, v = ?1 WHERE id = ?2",
+                assignments.join(", ")
+            );
+            let mut values: Vec<rusqlite::types::Value> = vec![s.into(), (account.0 as i64).into()];
+            values.extend(sets.into_iter().map(|(_, v)| v));
+            ctx.conn.execute(&sql, rusqlite::params_from_iter(values))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_avatar(&self, hash: &str, mime: &str, bytes: Vec<u8>) -> StoreResult<()> {
+        let (hash, mime) = (hash.to_owned(), mime.to_owned());
+        self.write(move |ctx| {
+            ctx.conn.execute(
+                "INSERT OR IGNORE INTO avatars (hash, mime, data) VALUES (?1, ?2, ?3)",
+                params![hash, mime, bytes],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn avatar(&self, hash: &str) -> StoreResult<Option<(String, Vec<u8>)>> {
+        let hash = hash.to_owned();
+        self.read(move |c| {
+            Ok(
+                c.query_row("SELECT mime, data FROM avatars WHERE hash = ?1", [hash], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?,
+            )
+        })
+        .await
+    }
+
+    async fn set_presence(
+        &self,
+        account: AccountId,
+        state: Option<Presence>,
+        status: Option<String>,
+    ) -> StoreResult<()> {
+        self.write(move |ctx| {
+            account_exists(ctx.conn, account)?;
+            if let Some(state) = state {
+                ctx.conn.execute(
+                    "UPDATE accounts SET chosen_state = ?2 WHERE id = ?1",
+                    params![account.0 as i64, state.to_index()],
+                )?;
+                refresh_state(ctx, account)?;
+            }
+            if let Some(status) = status {
+                let current: String = ctx.conn.query_row(
+                    "SELECT status FROM accounts WHERE id = ?1",
+                    [account.0 as i64],
+                    |r| r.get(0),
+                )?;
+                if current != status {
+                    let s = ctx.stamp();
+                    ctx.conn.execute(
+                        "UPDATE accounts SET status = ?2, status_v = ?3, v = ?3 WHERE id = ?1",
+                        params![account.0 as i64, status, s],
+                    )?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_connected(&self, accounts: Vec<(AccountId, bool)>) -> StoreResult<()> {
+        self.write(move |ctx| {
+            for (account, connected) in accounts {
+                ctx.conn.execute(
+                    "UPDATE accounts SET connected = ?2 WHERE id = ?1",
+                    params![account.0 as i64, connected],
+                )?;
+                refresh_state(ctx, account)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn visible_accounts(&self) -> StoreResult<Vec<AccountId>> {
+        self.read(|c| {
+            let mut stmt = c.prepare("SELECT id FROM accounts WHERE state != 0 OR connected != 0")?;
+            let ids = stmt
+                .query_map([], |r| aid(r, 0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn insert_key(
+        &self,
+        account: AccountId,
+        key_hash: [u8; 32],
+        expires_at: i64,
+    ) -> StoreResult<KeyId> {
+        self.write(move |ctx| {
+            ctx.conn.execute(
+                "INSERT INTO keys (account, hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![account.0 as i64, key_hash, now_ms(), expires_at],
+            )?;
+            Ok(KeyId(ctx.conn.last_insert_rowid()))
+        })
+        .await
+    }
+
+    async fn key(&self, key_hash: [u8; 32]) -> StoreResult<Option<KeyRecord>> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT id, account, expires_at, revoked_v IS NOT NULL FROM keys WHERE hash = ?1",
+                [key_hash],
+                |r| {
+                    Ok(KeyRecord {
+                        id: KeyId(r.get(0)?),
+                        account: aid(r, 1)?,
+                        expires_at: r.get(2)?,
+                        revoked: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn touch_key(&self, key: KeyId, expires_at: i64) -> StoreResult<()> {
+        self.write(move |ctx| {
+            ctx.conn.execute(
+                "UPDATE keys SET expires_at = max(expires_at, ?2) WHERE id = ?1",
+                params![key.0, expires_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoke_key(&self, key: KeyId) -> StoreResult<()> {
+        self.write(move |ctx| {
+            let s = ctx.stamp();
+            ctx.conn.execute(
+                "UPDATE keys SET revoked_v = ?2 WHERE id = ?1 AND revoked_v IS NULL",
+                params![key.0, s],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoke_all_keys(&self, account: AccountId) -> StoreResult<usize> {
+        self.write(move |ctx| {
+            account_exists(ctx.conn, account)?;
+            revoke_keys(ctx, account)
+        })
+        .await
+    }
+
+    async fn link(&self, a: AccountId, b: AccountId) -> StoreResult<()> {
+        if a == b {
+            return Err(StoreError::Invalid("an account cannot be its own contact".into()));
+        }
+        self.write(move |ctx| {
+            account_exists(ctx.conn, a)?;
+            account_exists(ctx.conn, b)?;
+            ctx.conn.execute(
+                "INSERT OR IGNORE INTO contacts (account, contact) VALUES (?1, ?2), (?2, ?1)",
+                params![a.0 as i64, b.0 as i64],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn contacts(&self, account: AccountId) -> StoreResult<Vec<Identity>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT a.id, a.login, a.name, a.avatar, a.signature, a.description
+                 FROM contacts c JOIN accounts a ON a.id = c.contact
+                 WHERE c.account = ?1 ORDER BY a.name COLLATE NOCASE, a.id",
+            )?;
+            let rows = stmt.query_map([account.0 as i64], |r| {
+                Ok(Identity {
+                    id: aid(r, 0)?,
+                    login: r.get(1)?,
+                    name: r.get(2)?,
+                    avatar: r.get(3)?,
+                    signature: r.get(4)?,
+                    description: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn send_message(
+        &self,
+        from: AccountId,
+        to: AccountId,
+        client_id: &str,
+        text: &str,
+        ts: i64,
+    ) -> StoreResult<Sent> {
+        let (client_id, text) = (client_id.to_owned(), text.to_owned());
+        self.write(move |ctx| {
+            let existing = ctx
+                .conn
+                .query_row(
+                    "SELECT id, recipient, ts, text FROM messages WHERE sender = ?1 AND client_id = ?2",
+                    params![from.0 as i64, client_id],
+                    |r| Ok((r.get::<_, i64>(0)?, aid(r, 1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?)),
+                )
+                .optional()?;
+            if let Some((id, recipient, ts, stored)) = existing {
+                if recipient != to || stored != text {
+                    return Err(StoreError::Invalid(format!(
+                        "client_id {client_id:?} was already used for a different message; use a new client_id \
+                         for each new message"
+                    )));
+                }
+                return Ok(Sent { id: MessageId(id as u64), ts, duplicate: true });
+            }
+            let is_contact = ctx
+                .conn
+                .query_row(
+                    "SELECT 1 FROM contacts WHERE account = ?1 AND contact = ?2",
+                    params![from.0 as i64, to.0 as i64],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if !is_contact {
+                return Err(StoreError::MessageNotContact(to));
+            }
+            let id = ctx.stamp();
+            ctx.conn.execute(
+                "INSERT INTO messages (id, sender, recipient, client_id, ts, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![id, from.0 as i64, to.0 as i64, client_id, ts, text],
+            )?;
+            // The unread count changes under its own cursor, after the message's: a client that applied
+            // the message but not the count resumes from the message's cursor and still gets the count.
+            let s = ctx.stamp();
+            ctx.conn.execute(
+                "INSERT INTO unread (account, contact, unread, unread_v, v) VALUES (?1, ?2, 1, ?3, ?3)
+                 ON CONFLICT (account, contact) DO UPDATE SET unread = unread + 1, unread_v = ?3, v = ?3",
+                params![to.0 as i64, from.0 as i64, s],
+            )?;
+            Ok(Sent { id: MessageId(id as u64), ts, duplicate: false })
+        })
+        .await
+    }
+
+    async fn mark_read(&self, account: AccountId, contact: AccountId, up_to: MessageId) -> StoreResult<u32> {
+        self.write(move |ctx| {
+            let (me, them) = (account.0 as i64, contact.0 as i64);
+            let (unread, read_up_to): (u32, i64) = ctx
+                .conn
+                .query_row(
+                    "SELECT unread, read_up_to FROM unread WHERE account = ?1 AND contact = ?2",
+                    [me, them],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?
+                .unwrap_or((0, 0));
+            // The marker moves to the newest real message at or before `up_to`, and only forward.
+            let newest: Option<i64> = ctx.conn.query_row(
+                "SELECT max(id) FROM messages WHERE recipient = ?1 AND sender = ?2 AND id <= ?3",
+                params![me, them, up_to.0 as i64],
+                |r| r.get(0),
+            )?;
+            let Some(newest) = newest.filter(|n| *n > read_up_to) else {
+                return Ok(unread);
+            };
+            let left: u32 = ctx.conn.query_row(
+                "SELECT count(*) FROM messages WHERE recipient = ?1 AND sender = ?2 AND id > ?3",
+                params![me, them, newest],
+                |r| r.get(0),
+            )?;
+            let s = ctx.stamp();
+            ctx.conn.execute(
+                "UPDATE unread SET read_up_to = ?3, read_v = ?5, v = ?5,
+                        unread_v = CASE WHEN unread != ?4 THEN ?5 ELSE unread_v END, unread = ?4
+                 WHERE account = ?1 AND contact = ?2",
+                params![me, them, newest, left, s],
+            )?;
+            Ok(left)
+        })
+        .await
+    }
+
+    async fn history(
+        &self,
+        account: AccountId,
+        contact: AccountId,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> StoreResult<HistoryPage> {
+        self.read(move |c| {
+            let tx = c.unchecked_transaction()?;
+            let (me, them) = (account.0 as i64, contact.0 as i64);
+            let before = before.map_or(i64::MAX, |b| b.0 as i64);
+            let mut stmt = tx.prepare_cached(
+                "SELECT id, sender, recipient, ts, text FROM messages WHERE recipient = ?1 AND sender = ?2 AND id < ?3
+                 UNION ALL
+                 SELECT id, sender, recipient, ts, text FROM messages WHERE recipient = ?2 AND sender = ?1 AND id < ?3
+                 ORDER BY id DESC LIMIT ?4",
+            )?;
+            let mut messages = stmt
+                .query_map(params![me, them, before, i64::from(limit) + 1], |r| {
+                    Ok(HistoryMessage {
+                        id: MessageId(r.get::<_, i64>(0)? as u64),
+                        from: aid(r, 1)?,
+                        to: aid(r, 2)?,
+                        ts: r.get(3)?,
+                        text: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let more = messages.len() > limit as usize;
+            messages.truncate(limit as usize);
+            let row = |a: i64, b: i64| -> rusqlite::Result<(u32, u64)> {
+                Ok(tx
+                    .query_row("SELECT unread, read_up_to FROM unread WHERE account = ?1 AND contact = ?2", [a, b], |r| {
+                        Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+                    })
+                    .optional()?
+                    .unwrap_or((0, 0)))
+            };
+            let (unread, read_up_to) = row(me, them)?;
+            let (_, peer_read_up_to) = row(them, me)?;
+            Ok(HistoryPage {
+                messages,
+                more,
+                read_up_to: MessageId(read_up_to),
+                peer_read_up_to: MessageId(peer_read_up_to),
+                unread,
+            })
+        })
+        .await
+    }
+
+    async fn sync(
+        &self,
+        account: AccountId,
+        pins: &[AccountId],
+        since: Option<Since>,
+        limits: SyncLimits,
+    ) -> StoreResult<Snapshot> {
+        let pins = pins.to_vec();
+        let epoch = self.epoch;
+        self.read(move |c| sync(c, epoch, account, &pins, since, limits))
+            .await
+    }
+}
+
+fn sync(
+    c: &Connection,
+    epoch: Epoch,
+    account: AccountId,
+    pins: &[AccountId],
+    since: Option<Since>,
+    limits: SyncLimits,
+) -> StoreResult<Snapshot> {
+    // One read transaction: the snapshot and its cursor describe the same instant.
+    let tx = c.unchecked_transaction()?;
+    let head = read_seq(&tx)?;
+    let me = account.0 as i64;
+
+    let contacts: HashSet<AccountId> = tx
+        .prepare_cached("SELECT contact FROM contacts WHERE account = ?1")?
+        .query_map([me], |r| aid(r, 0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let strangers: Vec<AccountId> = pins.iter().copied().filter(|p| !contacts.contains(p)).collect();
+    if !strangers.is_empty() {
+        return Err(StoreError::PinNotContact(strangers));
+    }
+
+    // A resume is usable when its cursor is from this database and not from its future, and when it
+    // would not drag an unbounded backlog of messages along.
+    let mut resume = since.filter(|s| s.epoch == epoch && s.cursor <= head);
+    if let Some(s) = &resume {
+        let mut missed = 0u64;
+        let mut stmt = tx.prepare_cached(
+            "SELECT count(*) FROM messages WHERE recipient = ?1 AND sender = ?2 AND id > ?3",
+        )?;
+        for pin in pins.iter().filter(|p| !s.fresh.contains(p)) {
+            missed +=
+                stmt.query_row(params![me, pin.0 as i64, s.cursor as i64], |r| r.get::<_, i64>(0))? as u64;
+        }
+        if missed > u64::from(limits.resume_messages) {
+            resume = None;
+        }
+    }
+
+    let mut updates = Vec::new();
+    let mut messages = Vec::new();
+    let mut account_stmt =
+        tx.prepare_cached(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"))?;
+    let mut unread_stmt = tx.prepare_cached(
+        "SELECT unread, unread_v, read_up_to, read_v FROM unread WHERE account = ?1 AND contact = ?2",
+    )?;
+    let mut hints_stmt = tx.prepare_cached(
+        "SELECT id, ts, text FROM messages WHERE recipient = ?1 AND sender = ?2 AND id > ?3 ORDER BY id DESC LIMIT ?4",
+    )?;
+    let mut missed_stmt = tx.prepare_cached(
+        "SELECT id, ts, text FROM messages WHERE recipient = ?1 AND sender = ?2 AND id > ?3 ORDER BY id",
+    )?;
+    for &pin in pins {
+        let them = pin.0 as i64;
+        // `None`: the client holds nothing for this pin and gets everything.
+        let after = resume
+            .as_ref()
+            .filter(|s| !s.fresh.contains(&pin))
+            .map(|s| s.cursor);
+        let row = account_stmt.query_row([them], AccountRow::read)?;
+        let mut fields: Vec<Field> = row.since(after).map(|(_, f)| f).collect();
+
+        let mut unread_row = |a: i64, b: i64| -> rusqlite::Result<(u32, u64, u64, u64)> {
+            Ok(unread_stmt
+                .query_row([a, b], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, i64>(2)? as u64,
+                        r.get::<_, i64>(3)? as u64,
+                    ))
+                })
+                .optional()?
+                .unwrap_or_default())
+        };
+        let (unread, unread_v, read_up_to, _) = unread_row(me, them)?;
+        let (_, _, peer_read, peer_read_v) = unread_row(them, me)?;
+        if after.is_none_or(|a| unread_v > a) {
+            fields.push(Field::Unread(unread));
+        }
+        if after.is_none_or(|a| peer_read_v > a) {
+            fields.push(Field::PeerRead(MessageId(peer_read)));
+        }
+
+        let to_message = |r: &Row<'_>| -> rusqlite::Result<Message> {
+            Ok(Message {
+                id: MessageId(r.get::<_, i64>(0)? as u64),
+                from: pin,
+                ts: r.get(1)?,
+                text: r.get(2)?,
+            })
+        };
+        match after {
+            None => {
+                let hints = hints_stmt.query_map(
+                    params![me, them, read_up_to as i64, limits.hints_per_contact],
+                    to_message,
+                )?;
+                messages.extend(hints.collect::<rusqlite::Result<Vec<_>>>()?);
+            }
+            Some(a) => {
+                let missed = missed_stmt.query_map(params![me, them, a as i64], to_message)?;
+                messages.extend(missed.collect::<rusqlite::Result<Vec<_>>>()?);
+            }
+        }
+        if !fields.is_empty() {
+            updates.push(ContactUpdate { id: pin, fields });
+        }
+    }
+    messages.sort_by_key(|m| m.id);
+    Ok(Snapshot {
+        sub: 0,
+        cursor: head,
+        full: resume.is_none(),
+        contacts: updates,
+        messages,
+    })
+}
