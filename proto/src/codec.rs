@@ -93,6 +93,28 @@ pub fn decode_server(encoding: Encoding, bytes: &[u8]) -> Result<ServerFrame, De
     decode(encoding, bytes, &SERVER_FRAME_TYPES)
 }
 
+/// Decodes a [`Snapshot`](crate::stream::Snapshot) body, as the polling endpoint sends it.
+pub fn decode_snapshot(encoding: Encoding, bytes: &[u8]) -> Result<crate::stream::Snapshot, DecodeError> {
+    match encoding {
+        Encoding::Binary => match postcard::from_bytes(bytes) {
+            Ok(s) => Ok(s),
+            Err(postcard::Error::DeserializeBadUtf8) => {
+                Err(err(DecodeErrorKind::InvalidUtf8, "invalid UTF-8 in a snapshot"))
+            }
+            Err(e) => Err(err(
+                DecodeErrorKind::Malformed,
+                format!("cannot decode the snapshot: {e}"),
+            )),
+        },
+        Encoding::Json => serde_json::from_slice(bytes).map_err(|e| {
+            err(
+                DecodeErrorKind::Malformed,
+                format!("cannot decode the snapshot: {e}"),
+            )
+        }),
+    }
+}
+
 fn decode<T: DeserializeOwned>(encoding: Encoding, bytes: &[u8], types: &[&str]) -> Result<T, DecodeError> {
     match encoding {
         Encoding::Binary => decode_binary(bytes, types.len()),

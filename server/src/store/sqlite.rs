@@ -643,7 +643,8 @@ impl Store for SqliteStore {
             let s = ctx.stamp();
             let assignments: Vec<String> = sets
                 .iter()
-                .map(|(col, _)| format!("{col} = ?, {col}_v = ?1"))
+                .enumerate()
+                .map(|(i, (col, _))| format!("{col} = ?{}, {col}_v = ?1", i + 3))
                 .collect();
             let sql = format!(
                 "UPDATE accounts SET {}, v = ?1 WHERE id = ?2",

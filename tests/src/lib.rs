@@ -1,0 +1,551 @@
+//! Harness for the end-to-end tests: the real `pinchat-server` binary, real SQLite files in a temporary
+//! directory, a real HTTP client and real WebSocket streams.
+//!
+//! - [`Server`] starts the binary on `127.0.0.1:0` with a config file in its own temp dir, reads the
+//!   bound address from its first stdout line, and can SIGKILL or SIGTERM it and start it again on the
+//!   same database and port.
+//! - [`Stream`] is a WebSocket client for the push stream, in either encoding, whose `recv` waits for the
+//!   next frame with a deadline (a missing event fails the test; nothing sleeps).
+//! - [`CountingProxy`] sits between a client and the server and counts the bytes the server sends, so
+//!   that wire sizes are measured, not computed.
+//!
+//! Negative assertions ("widget B never hears of X") use a barrier: after X, make a change B *does*
+//! care about; events arrive in cursor order, so if B's next event is the barrier, X was never sent.
+
+#![allow(clippy::missing_panics_doc)]
+
+use futures_util::{SinkExt, StreamExt};
+use pinchat_proto::codec::{self, Encoding};
+use pinchat_proto::http::{ErrorResponse, LoginResponse};
+use pinchat_proto::stream::{ClientFrame, ReqId, Resume, ServerFrame, Snapshot, SubId, Welcome};
+use pinchat_proto::{AccountId, ErrorBody, PROTOCOL_VERSION};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message as WsMessage};
+
+pub use pinchat_proto;
+pub use reqwest::StatusCode;
+
+/// How long any single expected event may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// The password of every demo account.
+pub const DEMO_PASSWORD: &str = "demo";
+
+/// Path of the server binary: this crate's `pinchat-server-e2e`, which is `pinchat-server`'s one-line
+/// `main` and which cargo builds, current, before running integration tests.
+pub fn server_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // Test executables live in target/<profile>/deps; binaries in target/<profile>.
+        let exe = std::env::current_exe().expect("current_exe");
+        let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+        let bin = dir.join(format!("pinchat-server-e2e{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            bin.exists(),
+            "{} is missing: run the tests with cargo test",
+            bin.display()
+        );
+        bin
+    })
+}
+
+/// A running `pinchat-server` process with its own directory and database.
+pub struct Server {
+    child: Option<Child>,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    stderr_log: PathBuf,
+}
+
+impl Server {
+    /// Starts a server with the demo world seeded and default settings tuned for tests.
+    pub async fn start() -> Server {
+        Server::start_with("").await
+    }
+
+    /// Starts a server with extra TOML appended to the test config. Top-level keys must come before any
+    /// `[limits]` table in `extra`.
+    pub async fn start_with(extra: &str) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("pinchat.db");
+        let config = dir.path().join("pinchat.toml");
+        let (top, limits) = match extra.find("[limits]") {
+            Some(i) => (&extra[..i], &extra[i + "[limits]".len()..]),
+            None => (extra, ""),
+        };
+        let text = format!(
+            "database = {db:?}\nexternal_poll_ms = 50\npresence_grace_secs = 1\n{top}\n[limits]\n{limits}\n",
+            db = db.display().to_string()
+        );
+        std::fs::write(&config, text).expect("write config");
+        let mut server = Server {
+            child: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            stderr_log: dir.path().join("server.log"),
+            dir,
+            config,
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        };
+        let out = server.admin(&["seed-demo"], None);
+        assert!(
+            out.status.success(),
+            "seed-demo failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        server.spawn();
+        server
+    }
+
+    /// The server's directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The database file.
+    pub fn database(&self) -> PathBuf {
+        self.dir.path().join("pinchat.db")
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr_log)
+            .unwrap();
+        let mut child = Command::new(server_binary())
+            .arg("--config")
+            .arg(&self.config)
+            .args(["serve", "--listen", &self.addr.to_string()])
+            .env("RUST_LOG", "info,pinchat_server=debug")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn pinchat-server");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the server's first line");
+        let url = line
+            .trim()
+            .strip_prefix("pinchat-server listening on http://")
+            .unwrap_or_else(|| {
+                panic!(
+                    "unexpected first line {line:?}; server log:\n{}",
+                    std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+                )
+            });
+        self.addr = url.parse().expect("address");
+        self.child = Some(child);
+    }
+
+    /// SIGKILLs the server: no shutdown code runs.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        child.wait().unwrap()
+    }
+
+    /// Starts the server again on the same database and port.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server first");
+        self.spawn();
+    }
+
+    /// Runs an admin subcommand on the same config and database; `stdin` is piped in.
+    pub fn admin(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        let mut child = Command::new(server_binary())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn admin command");
+        if let Some(input) = stdin {
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs an admin subcommand and asserts it succeeded.
+    pub fn admin_ok(&self, args: &[&str]) -> String {
+        let out = self.admin(args, None);
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Creates an account with password "demo".
+    pub fn create_account(&self, login: &str) {
+        let out = self.admin(&["account", "create", login, "--password-stdin"], Some("demo\n"));
+        assert!(
+            out.status.success(),
+            "create {login}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `http://addr` + path.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Logs in; the error carries the HTTP status and the error body.
+    pub async fn login(
+        &self,
+        account: &str,
+        password: &str,
+    ) -> Result<LoginResponse, (StatusCode, ErrorBody)> {
+        let r = self
+            .http
+            .post(self.url("/v1/login"))
+            .json(&serde_json::json!({ "account": account, "password": password }))
+            .send()
+            .await
+            .unwrap();
+        decode(r).await
+    }
+
+    /// Logs a demo account in and returns its key.
+    pub async fn key(&self, account: &str) -> String {
+        self.login(account, DEMO_PASSWORD)
+            .await
+            .unwrap_or_else(|e| panic!("login {account}: {e:?}"))
+            .key
+    }
+
+    /// An authenticated GET.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        path: &str,
+    ) -> Result<T, (StatusCode, ErrorBody)> {
+        decode(
+            self.http
+                .get(self.url(path))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// An authenticated request with a JSON body.
+    pub async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        key: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<T, (StatusCode, ErrorBody)> {
+        decode(
+            self.http
+                .request(method, self.url(path))
+                .bearer_auth(key)
+                .json(body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// An authenticated POST with a JSON body.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        key: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<T, (StatusCode, ErrorBody)> {
+        self.call(reqwest::Method::POST, key, path, body).await
+    }
+
+    /// The account id of a login.
+    pub async fn id_of(&self, key: &str, login: &str) -> AccountId {
+        let list: pinchat_proto::http::ContactList = self.get(key, "/v1/contacts").await.unwrap();
+        list.contacts
+            .iter()
+            .find(|c| c.login == login)
+            .unwrap_or_else(|| panic!("{login} is not a contact"))
+            .id
+    }
+
+    /// Opens a stream with `key`, says hello and returns it with the welcome.
+    pub async fn stream(&self, key: &str, encoding: Encoding) -> Stream {
+        self.stream_at(self.addr, key, encoding).await
+    }
+
+    /// Like [`Server::stream`] but through another address (a [`CountingProxy`]).
+    pub async fn stream_at(&self, addr: SocketAddr, key: &str, encoding: Encoding) -> Stream {
+        let mut stream = Stream::connect(addr, key, encoding)
+            .await
+            .expect("stream upgrade");
+        stream
+            .send(&ClientFrame::Hello {
+                version: PROTOCOL_VERSION,
+            })
+            .await;
+        match stream.recv().await {
+            ServerFrame::Welcome(w) => stream.welcome = Some(w),
+            other => panic!("expected welcome, got {other:?}"),
+        }
+        stream
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("---- server log ----\n{}", self.log());
+        }
+    }
+}
+
+/// Decodes a JSON success body or a protocol error body.
+pub async fn decode<T: DeserializeOwned>(r: reqwest::Response) -> Result<T, (StatusCode, ErrorBody)> {
+    let status = r.status();
+    let bytes = r.bytes().await.unwrap();
+    if status.is_success() {
+        let text = if bytes.is_empty() {
+            &b"null"[..]
+        } else {
+            &bytes[..]
+        };
+        Ok(serde_json::from_slice(text)
+            .unwrap_or_else(|e| panic!("bad body {e}: {}", String::from_utf8_lossy(&bytes))))
+    } else {
+        let e: ErrorResponse = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "error body is not a protocol error ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        Err((status, e.error))
+    }
+}
+
+/// A push-stream client.
+pub struct Stream {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The encoding chosen by the hello frame.
+    pub encoding: Encoding,
+    /// The server's welcome.
+    pub welcome: Option<Welcome>,
+    /// Wire bytes of the frames received (payload + 2/4/10-byte header).
+    pub bytes_received: u64,
+}
+
+impl Stream {
+    /// Upgrades to a stream without saying hello. The error is the HTTP rejection.
+    pub async fn connect(addr: SocketAddr, key: &str, encoding: Encoding) -> Result<Stream, (u16, String)> {
+        let mut request = format!("ws://{addr}/v1/stream").into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((ws, _)) => Ok(Stream {
+                ws,
+                encoding,
+                welcome: None,
+                bytes_received: 0,
+            }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                let body = r
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                Err((r.status().as_u16(), body))
+            }
+            Err(e) => panic!("cannot connect the stream: {e}"),
+        }
+    }
+
+    /// The welcome's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.welcome.as_ref().unwrap().epoch
+    }
+
+    /// Sends a frame in the stream's encoding.
+    pub async fn send(&mut self, frame: &ClientFrame) {
+        let bytes = codec::encode(self.encoding, frame);
+        let msg = match self.encoding {
+            Encoding::Binary => WsMessage::Binary(bytes.into()),
+            Encoding::Json => WsMessage::Text(String::from_utf8(bytes).unwrap().into()),
+        };
+        self.ws.send(msg).await.expect("send");
+    }
+
+    /// Sends a raw WebSocket message.
+    pub async fn send_raw(&mut self, msg: WsMessage) {
+        self.ws.send(msg).await.expect("send raw");
+    }
+
+    /// The next data frame, or `Err(close frame)` when the server closed. Fails the test after
+    /// [`DEADLINE`].
+    pub async fn next(&mut self) -> Result<ServerFrame, Option<CloseFrame>> {
+        loop {
+            let msg = tokio::time::timeout(DEADLINE, self.ws.next())
+                .await
+                .expect("no frame within the deadline");
+            let (bytes, encoding) = match msg {
+                None => return Err(None),
+                Some(Err(e)) => panic!("stream error: {e}"),
+                Some(Ok(WsMessage::Close(c))) => return Err(c),
+                Some(Ok(WsMessage::Binary(b))) => (b.to_vec(), Encoding::Binary),
+                Some(Ok(WsMessage::Text(t))) => (t.as_bytes().to_vec(), Encoding::Json),
+                Some(Ok(_)) => continue,
+            };
+            assert_eq!(
+                encoding, self.encoding,
+                "the server answered in the other encoding"
+            );
+            let len = bytes.len() as u64;
+            self.bytes_received += len
+                + if len < 126 {
+                    2
+                } else if len < 65536 {
+                    4
+                } else {
+                    10
+                };
+            return Ok(codec::decode_server(encoding, &bytes).expect("the server sent an undecodable frame"));
+        }
+    }
+
+    /// The next data frame; fails the test if the stream closes.
+    pub async fn recv(&mut self) -> ServerFrame {
+        self.next()
+            .await
+            .unwrap_or_else(|c| panic!("stream closed: {c:?}"))
+    }
+
+    /// Reads until the server closes; returns the close frame and the data frames seen before it.
+    pub async fn until_close(&mut self) -> (Option<CloseFrame>, Vec<ServerFrame>) {
+        let mut frames = vec![];
+        loop {
+            match self.next().await {
+                Ok(f) => frames.push(f),
+                Err(c) => return (c, frames),
+            }
+        }
+    }
+
+    /// Subscribes and returns the snapshot; panics on an error answer.
+    pub async fn subscribe(
+        &mut self,
+        req: ReqId,
+        sub: SubId,
+        pins: &[AccountId],
+        resume: Option<Resume>,
+    ) -> Snapshot {
+        self.send(&ClientFrame::Subscribe {
+            req,
+            sub,
+            pins: pins.to_vec(),
+            resume,
+        })
+        .await;
+        match self.recv().await {
+            ServerFrame::Snapshot(s) => s,
+            other => panic!("expected a snapshot, got {other:?}"),
+        }
+    }
+
+    /// Sends a ping (keepalive).
+    pub async fn ping(&mut self) {
+        self.ws.send(WsMessage::Ping(Vec::new().into())).await.unwrap();
+    }
+}
+
+/// A TCP proxy in front of the server that counts the bytes flowing from the server to clients.
+pub struct CountingProxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    down: Arc<AtomicU64>,
+}
+
+impl CountingProxy {
+    /// Starts a proxy to `target`.
+    pub async fn start(target: SocketAddr) -> CountingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let down = Arc::new(AtomicU64::new(0));
+        let counter = down.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = tokio::io::copy(&mut cr, &mut sw);
+                    let down = async {
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                            let n = match sr.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            counter.fetch_add(n as u64, Ordering::SeqCst);
+                            if cw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    tokio::select! { _ = up => {}, _ = down => {} }
+                });
+            }
+        });
+        CountingProxy { addr, down }
+    }
+
+    /// Bytes sent by the server through the proxy so far.
+    pub fn bytes_down(&self) -> u64 {
+        self.down.load(Ordering::SeqCst)
+    }
+}
