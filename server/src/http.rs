@@ -8,8 +8,8 @@ use crate::api::store_error;
 use crate::auth::Authed;
 use crate::metrics::Metrics;
 use crate::store::{ProfileChange, Since};
+use crate::stream::CountingIo;
 use axum::body::Bytes;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{
     ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State,
 };
@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine;
+use hyper_util::rt::TokioIo;
 use pinchat_proto::http::*;
 use pinchat_proto::{
     AccountId, BINARY_MEDIA_TYPE, CURSOR_HEADER, ErrorBody, ErrorCode, MessageId, PROTOCOL_VERSION,
@@ -28,6 +29,8 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 /// Most messages per history page.
 pub const MAX_HISTORY_PAGE: u32 = 200;
@@ -584,15 +587,64 @@ async fn changes(
     Ok(([cursor_header], Json(snapshot)).into_response())
 }
 
-async fn stream(State(app): State<Arc<App>>, authed: Authed, upgrade: WebSocketUpgrade) -> Response {
+/// `GET /v1/stream`: the WebSocket upgrade, done here rather than by axum's wrapper so that the stream
+/// owns the raw socket (exact byte counts, draining before close).
+async fn stream(State(app): State<Arc<App>>, authed: Authed, mut req: Request) -> Result<Response> {
+    let headers = req.headers();
+    let has = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    if !has(header::CONNECTION, "upgrade") || !has(header::UPGRADE, "websocket") {
+        return Err(error(
+            ErrorCode::InvalidRequest,
+            "/v1/stream is a WebSocket endpoint: send an upgrade request (Connection: Upgrade, Upgrade: websocket)",
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v != "13")
+    {
+        return Err(error(
+            ErrorCode::InvalidRequest,
+            "only WebSocket version 13 is supported",
+        ));
+    }
+    let key = headers.get(header::SEC_WEBSOCKET_KEY).ok_or_else(|| {
+        error(
+            ErrorCode::InvalidRequest,
+            "the upgrade request has no Sec-WebSocket-Key",
+        )
+    })?;
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(&mut req);
     let limits = &app.api.config.limits;
-    let upgrade = upgrade
-        // Small buffers: an idle stream should cost a few kilobytes, not tungstenite's default 128 KiB.
+    // Small buffers: an idle stream should cost a few kilobytes, not tungstenite's default 128 KiB.
+    let config = WebSocketConfig::default()
         .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(limits.max_frame_bytes.max(1 << 20))
-        .max_message_size(limits.max_frame_bytes)
-        .max_frame_size(limits.max_frame_bytes);
+        .max_message_size(Some(limits.max_frame_bytes))
+        .max_frame_size(Some(limits.max_frame_bytes));
     let tracker = app.tracker.clone();
-    upgrade.on_upgrade(move |ws| tracker.track_future(crate::stream::serve(ws, app, authed)))
+    tracker.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let io = CountingIo::new(TokioIo::new(upgraded), app.api.metrics.clone());
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                crate::stream::serve(ws, app, authed).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    Ok(Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(axum::body::Body::empty())
+        .expect("a static 101 response is valid"))
 }

@@ -9,6 +9,11 @@
 //! When the hub reports that this stream fell behind (its queue overflowed), the task discards what is
 //! queued and sends each subscription a resume snapshot from the database since its last sent cursor:
 //! the client ends up exactly where it would have been, with no gap and no duplicate.
+//!
+//! Every stream ends with an error frame (when the encoding is known) and a close frame whose code and
+//! reason carry the error code. When the WebSocket parser gave up in the middle of the client's data (an
+//! oversized frame, say), the socket is drained before it is dropped: closing a socket with unread data
+//! makes the kernel send a reset, and the client would never read the close frame.
 
 use crate::App;
 use crate::auth::Authed;
@@ -16,31 +21,106 @@ use crate::hub::{Conn, Outbound};
 use crate::metrics::Metrics;
 use crate::store::{Change, Since};
 use crate::util::{mono_ms, truncate_utf8};
-use axum::body::Bytes;
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
 use pinchat_proto::codec::{self, Encoding};
 use pinchat_proto::stream::{Ack, ClientFrame, ReqId, Resume, ServerFrame, SubId, Welcome};
 use pinchat_proto::{AccountId, Cursor, ErrorBody, ErrorCode, Field, PROTOCOL_VERSION};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio_tungstenite::tungstenite;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 /// How long a client has to send `hello` after the upgrade.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the server waits for the client's answer to a close frame before dropping the connection.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a desynchronised client must be silent before its connection is dropped.
+const DRAIN_SILENCE: Duration = Duration::from_millis(200);
+
+/// The socket under a stream: the upgraded HTTP connection, counting the bytes written to it.
+pub type Socket = CountingIo<TokioIo<hyper::upgrade::Upgraded>>;
+/// A stream's WebSocket.
+pub type WebSocket = WebSocketStream<Socket>;
+
+/// An I/O object that adds every byte written to [`Metrics::stream_bytes_sent`]: the exact number of
+/// bytes the server put on the wire for streams, WebSocket framing included (TLS overhead excepted).
+pub struct CountingIo<T> {
+    inner: T,
+    metrics: Arc<Metrics>,
+}
+
+impl<T> CountingIo<T> {
+    /// Wraps `inner`.
+    pub fn new(inner: T, metrics: Arc<Metrics>) -> Self {
+        CountingIo { inner, metrics }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for CountingIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for CountingIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &result {
+            self.metrics
+                .stream_bytes_sent
+                .fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Why a stream ends.
+struct Ending {
+    error: ErrorBody,
+    /// The stream's encoding, when the hello frame got far enough to tell.
+    encoding: Option<Encoding>,
+    /// The socket still carries unread bytes of data the parser gave up on.
+    desync: bool,
+}
 
 /// Serves one stream until it ends.
 pub async fn serve(mut ws: WebSocket, app: Arc<App>, authed: Authed) {
     app.api.metrics.streams.fetch_add(1, Ordering::Relaxed);
     Metrics::inc(&app.api.metrics.streams_opened);
     let ending = match hello(&mut ws, &app).await {
+        Err(ending) => ending,
         Ok(encoding) => match app
             .hub
             .connect(authed.account, authed.key, authed.expires_at)
             .await
         {
+            Err(error) => Some(Ending {
+                error,
+                encoding: Some(encoding),
+                desync: false,
+            }),
             Ok(conn) => {
                 let guard = app.hub.guard(conn.id);
                 let mut session = Session {
@@ -55,34 +135,40 @@ pub async fn serve(mut ws: WebSocket, app: Arc<App>, authed: Authed) {
                 let ending = session.run().await;
                 drop(guard);
                 ws = session.ws;
-                ending.map(|e| (e, Some(encoding)))
+                ending
             }
-            Err(e) => Some((e, Some(encoding))),
         },
-        Err(ending) => ending,
     };
-    if let Some((error, encoding)) = ending {
+    if let Some(ending) = ending {
         Metrics::inc(&app.api.metrics.errors);
-        close(&mut ws, &app.api.metrics, &error, encoding).await;
+        close(&mut ws, &ending).await;
     }
     app.api.metrics.streams.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// Waits for `hello` and checks its version. The frame kind chooses the encoding.
-async fn hello(ws: &mut WebSocket, app: &App) -> Result<Encoding, Option<(ErrorBody, Option<Encoding>)>> {
+async fn hello(ws: &mut WebSocket, app: &App) -> Result<Encoding, Option<Ending>> {
     let msg = loop {
-        match tokio::time::timeout(HELLO_TIMEOUT, ws.recv()).await {
+        match tokio::time::timeout(HELLO_TIMEOUT, ws.next()).await {
             Err(_) => {
-                return Err(Some((
-                    ErrorBody::new(
-                        ErrorCode::Unexpected,
-                        "no hello frame within 10 seconds of connecting",
-                    ),
-                    None,
-                )));
+                let error = ErrorBody::new(
+                    ErrorCode::Unexpected,
+                    "no hello frame within 10 seconds of connecting",
+                );
+                return Err(Some(Ending {
+                    error,
+                    encoding: None,
+                    desync: false,
+                }));
             }
             Ok(None) => return Err(None),
-            Ok(Some(Err(e))) => return Err(socket_error(&e).map(|e| (e, None))),
+            Ok(Some(Err(e))) => {
+                return Err(socket_error(&e).map(|error| Ending {
+                    error,
+                    encoding: None,
+                    desync: true,
+                }));
+            }
             Ok(Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_)))) => continue,
             Ok(Some(Ok(msg))) => break msg,
         }
@@ -90,93 +176,89 @@ async fn hello(ws: &mut WebSocket, app: &App) -> Result<Encoding, Option<(ErrorB
     Metrics::inc(&app.api.metrics.stream_frames_received);
     let (encoding, bytes) = match &msg {
         WsMessage::Binary(b) => (Encoding::Binary, b.as_ref()),
-        WsMessage::Text(t) => (Encoding::Json, t.as_str().as_bytes()),
+        WsMessage::Text(t) => (Encoding::Json, t.as_bytes()),
         _ => return Err(None),
     };
-    match codec::decode_client(encoding, bytes) {
-        Ok(ClientFrame::Hello { version }) if version == PROTOCOL_VERSION => Ok(encoding),
-        Ok(ClientFrame::Hello { version }) => Err(Some((
-            ErrorBody::new(
-                ErrorCode::VersionUnsupported,
-                format!(
-                    "this server speaks protocol version {PROTOCOL_VERSION}, the client version {version}; \
-                     update the client or the server"
-                ),
+    let error = match codec::decode_client(encoding, bytes) {
+        Ok(ClientFrame::Hello { version }) if version == PROTOCOL_VERSION => return Ok(encoding),
+        Ok(ClientFrame::Hello { version }) => ErrorBody::new(
+            ErrorCode::VersionUnsupported,
+            format!(
+                "this server speaks protocol version {PROTOCOL_VERSION}, the client version {version}; \
+                 update the client or the server"
             ),
-            Some(encoding),
-        ))),
-        Ok(_) => Err(Some((
-            ErrorBody::new(ErrorCode::Unexpected, "the first frame on a stream must be hello"),
-            Some(encoding),
-        ))),
-        Err(e) => Err(Some((ErrorBody::new(e.code(), e.detail), Some(encoding)))),
-    }
+        ),
+        Ok(_) => ErrorBody::new(ErrorCode::Unexpected, "the first frame on a stream must be hello"),
+        Err(e) => ErrorBody::new(e.code(), e.detail),
+    };
+    Err(Some(Ending {
+        error,
+        encoding: Some(encoding),
+        desync: false,
+    }))
 }
 
-/// Sends the error (when the encoding is known) and a close frame, then waits briefly for the client's
-/// close so that the close frame is not lost to a connection reset.
-async fn close(ws: &mut WebSocket, metrics: &Metrics, error: &ErrorBody, encoding: Option<Encoding>) {
-    if let Some(encoding) = encoding {
+/// Sends the error (when the encoding is known) and a close frame, then lets the client answer before
+/// the connection is dropped.
+async fn close(ws: &mut WebSocket, ending: &Ending) {
+    let error = &ending.error;
+    if let Some(encoding) = ending.encoding {
         let frame = ServerFrame::Error {
             req: None,
             error: error.clone(),
         };
-        let _ = send_frame(ws, metrics, encoding, &frame).await;
+        let _ = send_frame(ws, encoding, &frame).await;
     }
     let reason = format!("{}: {}", error.code, error.message);
     let reason = truncate_utf8(&reason, 123).to_owned();
-    let _ = ws
-        .send(WsMessage::Close(Some(CloseFrame {
-            code: error.code.close_code(),
-            reason: reason.into(),
-        })))
+    let frame = CloseFrame {
+        code: error.code.close_code().into(),
+        reason: reason.into(),
+    };
+    let _ = ws.send(WsMessage::Close(Some(frame))).await;
+    if ending.desync {
+        // Read and discard what is still coming (the rest of an oversized frame, then the client's
+        // close) until the client falls silent.
+        let socket = ws.get_mut();
+        let mut buf = vec![0u8; 16 * 1024];
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            while let Ok(Ok(n)) = tokio::time::timeout(DRAIN_SILENCE, socket.read(&mut buf)).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
         .await;
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        while let Some(Ok(_)) = ws.recv().await {}
-    })
-    .await;
+    } else {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            while let Some(Ok(_)) = ws.next().await {}
+        })
+        .await;
+    }
 }
 
-async fn send_frame(
-    ws: &mut WebSocket,
-    metrics: &Metrics,
-    encoding: Encoding,
-    frame: &ServerFrame,
-) -> Result<(), ()> {
+async fn send_frame(ws: &mut WebSocket, encoding: Encoding, frame: &ServerFrame) -> Result<(), ()> {
     let bytes = codec::encode(encoding, frame);
-    let len = bytes.len();
     let msg = match encoding {
-        Encoding::Binary => WsMessage::Binary(Bytes::from(bytes)),
+        Encoding::Binary => WsMessage::Binary(bytes.into()),
         // The JSON encoder only produces UTF-8.
         Encoding::Json => WsMessage::Text(String::from_utf8(bytes).map_err(|_| ())?.into()),
     };
-    ws.send(msg).await.map_err(|_| ())?;
-    let header = if len < 126 {
-        2
-    } else if len < 65536 {
-        4
-    } else {
-        10
-    };
-    metrics
-        .stream_bytes_sent
-        .fetch_add((len + header) as u64, Ordering::Relaxed);
-    Ok(())
+    ws.send(msg).await.map_err(|_| ())
 }
 
 /// Turns a socket error into the error to close with, or `None` when the connection is simply gone.
-fn socket_error(e: &axum::Error) -> Option<ErrorBody> {
-    let inner = std::error::Error::source(e).and_then(|s| s.downcast_ref::<tungstenite::Error>());
-    match inner {
-        Some(tungstenite::Error::Capacity(c)) => Some(ErrorBody::new(
+fn socket_error(e: &tungstenite::Error) -> Option<ErrorBody> {
+    match e {
+        tungstenite::Error::Capacity(c) => Some(ErrorBody::new(
             ErrorCode::FrameTooLarge,
             format!("frame too large ({c}); split the data or respect limits.max_frame_bytes"),
         )),
-        Some(tungstenite::Error::Utf8(_)) => Some(ErrorBody::new(
+        tungstenite::Error::Utf8(_) => Some(ErrorBody::new(
             ErrorCode::InvalidUtf8,
             "a text frame was not valid UTF-8",
         )),
-        Some(tungstenite::Error::Protocol(p)) => Some(ErrorBody::new(
+        tungstenite::Error::Protocol(p) => Some(ErrorBody::new(
             ErrorCode::Malformed,
             format!("WebSocket protocol violation: {p}"),
         )),
@@ -204,15 +286,29 @@ struct Session {
 }
 
 impl Session {
-    /// Runs the stream; returns the error to close with, if any.
-    async fn run(&mut self) -> Option<ErrorBody> {
+    /// Runs the stream; returns why it ended, unless the client simply left.
+    async fn run(&mut self) -> Option<Ending> {
+        let encoding = Some(self.encoding);
+        match self.session().await {
+            Ok(()) => None,
+            Err((error, desync)) => Some(Ending {
+                error,
+                encoding,
+                desync,
+            }),
+        }
+    }
+
+    /// The stream's life; `Ok` when the client closed or vanished, otherwise the error to close with and
+    /// whether the socket is desynchronised.
+    async fn session(&mut self) -> Result<(), (ErrorBody, bool)> {
         let me = match self.app.api.store.me(self.account).await {
             Ok(me) => me,
-            Err(e) => return Some(crate::api::store_error(e)),
+            Err(e) => return Err((crate::api::store_error(e), false)),
         };
         let (epoch, _) = match self.app.api.store.head().await {
             Ok(h) => h,
-            Err(e) => return Some(crate::api::store_error(e)),
+            Err(e) => return Err((crate::api::store_error(e), false)),
         };
         let welcome = ServerFrame::Welcome(Welcome {
             version: PROTOCOL_VERSION,
@@ -229,34 +325,40 @@ impl Session {
             limits: self.app.api.limits(),
             keepalive_secs: self.app.api.config.keepalive_secs,
         });
-        self.send(&welcome).await.ok()?;
+        if self.send(&welcome).await.is_err() {
+            return Ok(());
+        }
         let shutdown = self.app.shutdown.clone();
         let kill = self.conn.shared.kill.clone();
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
-                    return Some(ErrorBody::new(ErrorCode::ShuttingDown, "the server is shutting down; reconnect later"));
+                    let error = ErrorBody::new(ErrorCode::ShuttingDown, "the server is shutting down; reconnect later");
+                    return Err((error, false));
                 }
                 _ = kill.cancelled() => {
-                    return Some(self.conn.shared.reason().cloned().unwrap_or_else(|| {
+                    let error = self.conn.shared.reason().cloned().unwrap_or_else(|| {
                         ErrorBody::new(ErrorCode::Internal, "the stream was ended by the server")
-                    }));
+                    });
+                    return Err((error, false));
                 }
-                msg = self.ws.recv() => match msg {
-                    None | Some(Ok(WsMessage::Close(_))) => return None,
-                    Some(Err(e)) => return socket_error(&e),
+                msg = self.ws.next() => match msg {
+                    None | Some(Ok(WsMessage::Close(_))) => return Ok(()),
+                    Some(Err(e)) => return socket_error(&e).map_or(Ok(()), |e| Err((e, true))),
                     Some(Ok(msg)) => {
                         self.conn.shared.seen();
                         if let Some(end) = self.inbound(msg).await {
-                            return Some(end);
+                            return Err((end, false));
                         }
                     }
                 },
                 Some(out) = self.conn.events.recv() => {
-                    self.outbound(out).await.ok()?;
-                    if self.conn.shared.lagged.swap(false, Ordering::AcqRel) {
-                        self.catch_up().await.ok()?;
+                    if self.outbound(out).await.is_err() {
+                        return Ok(());
+                    }
+                    if self.conn.shared.lagged.swap(false, Ordering::AcqRel) && self.catch_up().await.is_err() {
+                        return Ok(());
                     }
                 }
             }
@@ -264,7 +366,7 @@ impl Session {
     }
 
     async fn send(&mut self, frame: &ServerFrame) -> Result<(), ()> {
-        send_frame(&mut self.ws, &self.app.api.metrics, self.encoding, frame).await
+        send_frame(&mut self.ws, self.encoding, frame).await
     }
 
     async fn reply(&mut self, req: Option<ReqId>, result: Result<Ack, ErrorBody>) -> Result<(), ()> {
@@ -283,7 +385,7 @@ impl Session {
     async fn inbound(&mut self, msg: WsMessage) -> Option<ErrorBody> {
         let bytes = match (&msg, self.encoding) {
             (WsMessage::Binary(b), Encoding::Binary) => b.as_ref(),
-            (WsMessage::Text(t), Encoding::Json) => t.as_str().as_bytes(),
+            (WsMessage::Text(t), Encoding::Json) => t.as_bytes(),
             (WsMessage::Ping(_) | WsMessage::Pong(_), _) => return None,
             (WsMessage::Binary(_) | WsMessage::Text(_), encoding) => {
                 let kind = if encoding == Encoding::Binary {

@@ -182,6 +182,8 @@ impl Server {
     /// Starts the server again on the same database and port.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
+        // Pooled keep-alive connections belong to the old process.
+        self.http = reqwest::Client::builder().no_proxy().build().unwrap();
         self.spawn();
     }
 
