@@ -149,7 +149,8 @@ impl Server {
             .expect("read the server's first line");
         let url = line
             .trim()
-            .strip_prefix("pinchat-server listening on http://")
+            .strip_prefix("pinchat-server listening on ")
+            .and_then(|r| r.strip_prefix("http://").or_else(|| r.strip_prefix("https://")))
             .unwrap_or_else(|| {
                 panic!(
                     "unexpected first line {line:?}; server log:\n{}",
