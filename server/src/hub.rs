@@ -4,7 +4,7 @@
 //! It also derives presence: an account's first stream makes it visible, and when its last stream has
 //! been gone for the grace period it goes offline. That needs one timer queue for the whole server
 //! (entries exist only for accounts inside their grace period), not a timer per connection; likewise one
-//! sweep every keepalive interval closes silent streams and streams whose key expired.
+//! sweep every keepalive interval closes silent streams and keeps the keys of open streams alive.
 //!
 //! The hub never waits for a stream or for the database: it hands each stream its events with `try_send`
 //! and, when a stream's queue is full, drops the event and flags the stream as lagged; the stream then
@@ -88,6 +88,8 @@ pub struct HubConfig {
     pub grace: Duration,
     /// Keepalive interval; streams silent for three of these are closed.
     pub keepalive: Duration,
+    /// Lifetime of an unused key. An open stream is use: the sweep extends its key's expiry.
+    pub key_ttl: Duration,
 }
 
 enum Cmd {
@@ -222,6 +224,7 @@ struct Hub {
     grace: DelayQueue<AccountId>,
     grace_keys: HashMap<AccountId, delay_queue::Key>,
     presence: Arc<PresenceQueue>,
+    store: Arc<dyn Store>,
 }
 
 /// Starts the hub and its presence writer. The hub runs until `shutdown` is cancelled or the feed ends.
@@ -247,6 +250,7 @@ pub async fn spawn(
         grace: DelayQueue::new(),
         grace_keys: HashMap::new(),
         presence,
+        store: store.clone(),
     };
     // Nobody is connected to a server that just started. Accounts that were visible get the grace
     // period to reconnect before their contacts see them go offline.
@@ -471,11 +475,15 @@ impl Hub {
         }
     }
 
+    /// Closes silent streams, and keeps the keys of open streams from expiring: a widget may hold its
+    /// stream for months, and that is use of its key.
     fn sweep(&mut self) {
         let now = mono_ms();
         let idle_ms = 3 * self.config.keepalive.as_millis() as u64;
         let wall = crate::util::now_ms();
-        for entry in self.conns.values() {
+        let ttl = self.config.key_ttl.as_millis() as i64;
+        let mut touch = Vec::new();
+        for entry in self.conns.values_mut() {
             let seen = entry.shared.last_seen.load(Ordering::Relaxed);
             if now.saturating_sub(seen) > idle_ms {
                 entry.shared.kill(ErrorBody::new(
@@ -485,12 +493,20 @@ impl Hub {
                         idle_ms / 1000
                     ),
                 ));
-            } else if entry.expires_at <= wall {
-                entry.shared.kill(ErrorBody::new(
-                    ErrorCode::InvalidKey,
-                    "the auth key expired; log in again",
-                ));
+            } else if entry.expires_at - wall < ttl / 2 {
+                entry.expires_at = wall + ttl;
+                touch.push((entry.key, entry.expires_at));
             }
+        }
+        if !touch.is_empty() {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                for (key, expires_at) in touch {
+                    if let Err(e) = store.touch_key(key, expires_at).await {
+                        tracing::warn!(error = %e, "cannot extend the key of an open stream");
+                    }
+                }
+            });
         }
     }
 }

@@ -101,6 +101,7 @@ pub async fn run(
         queue: config.limits.stream_queue,
         grace: config.presence_grace(),
         keepalive: Duration::from_secs(config.keepalive_secs.into()),
+        key_ttl: config.key_ttl(),
     };
     let hub = hub::spawn(
         store.clone(),

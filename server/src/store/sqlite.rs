@@ -456,6 +456,12 @@ fn collect_changes(conn: &Connection, after: Cursor) -> rusqlite::Result<Option<
     Ok(Some(ChangeBatch { head, changes }))
 }
 
+/// A client-supplied id as an SQLite integer. Ids above `i64::MAX` cannot exist in the database, so they
+/// saturate: "up to message u64::MAX" means "up to the newest" instead of wrapping to a negative number.
+fn sql_id(id: u64) -> i64 {
+    i64::try_from(id).unwrap_or(i64::MAX)
+}
+
 fn aid(r: &Row<'_>, i: usize) -> rusqlite::Result<AccountId> {
     Ok(AccountId(r.get::<_, i64>(i)? as u64))
 }
@@ -918,7 +924,7 @@ impl Store for SqliteStore {
             // The marker moves to the newest real message at or before `up_to`, and only forward.
             let newest: Option<i64> = ctx.conn.query_row(
                 "SELECT max(id) FROM messages WHERE recipient = ?1 AND sender = ?2 AND id <= ?3",
-                params![me, them, up_to.0 as i64],
+                params![me, them, sql_id(up_to.0)],
                 |r| r.get(0),
             )?;
             let Some(newest) = newest.filter(|n| *n > read_up_to) else {
@@ -951,7 +957,7 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let tx = c.unchecked_transaction()?;
             let (me, them) = (account.0 as i64, contact.0 as i64);
-            let before = before.map_or(i64::MAX, |b| b.0 as i64);
+            let before = before.map_or(i64::MAX, |b| sql_id(b.0));
             let mut stmt = tx.prepare_cached(
                 "SELECT id, sender, recipient, ts, text FROM messages WHERE recipient = ?1 AND sender = ?2 AND id < ?3
                  UNION ALL
