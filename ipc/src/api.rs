@@ -1,0 +1,621 @@
+//! The methods, their parameters and results, the notifications, and the error codes of the local API.
+//!
+//! Every type here is part of the API: changing one is an API change (bump [`crate::API_VERSION`] when
+//! old clients could misunderstand, and update `docs/ipc.md`). Values reuse the wire protocol's
+//! [`Presence`] and [`Field`] so that a widget change reads the same on both sides of the daemon.
+
+use pinchat_proto::{Field, Presence};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A method of the API: its name, parameters and result.
+pub trait Method {
+    /// The JSON-RPC method name.
+    const NAME: &'static str;
+    /// Parameters (`params`).
+    type Params: Serialize + DeserializeOwned + std::marker::Send + 'static;
+    /// Result (`result`).
+    type Result: Serialize + DeserializeOwned + std::marker::Send + 'static;
+}
+
+macro_rules! methods {
+    ($($(#[$doc:meta])* $ty:ident = $name:literal ($params:ty) -> $result:ty;)*) => {
+        $(
+            $(#[$doc])*
+            #[derive(Debug, Clone, Copy)]
+            pub struct $ty;
+            impl Method for $ty {
+                const NAME: &'static str = $name;
+                type Params = $params;
+                type Result = $result;
+            }
+        )*
+        /// Every method name, for `daemon.status` and the documentation test.
+        pub const METHODS: &[&str] = &[$($name),*];
+    };
+}
+
+methods! {
+    /// The daemon's version, API version and widgets.
+    Status = "daemon.status" (NoParams) -> DaemonStatus;
+    /// Every widget, summarised.
+    ListWidgets = "widget.list" (NoParams) -> Vec<WidgetSummary>;
+    /// Logs in and creates a widget for the account; returns it with the full contact list to pick
+    /// pins from.
+    CreateWidget = "widget.create" (Login) -> Created;
+    /// Removes a widget: logs out on the server, deletes its database and its keyring entry.
+    RemoveWidget = "widget.remove" (WidgetRef) -> Done;
+    /// Binds a widget to another account: the old key is revoked and the old data removed.
+    RebindWidget = "widget.rebind" (Rebind) -> Created;
+    /// The widget account's full contact list, for picking pins.
+    Contacts = "widget.contacts" (WidgetRef) -> Vec<ContactIdentity>;
+    /// Sets the pinned contacts (at most the server's limit); the widget updates at once.
+    SetPins = "widget.set_pins" (SetPinsParams) -> WidgetView;
+    /// Everything a widget shows, from memory.
+    Snapshot = "widget.snapshot" (WidgetRef) -> WidgetView;
+    /// Fetches the pinned contacts' state from the server now (the refresh button).
+    Refresh = "widget.refresh" (WidgetRef) -> WidgetView;
+    /// Switches between push, poll and manual updates.
+    SetMode = "widget.set_mode" (SetModeParams) -> WidgetView;
+    /// The unread messages from one pinned contact (the details behind its count).
+    Unread = "widget.unread" (ContactRef) -> Vec<MessageView>;
+    /// A page of the conversation with a contact, newest first.
+    History = "widget.history" (HistoryParams) -> HistoryView;
+    /// Sends a message; queued while offline and sent, once, when the connection is back.
+    SendMessage = "widget.send" (SendParams) -> MessageView;
+    /// Marks a contact's messages read (all of them, or up to a message).
+    MarkRead = "widget.mark_read" (MarkReadParams) -> UnreadView;
+    /// Logs in again with a password after `auth_required`; replaces the stored key.
+    Reauth = "widget.reauth" (ReauthParams) -> WidgetView;
+    /// Starts notifications on this connection, for some widgets or all.
+    Subscribe = "subscribe" (SubscribeParams) -> Done;
+    /// Stops notifications on this connection.
+    Unsubscribe = "unsubscribe" (NoParams) -> Done;
+}
+
+/// No parameters: `{}`, `[]` or absent.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct NoParams {}
+
+/// A success with nothing to report.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Done {}
+
+/// A widget's id: unique on this machine, stable for the widget's life.
+pub type WidgetId = String;
+
+/// The daemon, as `daemon.status` reports it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct DaemonStatus {
+    /// The daemon's version.
+    pub version: String,
+    /// [`crate::API_VERSION`].
+    pub api_version: u32,
+    /// Seconds since the daemon started.
+    pub uptime_secs: u64,
+    /// Process id.
+    pub pid: u32,
+    /// The widgets.
+    pub widgets: Vec<WidgetSummary>,
+}
+
+/// How a widget keeps current (the patent's claim 5).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// The server pushes changes over a long-lived connection (default).
+    #[default]
+    Push,
+    /// The daemon asks the server every `poll_interval_secs`.
+    Poll,
+    /// Only on `widget.refresh`.
+    Manual,
+}
+
+/// The state of a widget's link to its server.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Connection {
+    /// Connecting or reconnecting.
+    #[default]
+    Connecting,
+    /// Connected (push), or the last poll succeeded (poll, manual).
+    Online,
+    /// The server cannot be reached; retrying with back-off.
+    Offline,
+    /// The server refused the key: `widget.reauth` with the password is needed.
+    AuthRequired,
+}
+
+/// A widget in lists.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct WidgetSummary {
+    /// Its id.
+    pub id: WidgetId,
+    /// The server's base URL.
+    pub server: String,
+    /// The bound account's login.
+    pub login: String,
+    /// The bound account's display name.
+    pub name: String,
+    /// Link state.
+    pub connection: Connection,
+    /// Unread messages from pinned contacts, in total.
+    pub unread: u32,
+    /// How many contacts are pinned.
+    pub pins: usize,
+}
+
+/// `widget.create`: where and as whom to log in.
+#[derive(Serialize, Deserialize, Clone)]
+pub struct Login {
+    /// Server base URL, e.g. `https://chat.example.com` or `http://127.0.0.1:7420`.
+    pub server: String,
+    /// Account login.
+    pub account: String,
+    /// Password: used once to log in, never stored, never logged.
+    pub password: String,
+}
+
+impl fmt::Debug for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Login")
+            .field("server", &self.server)
+            .field("account", &self.account)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `widget.rebind`.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Rebind {
+    /// Which widget.
+    pub widget: WidgetId,
+    /// The new account (and server).
+    #[serde(flatten)]
+    pub login: Login,
+}
+
+/// A created (or rebound) widget and its account's contacts.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    /// The widget.
+    pub widget: WidgetView,
+    /// The full contact list, to pick pins from.
+    pub contacts: Vec<ContactIdentity>,
+    /// The most contacts that can be pinned.
+    pub max_pins: u16,
+}
+
+/// Names a widget.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct WidgetRef {
+    /// Its id.
+    pub widget: WidgetId,
+}
+
+/// Names a contact of a widget.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ContactRef {
+    /// The widget.
+    pub widget: WidgetId,
+    /// The contact's account id.
+    pub contact: u64,
+}
+
+/// A contact's identity, for picking pins.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ContactIdentity {
+    /// Account id.
+    pub id: u64,
+    /// Login name.
+    pub login: String,
+    /// Display name.
+    pub name: String,
+    /// Avatar hash, if any.
+    pub avatar: Option<String>,
+    /// Signature.
+    pub signature: String,
+    /// Description.
+    pub description: String,
+}
+
+/// `widget.set_pins`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SetPinsParams {
+    /// The widget.
+    pub widget: WidgetId,
+    /// Contact account ids, in display order.
+    pub pins: Vec<u64>,
+}
+
+/// `widget.set_mode`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SetModeParams {
+    /// The widget.
+    pub widget: WidgetId,
+    /// The new mode.
+    pub mode: Mode,
+    /// For `poll`: seconds between polls (5–86400; default 60).
+    #[serde(default)]
+    pub interval_secs: Option<u32>,
+}
+
+/// A pinned contact as a widget shows it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContactView {
+    /// Account id.
+    pub id: u64,
+    /// Display name.
+    pub name: String,
+    /// Avatar hash, if any (the image is at `{server}/v1/avatars/{hash}`).
+    pub avatar: Option<String>,
+    /// Signature.
+    pub signature: String,
+    /// Description.
+    pub description: String,
+    /// Presence state.
+    pub state: Presence,
+    /// Status text.
+    pub status: String,
+    /// Unread messages from this contact.
+    pub unread: u32,
+    /// The newest of our messages this contact has read.
+    pub peer_read: u64,
+}
+
+impl ContactView {
+    /// Applies one wire field.
+    pub fn apply(&mut self, field: &Field) {
+        match field {
+            Field::Name(v) => self.name.clone_from(v),
+            Field::Avatar(v) => self.avatar.clone_from(v),
+            Field::Signature(v) => self.signature.clone_from(v),
+            Field::Description(v) => self.description.clone_from(v),
+            Field::State(v) => self.state = *v,
+            Field::Status(v) => self.status.clone_from(v),
+            Field::Unread(v) => self.unread = *v,
+            Field::PeerRead(v) => self.peer_read = v.0,
+        }
+    }
+}
+
+/// Everything a widget shows.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct WidgetView {
+    /// Its id.
+    pub id: WidgetId,
+    /// The server's base URL.
+    pub server: String,
+    /// The bound account's own identity and state (the widget's header).
+    pub account: AccountView,
+    /// The pinned contacts, in pin order.
+    pub pins: Vec<ContactView>,
+    /// How it keeps current.
+    pub mode: Mode,
+    /// Seconds between polls in poll mode.
+    pub poll_interval_secs: u32,
+    /// Link state.
+    pub connection: Connection,
+    /// `true` while the data comes from the local database and the server has not confirmed it yet
+    /// (after a start, before the first sync).
+    pub stale: bool,
+    /// The most contacts that can be pinned.
+    pub max_pins: u16,
+}
+
+/// The widget account's own identity.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccountView {
+    /// Account id.
+    pub id: u64,
+    /// Login name.
+    pub login: String,
+    /// Display name.
+    pub name: String,
+    /// Avatar hash.
+    pub avatar: Option<String>,
+    /// Signature.
+    pub signature: String,
+    /// State the account chose.
+    pub state: Presence,
+    /// Status text.
+    pub status: String,
+}
+
+/// A message as the daemon knows it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MessageView {
+    /// Server id; 0 while queued.
+    pub id: u64,
+    /// Sender's account id.
+    pub from: u64,
+    /// Recipient's account id.
+    pub to: u64,
+    /// Server timestamp (ms since the Unix epoch), or when it was queued.
+    pub ts: i64,
+    /// Text.
+    pub text: String,
+    /// Delivery state of an outgoing message; `received` for incoming ones.
+    pub state: Delivery,
+    /// The client id an outgoing message is sent with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+/// Where a message is.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Incoming.
+    Received,
+    /// Outgoing, waiting for the connection.
+    Queued,
+    /// Outgoing, stored by the server.
+    Sent,
+    /// Outgoing, read by the recipient.
+    Read,
+}
+
+/// `widget.history`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct HistoryParams {
+    /// The widget.
+    pub widget: WidgetId,
+    /// The contact.
+    pub contact: u64,
+    /// Only messages older than this id.
+    #[serde(default)]
+    pub before: Option<u64>,
+    /// Page size (1–200, default 50).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// A page of history, newest first.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct HistoryView {
+    /// Messages, newest first (queued outgoing ones first of all).
+    pub messages: Vec<MessageView>,
+    /// Older messages exist.
+    pub more: bool,
+}
+
+/// `widget.send`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SendParams {
+    /// The widget.
+    pub widget: WidgetId,
+    /// The recipient: a contact.
+    pub contact: u64,
+    /// The text.
+    pub text: String,
+}
+
+/// `widget.mark_read`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MarkReadParams {
+    /// The widget.
+    pub widget: WidgetId,
+    /// The contact.
+    pub contact: u64,
+    /// Up to this message; all when absent.
+    #[serde(default)]
+    pub up_to: Option<u64>,
+}
+
+/// An unread count.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct UnreadView {
+    /// Unread from the contact.
+    pub unread: u32,
+}
+
+/// `widget.reauth`.
+#[derive(Serialize, Deserialize, Clone)]
+pub struct ReauthParams {
+    /// The widget.
+    pub widget: WidgetId,
+    /// The account's password: used once, never stored, never logged.
+    pub password: String,
+}
+
+impl fmt::Debug for ReauthParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReauthParams")
+            .field("widget", &self.widget)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `subscribe`.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscribeParams {
+    /// Only these widgets; all (including ones created later) when absent.
+    #[serde(default)]
+    pub widgets: Option<Vec<WidgetId>>,
+}
+
+/// A notification: a JSON-RPC request without an id, sent by the daemon to subscribed clients.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(tag = "method", content = "params")]
+pub enum Notification {
+    /// Some fields of a pinned contact changed (only those fields).
+    #[serde(rename = "widget.contact_changed")]
+    ContactChanged {
+        /// The widget.
+        widget: WidgetId,
+        /// The contact.
+        contact: u64,
+        /// The changed fields.
+        fields: Vec<Field>,
+    },
+    /// The widget itself changed: pins, mode, the account's identity, created or rebound.
+    #[serde(rename = "widget.changed")]
+    WidgetChanged {
+        /// The whole widget.
+        widget: Box<WidgetView>,
+    },
+    /// A widget was removed.
+    #[serde(rename = "widget.removed")]
+    WidgetRemoved {
+        /// The widget.
+        widget: WidgetId,
+    },
+    /// A pinned contact sent a message.
+    #[serde(rename = "message.received")]
+    MessageReceived {
+        /// The widget.
+        widget: WidgetId,
+        /// The message.
+        message: MessageView,
+    },
+    /// An outgoing message changed delivery state (queued → sent → read).
+    #[serde(rename = "message.delivery")]
+    MessageDelivery {
+        /// The widget.
+        widget: WidgetId,
+        /// The message.
+        message: MessageView,
+    },
+    /// A pinned contact's unread count changed.
+    #[serde(rename = "unread.changed")]
+    UnreadChanged {
+        /// The widget.
+        widget: WidgetId,
+        /// The contact.
+        contact: u64,
+        /// Unread from that contact.
+        unread: u32,
+        /// Unread from all pinned contacts of the widget.
+        total: u32,
+    },
+    /// The widget's link to its server changed.
+    #[serde(rename = "connection.changed")]
+    ConnectionChanged {
+        /// The widget.
+        widget: WidgetId,
+        /// The new state.
+        connection: Connection,
+        /// Whether the data is still unconfirmed by the server.
+        stale: bool,
+    },
+    /// The server refused the widget's key: ask the user for the password and call `widget.reauth`.
+    #[serde(rename = "auth.required")]
+    AuthRequired {
+        /// The widget.
+        widget: WidgetId,
+        /// Why, for people.
+        message: String,
+    },
+}
+
+impl Notification {
+    /// The widget the notification is about.
+    pub fn widget(&self) -> &str {
+        match self {
+            Notification::ContactChanged { widget, .. }
+            | Notification::WidgetRemoved { widget }
+            | Notification::MessageReceived { widget, .. }
+            | Notification::MessageDelivery { widget, .. }
+            | Notification::UnreadChanged { widget, .. }
+            | Notification::ConnectionChanged { widget, .. }
+            | Notification::AuthRequired { widget, .. } => widget,
+            Notification::WidgetChanged { widget } => &widget.id,
+        }
+    }
+}
+
+/// Stable error codes, in `error.data.code`. The JSON-RPC `error.code` number says the class.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// Not JSON (JSON-RPC −32700).
+    #[serde(rename = "rpc.parse_error")]
+    ParseError,
+    /// Not a JSON-RPC 2.0 request (−32600).
+    #[serde(rename = "rpc.invalid_request")]
+    InvalidRequest,
+    /// No such method (−32601).
+    #[serde(rename = "rpc.method_not_found")]
+    MethodNotFound,
+    /// Parameters of the wrong shape or types (−32602).
+    #[serde(rename = "rpc.invalid_params")]
+    InvalidParams,
+    /// The daemon failed (−32603).
+    #[serde(rename = "rpc.internal")]
+    Internal,
+    /// A request line longer than the daemon accepts; the connection is closed.
+    #[serde(rename = "rpc.line_too_long")]
+    LineTooLong,
+    /// No widget with that id.
+    #[serde(rename = "widget.not_found")]
+    WidgetNotFound,
+    /// This machine already has a widget for that account.
+    #[serde(rename = "widget.exists")]
+    WidgetExists,
+    /// Not a contact of the widget's account.
+    #[serde(rename = "widget.not_contact")]
+    NotContact,
+    /// More pins than the server allows.
+    #[serde(rename = "widget.too_many_pins")]
+    TooManyPins,
+    /// A value out of range (empty text, bad interval, bad URL…).
+    #[serde(rename = "widget.invalid")]
+    Invalid,
+    /// Wrong account or password.
+    #[serde(rename = "auth.bad_credentials")]
+    BadCredentials,
+    /// The widget needs `widget.reauth` before it can talk to its server.
+    #[serde(rename = "auth.required")]
+    AuthRequired,
+    /// The server cannot be reached (login, contacts and history need it).
+    #[serde(rename = "server.unreachable")]
+    ServerUnreachable,
+    /// The server answered with an error; its code and message are in the message.
+    #[serde(rename = "server.error")]
+    ServerError,
+    /// The OS keyring failed or is locked.
+    #[serde(rename = "keyring.unavailable")]
+    KeyringUnavailable,
+    /// The daemon is shutting down.
+    #[serde(rename = "daemon.shutting_down")]
+    ShuttingDown,
+}
+
+impl ErrorCode {
+    /// The JSON-RPC error number for this code.
+    pub fn rpc_code(self) -> i32 {
+        match self {
+            ErrorCode::ParseError => -32700,
+            ErrorCode::InvalidRequest | ErrorCode::LineTooLong => -32600,
+            ErrorCode::MethodNotFound => -32601,
+            ErrorCode::InvalidParams => -32602,
+            ErrorCode::Internal => -32603,
+            _ => -32000,
+        }
+    }
+
+    /// The stable string form (what `error.data.code` holds).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ParseError => "rpc.parse_error",
+            ErrorCode::InvalidRequest => "rpc.invalid_request",
+            ErrorCode::MethodNotFound => "rpc.method_not_found",
+            ErrorCode::InvalidParams => "rpc.invalid_params",
+            ErrorCode::Internal => "rpc.internal",
+            ErrorCode::LineTooLong => "rpc.line_too_long",
+            ErrorCode::WidgetNotFound => "widget.not_found",
+            ErrorCode::WidgetExists => "widget.exists",
+            ErrorCode::NotContact => "widget.not_contact",
+            ErrorCode::TooManyPins => "widget.too_many_pins",
+            ErrorCode::Invalid => "widget.invalid",
+            ErrorCode::BadCredentials => "auth.bad_credentials",
+            ErrorCode::AuthRequired => "auth.required",
+            ErrorCode::ServerUnreachable => "server.unreachable",
+            ErrorCode::ServerError => "server.error",
+            ErrorCode::KeyringUnavailable => "keyring.unavailable",
+            ErrorCode::ShuttingDown => "daemon.shutting_down",
+        }
+    }
+}
