@@ -216,8 +216,8 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
 mod tests {
     use super::*;
 
-    fn code(r: Box<Response>) -> String {
-        r.error.unwrap().data.code
+    fn code(r: impl std::ops::Deref<Target = Response>) -> String {
+        r.error.clone().unwrap().data.code
     }
 
     #[test]
