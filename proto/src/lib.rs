@@ -41,3 +41,7 @@ pub const BINARY_MEDIA_TYPE: &str = "application/vnd.pinchat.frame";
 
 /// HTTP response header of the polling endpoint carrying the cursor to poll from next time.
 pub const CURSOR_HEADER: &str = "pinchat-cursor";
+
+/// HTTP response header of the polling endpoint carrying the database's epoch (what a stream client
+/// learns from `welcome`), so that a client that only polls can resume too.
+pub const EPOCH_HEADER: &str = "pinchat-epoch";

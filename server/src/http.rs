@@ -22,8 +22,8 @@ use base64::Engine;
 use hyper_util::rt::TokioIo;
 use pinchat_proto::http::*;
 use pinchat_proto::{
-    AccountId, BINARY_MEDIA_TYPE, CURSOR_HEADER, ErrorBody, ErrorCode, MessageId, PROTOCOL_VERSION,
-    VERSION_HEADER,
+    AccountId, BINARY_MEDIA_TYPE, CURSOR_HEADER, EPOCH_HEADER, ErrorBody, ErrorCode, MessageId,
+    PROTOCOL_VERSION, VERSION_HEADER,
 };
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -545,7 +545,7 @@ fn id_list(what: &str, s: &str) -> Result<Vec<AccountId>> {
 async fn changes(
     State(app): State<Arc<App>>,
     authed: Authed,
-    headers: HeaderMap,
+    headers_in: HeaderMap,
     query: std::result::Result<Query<ChangesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response> {
     let Query(q) = query.map_err(query_error)?;
@@ -562,29 +562,26 @@ async fn changes(
         }
     };
     let snapshot = app.api.sync(authed.account, &pins, since).await?;
-    let cursor_header = (
-        HeaderName::from_static(CURSOR_HEADER),
-        snapshot.cursor.to_string(),
-    );
+    let (epoch, _) = app.api.store.head().await.map_err(store_error)?;
+    let headers = [
+        (
+            HeaderName::from_static(CURSOR_HEADER),
+            snapshot.cursor.to_string(),
+        ),
+        (HeaderName::from_static(EPOCH_HEADER), epoch.to_string()),
+    ];
     if !snapshot.full && snapshot.contacts.is_empty() && snapshot.messages.is_empty() {
-        return Ok((StatusCode::NO_CONTENT, [cursor_header]).into_response());
+        return Ok((StatusCode::NO_CONTENT, headers).into_response());
     }
-    let binary = headers
+    let binary = headers_in
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains(BINARY_MEDIA_TYPE));
     if binary {
         let bytes = pinchat_proto::codec::encode(pinchat_proto::Encoding::Binary, &snapshot);
-        return Ok((
-            [
-                (header::CONTENT_TYPE, BINARY_MEDIA_TYPE.to_owned()),
-                cursor_header,
-            ],
-            bytes,
-        )
-            .into_response());
+        return Ok((headers, [(header::CONTENT_TYPE, BINARY_MEDIA_TYPE)], bytes).into_response());
     }
-    Ok(([cursor_header], Json(snapshot)).into_response())
+    Ok((headers, Json(snapshot)).into_response())
 }
 
 /// `GET /v1/stream`: the WebSocket upgrade, done here rather than by axum's wrapper so that the stream

@@ -604,6 +604,11 @@ async fn polling_returns_only_changes_and_nothing_when_nothing_changed() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert!(r.headers().contains_key(CURSOR_HEADER));
+    assert_eq!(
+        r.headers()[pinchat_proto::EPOCH_HEADER],
+        epoch.to_string().as_str(),
+        "pollers learn the epoch too"
+    );
     assert!(r.bytes().await.unwrap().is_empty());
 
     // Bob changes his signature; a contact outside the pins changes too.

@@ -1,0 +1,411 @@
+//! One SQLite database per widget (claims 7 and 8): everything the widget shows, its cursor, its sealed
+//! auth key, the messages it received and the messages waiting to be sent.
+//!
+//! The widget actor changes memory and this database in the same step: every change is written (one
+//! transaction) before memory is updated and clients are told. After a crash the database holds at
+//! least everything that was shown, and the cursor matching it, so resuming from the server fills
+//! exactly the gap. WAL with `synchronous=NORMAL` survives a killed process; the outbox is written with
+//! `synchronous=FULL`, since a message the user typed must survive even a power cut.
+//!
+//! Calls run on the blocking pool; the connection sits behind a mutex only the widget's actor uses.
+
+use crate::vault::Sealed;
+use pinchat_ipc::api::{AccountView, ContactView, Mode};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SCHEMA: &str = r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+CREATE TABLE auth (
+    id     INTEGER PRIMARY KEY CHECK (id = 1),
+    nonce  BLOB NOT NULL,
+    sealed BLOB NOT NULL
+) STRICT;
+-- The pinned contacts in display order, each as the widget last showed it (JSON of ContactView).
+CREATE TABLE pins (
+    pos     INTEGER PRIMARY KEY,
+    contact INTEGER NOT NULL UNIQUE,
+    view    TEXT NOT NULL
+) STRICT;
+-- Messages received from pinned contacts. Ids are the server's, so replays are ignored.
+CREATE TABLE messages (
+    id     INTEGER PRIMARY KEY,
+    sender INTEGER NOT NULL,
+    ts     INTEGER NOT NULL,
+    text   TEXT NOT NULL
+) STRICT;
+CREATE INDEX messages_sender ON messages (sender, id);
+-- Messages typed but not yet acknowledged by the server, in the order they were typed.
+CREATE TABLE outbox (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    client_id TEXT NOT NULL UNIQUE,
+    recipient INTEGER NOT NULL,
+    ts        INTEGER NOT NULL,
+    text      TEXT NOT NULL
+) STRICT;
+"#;
+
+/// Received messages kept per contact (the newest); the server keeps them all.
+pub const KEEP_PER_CONTACT: i64 = 1000;
+
+/// Database failures.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// SQLite failed.
+    #[error("widget database {path}: {error}")]
+    Sqlite {
+        /// Which file.
+        path: String,
+        /// What failed.
+        error: String,
+    },
+    /// The file is not a widget database this version understands.
+    #[error("widget database {0} is damaged or from a newer pinchat: {1}")]
+    Invalid(String, String),
+}
+
+/// What a widget database holds, as loaded at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct Stored {
+    /// Widget id.
+    pub id: String,
+    /// Server base URL.
+    pub server: String,
+    /// The account's own view.
+    pub account: AccountView,
+    /// Update mode.
+    pub mode: Mode,
+    /// Poll interval, seconds.
+    pub poll_interval_secs: u32,
+    /// The server's pin limit.
+    pub max_pins: u16,
+    /// `(epoch, cursor)` of the last applied change.
+    pub position: Option<(u64, u64)>,
+    /// The sealed auth key.
+    pub sealed: Option<Sealed>,
+    /// Pinned contacts, in order.
+    pub pins: Vec<ContactView>,
+    /// Received messages: (id, sender, ts, text).
+    pub messages: Vec<(u64, u64, i64, String)>,
+    /// Outbox: (client_id, recipient, ts, text), oldest first.
+    pub outbox: Vec<(String, u64, i64, String)>,
+}
+
+/// A change to persist in one transaction.
+#[derive(Debug, Default)]
+pub struct Change {
+    /// New position.
+    pub position: Option<(u64, u64)>,
+    /// Replace the whole pin list with these (after a full snapshot or a re-pin).
+    pub replace_pins: Option<Vec<ContactView>>,
+    /// Update these pins in place.
+    pub update_pins: Vec<ContactView>,
+    /// Store these received messages.
+    pub messages: Vec<(u64, u64, i64, String)>,
+    /// Forget all received messages (after rebinding, or a full snapshot that replaces everything).
+    pub clear_messages: bool,
+    /// Remove these client ids from the outbox (the server acknowledged them).
+    pub sent: Vec<String>,
+    /// Account view.
+    pub account: Option<AccountView>,
+    /// Mode and poll interval.
+    pub mode: Option<(Mode, u32)>,
+    /// Pin limit.
+    pub max_pins: Option<u16>,
+    /// A new sealed key.
+    pub sealed: Option<Sealed>,
+}
+
+/// A widget's database.
+#[derive(Clone)]
+pub struct WidgetDb {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl WidgetDb {
+    /// Creates a new database for widget `id` at `path` (which must not exist).
+    pub async fn create(path: &Path, stored: Stored) -> Result<WidgetDb, DbError> {
+        let path = path.to_owned();
+        let p = path.clone();
+        let conn = blocking(&path, move || {
+            let mut conn = Connection::open(&p)?;
+            configure(&conn)?;
+            let tx = conn.transaction()?;
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "user_version", 1)?;
+            put_meta(&tx, "id", &stored.id)?;
+            put_meta(&tx, "server", &stored.server)?;
+            put_meta(&tx, "created_at", &pinchat_now().to_string())?;
+            write_change(
+                &tx,
+                &Change {
+                    account: Some(stored.account),
+                    mode: Some((stored.mode, stored.poll_interval_secs)),
+                    max_pins: Some(stored.max_pins),
+                    sealed: stored.sealed,
+                    replace_pins: Some(stored.pins),
+                    ..Change::default()
+                },
+            )?;
+            tx.commit()?;
+            Ok(conn)
+        })
+        .await?;
+        Ok(WidgetDb {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    /// Opens an existing database and loads everything.
+    pub async fn open(path: &Path) -> Result<(WidgetDb, Stored), DbError> {
+        let path = path.to_owned();
+        let p = path.clone();
+        let (conn, stored) = blocking(&path, move || {
+            let conn = Connection::open(&p)?;
+            configure(&conn)?;
+            let stored = load(&conn)?;
+            Ok((conn, stored))
+        })
+        .await?;
+        if stored.id.is_empty() || stored.server.is_empty() {
+            return Err(DbError::Invalid(
+                path.display().to_string(),
+                "no widget id or server".into(),
+            ));
+        }
+        Ok((
+            WidgetDb {
+                conn: Arc::new(Mutex::new(conn)),
+                path,
+            },
+            stored,
+        ))
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes a change in one transaction.
+    pub async fn apply(&self, change: Change) -> Result<(), DbError> {
+        let conn = self.conn.clone();
+        blocking(&self.path, move || {
+            let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+            let tx = conn.transaction()?;
+            write_change(&tx, &change)?;
+            tx.commit()
+        })
+        .await
+    }
+
+    /// Adds a message to the outbox, durably (`synchronous=FULL` for this commit).
+    pub async fn queue(&self, client_id: String, to: u64, ts: i64, text: String) -> Result<(), DbError> {
+        let conn = self.conn.clone();
+        blocking(&self.path, move || {
+            let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            let result = conn.execute(
+                "INSERT OR IGNORE INTO outbox (client_id, recipient, ts, text) VALUES (?1, ?2, ?3, ?4)",
+                params![client_id, to as i64, ts, text],
+            );
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            result.map(|_| ())
+        })
+        .await
+    }
+
+    /// Closes the connection and deletes the database files.
+    pub async fn destroy(self) -> Result<(), DbError> {
+        let path = self.path.clone();
+        drop(self.conn);
+        tokio::task::spawn_blocking(move || {
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let mut p = path.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
+            }
+        })
+        .await
+        .map_err(|e| DbError::Sqlite {
+            path: String::new(),
+            error: e.to_string(),
+        })
+    }
+}
+
+fn pinchat_now() -> i64 {
+    crate::now_ms()
+}
+
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce() -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, DbError> {
+    let name = path.display().to_string();
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(DbError::Sqlite {
+            path: name,
+            error: e.to_string(),
+        }),
+        Err(e) => Err(DbError::Sqlite {
+            path: name,
+            error: format!("task failed: {e}"),
+        }),
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(())
+}
+
+fn put_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("views always serialise")
+}
+
+fn write_change(tx: &Connection, c: &Change) -> rusqlite::Result<()> {
+    if let Some((epoch, cursor)) = c.position {
+        put_meta(tx, "epoch", &epoch.to_string())?;
+        put_meta(tx, "cursor", &cursor.to_string())?;
+    }
+    if let Some(account) = &c.account {
+        put_meta(tx, "account", &json(account))?;
+    }
+    if let Some((mode, interval)) = c.mode {
+        put_meta(tx, "mode", &json(&mode))?;
+        put_meta(tx, "poll_interval_secs", &interval.to_string())?;
+    }
+    if let Some(max) = c.max_pins {
+        put_meta(tx, "max_pins", &max.to_string())?;
+    }
+    if let Some(sealed) = &c.sealed {
+        tx.execute(
+            "INSERT INTO auth (id, nonce, sealed) VALUES (1, ?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET nonce = ?1, sealed = ?2",
+            params![sealed.nonce, sealed.data],
+        )?;
+    }
+    if c.clear_messages {
+        tx.execute("DELETE FROM messages", [])?;
+    }
+    if let Some(pins) = &c.replace_pins {
+        tx.execute("DELETE FROM pins", [])?;
+        for (pos, view) in pins.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO pins (pos, contact, view) VALUES (?1, ?2, ?3)",
+                params![pos as i64, view.id as i64, json(view)],
+            )?;
+        }
+        // Messages from contacts no longer pinned are not shown any more.
+        let ids: Vec<String> = pins.iter().map(|p| p.id.to_string()).collect();
+        tx.execute(
+            &format!("DELETE FROM messages WHERE sender NOT IN ({})", ids.join(",")),
+            [],
+        )?;
+    }
+    for view in &c.update_pins {
+        tx.execute(
+            "UPDATE pins SET view = ?2 WHERE contact = ?1",
+            params![view.id as i64, json(view)],
+        )?;
+    }
+    for (id, sender, ts, text) in &c.messages {
+        tx.execute(
+            "INSERT OR IGNORE INTO messages (id, sender, ts, text) VALUES (?1, ?2, ?3, ?4)",
+            params![*id as i64, *sender as i64, ts, text],
+        )?;
+    }
+    if !c.messages.is_empty() {
+        // Keep the newest messages of each contact; the server has the rest.
+        tx.execute(
+            "DELETE FROM messages WHERE id IN (
+                 SELECT id FROM (
+                     SELECT id, row_number() OVER (PARTITION BY sender ORDER BY id DESC) AS n FROM messages
+                 ) WHERE n > ?1
+             )",
+            [KEEP_PER_CONTACT],
+        )?;
+    }
+    for client_id in &c.sent {
+        tx.execute("DELETE FROM outbox WHERE client_id = ?1", [client_id])?;
+    }
+    Ok(())
+}
+
+fn load(conn: &Connection) -> rusqlite::Result<Stored> {
+    let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version != 1 {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "unknown widget schema version {version}"
+        )));
+    }
+    let meta = |key: &str| -> rusqlite::Result<Option<String>> {
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+    };
+    let parse = |v: Option<String>| v.and_then(|v| v.parse::<u64>().ok());
+    let mut s = Stored {
+        id: meta("id")?.unwrap_or_default(),
+        server: meta("server")?.unwrap_or_default(),
+        account: meta("account")?
+            .and_then(|v| serde_json::from_str(&v).ok())
+            .unwrap_or_default(),
+        mode: meta("mode")?
+            .and_then(|v| serde_json::from_str(&v).ok())
+            .unwrap_or_default(),
+        poll_interval_secs: parse(meta("poll_interval_secs")?).unwrap_or(60) as u32,
+        max_pins: parse(meta("max_pins")?).unwrap_or(20) as u16,
+        position: parse(meta("epoch")?).zip(parse(meta("cursor")?)),
+        ..Stored::default()
+    };
+    s.sealed = conn
+        .query_row("SELECT nonce, sealed FROM auth WHERE id = 1", [], |r| {
+            Ok(Sealed {
+                nonce: r.get(0)?,
+                data: r.get(1)?,
+            })
+        })
+        .optional()?;
+    let mut stmt = conn.prepare("SELECT view FROM pins ORDER BY pos")?;
+    s.pins = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .filter_map(|v| v.ok().and_then(|v| serde_json::from_str(&v).ok()))
+        .collect();
+    let mut stmt = conn.prepare("SELECT id, sender, ts, text FROM messages ORDER BY id")?;
+    s.messages = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, i64>(1)? as u64,
+                r.get(2)?,
+                r.get(3)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare("SELECT client_id, recipient, ts, text FROM outbox ORDER BY seq")?;
+    s.outbox = stmt
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(s)
+}
