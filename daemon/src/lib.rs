@@ -1,10 +1,377 @@
-//! `pinchat-daemon`: the widget engine.
+//! `pinchat-daemon`: the widget engine behind the tray app and the local API.
+//!
+//! - [`Daemon`] owns the registry of widgets: it creates (log in, seal the key, create the widget's
+//!   database), loads (every database under `<data dir>/widgets/` at start-up, served at once from
+//!   disk and marked stale), rebinds and removes them, and routes requests to them.
+//! - [`widget`]: one actor per widget — its state in memory and in its own SQLite database
+//!   ([`db`]), changed together.
+//! - [`source`]: where a widget's data comes from; today its own connection to its server ([`remote`]
+//!   for HTTP), in push, poll or manual mode.
+//! - [`vault`]: auth keys sealed with a key from the OS keyring.
+//! - [`ipc`]: the local API server (JSON-RPC over the per-user socket of `pinchat-ipc`).
+//!
+//! The binary `pinchatd` is thin: it reads the configuration, binds the socket and calls [`run`].
+
+#![forbid(unsafe_code)]
+
+pub mod config;
 pub mod db;
+pub mod ipc;
+pub mod remote;
+pub mod source;
 pub mod vault;
+pub mod widget;
+
+use crate::config::DaemonConfig;
+use crate::db::{Stored, WidgetDb};
+use crate::remote::{Remote, RemoteError};
+use crate::vault::Vault;
+use crate::widget::{Start, WidgetHandle};
+use pinchat_ipc::api::*;
+use pinchat_ipc::jsonrpc::RpcError;
+use pinchat_proto::ErrorCode as WireCode;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{Mutex, RwLock, broadcast};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> RpcError {
+    RpcError::new(code, message)
+}
+
+/// The widget engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Daemon {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    widgets_dir: PathBuf,
+    vault: Vault,
+    widgets: RwLock<HashMap<WidgetId, WidgetHandle>>,
+    /// Serialises create, rebind and remove, which check and change the registry across awaits.
+    lifecycle: Mutex<()>,
+    events: broadcast::Sender<Notification>,
+    started: Instant,
+    tracker: TaskTracker,
+}
+
+impl Daemon {
+    /// Loads every widget found in the data directory and starts it.
+    pub async fn start(config: &DaemonConfig, vault: Vault) -> anyhow::Result<Daemon> {
+        let widgets_dir = config.data_dir.join("widgets");
+        std::fs::create_dir_all(&widgets_dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", widgets_dir.display()))?;
+        let (events, _) = broadcast::channel(1024);
+        let daemon = Daemon {
+            inner: Arc::new(Inner {
+                widgets_dir: widgets_dir.clone(),
+                vault,
+                widgets: RwLock::new(HashMap::new()),
+                lifecycle: Mutex::new(()),
+                events,
+                started: Instant::now(),
+                tracker: TaskTracker::new(),
+            }),
+        };
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&widgets_dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "db"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            match WidgetDb::open(&path).await {
+                Ok((db, stored)) => {
+                    let login = stored.account.login.to_lowercase();
+                    let id = stored.id.clone();
+                    let start = Start {
+                        stored,
+                        db,
+                        login,
+                        key: None,
+                        vault: daemon.inner.vault.clone(),
+                        events: daemon.inner.events.clone(),
+                    };
+                    match widget::spawn(start, &daemon.inner.tracker) {
+                        Ok(handle) => {
+                            tracing::info!(widget = %id, "loaded widget");
+                            daemon.inner.widgets.write().await.insert(id, handle);
+                        }
+                        Err(e) => tracing::error!(widget = %id, error = %e, "cannot start widget"),
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "skipping a widget database that cannot be read"),
+            }
+        }
+        Ok(daemon)
+    }
+
+    /// Subscribes to every notification.
+    pub fn events(&self) -> broadcast::Receiver<Notification> {
+        self.inner.events.subscribe()
+    }
+
+    /// Stops every widget (their databases are closed; nothing is deleted).
+    pub async fn shutdown(&self) {
+        let widgets: Vec<WidgetHandle> = self.inner.widgets.write().await.drain().map(|(_, w)| w).collect();
+        for w in widgets {
+            let _ = w.close().await;
+        }
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+    }
+
+    async fn handle(&self, id: &str) -> Result<WidgetHandle, RpcError> {
+        self.inner.widgets.read().await.get(id).cloned().ok_or_else(|| {
+            err(
+                ErrorCode::WidgetNotFound,
+                format!("no widget {id:?}; widget.list shows the ids"),
+            )
+        })
+    }
+
+    /// The daemon's status.
+    pub async fn status(&self) -> DaemonStatus {
+        DaemonStatus {
+            version: env!("CARGO_PKG_VERSION").into(),
+            api_version: pinchat_ipc::API_VERSION,
+            uptime_secs: self.inner.started.elapsed().as_secs(),
+            pid: std::process::id(),
+            widgets: self.list().await,
+        }
+    }
+
+    /// Every widget, summarised, ordered by id.
+    pub async fn list(&self) -> Vec<WidgetSummary> {
+        let handles: Vec<WidgetHandle> = self.inner.widgets.read().await.values().cloned().collect();
+        let mut out = Vec::with_capacity(handles.len());
+        for h in handles {
+            if let Ok(v) = h.view().await {
+                out.push(WidgetSummary {
+                    id: v.id.clone(),
+                    server: v.server.clone(),
+                    login: v.account.login.clone(),
+                    name: v.account.name.clone(),
+                    connection: v.connection,
+                    unread: v.pins.iter().map(|p| p.unread).sum(),
+                    pins: v.pins.len(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// A widget's request handle.
+    pub async fn widget(&self, id: &str) -> Result<WidgetHandle, RpcError> {
+        self.handle(id).await
+    }
+
+    /// Logs in and creates a widget.
+    pub async fn create(&self, login: Login) -> Result<Created, RpcError> {
+        let _guard = self.inner.lifecycle.lock().await;
+        let id = new_widget_id();
+        self.bind(id, login, None).await
+    }
+
+    /// Binds `id` to the account in `login`; with `replacing`, the widget that had that id is torn down
+    /// once the new login succeeded.
+    async fn bind(
+        &self,
+        id: WidgetId,
+        login: Login,
+        replacing: Option<WidgetHandle>,
+    ) -> Result<Created, RpcError> {
+        let remote = Remote::new(&login.server).map_err(|m| err(ErrorCode::Invalid, m))?;
+        let account = login.account.trim().to_lowercase();
+        if account.is_empty() {
+            return Err(err(ErrorCode::Invalid, "the account name is empty"));
+        }
+        {
+            let widgets = self.inner.widgets.read().await;
+            if let Some(other) = widgets
+                .values()
+                .find(|w| w.server == remote.base() && w.login == account && w.id != id)
+            {
+                return Err(err(
+                    ErrorCode::WidgetExists,
+                    format!(
+                        "{account} on {} already has a widget ({}); use that one",
+                        remote.base(),
+                        other.id
+                    ),
+                ));
+            }
+        }
+        let logged_in = remote
+            .login(&account, &login.password)
+            .await
+            .map_err(remote_error)?;
+        let key = logged_in.key;
+        let setup = async {
+            let list = remote.contacts(&key).await.map_err(remote_error)?;
+            let me = remote.me(&key).await.map_err(remote_error)?;
+            Ok::<_, RpcError>((list, me))
+        };
+        let (list, me) = match setup.await {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = remote.logout(&key).await;
+                return Err(e);
+            }
+        };
+        // The new account is in; now the old binding (if any) goes: its key revoked, its data removed.
+        if let Some(old) = replacing {
+            self.teardown(&old).await;
+        }
+        let sealed = match self.inner.vault.seal(&id, &key).await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = remote.logout(&key).await;
+                return Err(err(
+                    ErrorCode::KeyringUnavailable,
+                    format!("{e}; the key cannot be stored safely"),
+                ));
+            }
+        };
+        let account_view = AccountView {
+            id: me.identity.id.0,
+            login: me.identity.login.clone(),
+            name: me.identity.name.clone(),
+            avatar: me.identity.avatar.clone(),
+            signature: me.identity.signature.clone(),
+            state: me.chosen_state,
+            status: me.status.clone(),
+        };
+        let stored = Stored {
+            id: id.clone(),
+            server: remote.base().to_owned(),
+            account: account_view,
+            mode: Mode::Push,
+            poll_interval_secs: 60,
+            max_pins: list.max_pins,
+            sealed: Some(sealed),
+            ..Stored::default()
+        };
+        let path = self.inner.widgets_dir.join(format!("{id}.db"));
+        let db = match WidgetDb::create(&path, stored.clone()).await {
+            Ok(db) => db,
+            Err(e) => {
+                let _ = remote.logout(&key).await;
+                let _ = self.inner.vault.forget(&id).await;
+                return Err(err(ErrorCode::Internal, e.to_string()));
+            }
+        };
+        let start = Start {
+            stored,
+            db,
+            login: account,
+            key: Some(key),
+            vault: self.inner.vault.clone(),
+            events: self.inner.events.clone(),
+        };
+        let handle = widget::spawn(start, &self.inner.tracker).map_err(|m| err(ErrorCode::Internal, m))?;
+        self.inner
+            .widgets
+            .write()
+            .await
+            .insert(id.clone(), handle.clone());
+        let view = handle.view().await?;
+        tracing::info!(widget = %id, server = %view.server, "widget bound");
+        let _ = self.inner.events.send(Notification::WidgetChanged {
+            widget: Box::new(view.clone()),
+        });
+        Ok(Created {
+            widget: view,
+            contacts: list.contacts.into_iter().map(widget::identity).collect(),
+            max_pins: list.max_pins,
+        })
+    }
+
+    /// Stops a widget, logs it out, deletes its database and its keyring entry.
+    async fn teardown(&self, handle: &WidgetHandle) {
+        self.inner.widgets.write().await.remove(&handle.id);
+        if let Some((key, db)) = handle.close().await {
+            if let (Some(key), Ok(remote)) = (key, Remote::new(&handle.server))
+                && let Err(e) = remote.logout(&key).await
+            {
+                tracing::info!(widget = %handle.id, error = %e, "could not revoke the old key on the server");
+            }
+            if let Err(e) = db.destroy().await {
+                tracing::warn!(widget = %handle.id, error = %e, "could not delete the widget database");
+            }
+        }
+        if let Err(e) = self.inner.vault.forget(&handle.id).await {
+            tracing::warn!(widget = %handle.id, error = %e, "could not delete the keyring entry");
+        }
+    }
+
+    /// Removes a widget.
+    pub async fn remove(&self, id: &str) -> Result<Done, RpcError> {
+        let _guard = self.inner.lifecycle.lock().await;
+        let handle = self.handle(id).await?;
+        self.teardown(&handle).await;
+        let _ = self.inner.events.send(Notification::WidgetRemoved {
+            widget: id.to_owned(),
+        });
+        Ok(Done {})
+    }
+
+    /// Rebinds a widget to another account.
+    pub async fn rebind(&self, rebind: Rebind) -> Result<Created, RpcError> {
+        let _guard = self.inner.lifecycle.lock().await;
+        let old = self.handle(&rebind.widget).await?;
+        self.bind(rebind.widget, rebind.login, Some(old)).await
+    }
+}
+
+/// Maps a failure of the server during login to an API error.
+fn remote_error(e: RemoteError) -> RpcError {
+    match e {
+        RemoteError::Unreachable(why) => err(
+            ErrorCode::ServerUnreachable,
+            format!("cannot reach the server: {why}"),
+        ),
+        RemoteError::Server(e) => match e.code {
+            WireCode::BadCredentials => err(ErrorCode::BadCredentials, e.message),
+            WireCode::AccountDisabled | WireCode::InvalidKey => err(ErrorCode::AuthRequired, e.message),
+            _ => err(
+                ErrorCode::ServerError,
+                format!("the server said {}: {}", e.code, e.message),
+            ),
+        },
+        RemoteError::Decode(why) => err(ErrorCode::ServerError, why),
+    }
+}
+
+fn new_widget_id() -> WidgetId {
+    let mut raw = [0u8; 8];
+    getrandom::fill(&mut raw).expect("the operating system's random number generator failed");
+    format!("w{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Runs the daemon: loads widgets, serves the local API on `listener` until `shutdown`, then stops
+/// every widget and returns (dropping the listener removes the socket file).
+pub async fn run(
+    config: DaemonConfig,
+    listener: pinchat_ipc::transport::Listener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let vault = Vault::platform().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let daemon = Daemon::start(&config, vault).await?;
+    tracing::info!(socket = %listener.path().display(), data = %config.data_dir.display(), "daemon ready");
+    ipc::serve(daemon.clone(), listener, shutdown).await;
+    daemon.shutdown().await;
+    tracing::info!("daemon stopped");
+    Ok(())
 }

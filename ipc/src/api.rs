@@ -356,6 +356,8 @@ pub enum Delivery {
     Sent,
     /// Outgoing, read by the recipient.
     Read,
+    /// Outgoing, refused by the server for good (see the notification's error).
+    Failed,
 }
 
 /// `widget.history`.
@@ -471,13 +473,16 @@ pub enum Notification {
         /// The message.
         message: MessageView,
     },
-    /// An outgoing message changed delivery state (queued → sent → read).
+    /// An outgoing message changed delivery state (queued → sent, or failed).
     #[serde(rename = "message.delivery")]
     MessageDelivery {
         /// The widget.
         widget: WidgetId,
         /// The message.
         message: MessageView,
+        /// Why it failed, when it did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
     /// A pinned contact's unread count changed.
     #[serde(rename = "unread.changed")]

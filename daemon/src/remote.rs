@@ -1,0 +1,235 @@
+//! The daemon's HTTP client for one pinchat server: login, contacts, history, sending, polling.
+//!
+//! Errors are sorted into what the widget acts on: the server cannot be reached (retry later), the key
+//! was refused (`auth.invalid_key`: ask for the password), or the server said no for another reason.
+
+use pinchat_proto::http::*;
+use pinchat_proto::stream::Snapshot;
+use pinchat_proto::{AccountId, CURSOR_HEADER, EPOCH_HEADER, ErrorBody, ErrorCode, MessageId};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// Remote failures.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RemoteError {
+    /// No answer: network down, server stopped, timeout.
+    #[error("cannot reach the server: {0}")]
+    Unreachable(String),
+    /// The server answered with an error.
+    #[error("{0}")]
+    Server(ErrorBody),
+    /// The server's answer could not be read.
+    #[error("unexpected answer from the server: {0}")]
+    Decode(String),
+}
+
+impl RemoteError {
+    /// The server refused the key.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, RemoteError::Server(e) if matches!(e.code, ErrorCode::InvalidKey | ErrorCode::MissingKey | ErrorCode::AccountDisabled))
+    }
+}
+
+/// A server's HTTP API.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Remote {
+    /// Validates and normalises a server URL (`http://` or `https://`, no path).
+    pub fn new(server: &str) -> Result<Remote, String> {
+        let base = server.trim().trim_end_matches('/').to_owned();
+        let rest = base
+            .strip_prefix("https://")
+            .or_else(|| base.strip_prefix("http://"))
+            .ok_or_else(|| format!("the server address {server:?} must start with https:// or http://"))?;
+        if rest.is_empty() || rest.contains('/') || rest.contains(char::is_whitespace) {
+            return Err(format!(
+                "the server address {server:?} must be like https://chat.example.com or http://127.0.0.1:7420"
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .no_proxy()
+            .build()
+            .map_err(|e| format!("cannot create an HTTP client: {e}"))?;
+        Ok(Remote { base, http })
+    }
+
+    /// The normalised base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The push stream's URL.
+    pub fn stream_url(&self) -> String {
+        match self.base.strip_prefix("https://") {
+            Some(rest) => format!("wss://{rest}/v1/stream"),
+            None => format!("ws://{}/v1/stream", self.base.trim_start_matches("http://")),
+        }
+    }
+
+    /// Logs in.
+    pub async fn login(&self, account: &str, password: &str) -> Result<LoginResponse, RemoteError> {
+        let body = LoginRequest {
+            account: account.into(),
+            password: password.into(),
+        };
+        self.send(self.http.post(self.url("/v1/login")).json(&body)).await
+    }
+
+    /// Revokes the key.
+    pub async fn logout(&self, key: &str) -> Result<(), RemoteError> {
+        let _: serde_json::Value = self
+            .send(self.http.post(self.url("/v1/logout")).bearer_auth(key))
+            .await?;
+        Ok(())
+    }
+
+    /// The account's own identity.
+    pub async fn me(&self, key: &str) -> Result<Me, RemoteError> {
+        self.send(self.http.get(self.url("/v1/me")).bearer_auth(key))
+            .await
+    }
+
+    /// The full contact list.
+    pub async fn contacts(&self, key: &str) -> Result<ContactList, RemoteError> {
+        self.send(self.http.get(self.url("/v1/contacts")).bearer_auth(key))
+            .await
+    }
+
+    /// Sends a message.
+    pub async fn send_message(
+        &self,
+        key: &str,
+        to: u64,
+        client_id: &str,
+        text: &str,
+    ) -> Result<SendResponse, RemoteError> {
+        let body = SendRequest {
+            to: AccountId(to),
+            client_id: client_id.into(),
+            text: text.into(),
+        };
+        self.post(key, "/v1/messages", &body).await
+    }
+
+    /// A history page.
+    pub async fn history(
+        &self,
+        key: &str,
+        contact: u64,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<HistoryPage, RemoteError> {
+        let mut url = format!("{}/v1/messages/{contact}?limit={limit}", self.base);
+        if let Some(b) = before {
+            url.push_str(&format!("&before={b}"));
+        }
+        self.send(self.http.get(url).bearer_auth(key)).await
+    }
+
+    /// Marks messages read.
+    pub async fn mark_read(
+        &self,
+        key: &str,
+        contact: u64,
+        up_to: u64,
+    ) -> Result<MarkReadResponse, RemoteError> {
+        self.post(
+            key,
+            &format!("/v1/messages/{contact}/read"),
+            &MarkReadRequest {
+                up_to: MessageId(up_to),
+            },
+        )
+        .await
+    }
+
+    /// Polls for changes. `Ok((None, epoch, cursor))` when nothing changed.
+    pub async fn changes(
+        &self,
+        key: &str,
+        pins: &[u64],
+        since: Option<(u64, u64)>,
+        fresh: &[u64],
+    ) -> Result<(Option<Snapshot>, u64, u64), RemoteError> {
+        let list = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        let mut url = format!("{}/v1/changes?pins={}", self.base, list(pins));
+        if let Some((epoch, cursor)) = since {
+            url.push_str(&format!("&epoch={epoch}&since={cursor}&fresh={}", list(fresh)));
+        }
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(key)
+            .header(reqwest::header::ACCEPT, pinchat_proto::BINARY_MEDIA_TYPE)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+        };
+        let (epoch, cursor) = (
+            header(EPOCH_HEADER).unwrap_or(0),
+            header(CURSOR_HEADER).unwrap_or(0),
+        );
+        if response.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok((None, epoch, cursor));
+        }
+        if !response.status().is_success() {
+            return Err(error_of(response).await);
+        }
+        let bytes = response.bytes().await.map_err(unreachable)?;
+        let snapshot = pinchat_proto::codec::decode_snapshot(pinchat_proto::Encoding::Binary, &bytes)
+            .map_err(|e| RemoteError::Decode(e.to_string()))?;
+        Ok((Some(snapshot), epoch, cursor))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        key: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<T, RemoteError> {
+        self.send(self.http.post(self.url(path)).bearer_auth(key).json(body))
+            .await
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, RemoteError> {
+        let response = request.send().await.map_err(unreachable)?;
+        if !response.status().is_success() {
+            return Err(error_of(response).await);
+        }
+        let bytes = response.bytes().await.map_err(unreachable)?;
+        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        serde_json::from_slice(bytes).map_err(|e| RemoteError::Decode(e.to_string()))
+    }
+}
+
+fn unreachable(e: reqwest::Error) -> RemoteError {
+    RemoteError::Unreachable(e.to_string())
+}
+
+async fn error_of(response: reqwest::Response) -> RemoteError {
+    let status = response.status();
+    match response.json::<ErrorResponse>().await {
+        Ok(e) => RemoteError::Server(e.error),
+        Err(_) if status.is_server_error() => {
+            RemoteError::Unreachable(format!("the server answered {status}"))
+        }
+        Err(_) => RemoteError::Decode(format!("the server answered {status} without an error body")),
+    }
+}
