@@ -1,0 +1,552 @@
+//! `pinchatctl`: a command-line gadget over the daemon's local API (`pinchat-ipc`'s client).
+//!
+//! Widgets are named by id or by account login. Passwords are read from the terminal, or with
+//! `--password-stdin` from the first line of stdin — never from the command line.
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use erased::Show as _;
+use pinchat_ipc::api::*;
+use pinchat_ipc::{Client, ClientError};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "pinchatctl",
+    version,
+    about = "Drive pinchat widgets through the daemon's local API."
+)]
+struct Cli {
+    /// The daemon's socket (default: the platform's, or $PINCHAT_SOCKET).
+    #[arg(long, env = "PINCHAT_SOCKET", global = true)]
+    socket: Option<PathBuf>,
+    /// Print answers as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The daemon's status and widgets.
+    Status,
+    /// Widgets, one line each.
+    List,
+    /// Add a widget: log in to a server with an account (then pick contacts with `pin`).
+    Add {
+        /// Server URL, e.g. http://127.0.0.1:7420.
+        #[arg(long)]
+        server: String,
+        /// Account login.
+        #[arg(long)]
+        account: String,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// The account's contacts (to pick pins from).
+    Contacts { widget: String },
+    /// Pin contacts (ids or logins, in display order); replaces the current pins.
+    Pin { widget: String, contacts: Vec<String> },
+    /// The widget: the account and each pinned contact with state and unread count.
+    Show { widget: String },
+    /// A live view: the widget, then every change as it happens (Ctrl-C to stop).
+    Watch { widget: Option<String> },
+    /// Send a message to a pinned contact.
+    Send {
+        widget: String,
+        contact: String,
+        text: Vec<String>,
+    },
+    /// Show the unread messages from a pinned contact and mark them read.
+    Read {
+        widget: String,
+        contact: String,
+        /// Only show them.
+        #[arg(long)]
+        keep_unread: bool,
+    },
+    /// The conversation with a pinned contact, newest last.
+    History {
+        widget: String,
+        contact: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Fetch the pinned contacts' state from the server now.
+    Refresh { widget: String },
+    /// How the widget keeps current: push, poll or manual.
+    Mode {
+        widget: String,
+        mode: String,
+        /// Seconds between polls (poll mode).
+        #[arg(long)]
+        interval: Option<u32>,
+    },
+    /// Log in again after the server refused the widget's key.
+    Reauth {
+        widget: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Bind the widget to another account (the old one is logged out and its data removed).
+    Rebind {
+        widget: String,
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove the widget (logs out, deletes its data and keyring entry).
+    Remove { widget: String },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            match e.downcast_ref::<ClientError>() {
+                Some(ClientError::Rpc(rpc)) => eprintln!("error: {} ({})", rpc.message, rpc.data.code),
+                _ => eprintln!("error: {e:#}"),
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from stdin")?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no terminal to ask for the password: pipe it in and pass --password-stdin");
+    }
+    Ok(rpassword::prompt_password("password: ")?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut client = match &cli.socket {
+        Some(p) => Client::connect(p).await?,
+        None => Client::connect_default().await?,
+    };
+    let json = cli.json;
+    let print = |value: &dyn erased::Show| {
+        if json {
+            println!("{}", value.json());
+        } else {
+            value.show();
+        }
+    };
+    match cli.command {
+        Command::Status => print(&client.call::<Status>(NoParams {}).await?),
+        Command::List => print(&client.call::<ListWidgets>(NoParams {}).await?),
+        Command::Add {
+            server,
+            account,
+            password_stdin,
+        } => {
+            let password = read_password(password_stdin)?;
+            let created = client
+                .call::<CreateWidget>(Login {
+                    server,
+                    account,
+                    password,
+                })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&created)?);
+            } else {
+                println!(
+                    "widget {} added for {} on {}",
+                    created.widget.id, created.widget.account.login, created.widget.server
+                );
+                println!(
+                    "pick up to {} contacts with: pinchatctl pin {} <id or login>...",
+                    created.max_pins, created.widget.id
+                );
+                created.contacts.show();
+            }
+        }
+        Command::Contacts { widget } => {
+            let widget = resolve(&client, &widget).await?;
+            print(&client.call::<Contacts>(WidgetRef { widget }).await?);
+        }
+        Command::Pin { widget, contacts } => {
+            let widget = resolve(&client, &widget).await?;
+            let list = client
+                .call::<Contacts>(WidgetRef {
+                    widget: widget.clone(),
+                })
+                .await?;
+            let mut pins = vec![];
+            for c in &contacts {
+                let id = c.parse::<u64>().ok().or_else(|| {
+                    list.iter()
+                        .find(|x| x.login.eq_ignore_ascii_case(c))
+                        .map(|x| x.id)
+                });
+                pins.push(
+                    id.with_context(|| format!("{c:?} is neither a contact id nor a contact's login"))?,
+                );
+            }
+            print(&client.call::<SetPins>(SetPinsParams { widget, pins }).await?);
+        }
+        Command::Show { widget } => {
+            let widget = resolve(&client, &widget).await?;
+            print(&client.call::<Snapshot>(WidgetRef { widget }).await?);
+        }
+        Command::Watch { widget } => {
+            let widget = match widget {
+                Some(w) => Some(resolve(&client, &w).await?),
+                None => None,
+            };
+            let mut notifications = client.notifications().context("notifications already taken")?;
+            client
+                .call::<Subscribe>(SubscribeParams {
+                    widgets: widget.clone().map(|w| vec![w]),
+                })
+                .await?;
+            if let Some(w) = &widget {
+                print(&client.call::<Snapshot>(WidgetRef { widget: w.clone() }).await?);
+            }
+            while let Some(n) = notifications.recv().await {
+                if json {
+                    println!("{}", serde_json::to_string(&n)?);
+                } else {
+                    println!("{}", describe(&n));
+                }
+                let _ = std::io::stdout().flush();
+            }
+            bail!("the daemon closed the connection");
+        }
+        Command::Send {
+            widget,
+            contact,
+            text,
+        } => {
+            let widget = resolve(&client, &widget).await?;
+            let contact = resolve_contact(&client, &widget, &contact).await?;
+            let text = text.join(" ");
+            print(
+                &client
+                    .call::<SendMessage>(SendParams {
+                        widget,
+                        contact,
+                        text,
+                    })
+                    .await?,
+            );
+        }
+        Command::Read {
+            widget,
+            contact,
+            keep_unread,
+        } => {
+            let widget = resolve(&client, &widget).await?;
+            let contact = resolve_contact(&client, &widget, &contact).await?;
+            let messages = client
+                .call::<Unread>(ContactRef {
+                    widget: widget.clone(),
+                    contact,
+                })
+                .await?;
+            print(&messages);
+            if !keep_unread && let Some(last) = messages.last() {
+                client
+                    .call::<MarkRead>(MarkReadParams {
+                        widget,
+                        contact,
+                        up_to: Some(last.id),
+                    })
+                    .await?;
+            }
+        }
+        Command::History {
+            widget,
+            contact,
+            limit,
+        } => {
+            let widget = resolve(&client, &widget).await?;
+            let contact = resolve_contact(&client, &widget, &contact).await?;
+            let mut page = client
+                .call::<History>(HistoryParams {
+                    widget,
+                    contact,
+                    before: None,
+                    limit: Some(limit),
+                })
+                .await?;
+            page.messages.reverse();
+            print(&page.messages);
+        }
+        Command::Refresh { widget } => {
+            let widget = resolve(&client, &widget).await?;
+            print(&client.call::<Refresh>(WidgetRef { widget }).await?);
+        }
+        Command::Mode {
+            widget,
+            mode,
+            interval,
+        } => {
+            let widget = resolve(&client, &widget).await?;
+            let mode: Mode = serde_json::from_value(serde_json::Value::String(mode.clone()))
+                .map_err(|_| anyhow::anyhow!("unknown mode {mode:?}: use push, poll or manual"))?;
+            print(
+                &client
+                    .call::<SetMode>(SetModeParams {
+                        widget,
+                        mode,
+                        interval_secs: interval,
+                    })
+                    .await?,
+            );
+        }
+        Command::Reauth {
+            widget,
+            password_stdin,
+        } => {
+            let widget = resolve(&client, &widget).await?;
+            let password = read_password(password_stdin)?;
+            print(&client.call::<Reauth>(ReauthParams { widget, password }).await?);
+        }
+        Command::Rebind {
+            widget,
+            server,
+            account,
+            password_stdin,
+        } => {
+            let widget = resolve(&client, &widget).await?;
+            let password = read_password(password_stdin)?;
+            let created = client
+                .call::<RebindWidget>(Rebind {
+                    widget,
+                    login: Login {
+                        server,
+                        account,
+                        password,
+                    },
+                })
+                .await?;
+            print(&created.widget);
+        }
+        Command::Remove { widget } => {
+            let widget = resolve(&client, &widget).await?;
+            client
+                .call::<RemoveWidget>(WidgetRef {
+                    widget: widget.clone(),
+                })
+                .await?;
+            if !json {
+                println!("removed widget {widget}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A widget id, from an id or an account login.
+async fn resolve(client: &Client, name: &str) -> anyhow::Result<String> {
+    let widgets = client.call::<ListWidgets>(NoParams {}).await?;
+    if let Some(w) = widgets
+        .iter()
+        .find(|w| w.id == name || w.login.eq_ignore_ascii_case(name))
+    {
+        return Ok(w.id.clone());
+    }
+    bail!("no widget {name:?}; `pinchatctl list` shows them")
+}
+
+/// A pinned contact's id, from an id or a login.
+async fn resolve_contact(client: &Client, widget: &str, name: &str) -> anyhow::Result<u64> {
+    if let Ok(id) = name.parse() {
+        return Ok(id);
+    }
+    let list = client
+        .call::<Contacts>(WidgetRef {
+            widget: widget.to_owned(),
+        })
+        .await?;
+    list.iter()
+        .find(|c| c.login.eq_ignore_ascii_case(name))
+        .map(|c| c.id)
+        .with_context(|| format!("no contact {name:?}"))
+}
+
+fn state(s: pinchat_proto::Presence) -> &'static str {
+    match s {
+        pinchat_proto::Presence::Online => "● online",
+        pinchat_proto::Presence::Busy => "● busy",
+        pinchat_proto::Presence::Idle => "◐ idle",
+        pinchat_proto::Presence::DoNotDisturb => "⊘ dnd",
+        pinchat_proto::Presence::Offline => "○ offline",
+    }
+}
+
+fn describe(n: &Notification) -> String {
+    match n {
+        Notification::ContactChanged {
+            widget,
+            contact,
+            fields,
+        } => {
+            format!(
+                "{widget} contact {contact}: {}",
+                serde_json::to_string(fields).unwrap_or_default()
+            )
+        }
+        Notification::WidgetChanged { widget } => {
+            format!("{} changed: {} pins", widget.id, widget.pins.len())
+        }
+        Notification::WidgetRemoved { widget } => format!("{widget} removed"),
+        Notification::MessageReceived { widget, message } => {
+            format!("{widget} message from {}: {}", message.from, message.text)
+        }
+        Notification::MessageDelivery {
+            widget,
+            message,
+            error,
+        } => {
+            format!(
+                "{widget} message to {} is {:?}{}",
+                message.to,
+                message.state,
+                error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+            )
+        }
+        Notification::UnreadChanged {
+            widget,
+            contact,
+            unread,
+            total,
+        } => {
+            format!("{widget} unread from {contact}: {unread} (total {total})")
+        }
+        Notification::ConnectionChanged {
+            widget,
+            connection,
+            stale,
+        } => {
+            format!(
+                "{widget} connection: {connection:?}{}",
+                if *stale { " (stale)" } else { "" }
+            )
+        }
+        Notification::AuthRequired { widget, message } => {
+            format!("{widget} needs the password again: {message} — run `pinchatctl reauth {widget}`")
+        }
+    }
+}
+
+/// Printing answers for people or as JSON.
+mod erased {
+    use super::*;
+
+    pub trait Show {
+        fn show(&self);
+        fn json(&self) -> String;
+    }
+
+    macro_rules! json_of {
+        () => {
+            fn json(&self) -> String {
+                serde_json::to_string_pretty(self).unwrap_or_default()
+            }
+        };
+    }
+
+    impl Show for DaemonStatus {
+        fn show(&self) {
+            println!(
+                "pinchatd {} (API {}), pid {}, up {} s",
+                self.version, self.api_version, self.pid, self.uptime_secs
+            );
+            self.widgets.show();
+        }
+        json_of!();
+    }
+
+    impl Show for Vec<WidgetSummary> {
+        fn show(&self) {
+            if self.is_empty() {
+                println!("no widgets; add one with: pinchatctl add --server URL --account NAME");
+            }
+            for w in self {
+                println!(
+                    "{:<18} {:<14} {:<22} {:<13} unread {:>3}  pins {}",
+                    w.id,
+                    w.login,
+                    w.name,
+                    format!("{:?}", w.connection),
+                    w.unread,
+                    w.pins
+                );
+            }
+        }
+        json_of!();
+    }
+
+    impl Show for Vec<ContactIdentity> {
+        fn show(&self) {
+            for c in self {
+                println!("{:>6}  {:<14} {:<22} {}", c.id, c.login, c.name, c.signature);
+            }
+        }
+        json_of!();
+    }
+
+    impl Show for WidgetView {
+        fn show(&self) {
+            let stale = if self.stale { ", stale" } else { "" };
+            println!(
+                "{} — {} ({}) on {} [{:?}, {:?}{stale}]",
+                self.id, self.account.name, self.account.login, self.server, self.connection, self.mode
+            );
+            for p in &self.pins {
+                let unread = if p.unread > 0 {
+                    format!("{:>3} unread", p.unread)
+                } else {
+                    String::new()
+                };
+                println!(
+                    "  {:>6}  {:<22} {:<10} {:<10} {}",
+                    p.id,
+                    p.name,
+                    state(p.state),
+                    unread,
+                    p.signature
+                );
+            }
+        }
+        json_of!();
+    }
+
+    impl Show for Vec<MessageView> {
+        fn show(&self) {
+            if self.is_empty() {
+                println!("no messages");
+            }
+            for m in self {
+                println!("[{}] {} → {} ({:?}): {}", m.id, m.from, m.to, m.state, m.text);
+            }
+        }
+        json_of!();
+    }
+
+    impl Show for MessageView {
+        fn show(&self) {
+            println!("message to {} is {:?}", self.to, self.state);
+        }
+        json_of!();
+    }
+}
