@@ -14,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod ipc;

@@ -139,6 +139,7 @@ pub async fn run_server_source(mut cmds: mpsc::Receiver<SourceCmd>, events: mpsc
         events,
         epoch: config.position.map(|p| p.0),
         backoff: Backoff::default(),
+        refreshes: 0,
     };
     loop {
         let next = match config.mode {
@@ -153,7 +154,8 @@ pub async fn run_server_source(mut cmds: mpsc::Receiver<SourceCmd>, events: mpsc
                     match cmds.recv().await {
                         Some(SourceCmd::Configure(c)) => break *c,
                         Some(SourceCmd::Refresh) => {
-                            let _ = source.events.send(SourceEvent::Refreshed).await;
+                            source.refreshes += 1;
+                            source.refreshed().await;
                         }
                         Some(SourceCmd::Send { .. }) => {}
                         None => return,
@@ -174,6 +176,9 @@ struct Source {
     events: mpsc::Sender<SourceEvent>,
     epoch: Option<u64>,
     backoff: Backoff,
+    /// Refreshes asked for and not yet answered: each gets a [`SourceEvent::Refreshed`] after the next
+    /// sync, or when the next attempt to reach the server fails — never left waiting.
+    refreshes: usize,
 }
 
 /// Exponential back-off with jitter: 1, 2, 4 … 60 seconds, each ±25 %.
@@ -205,6 +210,13 @@ impl Source {
         self.events.send(e).await.is_ok()
     }
 
+    /// Answers every pending refresh.
+    async fn refreshed(&mut self) {
+        for _ in 0..std::mem::take(&mut self.refreshes) {
+            let _ = self.events.send(SourceEvent::Refreshed).await;
+        }
+    }
+
     /// Waits out a back-off, unless a command changes the plan.
     async fn wait(&mut self, cmds: &mut mpsc::Receiver<SourceCmd>, delay: Duration) -> Option<Next> {
         let sleep = tokio::time::sleep(delay);
@@ -217,6 +229,7 @@ impl Source {
                     Some(SourceCmd::Configure(c)) => return Some(Next::Reconfigure(c)),
                     // Asking for a refresh while offline means "try now".
                     Some(SourceCmd::Refresh) => {
+                        self.refreshes += 1;
                         self.backoff.reset();
                         return None;
                     }
@@ -228,8 +241,9 @@ impl Source {
     }
 
     async fn push(&mut self, config: &SourceConfig, cmds: &mut mpsc::Receiver<SourceCmd>) -> Next {
-        let mut position = config.position;
-        let mut fresh = config.fresh.clone();
+        // What the stream changes as it goes (position, pins re-pinned on the same connection) must
+        // survive a reconnect, so it lives here rather than in one stream's loop.
+        let mut current = config.clone();
         loop {
             if !self.emit(SourceEvent::Connection(Connection::Connecting)).await {
                 return Next::Stop;
@@ -237,10 +251,7 @@ impl Source {
             match self.connect(config).await {
                 Ok((ws, keepalive)) => {
                     self.backoff.reset();
-                    match self
-                        .stream(config, ws, keepalive, &mut position, &mut fresh, cmds)
-                        .await
-                    {
+                    match self.stream(&mut current, ws, keepalive, cmds).await {
                         Ended::Next(next) => return next,
                         Ended::Lost(why) => tracing::info!(reason = %why, "stream lost; reconnecting"),
                     }
@@ -251,6 +262,8 @@ impl Source {
                 }
                 Err(ConnectError::Other(why)) => tracing::info!(reason = %why, "cannot connect; will retry"),
             }
+            // The server could not be reached: whoever asked for a refresh gets the state as it is.
+            self.refreshed().await;
             if !self.emit(SourceEvent::Connection(Connection::Offline)).await {
                 return Next::Stop;
             }
@@ -318,20 +331,16 @@ impl Source {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn stream(
         &mut self,
-        config: &SourceConfig,
+        current: &mut SourceConfig,
         mut ws: Ws,
         keepalive: Duration,
-        position: &mut Option<(u64, u64)>,
-        fresh: &mut Vec<u64>,
         cmds: &mut mpsc::Receiver<SourceCmd>,
     ) -> Ended {
         let mut next_req: ReqId = 1;
         let mut sends: HashMap<ReqId, String> = HashMap::new();
-        let mut refreshes: Vec<ReqId> = vec![];
-        let mut pins = config.pins.clone();
+
         let subscribe =
             |req: ReqId, pins: &[u64], position: Option<(u64, u64)>, fresh: &[u64], epoch: Option<u64>| {
                 let resume = position.filter(|(e, _)| Some(*e) == epoch).map(|(e, c)| Resume {
@@ -346,7 +355,13 @@ impl Source {
                     resume,
                 }
             };
-        let first = subscribe(next_req, &pins, *position, fresh, self.epoch);
+        let first = subscribe(
+            next_req,
+            &current.pins,
+            current.position,
+            &current.fresh,
+            self.epoch,
+        );
         next_req += 1;
         if let Err(e) = send(&mut ws, &first).await {
             return Ended::Lost(e);
@@ -368,8 +383,8 @@ impl Source {
                     let epoch = self.epoch.unwrap_or(0);
                     let event = match frame {
                         ServerFrame::Snapshot(snapshot) => {
-                            *position = Some((epoch, snapshot.cursor));
-                            fresh.clear();
+                            current.position = Some((epoch, snapshot.cursor));
+                            current.fresh.clear();
                             let ev = SourceEvent::Snapshot { epoch, snapshot };
                             if !self.emit(ev).await {
                                 return Ended::Next(Next::Stop);
@@ -380,17 +395,15 @@ impl Source {
                                     return Ended::Next(Next::Stop);
                                 }
                             }
-                            for _ in refreshes.drain(..) {
-                                let _ = self.emit(SourceEvent::Refreshed).await;
-                            }
+                            self.refreshed().await;
                             continue;
                         }
                         ServerFrame::Delta { cursor, contact, fields, .. } => {
-                            *position = Some((epoch, cursor));
+                            current.position = Some((epoch, cursor));
                             SourceEvent::Delta { cursor, contact: contact.0, fields }
                         }
                         ServerFrame::Message { cursor, message, .. } => {
-                            *position = Some((epoch, cursor));
+                            current.position = Some((epoch, cursor));
                             SourceEvent::Message { cursor, message }
                         }
                         ServerFrame::Ack { req, result: Ack::Sent { id, ts, .. } } => match sends.remove(&req) {
@@ -427,15 +440,15 @@ impl Source {
                 cmd = cmds.recv() => match cmd {
                     None => return Ended::Next(Next::Stop),
                     Some(SourceCmd::Configure(new)) => {
-                        let same_link = new.key == config.key && new.mode == Mode::Push && new.remote.base() == config.remote.base();
+                        let same_link = new.key == current.key && new.mode == Mode::Push && new.remote.base() == current.remote.base();
                         if !same_link {
                             let _ = ws.close(None).await;
                             return Ended::Next(Next::Reconfigure(new));
                         }
                         // Re-pin on the same stream: resume for the pins we hold, full entries for new ones.
-                        pins.clone_from(&new.pins);
-                        fresh.clone_from(&new.fresh);
-                        let frame = subscribe(next_req, &pins, *position, fresh, self.epoch);
+                        current.pins.clone_from(&new.pins);
+                        current.fresh.clone_from(&new.fresh);
+                        let frame = subscribe(next_req, &current.pins, current.position, &current.fresh, self.epoch);
                         next_req += 1;
                         if let Err(e) = send(&mut ws, &frame).await {
                             return Ended::Lost(e);
@@ -453,8 +466,9 @@ impl Source {
                     Some(SourceCmd::Refresh) => {
                         let req = next_req;
                         next_req += 1;
-                        refreshes.push(req);
-                        if let Err(e) = send(&mut ws, &subscribe(req, &pins, *position, fresh, self.epoch)).await {
+                        self.refreshes += 1;
+                        let frame = subscribe(req, &current.pins, current.position, &current.fresh, self.epoch);
+                        if let Err(e) = send(&mut ws, &frame).await {
                             return Ended::Lost(e);
                         }
                     }
@@ -473,8 +487,9 @@ impl Source {
         let mut fresh = config.fresh.clone();
         let mut online = false;
         // The first round polls at once in poll mode, and in manual mode only when there is nothing to show.
-        let mut due = config.mode == Mode::Poll || position.is_none();
-        let mut refreshes = 0usize;
+        // A re-pin ([0049]) fetches the new pins at once in every mode.
+        let mut due = config.mode == Mode::Poll || position.is_none() || !config.fresh.is_empty();
+
         loop {
             if due {
                 let since = position.filter(|(e, _)| *e != 0);
@@ -516,9 +531,7 @@ impl Source {
                         }
                     }
                 }
-                for _ in 0..std::mem::take(&mut refreshes) {
-                    let _ = self.emit(SourceEvent::Refreshed).await;
-                }
+                self.refreshed().await;
             }
             let wait = if config.mode == Mode::Poll {
                 if online {
@@ -543,7 +556,7 @@ impl Source {
                         Some(SourceCmd::Configure(c)) => return Next::Reconfigure(c),
                         Some(SourceCmd::Refresh) => {
                             due = true;
-                            refreshes += 1;
+                            self.refreshes += 1;
                             break;
                         }
                         Some(SourceCmd::Send { client_id, to, text }) => {

@@ -552,3 +552,143 @@ impl CountingProxy {
         self.down.load(Ordering::SeqCst)
     }
 }
+
+/// Path of the daemon binary: this crate's `pinchatd-e2e`, the same one-line `main` as `pinchatd`.
+pub fn daemon_binary() -> PathBuf {
+    server_binary().with_file_name(format!("pinchatd-e2e{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// A running `pinchatd` with its own data directory and socket, using the session's real Secret
+/// Service (run the tests with `cargo xtask test`, which provides one).
+pub struct Daemon {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    /// The local API's socket.
+    pub socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a daemon.
+    pub fn start() -> Daemon {
+        assert!(
+            std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some(),
+            "the daemon tests need a session bus with a Secret Service: run them with `cargo xtask test`"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("run").join("daemon.sock");
+        let log = dir.path().join("daemon.log");
+        let mut d = Daemon {
+            child: None,
+            dir,
+            socket,
+            log,
+        };
+        d.spawn();
+        d
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// What the daemon logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut child = Command::new(daemon_binary())
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--socket")
+            .arg(&self.socket)
+            .env("RUST_LOG", "info,pinchat_daemon=debug")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn pinchatd");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read the daemon's first line");
+        assert!(
+            line.starts_with("pinchatd listening on"),
+            "unexpected first line {line:?}; log:\n{}",
+            self.log()
+        );
+        self.child = Some(child);
+    }
+
+    /// Connects a client.
+    pub async fn client(&self) -> pinchat_ipc::Client {
+        pinchat_ipc::Client::connect(&self.socket)
+            .await
+            .expect("connect to the daemon")
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILLs the daemon: no shutdown code runs.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        child.wait().unwrap()
+    }
+
+    /// Starts the daemon again on the same data directory and socket.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the daemon first");
+        self.spawn();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("---- daemon log ----\n{}", self.log());
+        }
+    }
+}
+
+/// Waits for the first notification for which `pick` returns something, skipping others. Fails the
+/// test after [`DEADLINE`].
+pub async fn until<T>(
+    rx: &mut tokio::sync::mpsc::Receiver<pinchat_ipc::api::Notification>,
+    mut pick: impl FnMut(&pinchat_ipc::api::Notification) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let n = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("the expected notification did not come within the deadline")
+            .expect("the daemon closed the connection");
+        if let Some(t) = pick(&n) {
+            return t;
+        }
+    }
+}

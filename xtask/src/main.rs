@@ -2,8 +2,10 @@
 //! Windows, macOS and Linux.
 //!
 //! - `test`: the whole test suite (`cargo test --workspace`), in one place so that the README, CI and a
-//!   newcomer all run exactly the same thing. Suites that need services (a session bus and a Secret
-//!   Service for the keyring, a display for the webview) will get them set up here.
+//!   newcomer all run exactly the same thing. On Linux it runs inside a private D-Bus session with a
+//!   fresh, unlocked gnome-keyring, so that the daemon's tests use a real Secret Service without ever
+//!   touching the developer's own keyring. On macOS and Windows the tests use the real Keychain and
+//!   Credential Manager.
 
 use std::process::{Command, ExitCode};
 
@@ -18,12 +20,38 @@ fn main() -> ExitCode {
     }
 }
 
-fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
 fn test(extra: &[String]) -> ExitCode {
-    let status = cargo().args(["test", "--workspace"]).args(extra).status();
+    let mut command = if cfg!(target_os = "linux") {
+        for tool in ["dbus-run-session", "gnome-keyring-daemon"] {
+            if !on_path(tool) {
+                eprintln!(
+                    "xtask: `{tool}` is missing; the daemon's tests need a session bus and a Secret Service.\n\
+                     On Debian/Ubuntu: sudo apt-get install dbus gnome-keyring"
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+        // A fresh keyring directory per run: gnome-keyring creates and unlocks a new login keyring there.
+        let keyrings = std::env::temp_dir().join(format!("pinchat-xtask-keyring-{}", std::process::id()));
+        if let Err(e) = std::fs::create_dir_all(&keyrings) {
+            eprintln!("xtask: cannot create {}: {e}", keyrings.display());
+            return ExitCode::FAILURE;
+        }
+        let script = r#"echo -n pinchat | gnome-keyring-daemon --unlock --components=secrets >/dev/null || exit 1; exec "$@""#;
+        let mut c = Command::new("dbus-run-session");
+        c.args(["--", "sh", "-c", script, "sh"])
+            .arg(cargo())
+            .env("XDG_DATA_HOME", &keyrings);
+        c
+    } else {
+        Command::new(cargo())
+    };
+    command.args(["test", "--workspace"]).args(extra);
+    let status = command.status();
     match status {
         Ok(s) if s.success() => ExitCode::SUCCESS,
         Ok(s) => {
@@ -31,8 +59,13 @@ fn test(extra: &[String]) -> ExitCode {
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("xtask: cannot run cargo: {e}");
+            eprintln!("xtask: cannot run the tests: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()))
 }

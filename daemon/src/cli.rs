@@ -1,0 +1,103 @@
+//! The `pinchatd` command line: reads the configuration, binds the local API's socket and runs
+//! [`crate::run`] until SIGINT/SIGTERM (Ctrl-C on Windows). It lives in the library so that the release
+//! binary and the end-to-end tests' binary are the same one-line `main`.
+
+use crate::config::DaemonConfig;
+use clap::Parser;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "pinchatd",
+    version,
+    about = "The pinchat daemon: keeps your widgets current and serves the local API."
+)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, env = "PINCHAT_DAEMON_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where widget databases live.
+    #[arg(long, env = "PINCHAT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The local API's socket (a named pipe path on Windows).
+    #[arg(long, env = "PINCHAT_SOCKET")]
+    socket: Option<PathBuf>,
+}
+
+/// Runs the daemon with the process's arguments.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(real_main(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let mut config = DaemonConfig::load(cli.config.as_deref())?;
+    if let Some(d) = cli.data_dir {
+        config.data_dir = d;
+    }
+    if let Some(s) = cli.socket {
+        config.socket = s;
+    }
+    let listener = pinchat_ipc::transport::Listener::bind(&config.socket).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!("{e}: the daemon is already running")
+        } else {
+            anyhow::anyhow!("cannot listen on {}: {e}", config.socket.display())
+        }
+    })?;
+    // Scripts and tests read this line to know the daemon is ready.
+    println!("pinchatd listening on {}", config.socket.display());
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    });
+    crate::run(config, listener, shutdown).await
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,851 @@
+//! The daemon, end to end: the real server, the real `pinchatd` process, the real local socket and the
+//! session's real Secret Service, driven through the IPC client — the patent's whole flow, crashes,
+//! outages, revocation, several widgets, modes, security and bad input.
+
+use pinchat_ipc::api::*;
+use pinchat_ipc::{Client, ClientError};
+use pinchat_proto::http::SendRequest;
+use pinchat_proto::stream::{ClientFrame, ServerFrame};
+use pinchat_proto::{Encoding, Field, Presence};
+use pinchat_tests::{Daemon, Server, until};
+use std::collections::BTreeSet;
+
+async fn create(client: &Client, s: &Server, account: &str) -> Created {
+    client
+        .call::<CreateWidget>(Login {
+            server: format!("http://{}", s.addr),
+            account: account.into(),
+            password: "demo".into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("create widget for {account}: {e}"))
+}
+
+/// The next change of `contact`'s fields, skipping the full entries (all eight fields) that a re-pin
+/// delivers for a newly pinned contact.
+async fn next_change(events: &mut tokio::sync::mpsc::Receiver<Notification>, contact: u64) -> Vec<Field> {
+    until(events, |n| match n {
+        Notification::ContactChanged {
+            contact: c, fields, ..
+        } if *c == contact && fields.len() < 8 => Some(fields.clone()),
+        _ => None,
+    })
+    .await
+}
+
+fn code(e: ClientError) -> String {
+    e.code()
+        .unwrap_or_else(|| panic!("not an API error: {e}"))
+        .to_owned()
+}
+
+/// Id of a contact by login in a contact list.
+fn id_in(contacts: &[ContactIdentity], login: &str) -> u64 {
+    contacts.iter().find(|c| c.login == login).unwrap().id
+}
+
+#[tokio::test]
+async fn the_patent_flow_through_the_local_api() {
+    let s = Server::start().await;
+    let d = Daemon::start();
+    let mut client = d.client().await;
+    let mut events = client.notifications().unwrap();
+    client
+        .call::<Subscribe>(SubscribeParams::default())
+        .await
+        .unwrap();
+
+    // Login → the full contact list for selection.
+    let created = create(&client, &s, "demo").await;
+    assert_eq!(created.contacts.len(), 30);
+    assert_eq!(created.max_pins, 20);
+    let w = created.widget.id.clone();
+    let (alice, bob) = (id_in(&created.contacts, "alice"), id_in(&created.contacts, "bob"));
+
+    // Pin two contacts → the widget shows them, filled from the server.
+    let view = client
+        .call::<SetPins>(SetPinsParams {
+            widget: w.clone(),
+            pins: vec![alice, bob],
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        view.pins.iter().map(|p| p.id).collect::<Vec<_>>(),
+        vec![alice, bob]
+    );
+    // A refresh round trip comes back after the re-pin's snapshot: the widget is in sync.
+    let view = client
+        .call::<Refresh>(WidgetRef { widget: w.clone() })
+        .await
+        .unwrap();
+    assert!(!view.stale);
+    assert_eq!(view.pins[0].name, "Alice Chen");
+    assert_eq!(view.pins[0].state, Presence::Offline);
+
+    // Alice comes online (her own client connects): only the changed field arrives.
+    let alice_key = s.key("alice").await;
+    let mut alice_stream = s.stream(&alice_key, Encoding::Binary).await;
+    let demo_id = view.account.id;
+    alice_stream
+        .subscribe(1, 0, &[pinchat_proto::AccountId(demo_id)], None)
+        .await;
+    let fields = next_change(&mut events, alice).await;
+    assert_eq!(fields, vec![Field::State(Presence::Online)]);
+
+    // Alice writes → a message notification and the unread count.
+    alice_stream
+        .send(&ClientFrame::Send {
+            req: 2,
+            to: pinchat_proto::AccountId(demo_id),
+            client_id: "a1".into(),
+            text: "你好, are you there?".into(),
+        })
+        .await;
+    let msg = until(&mut events, |n| match n {
+        Notification::MessageReceived { message, .. } => Some(message.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!((msg.from, msg.text.as_str()), (alice, "你好, are you there?"));
+    let (unread, total) = until(&mut events, |n| match n {
+        Notification::UnreadChanged {
+            contact,
+            unread,
+            total,
+            ..
+        } if *contact == alice => Some((*unread, *total)),
+        _ => None,
+    })
+    .await;
+    assert_eq!((unread, total), (1, 1));
+
+    // Unread details, then history.
+    let details = client
+        .call::<Unread>(ContactRef {
+            widget: w.clone(),
+            contact: alice,
+        })
+        .await
+        .unwrap();
+    assert_eq!(details.iter().map(|m| m.id).collect::<Vec<_>>(), vec![msg.id]);
+    let history = client
+        .call::<History>(HistoryParams {
+            widget: w.clone(),
+            contact: alice,
+            before: None,
+            limit: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(history.messages[0].id, msg.id);
+
+    // Reply: queued, then sent; Alice receives it.
+    let sent = client
+        .call::<SendMessage>(SendParams {
+            widget: w.clone(),
+            contact: alice,
+            text: "Yes! 在的".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(sent.state, Delivery::Queued);
+    let delivered = until(&mut events, |n| match n {
+        Notification::MessageDelivery { message, .. }
+            if message.client_id == sent.client_id && message.state == Delivery::Sent =>
+        {
+            Some(message.clone())
+        }
+        _ => None,
+    })
+    .await;
+    loop {
+        match alice_stream.recv().await {
+            ServerFrame::Message { message, .. } => {
+                assert_eq!((message.id.0, message.text.as_str()), (delivered.id, "Yes! 在的"));
+                break;
+            }
+            _ => continue,
+        }
+    }
+
+    // Mark read: the count drops to zero; Alice's widget gets the read receipt.
+    let r = client
+        .call::<MarkRead>(MarkReadParams {
+            widget: w.clone(),
+            contact: alice,
+            up_to: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.unread, 0);
+    let view = client
+        .call::<Snapshot>(WidgetRef { widget: w.clone() })
+        .await
+        .unwrap();
+    assert_eq!(view.pins[0].unread, 0);
+    loop {
+        if let ServerFrame::Delta { fields, .. } = alice_stream.recv().await
+            && fields
+                .iter()
+                .any(|f| matches!(f, Field::PeerRead(id) if id.0 == msg.id))
+        {
+            break;
+        }
+    }
+
+    // The key is stored only encrypted: neither the database nor the log contains it.
+    let db_path = d.data_dir().join("widgets").join(format!("{w}.db"));
+    let mut disk = std::fs::read(&db_path).unwrap();
+    disk.extend(std::fs::read(format!("{}-wal", db_path.display())).unwrap_or_default());
+    assert!(
+        !disk.windows(5).any(|x| x == b"pck1_"),
+        "an auth key is on disk in clear"
+    );
+    assert!(!d.log().contains("pck1_"), "an auth key is in the daemon log");
+    assert!(!d.log().contains("demo\""), "the password looks logged");
+}
+
+#[tokio::test]
+async fn a_sigkill_during_a_burst_loses_and_duplicates_nothing() {
+    let s = Server::start().await;
+    let mut d = Daemon::start();
+    let client = d.client().await;
+    let created = create(&client, &s, "demo").await;
+    let w = created.widget.id.clone();
+    let alice = id_in(&created.contacts, "alice");
+    client
+        .call::<SetPins>(SetPinsParams {
+            widget: w.clone(),
+            pins: vec![alice],
+        })
+        .await
+        .unwrap();
+    let alice_key = s.key("alice").await;
+    let demo_id = created.widget.account.id;
+
+    // A burst of 150 messages; the daemon is killed while they pour in.
+    let burst = {
+        let http = s.http.clone();
+        let url = s.url("/v1/messages");
+        let key = alice_key.clone();
+        tokio::spawn(async move {
+            for i in 0..150 {
+                let body = SendRequest {
+                    to: pinchat_proto::AccountId(demo_id),
+                    client_id: format!("burst{i}"),
+                    text: format!("burst {i}"),
+                };
+                let r = http
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success());
+            }
+        })
+    };
+    let mut watcher = d.client().await;
+    let mut events = watcher.notifications().unwrap();
+    watcher
+        .call::<Subscribe>(SubscribeParams::default())
+        .await
+        .unwrap();
+    until(&mut events, |n| {
+        matches!(n, Notification::MessageReceived { .. }).then_some(())
+    })
+    .await;
+    drop(watcher);
+    drop(client);
+    d.kill();
+    burst.await.unwrap();
+
+    // On restart the widget is served at once from its database, marked stale…
+    d.restart();
+    let mut client = d.client().await;
+    let mut events = client.notifications().unwrap();
+    client
+        .call::<Subscribe>(SubscribeParams::default())
+        .await
+        .unwrap();
+    let first = client
+        .call::<Snapshot>(WidgetRef { widget: w.clone() })
+        .await
+        .unwrap();
+    assert_eq!(first.pins.len(), 1);
+    // …then resumes from its cursor and converges on the server's truth.
+    let server_page: pinchat_proto::http::HistoryPage = s
+        .get(&s.key("demo").await, &format!("/v1/messages/{alice}?limit=200"))
+        .await
+        .unwrap();
+    assert_eq!(server_page.unread, 150);
+    let mut view = client
+        .call::<Snapshot>(WidgetRef { widget: w.clone() })
+        .await
+        .unwrap();
+    while view.stale || view.pins[0].unread != 150 {
+        until(&mut events, |n| {
+            matches!(
+                n,
+                Notification::UnreadChanged { .. }
+                    | Notification::WidgetChanged { .. }
+                    | Notification::ConnectionChanged { .. }
+            )
+            .then_some(())
+        })
+        .await;
+        view = client
+            .call::<Snapshot>(WidgetRef { widget: w.clone() })
+            .await
+            .unwrap();
+    }
+    let details = client
+        .call::<Unread>(ContactRef {
+            widget: w.clone(),
+            contact: alice,
+        })
+        .await
+        .unwrap();
+    let ids: Vec<u64> = details.iter().map(|m| m.id).collect();
+    let unique: BTreeSet<u64> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "no duplicates");
+    let server_ids: BTreeSet<u64> = server_page.messages.iter().map(|m| m.id.0).collect();
+    assert_eq!(unique, server_ids, "every message, as on the server");
+}
+
+#[tokio::test]
+async fn server_restart_is_survived_and_the_offline_outbox_is_sent_once() {
+    let mut s = Server::start().await;
+    let d = Daemon::start();
+    let mut client = d.client().await;
+    let mut events = client.notifications().unwrap();
+    client
+        .call::<Subscribe>(SubscribeParams::default())
+        .await
+        .unwrap();
+    let created = create(&client, &s, "demo").await;
+    let w = created.widget.id.clone();
+    let alice = id_in(&created.contacts, "alice");
+    client
+        .call::<SetPins>(SetPinsParams {
+            widget: w.clone(),
+            pins: vec![alice],
+        })
+        .await
+        .unwrap();
+    until(&mut events, |n| {
+        matches!(
+            n,
+            Notification::ConnectionChanged {
+                connection: Connection::Online,
+                ..
+            }
+        )
+        .then_some(())
+    })
+    .await;
+
+    s.kill();
+    until(&mut events, |n| {
+        matches!(
+            n,
+            Notification::ConnectionChanged {
+                connection: Connection::Offline,
+                ..
+            }
+        )
+        .then_some(())
+    })
+    .await;
+    // Typed while the server is down: queued, durably.
+    let queued = client
+        .call::<SendMessage>(SendParams {
+            widget: w.clone(),
+            contact: alice,
+            text: "sent while offline".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(queued.state, Delivery::Queued);
+    let history = client
+        .call::<History>(HistoryParams {
+            widget: w.clone(),
+            contact: alice,
+            before: None,
+            limit: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(history.messages[0].state, Delivery::Queued);
+
+    s.restart();
+    client.call::<Refresh>(WidgetRef { widget: w.clone() }).await.ok();
+    until(&mut events, |n| match n {
+        Notification::MessageDelivery { message, .. }
+            if message.client_id == queued.client_id && message.state == Delivery::Sent =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    // Exactly once on the server, and live changes flow again.
+    let page: pinchat_proto::http::HistoryPage = s
+        .get(
+            &s.key("alice").await,
+            &format!("/v1/messages/{}", created.widget.account.id),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        page.messages
+            .iter()
+            .filter(|m| m.text == "sent while offline")
+            .count(),
+        1
+    );
+    s.admin_ok(&[
+        "account",
+        "set-profile",
+        "alice",
+        "--signature",
+        "after the restart",
+    ]);
+    let fields = next_change(&mut events, alice).await;
+    assert_eq!(fields, vec![Field::Signature("after the restart".into())]);
+}
+
+#[tokio::test]
+async fn a_revoked_key_puts_only_that_widget_in_auth_required_and_reauth_recovers_it() {
+    let s = Server::start().await;
+    let d = Daemon::start();
+    let mut client = d.client().await;
+    let mut events = client.notifications().unwrap();
+    client
+        .call::<Subscribe>(SubscribeParams::default())
+        .await
+        .unwrap();
+    let demo = create(&client, &s, "demo").await;
+    let alice_w = create(&client, &s, "alice").await;
+    let (wd, wa) = (demo.widget.id.clone(), alice_w.widget.id.clone());
+    let bob_for_demo = id_in(&demo.contacts, "bob");
+    let demo_for_alice = id_in(&alice_w.contacts, "demo");
+    client
+        .call::<SetPins>(SetPinsParams {
+            widget: wd.clone(),
+            pins: vec![bob_for_demo],
+        })
+        .await
+        .unwrap();
+    client
+        .call::<SetPins>(SetPinsParams {
+            widget: wa.clone(),
+            pins: vec![demo_for_alice],
+        })
+        .await
+        .unwrap();
+    // Different accounts, different databases.
+    assert_ne!(wd, wa);
+    assert!(d.data_dir().join("widgets").join(format!("{wd}.db")).exists());
+    assert!(d.data_dir().join("widgets").join(format!("{wa}.db")).exists());
+
+    s.admin_ok(&["account", "revoke-keys", "demo"]);
+    let who = until(&mut events, |n| match n {
+        Notification::AuthRequired { widget, .. } => Some(widget.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(who, wd);
+    // The other widget is unaffected and keeps receiving: Bob's change reaches nobody (only demo pins
+    // him), demo's signature reaches Alice's widget.
+    s.admin_ok(&["account", "set-profile", "demo", "--signature", "still here"]);
+    let (widget, fields) = until(&mut events, |n| match n {
+        Notification::ContactChanged { widget, fields, .. } if fields.len() < 8 => {
+            Some((widget.clone(), fields.clone()))
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (widget.as_str(), fields),
+        (wa.as_str(), vec![Field::Signature("still here".into())])
+    );
+    // The stale widget keeps its data and says what to do.
+    let view = client
+        .call::<Snapshot>(WidgetRef { widget: wd.clone() })
+        .await
+        .unwrap();
+    assert_eq!(view.connection, Connection::AuthRequired);
+    assert_eq!(view.pins.len(), 1);
+    let e = client
+        .call::<Refresh>(WidgetRef { widget: wd.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "auth.required");
+    // A wrong password is refused; the right one recovers.
+    let e = client
+        .call::<Reauth>(ReauthParams {
+            widget: wd.clone(),
+            password: "wrong".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "auth.bad_credentials");
+    client
+        .call::<Reauth>(ReauthParams {
+            widget: wd.clone(),
+            password: "demo".into(),
+        })
+        .await
+        .unwrap();
+    until(&mut events, |n| match n {
+        Notification::ConnectionChanged {
+            widget,
+            connection: Connection::Online,
+            ..
+        } if *widget == wd => Some(()),
+        _ => None,
+    })
+    .await;
+    // A second widget for the same account is refused.
+    let e = client
+        .call::<CreateWidget>(Login {
+            server: format!("http://{}", s.addr),
+            account: "alice".into(),
+            password: "demo".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "widget.exists");
+}
+
+#[tokio::test]
+async fn rebind_moves_a_widget_to_another_account_and_remove_wipes_it() {
+    let s = Server::start().await;
+    let d = Daemon::start();
+    let client = d.client().await;
+    let created = create(&client, &s, "demo").await;
+    let w = created.widget.id.clone();
+    client
+        .call::<SetPins>(SetPinsParams {
+            widget: w.clone(),
+            pins: vec![id_in(&created.contacts, "alice")],
+        })
+        .await
+        .unwrap();
+    let server = format!("http://{}", s.addr);
+
+    let rebound = client
+        .call::<RebindWidget>(Rebind {
+            widget: w.clone(),
+            login: Login {
+                server: server.clone(),
+                account: "bob".into(),
+                password: "demo".into(),
+            },
+        })
+        .await
+        .unwrap();
+    assert_eq!(rebound.widget.id, w, "same widget");
+    assert_eq!(rebound.widget.account.login, "bob");
+    assert!(rebound.widget.pins.is_empty(), "the old account's data is gone");
+    // The old key was revoked on the server: demo has no live key left to revoke.
+    assert!(
+        s.admin_ok(&["account", "revoke-keys", "demo"])
+            .contains("revoked 0 key(s)")
+    );
+    let list = client.call::<ListWidgets>(NoParams {}).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].login, "bob");
+
+    client
+        .call::<RemoveWidget>(WidgetRef { widget: w.clone() })
+        .await
+        .unwrap();
+    assert!(client.call::<ListWidgets>(NoParams {}).await.unwrap().is_empty());
+    assert!(
+        !d.data_dir().join("widgets").join(format!("{w}.db")).exists(),
+        "its database is deleted"
+    );
+    let e = client
+        .call::<Snapshot>(WidgetRef { widget: w })
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "widget.not_found");
+}
+
+#[tokio::test]
+async fn poll_and_manual_modes() {
+    let s = Server::start().await;
+    let d = Daemon::start();
+    let mut client = d.client().await;
+    let mut events = client.notifications().unwrap();
+    client
+        .call::<Subscribe>(SubscribeParams::default())
+        .await
+        .unwrap();
+    let created = create(&client, &s, "demo").await;
+    let w = created.widget.id.clone();
+    let alice = id_in(&created.contacts, "alice");
+    client
+        .call::<SetPins>(SetPinsParams {
+            widget: w.clone(),
+            pins: vec![alice],
+        })
+        .await
+        .unwrap();
+    // A refresh round trip comes back after the re-pin's snapshot: the widget is in sync.
+    client
+        .call::<Refresh>(WidgetRef { widget: w.clone() })
+        .await
+        .unwrap();
+
+    // Poll every 5 s: a change arrives by polling.
+    let view = client
+        .call::<SetMode>(SetModeParams {
+            widget: w.clone(),
+            mode: Mode::Poll,
+            interval_secs: Some(5),
+        })
+        .await
+        .unwrap();
+    assert_eq!((view.mode, view.poll_interval_secs), (Mode::Poll, 5));
+    s.admin_ok(&[
+        "account",
+        "set-profile",
+        "alice",
+        "--signature",
+        "seen by polling",
+    ]);
+    let fields = next_change(&mut events, alice).await;
+    assert_eq!(fields, vec![Field::Signature("seen by polling".into())]);
+
+    // Manual: nothing changes until refresh.
+    client
+        .call::<SetMode>(SetModeParams {
+            widget: w.clone(),
+            mode: Mode::Manual,
+            interval_secs: None,
+        })
+        .await
+        .unwrap();
+    s.admin_ok(&[
+        "account",
+        "set-profile",
+        "alice",
+        "--signature",
+        "seen on refresh",
+    ]);
+    // The admin change is committed when the command returns; without a refresh the widget cannot know.
+    let before = client
+        .call::<Snapshot>(WidgetRef { widget: w.clone() })
+        .await
+        .unwrap();
+    assert_eq!(before.pins[0].signature, "seen by polling");
+    let after = client
+        .call::<Refresh>(WidgetRef { widget: w.clone() })
+        .await
+        .unwrap();
+    assert_eq!(after.pins[0].signature, "seen on refresh");
+    assert_eq!(
+        next_change(&mut events, alice).await,
+        vec![Field::Signature("seen on refresh".into())]
+    );
+    // Bad intervals are refused.
+    let e = client
+        .call::<SetMode>(SetModeParams {
+            widget: w.clone(),
+            mode: Mode::Poll,
+            interval_secs: Some(1),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "widget.invalid");
+    // Back to push.
+    client
+        .call::<SetMode>(SetModeParams {
+            widget: w.clone(),
+            mode: Mode::Push,
+            interval_secs: None,
+        })
+        .await
+        .unwrap();
+    s.admin_ok(&["account", "set-profile", "alice", "--signature", "pushed again"]);
+    let fields = next_change(&mut events, alice).await;
+    assert_eq!(fields, vec![Field::Signature("pushed again".into())]);
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_rpc_errors_and_the_daemon_is_unharmed() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let s = Server::start().await;
+    let d = Daemon::start();
+    let client = d.client().await;
+    let created = create(&client, &s, "demo").await;
+
+    let stream = pinchat_ipc::transport::connect(&d.socket).await.unwrap();
+    let (read, mut write) = tokio::io::split(stream);
+    let mut lines = BufReader::new(read).lines();
+    let mut ask = async |line: &[u8]| -> serde_json::Value {
+        write.write_all(line).await.unwrap();
+        write.write_all(b"\n").await.unwrap();
+        let answer = tokio::time::timeout(pinchat_tests::DEADLINE, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        serde_json::from_str(&answer).unwrap()
+    };
+    let code_of = |v: &serde_json::Value| v["error"]["data"]["code"].as_str().unwrap().to_owned();
+    assert_eq!(code_of(&ask(b"{this is not json").await), "rpc.parse_error");
+    assert_eq!(
+        code_of(&ask(br#"{"jsonrpc":"2.0","id":1,"method":"widget.explode"}"#).await),
+        "rpc.method_not_found"
+    );
+    let v = ask(br#"{"jsonrpc":"2.0","id":2,"method":"widget.set_pins","params":{"widget":5,"pins":"all"}}"#)
+        .await;
+    assert_eq!(
+        (code_of(&v), v["id"].as_i64(), v["error"]["code"].as_i64()),
+        ("rpc.invalid_params".into(), Some(2), Some(-32602))
+    );
+    assert_eq!(
+        code_of(
+            &ask(br#"{"jsonrpc":"2.0","id":3,"method":"widget.snapshot","params":{"widget":"nope"}}"#).await
+        ),
+        "widget.not_found"
+    );
+    assert_eq!(
+        code_of(&ask(br#"[{"jsonrpc":"2.0","id":4,"method":"daemon.status"}]"#).await),
+        "rpc.invalid_request"
+    );
+    // A 10 MB line is skipped without being held in memory, and the connection goes on.
+    let mut big = vec![b'x'; 10 << 20];
+    big.insert(0, b'"');
+    assert_eq!(code_of(&ask(&big).await), "rpc.line_too_long");
+    let v = ask(br#"{"jsonrpc":"2.0","id":5,"method":"daemon.status"}"#).await;
+    assert_eq!(v["result"]["widgets"][0]["id"], created.widget.id.as_str());
+    // Pins that are not contacts, too many pins, a message to an unpinned contact.
+    let w = created.widget.id.clone();
+    let e = client
+        .call::<SetPins>(SetPinsParams {
+            widget: w.clone(),
+            pins: vec![999_999],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "widget.not_contact");
+    let many: Vec<u64> = created.contacts.iter().take(21).map(|c| c.id).collect();
+    let e = client
+        .call::<SetPins>(SetPinsParams {
+            widget: w.clone(),
+            pins: many,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "widget.too_many_pins");
+    let e = client
+        .call::<SendMessage>(SendParams {
+            widget: w.clone(),
+            contact: created.contacts[0].id,
+            text: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "widget.not_contact");
+    // A wrong password and an unreachable server at creation.
+    let e = client
+        .call::<CreateWidget>(Login {
+            server: format!("http://{}", s.addr),
+            account: "bob".into(),
+            password: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "auth.bad_credentials");
+    let e = client
+        .call::<CreateWidget>(Login {
+            server: "http://127.0.0.1:9".into(),
+            account: "bob".into(),
+            password: "demo".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "server.unreachable");
+    let e = client
+        .call::<CreateWidget>(Login {
+            server: "ftp://x".into(),
+            account: "bob".into(),
+            password: "demo".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "widget.invalid");
+    // Still fine.
+    assert_eq!(client.call::<ListWidgets>(NoParams {}).await.unwrap().len(), 1);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_socket_is_private_to_its_user() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let d = Daemon::start();
+    let dir = d.socket.parent().unwrap();
+    assert_eq!(
+        std::fs::metadata(dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(
+        std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(std::fs::metadata(&d.socket).unwrap().uid(), rustix_uid());
+
+    // Another OS user cannot connect, even when the file permissions are opened up: the daemon checks
+    // the peer's user id itself.
+    if rustix_uid() != 0
+        || std::process::Command::new("runuser")
+            .arg("--help")
+            .output()
+            .is_err()
+    {
+        eprintln!("skipping the other-user check: needs root and runuser");
+        return;
+    }
+    let user = "pinchat-e2e-other";
+    let _ = std::process::Command::new("useradd")
+        .args(["--system", "--no-create-home", user])
+        .output();
+    let try_connect = |socket: &std::path::Path| {
+        let script = format!(
+            "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ntry:\n s.connect({:?})\nexcept OSError as e:\n print('refused', e.errno); sys.exit(0)\ntry:\n s.sendall(b'{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.status\"}}\\n')\n s.settimeout(10)\n d=s.recv(100)\nexcept OSError:\n d=b''\nprint('answered' if d else 'closed')\n",
+            socket.display().to_string()
+        );
+        let out = std::process::Command::new("runuser")
+            .args(["-u", user, "--", "python3", "-c", &script])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert!(
+        try_connect(&d.socket).starts_with("refused"),
+        "the directory and socket modes keep others out"
+    );
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert_eq!(
+        try_connect(&d.socket),
+        "closed",
+        "the peer check closes another user's connection"
+    );
+    assert!(d.log().contains("refused a local connection"), "{}", d.log());
+}
+
+#[cfg(unix)]
+fn rustix_uid() -> u32 {
+    // Our own uid, from a file we just created.
+    use std::os::unix::fs::MetadataExt;
+    let f = tempfile::NamedTempFile::new().unwrap();
+    f.as_file().metadata().unwrap().uid()
+}
