@@ -849,3 +849,80 @@ fn rustix_uid() -> u32 {
     let f = tempfile::NamedTempFile::new().unwrap();
     f.as_file().metadata().unwrap().uid()
 }
+
+#[tokio::test]
+async fn the_python_gadget_shows_a_live_status_line() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let s = Server::start().await;
+    let d = Daemon::start();
+    let client = d.client().await;
+    let created = create(&client, &s, "demo").await;
+    let w = created.widget.id.clone();
+    let alice = id_in(&created.contacts, "alice");
+    client
+        .call::<SetPins>(SetPinsParams {
+            widget: w.clone(),
+            pins: vec![alice],
+        })
+        .await
+        .unwrap();
+    client
+        .call::<Refresh>(WidgetRef { widget: w.clone() })
+        .await
+        .unwrap();
+
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/gadget.py");
+    let mut gadget = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg("demo")
+        .arg("--socket")
+        .arg(&d.socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs the gadget");
+    let mut lines = BufReader::new(gadget.stdout.take().unwrap()).lines();
+    let mut stderr = gadget.stderr.take().unwrap();
+    let first = match tokio::time::timeout(pinchat_tests::DEADLINE, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        Some(line) => line,
+        None => {
+            let mut err = String::new();
+            tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut err)
+                .await
+                .unwrap();
+            panic!("the gadget exited: {err}");
+        }
+    };
+    let mut next = async || {
+        tokio::time::timeout(pinchat_tests::DEADLINE, lines.next_line())
+            .await
+            .expect("a line from the gadget")
+            .unwrap()
+            .expect("the gadget exited")
+    };
+    assert!(first.contains("○ Alice Chen"), "{first}");
+    // Alice comes online and writes: the gadget's line follows.
+    let alice_key = s.key("alice").await;
+    let _alice = s.stream(&alice_key, Encoding::Binary).await;
+    loop {
+        if next().await.contains("● Alice Chen") {
+            break;
+        }
+    }
+    let body = SendRequest {
+        to: pinchat_proto::AccountId(created.widget.account.id),
+        client_id: "g1".into(),
+        text: "hi".into(),
+    };
+    let _: pinchat_proto::http::SendResponse = s.post(&alice_key, "/v1/messages", &body).await.unwrap();
+    loop {
+        if next().await.contains("● Alice Chen 1✉") {
+            break;
+        }
+    }
+}
