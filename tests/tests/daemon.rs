@@ -926,3 +926,26 @@ async fn the_python_gadget_shows_a_live_status_line() {
         }
     }
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_daemon_cleanly_and_removes_its_socket() {
+    let s = Server::start().await;
+    let mut d = Daemon::start();
+    let client = d.client().await;
+    let created = create(&client, &s, "demo").await;
+    drop(client);
+    assert!(d.socket.exists());
+    let status = d.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(!d.socket.exists(), "the socket file is removed on shutdown");
+    // The widget is still there on the next start, served from its database.
+    d.restart();
+    let client = d.client().await;
+    let view = client
+        .call::<Snapshot>(WidgetRef {
+            widget: created.widget.id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(view.account.login, "demo");
+}
