@@ -51,13 +51,10 @@ impl Remote {
                 "the server address {server:?} must be like https://chat.example.com or http://127.0.0.1:7420"
             ));
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
-            .no_proxy()
-            .build()
-            .map_err(|e| format!("cannot create an HTTP client: {e}"))?;
-        Ok(Remote { base, http })
+        Ok(Remote {
+            base,
+            http: shared_client()?,
+        })
     }
 
     /// The normalised base URL.
@@ -217,6 +214,49 @@ impl Remote {
         let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
         serde_json::from_slice(bytes).map_err(|e| RemoteError::Decode(e.to_string()))
     }
+}
+
+/// One HTTP client for the whole daemon: its connection pool and its copy of the system's root
+/// certificates are shared by every widget instead of being built once per widget.
+fn shared_client() -> Result<reqwest::Client, String> {
+    static CLIENT: std::sync::OnceLock<Result<reqwest::Client, String>> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .timeout(Duration::from_secs(30))
+                .pool_idle_timeout(Duration::from_secs(60))
+                .no_proxy()
+                .build()
+                .map_err(|e| format!("cannot create an HTTP client: {e}"))
+        })
+        .clone()
+}
+
+/// The TLS configuration for push streams (`wss://`), built once: the system's root certificates.
+pub fn stream_tls() -> Option<std::sync::Arc<rustls::ClientConfig>> {
+    static CONFIG: std::sync::OnceLock<Option<std::sync::Arc<rustls::ClientConfig>>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::warn!(error = %e, "cannot read a system root certificate");
+            }
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                tracing::error!("no usable system root certificates: wss:// streams cannot be verified");
+            }
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .ok()?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Some(std::sync::Arc::new(config))
+        })
+        .clone()
 }
 
 fn unreachable(e: reqwest::Error) -> RemoteError {

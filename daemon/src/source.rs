@@ -284,7 +284,12 @@ impl Source {
             .parse()
             .map_err(|_| ConnectError::Auth("the stored key is not valid".into()))?;
         request.headers_mut().insert("authorization", auth);
-        let connect = tokio_tungstenite::connect_async(request);
+        let connector = if request.uri().scheme_str() == Some("wss") {
+            crate::remote::stream_tls().map(tokio_tungstenite::Connector::Rustls)
+        } else {
+            Some(tokio_tungstenite::Connector::Plain)
+        };
+        let connect = tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector);
         let (mut ws, _) = match tokio::time::timeout(Duration::from_secs(15), connect).await {
             Err(_) => return Err(ConnectError::Other("timed out".into())),
             Ok(Err(tokio_tungstenite::tungstenite::Error::Http(r)))

@@ -949,3 +949,74 @@ async fn sigterm_stops_the_daemon_cleanly_and_removes_its_socket() {
         .unwrap();
     assert_eq!(view.account.login, "demo");
 }
+
+#[tokio::test]
+async fn pinchatctl_drives_a_widget() {
+    let s = Server::start().await;
+    let d = Daemon::start();
+    let socket = d.socket.clone();
+    let ctl = |args: &[&str], stdin: Option<&str>| {
+        let bin = pinchat_tests::server_binary().with_file_name("pinchatctl-e2e");
+        let mut child = std::process::Command::new(bin)
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let server = format!("http://{}", s.addr);
+    let (ok, out, _) = ctl(&["list"], None);
+    assert!(ok && out.contains("no widgets"), "{out}");
+    // The password never comes from the command line: without a terminal, --password-stdin is required.
+    let (ok, _, err) = ctl(&["add", "--server", &server, "--account", "demo"], None);
+    assert!(!ok && err.contains("--password-stdin"), "{err}");
+    let (ok, out, err) = ctl(
+        &[
+            "add",
+            "--server",
+            &server,
+            "--account",
+            "demo",
+            "--password-stdin",
+        ],
+        Some("demo\n"),
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("added for demo") && out.contains("alice"), "{out}");
+    let (ok, out, err) = ctl(&["pin", "demo", "alice", "wangwei"], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("Alice Chen") && out.contains("王伟"), "{out}");
+    let (ok, out, _) = ctl(&["refresh", "demo"], None);
+    assert!(ok && out.contains("Coffee first, code second."), "{out}");
+    let (ok, out, err) = ctl(&["send", "demo", "alice", "hello", "from", "ctl"], None);
+    assert!(ok && out.contains("Queued"), "{out} {err}");
+    let (ok, out, _) = ctl(&["--json", "mode", "demo", "poll", "--interval", "30"], None);
+    assert!(ok && out.contains("\"mode\": \"poll\""), "{out}");
+    let (ok, _, err) = ctl(&["pin", "demo", "nobody"], None);
+    assert!(
+        !ok && err.contains("neither a contact id nor a contact's login"),
+        "{err}"
+    );
+    let (ok, _, err) = ctl(&["show", "ghost"], None);
+    assert!(!ok && err.contains("no widget \"ghost\""), "{err}");
+    let (ok, out, _) = ctl(&["remove", "demo"], None);
+    assert!(ok && out.contains("removed widget"), "{out}");
+    // No daemon at all: a hint, not a stack trace.
+    drop(d);
+    let (ok, _, err) = ctl(&["list"], None);
+    assert!(!ok && err.contains("daemon is not running"), "{err}");
+}

@@ -1,4 +1,6 @@
-//! `pinchatctl`: a command-line gadget over the daemon's local API (`pinchat-ipc`'s client).
+//! `pinchatctl`: a command-line gadget over the daemon's local API (`pinchat-ipc`'s client). The command
+//! line lives in this library so that the release binary and the end-to-end tests run the same one-line
+//! `main`.
 //!
 //! Widgets are named by id or by account login. Passwords are read from the terminal, or with
 //! `--password-stdin` from the first line of stdin — never from the command line.
@@ -105,10 +107,17 @@ enum Command {
     Remove { widget: String },
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> std::process::ExitCode {
+/// Runs `pinchatctl` with the process's arguments.
+pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match run(cli).await {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             match e.downcast_ref::<ClientError>() {
