@@ -15,8 +15,6 @@ pub struct DaemonConfig {
     pub data_dir: PathBuf,
     /// The local API's socket (or pipe).
     pub socket: PathBuf,
-    /// `text` or `json` logs.
-    pub log_format: String,
 }
 
 impl Default for DaemonConfig {
@@ -26,7 +24,6 @@ impl Default for DaemonConfig {
         DaemonConfig {
             data_dir,
             socket: pinchat_ipc::transport::default_socket(),
-            log_format: "text".into(),
         }
     }
 }

@@ -560,10 +560,28 @@ async fn rebind_moves_a_widget_to_another_account_and_remove_wipes_it() {
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].login, "bob");
 
+    // The widget's keyring entry exists (the sealing key of its auth key)…
+    let lookup = |w: &str| {
+        std::process::Command::new("secret-tool")
+            .args(["lookup", "service", "pinchat", "username", w])
+            .output()
+            .map(|o| o.stdout.len())
+    };
+    if let Ok(len) = lookup(&w) {
+        // secret-tool prints the raw secret: a 256-bit key (non-UTF-8 bytes may be printed escaped).
+        assert!(
+            len >= 32,
+            "the sealing key is in the Secret Service ({len} bytes printed)"
+        );
+    }
     client
         .call::<RemoveWidget>(WidgetRef { widget: w.clone() })
         .await
         .unwrap();
+    // …and is gone after removal.
+    if let Ok(len) = lookup(&w) {
+        assert_eq!(len, 0, "the keyring entry is deleted");
+    }
     assert!(client.call::<ListWidgets>(NoParams {}).await.unwrap().is_empty());
     assert!(
         !d.data_dir().join("widgets").join(format!("{w}.db")).exists(),
