@@ -118,10 +118,7 @@ pub async fn set_profile(store: &dyn Store, login: &str, args: ProfileArgs) -> a
     Ok(())
 }
 
+/// The same rules as the HTTP API, so that an administrator cannot store what a user could not.
 fn check_len(what: &str, value: &str, min: usize, max: usize) -> anyhow::Result<()> {
-    let n = value.chars().count();
-    if n < min || n > max {
-        bail!("{what} must be {min} to {max} characters long (got {n})");
-    }
-    Ok(())
+    crate::api::check_chars(what, value, min, max).map_err(|e| anyhow::anyhow!(e.message))
 }

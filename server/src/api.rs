@@ -178,7 +178,8 @@ fn invalid(message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(ErrorCode::InvalidRequest, message)
 }
 
-fn check_chars(what: &str, value: &str, min: usize, max: usize) -> Result<(), ErrorBody> {
+/// Checks a text field's length in characters and refuses control characters (newlines allowed).
+pub fn check_chars(what: &str, value: &str, min: usize, max: usize) -> Result<(), ErrorBody> {
     let n = value.chars().count();
     if n < min || n > max {
         return Err(invalid(format!(
