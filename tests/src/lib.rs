@@ -6,8 +6,8 @@
 //!   same database and port.
 //! - [`Stream`] is a WebSocket client for the push stream, in either encoding, whose `recv` waits for the
 //!   next frame with a deadline (a missing event fails the test; nothing sleeps).
-//! - [`CountingProxy`] sits between a client and the server and counts the bytes the server sends, so
-//!   that wire sizes are measured, not computed.
+//! - [`CountingProxy`] (shared with the benchmarks) sits between a client and the server and counts
+//!   the bytes the server sends, so that wire sizes are measured, not computed.
 //!
 //! Negative assertions ("widget B never hears of X") use a barrier: after X, make a change B *does*
 //! care about; events arrive in cursor order, so if B's next event is the barrier, X was never sent.
@@ -25,11 +25,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message as WsMessage};
@@ -502,56 +500,7 @@ impl Stream {
     }
 }
 
-/// A TCP proxy in front of the server that counts the bytes flowing from the server to clients.
-pub struct CountingProxy {
-    /// Where clients connect.
-    pub addr: SocketAddr,
-    down: Arc<AtomicU64>,
-}
-
-impl CountingProxy {
-    /// Starts a proxy to `target`.
-    pub async fn start(target: SocketAddr) -> CountingProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let down = Arc::new(AtomicU64::new(0));
-        let counter = down.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let counter = counter.clone();
-                tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    let (mut cr, mut cw) = client.into_split();
-                    let (mut sr, mut sw) = server.into_split();
-                    let up = tokio::io::copy(&mut cr, &mut sw);
-                    let down = async {
-                        let mut buf = [0u8; 16 * 1024];
-                        loop {
-                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                            let n = match sr.read(&mut buf).await {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => n,
-                            };
-                            counter.fetch_add(n as u64, Ordering::SeqCst);
-                            if cw.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    };
-                    tokio::select! { _ = up => {}, _ = down => {} }
-                });
-            }
-        });
-        CountingProxy { addr, down }
-    }
-
-    /// Bytes sent by the server through the proxy so far.
-    pub fn bytes_down(&self) -> u64 {
-        self.down.load(Ordering::SeqCst)
-    }
-}
+pub use pinchat_bench::proxy::CountingProxy;
 
 /// Path of the daemon binary: this crate's `pinchatd-e2e`, the same one-line `main` as `pinchatd`.
 pub fn daemon_binary() -> PathBuf {

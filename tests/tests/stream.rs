@@ -58,7 +58,7 @@ async fn a_presence_change_reaches_only_the_widget_that_pinned_it_in_a_few_bytes
     let demo = s.key("demo").await;
     let (alice, bob) = (s.id_of(&demo, "alice").await, s.id_of(&demo, "bob").await);
     // Two widgets of the same account with different pins; the first one behind a byte counter.
-    let proxy = CountingProxy::start(s.addr).await;
+    let proxy = CountingProxy::start(s.addr).await.unwrap();
     let mut w1 = s.stream_at(proxy.addr, &demo, Encoding::Binary).await;
     let mut w2 = s.stream(&demo, Encoding::Binary).await;
     let snap1 = w1.subscribe(1, 0, &[alice], None).await;

@@ -1,0 +1,150 @@
+//! `pinchat-bench`: benchmarks that print their figures side by side, as ratios measured in one run (the
+//! machines are shared and noisy, so absolute times mean little). See BENCHMARKS.md for results and the
+//! exact commands.
+//!
+//! - `traffic`: bytes on the wire to an observer under presence churn — pinchat with 5 pins (a) and
+//!   with all 500 contacts (b), against Prosody (c) and Prosody after XEP-0352 `<inactive/>` (d), all
+//!   replaying one seeded schedule. The XMPP half is `bench/xmpp/traffic.py` (slixmpp), run from here.
+
+use clap::{Parser, Subcommand};
+use pinchat_bench::schedule::Schedule;
+use pinchat_bench::traffic::{self, Measured};
+use pinchat_bench::xmpp;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "pinchat-bench",
+    about = "pinchat benchmarks: figures side by side, in one run."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Traffic to an observer under presence churn: pinchat (5 pins, all contacts) vs Prosody.
+    Traffic {
+        /// Contacts of the observer.
+        #[arg(long, default_value_t = 500)]
+        contacts: usize,
+        /// Pinned contacts in configuration (a).
+        #[arg(long, default_value_t = 5)]
+        pins: usize,
+        /// Workload length, minutes.
+        #[arg(long, default_value_t = 5.0)]
+        minutes: f64,
+        /// Time compression: 10 replays 5 workload minutes in 30 seconds.
+        #[arg(long, default_value_t = 10.0)]
+        scale: f64,
+        /// Mean seconds between two state changes of one contact.
+        #[arg(long, default_value_t = 60.0)]
+        mean_change: f64,
+        /// Seconds between messages from the first pinned contact.
+        #[arg(long, default_value_t = 10.0)]
+        message_every: f64,
+        /// Workload seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Also run Prosody (needs `prosody` and Python's `slixmpp`; see bench/run).
+        #[arg(long)]
+        xmpp: bool,
+        /// Write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Traffic {
+            contacts,
+            pins,
+            minutes,
+            scale,
+            mean_change,
+            message_every,
+            seed,
+            xmpp,
+            json,
+        } => {
+            let schedule =
+                Schedule::generate(contacts, pins, minutes * 60.0, mean_change, message_every, seed);
+            println!(
+                "workload: {} contacts, {} pinned, {:.1} workload minutes at {}x ({:.0} s real): {} state changes ({} of pinned contacts), {} messages",
+                contacts,
+                schedule.pins.len(),
+                minutes,
+                scale,
+                minutes * 60.0 / scale,
+                schedule.changes(),
+                schedule.pinned_changes(),
+                schedule.messages()
+            );
+            let mut results = vec![
+                traffic::run(&schedule, false, scale).await?,
+                traffic::run(&schedule, true, scale).await?,
+            ];
+            if xmpp {
+                results.extend(xmpp::run(&schedule, scale)?);
+            }
+            report(&schedule, &results);
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
+                println!("\nfigures written to {}", path.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn human(bytes: f64) -> String {
+    if bytes >= 10_000.0 {
+        format!("{:.1} KB", bytes / 1000.0)
+    } else {
+        format!("{bytes:.0} B")
+    }
+}
+
+fn report(schedule: &Schedule, results: &[Measured]) {
+    println!(
+        "\n{:<34} {:>12} {:>12} {:>10} {:>10} {:>9} {:>10}",
+        "configuration", "initial sync", "per minute", "presence", "B/change", "messages", "delay p50"
+    );
+    for m in results {
+        println!(
+            "{:<34} {:>12} {:>12} {:>10} {:>10.1} {:>9} {:>8.1}ms",
+            m.name,
+            human(m.initial_bytes as f64),
+            human(m.per_minute()),
+            m.presence_events,
+            m.bytes_per_presence(),
+            m.messages,
+            m.p50_ms()
+        );
+    }
+    let a = &results[0];
+    let total = |m: &Measured| (m.initial_bytes + m.run_bytes) as f64;
+    println!();
+    for other in &results[1..] {
+        println!(
+            "{} / (a): {:.1}x the bytes during the run, {:.1}x including the initial sync",
+            other.name,
+            other.run_bytes as f64 / a.run_bytes.max(1) as f64,
+            total(other) / total(a).max(1.0)
+        );
+    }
+    // The ideal for (a): the pinned contacts' share of what the full-roster subscription (b) received,
+    // plus the messages, which only (a)'s pins send anyway.
+    if let Some(b) = results.get(1) {
+        let share = schedule.pins.len() as f64 / schedule.contacts as f64;
+        let message_bytes = a.run_bytes.saturating_sub(a.presence_bytes) as f64;
+        let ideal = b.presence_bytes as f64 * share + message_bytes;
+        println!(
+            "(a) against the ideal (pinned share of (b)'s presence bytes, plus messages and keepalive): {:.2}x",
+            a.run_bytes as f64 / ideal.max(1.0)
+        );
+    }
+}
