@@ -54,6 +54,15 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// The daemon: memory with widgets bound and idle, idle wake-ups, start-up to first snapshot.
+    Footprint {
+        /// Widgets to bind.
+        #[arg(long, default_value_t = 3)]
+        widgets: usize,
+        /// Seconds to count idle wake-ups over.
+        #[arg(long, default_value_t = 60)]
+        idle: u64,
+    },
 }
 
 #[tokio::main]
@@ -95,6 +104,24 @@ async fn main() -> anyhow::Result<()> {
                 std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
                 println!("\nfigures written to {}", path.display());
             }
+        }
+        Command::Footprint { widgets, idle } => {
+            let f = pinchat_bench::footprint::run(widgets, idle).await?;
+            println!("daemon footprint ({} widgets bound, push mode, idle):", f.widgets);
+            println!(
+                "  resident memory   {:>8.1} MB (peak {:.1} MB), {} threads",
+                f.rss_kb as f64 / 1024.0,
+                f.peak_rss_kb as f64 / 1024.0,
+                f.threads
+            );
+            println!(
+                "  idle wake-ups     {:>8.2} context switches/s over {idle} s",
+                f.idle_switches_per_sec
+            );
+            println!(
+                "  start → snapshot  {:>8.1} ms (served from the widget databases)",
+                f.start_to_snapshot_ms
+            );
         }
     }
     Ok(())

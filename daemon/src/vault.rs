@@ -35,22 +35,33 @@ pub struct Sealed {
     pub data: Vec<u8>,
 }
 
+/// Opens the keyring store for one operation.
+type OpenStore = dyn Fn() -> keyring_core::Result<Arc<keyring_core::CredentialStore>> + Send + Sync;
+
 /// Access to the OS keyring.
+///
+/// The store is opened for each operation and closed after it. The keyring is needed only when a widget
+/// is created, loaded, re-authenticated or removed, and an open store is not free while idle: on Linux
+/// it is a D-Bus connection whose worker thread wakes twice a second (measured by `bench/run footprint`).
 #[derive(Clone)]
 pub struct Vault {
-    store: Arc<keyring_core::CredentialStore>,
+    open: Arc<OpenStore>,
 }
 
 impl Vault {
-    /// The platform's keyring.
-    pub fn platform() -> Result<Vault, VaultError> {
-        let store = platform_store().map_err(|e| VaultError::Keyring(e.to_string()))?;
-        Ok(Vault { store })
+    /// The platform's keyring. Fails when it cannot be reached now.
+    pub async fn platform() -> Result<Vault, VaultError> {
+        blocking(|| platform_store().map(|_| ())).await?;
+        Ok(Vault {
+            open: Arc::new(platform_store),
+        })
     }
 
     /// A vault over any keyring-core store (tests use `keyring_core::mock::Store`).
     pub fn with_store(store: Arc<keyring_core::CredentialStore>) -> Vault {
-        Vault { store }
+        Vault {
+            open: Arc::new(move || Ok(store.clone())),
+        }
     }
 
     /// Seals `secret` for `widget`, creating the widget's keyring entry if needed.
@@ -95,9 +106,9 @@ impl Vault {
 
     /// Deletes the widget's keyring entry (nothing to delete is fine).
     pub async fn forget(&self, widget: &str) -> Result<(), VaultError> {
-        let (store, widget) = (self.store.clone(), widget.to_owned());
+        let (open, widget) = (self.open.clone(), widget.to_owned());
         blocking(move || {
-            let entry = keyring_core::Entry::new_in_store(&store, SERVICE, &widget)?;
+            let entry = keyring_core::Entry::new_in_store(&open()?, SERVICE, &widget)?;
             match entry.delete_credential() {
                 Ok(()) | Err(keyring_core::Error::NoEntry) => Ok(()),
                 Err(e) => Err(e),
@@ -108,9 +119,9 @@ impl Vault {
 
     /// The widget's 256-bit sealing key, created on first use when `create` is set.
     async fn key(&self, widget: &str, create: bool) -> Result<[u8; 32], VaultError> {
-        let (store, widget) = (self.store.clone(), widget.to_owned());
+        let (open, widget) = (self.open.clone(), widget.to_owned());
         let found = blocking(move || {
-            let entry = keyring_core::Entry::new_in_store(&store, SERVICE, &widget)?;
+            let entry = keyring_core::Entry::new_in_store(&open()?, SERVICE, &widget)?;
             match entry.get_secret() {
                 Ok(secret) if secret.len() == 32 => Ok(Some(secret)),
                 Ok(_) | Err(keyring_core::Error::NoEntry) if create => {
