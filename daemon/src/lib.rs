@@ -368,7 +368,7 @@ pub async fn run(
     listener: pinchat_ipc::transport::Listener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let vault = Vault::platform().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let vault = Vault::platform();
     let daemon = Daemon::start(&config, vault).await?;
     tracing::info!(socket = %listener.path().display(), data = %config.data_dir.display(), "daemon ready");
     ipc::serve(daemon.clone(), listener, shutdown).await;
