@@ -29,7 +29,8 @@ pub struct Footprint {
     pub start_to_snapshot_ms: f64,
 }
 
-fn daemon_binary() -> anyhow::Result<PathBuf> {
+/// `pinchatd` next to the running binary.
+pub fn daemon_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let bin = exe.with_file_name(format!("pinchatd{}", std::env::consts::EXE_SUFFIX));
     anyhow::ensure!(
@@ -40,8 +41,8 @@ fn daemon_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-fn spawn_daemon(data: &Path, socket: &Path) -> anyhow::Result<Child> {
-    Ok(Command::new(daemon_binary()?)
+fn spawn_daemon(bin: &Path, data: &Path, socket: &Path) -> anyhow::Result<Child> {
+    Ok(Command::new(bin)
         .arg("--data-dir")
         .arg(data)
         .arg("--socket")
@@ -63,14 +64,15 @@ async fn connect(socket: &Path) -> anyhow::Result<Client> {
     }
 }
 
-/// Runs the benchmark with `widgets` widgets (each an account of the in-process server, pinning 5).
-pub async fn run(widgets: usize, idle_secs: u64) -> anyhow::Result<Footprint> {
+/// Runs the benchmark with the daemon binary `bin` and `widgets` widgets (each an account of the
+/// in-process server, pinning its contacts); `settle_secs` lets start-up work finish before measuring.
+pub async fn run(bin: &Path, widgets: usize, settle_secs: u64, idle_secs: u64) -> anyhow::Result<Footprint> {
     let mut config = Config::default();
     config.limits.login_per_address_per_minute = 10_000;
     let (server, _world) = start_server(widgets + 5, config).await?;
     let dir = tempfile::tempdir()?;
     let (data, socket) = (dir.path().join("data"), dir.path().join("run").join("d.sock"));
-    let mut daemon = spawn_daemon(&data, &socket)?;
+    let mut daemon = spawn_daemon(bin, &data, &socket)?;
     let client = connect(&socket).await?;
     for i in 0..widgets {
         let created = client
@@ -100,17 +102,17 @@ pub async fn run(widgets: usize, idle_secs: u64) -> anyhow::Result<Footprint> {
         ..Footprint::default()
     };
     // Let start-up garbage (blocking-pool threads, login buffers) go before measuring.
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    tokio::time::sleep(Duration::from_secs(settle_secs)).await;
     let before = switches(pid);
     tokio::time::sleep(Duration::from_secs(idle_secs)).await;
     let after = switches(pid);
-    f.idle_switches_per_sec = after.saturating_sub(before) as f64 / idle_secs as f64;
+    f.idle_switches_per_sec = after.saturating_sub(before) as f64 / idle_secs.max(1) as f64;
     (f.rss_kb, f.peak_rss_kb, f.threads) = memory(pid);
     stop(&mut daemon)?;
 
     // Start again: how soon is a widget served from its database?
     let started = Instant::now();
-    let mut daemon = spawn_daemon(&data, &socket)?;
+    let mut daemon = spawn_daemon(bin, &data, &socket)?;
     let client = connect(&socket).await?;
     let list = client.call::<ListWidgets>(NoParams {}).await?;
     let first = list

@@ -106,7 +106,8 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Footprint { widgets, idle } => {
-            let f = pinchat_bench::footprint::run(widgets, idle).await?;
+            let bin = pinchat_bench::footprint::daemon_binary()?;
+            let f = pinchat_bench::footprint::run(&bin, widgets, 12, idle).await?;
             println!("daemon footprint ({} widgets bound, push mode, idle):", f.widgets);
             println!(
                 "  resident memory   {:>8.1} MB (peak {:.1} MB), {} threads",

@@ -52,7 +52,9 @@ impl Vault {
     /// The platform's keyring. Nothing is opened yet: widgets are served from their databases without
     /// it, and an unreachable keyring is reported by the operations that need it.
     pub fn platform() -> Vault {
-        Vault { open: Arc::new(platform_store) }
+        Vault {
+            open: Arc::new(platform_store),
+        }
     }
 
     /// A vault over any keyring-core store (tests use `keyring_core::mock::Store`).

@@ -1038,3 +1038,15 @@ async fn pinchatctl_drives_a_widget() {
     let (ok, _, err) = ctl(&["list"], None);
     assert!(!ok && err.contains("daemon is not running"), "{err}");
 }
+
+/// A tiny run of the footprint benchmark, so that it keeps working (figures checked for sense only).
+#[tokio::test]
+async fn footprint_benchmark_smoke() {
+    let bin = pinchat_tests::daemon_binary();
+    let f = pinchat_bench::footprint::run(&bin, 1, 0, 1).await.unwrap();
+    assert_eq!(f.widgets, 1);
+    if cfg!(target_os = "linux") {
+        assert!(f.rss_kb > 0 && f.threads > 0, "{f:?}");
+    }
+    assert!(f.start_to_snapshot_ms > 0.0);
+}
