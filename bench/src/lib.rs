@@ -3,6 +3,7 @@
 
 pub mod footprint;
 pub mod proxy;
+pub mod scale;
 pub mod schedule;
 pub mod traffic;
 pub mod xmpp;

@@ -11,6 +11,7 @@ use pinchat_bench::schedule::Schedule;
 use pinchat_bench::traffic::{self, Measured};
 use pinchat_bench::xmpp;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +54,15 @@ enum Command {
         /// Write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+    /// The server: idle streams held, memory per stream, connect rate, idle CPU.
+    Scale {
+        /// Streams to open (bounded by the open-file limit).
+        #[arg(long, default_value_t = 100_000)]
+        streams: usize,
+        /// Seconds to watch the server's CPU while the streams idle.
+        #[arg(long, default_value_t = 10)]
+        idle: u64,
     },
     /// The daemon: memory with widgets bound and idle, idle wake-ups, start-up to first snapshot.
     Footprint {
@@ -104,6 +114,29 @@ async fn main() -> anyhow::Result<()> {
                 std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
                 println!("\nfigures written to {}", path.display());
             }
+        }
+        Command::Scale { streams, idle } => {
+            let bin = pinchat_bench::scale::server_binary()?;
+            let s = pinchat_bench::scale::run(&bin, streams, Duration::from_secs(idle)).await?;
+            println!("server scale (idle authenticated streams, one account each):");
+            if let Some(limit) = s.fd_limit {
+                println!(
+                    "  bounded by the open-file limit: {limit} per process (asked for {})",
+                    s.target
+                );
+            }
+            println!("  streams held        {:>10}", s.streams);
+            println!(
+                "  server memory       {:>10.1} MB with them, {:.1} MB before",
+                s.rss_kb as f64 / 1024.0,
+                s.baseline_rss_kb as f64 / 1024.0
+            );
+            println!("  per stream          {:>10.0} bytes", s.bytes_per_stream);
+            println!(
+                "  connect             {:>10.1} s ({:.0} streams/s, handshake + hello + welcome)",
+                s.connect_secs, s.connect_rate
+            );
+            println!("  idle CPU            {:>10.2} % of one core", s.idle_cpu_percent);
         }
         Command::Footprint { widgets, idle } => {
             let bin = pinchat_bench::footprint::daemon_binary()?;

@@ -99,41 +99,60 @@ pub struct World {
     pub contacts: Vec<(String, AccountId)>,
 }
 
-/// Creates the accounts directly in a fresh database and starts the server on it.
-pub async fn start_server(contacts: usize, mut config: Config) -> anyhow::Result<(InProcessServer, World)> {
-    let dir = tempfile::tempdir()?;
-    config.database = dir.path().join("bench.db");
-    config.listen = "127.0.0.1:0".parse()?;
-    let world = {
-        let (store, writer) = pinchat_server::open_store(&config, None).await?;
-        let hash =
-            tokio::task::spawn_blocking(|| pinchat_server::auth::hash_password("bench-password")).await?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis() as i64;
-        let far = now + 365 * 24 * 3600 * 1000;
-        let observer = store.create_account("observer", &hash, "Observer").await?;
-        // Concurrent writes are committed in groups: seeding takes a few commits, not thousands.
-        let ids = futures_util::future::try_join_all((0..contacts).map(|i| {
+/// Creates `n` accounts ("c00000", …) with one key each, directly in the database at
+/// `config.database`; returns the keys and ids. Concurrent writes are committed in groups, so this
+/// takes a few hundred commits, not tens of thousands.
+pub async fn seed_accounts(config: &Config, n: usize) -> anyhow::Result<Vec<(String, AccountId)>> {
+    let (store, writer) = pinchat_server::open_store(config, None).await?;
+    let hash = tokio::task::spawn_blocking(|| pinchat_server::auth::hash_password("bench-password")).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let far = now + 365 * 24 * 3600 * 1000;
+    let mut out = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(2048) {
+        let batch = futures_util::future::try_join_all(chunk.iter().map(|&i| {
             let (store, hash) = (store.clone(), hash.clone());
             async move {
                 let id = store
                     .create_account(&format!("c{i:05}"), &hash, &format!("Contact {i}"))
                     .await?;
-                store.link(observer, id).await?;
                 let (key, key_hash) = pinchat_server::auth::generate_key();
                 store.insert_key(id, key_hash, far).await?;
                 anyhow::Ok((key, id))
             }
         }))
         .await?;
+        out.extend(batch);
+    }
+    drop(store);
+    tokio::task::spawn_blocking(move || writer.join()).await?;
+    Ok(out)
+}
+
+/// Creates the accounts directly in a fresh database and starts the server on it.
+pub async fn start_server(contacts: usize, mut config: Config) -> anyhow::Result<(InProcessServer, World)> {
+    let dir = tempfile::tempdir()?;
+    config.database = dir.path().join("bench.db");
+    config.listen = "127.0.0.1:0".parse()?;
+    let contacts = seed_accounts(&config, contacts).await?;
+    let world = {
+        let (store, writer) = pinchat_server::open_store(&config, None).await?;
+        let hash =
+            tokio::task::spawn_blocking(|| pinchat_server::auth::hash_password("bench-password")).await?;
+        let observer = store.create_account("observer", &hash, "Observer").await?;
+        futures_util::future::try_join_all(contacts.iter().map(|(_, id)| store.link(observer, *id))).await?;
         let (key, key_hash) = pinchat_server::auth::generate_key();
+        let far = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as i64
+            + 365 * 24 * 3600 * 1000;
         store.insert_key(observer, key_hash, far).await?;
         drop(store);
         tokio::task::spawn_blocking(move || writer.join()).await?;
         World {
             observer: (key, observer),
-            contacts: ids,
+            contacts,
         }
     };
     let listener = std::net::TcpListener::bind(config.listen)?;
@@ -197,7 +216,10 @@ pub async fn send(ws: &mut Ws, frame: &ClientFrame) -> anyhow::Result<()> {
 }
 
 /// The next frame and its size on the wire.
-pub async fn next(ws: &mut Ws) -> anyhow::Result<(ServerFrame, u64)> {
+pub async fn next<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> anyhow::Result<(ServerFrame, u64)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         match ws.next().await {
             Some(Ok(WsMessage::Binary(b))) => {

@@ -620,23 +620,25 @@ async fn stream(State(app): State<Arc<App>>, authed: Authed, mut req: Request) -
     let on_upgrade = hyper::upgrade::on(&mut req);
     let limits = &app.api.config.limits;
     // Small buffers: an idle stream should cost a few kilobytes, not tungstenite's default 128 KiB.
+    // Client frames are small; a larger one is read in 512-byte steps into a buffer grown to fit it.
     let config = WebSocketConfig::default()
-        .read_buffer_size(1024)
+        .read_buffer_size(512)
         .write_buffer_size(0)
         .max_write_buffer_size(limits.max_frame_bytes.max(1 << 20))
         .max_message_size(Some(limits.max_frame_bytes))
         .max_frame_size(Some(limits.max_frame_bytes));
     let tracker = app.tracker.clone();
-    tracker.spawn(async move {
+    let fut = async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let io = CountingIo::new(TokioIo::new(upgraded), app.api.metrics.clone());
-                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                let ws = Box::new(WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await);
                 crate::stream::serve(ws, app, authed).await;
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }
-    });
+    };
+    tracker.spawn(fut);
     Ok(Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")

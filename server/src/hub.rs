@@ -6,8 +6,8 @@
 //! (entries exist only for accounts inside their grace period), not a timer per connection; likewise one
 //! sweep every keepalive interval closes silent streams and keeps the keys of open streams alive.
 //!
-//! The hub never waits for a stream or for the database: it hands each stream its events with `try_send`
-//! and, when a stream's queue is full, drops the event and flags the stream as lagged; the stream then
+//! The hub never waits for a stream or for the database: it pushes each stream's events onto the stream's
+//! own bounded queue ([`EventQueue`]) and, when that queue is full, drops the event and flags the stream as lagged; the stream then
 //! resynchronises itself from the database (see [`crate::stream`]). Presence writes are handed to a
 //! separate task through a coalescing map, so a reconnect storm costs a few batched writes.
 
@@ -36,9 +36,65 @@ pub struct Outbound {
     pub change: Arc<Change>,
 }
 
+/// A stream's queue of routed events: bounded, one producer (the hub), one consumer (the stream).
+///
+/// Not a `tokio::sync::mpsc` channel: that allocates its first 32-slot block and a cache-line-aligned
+/// channel header up front, close to a kilobyte per stream, while most streams sit idle with nothing
+/// queued. Here an idle stream's queue costs a few words and grows only while events wait.
+#[derive(Debug, Default)]
+pub struct EventQueue {
+    items: Mutex<std::collections::VecDeque<Outbound>>,
+    ready: Notify,
+}
+
+impl EventQueue {
+    /// Queues `event` unless `cap` events are already waiting; `false` when it was dropped.
+    fn push(&self, event: Outbound, cap: usize) -> bool {
+        {
+            let mut items = self.items.lock().unwrap_or_else(|e| e.into_inner());
+            if items.len() >= cap {
+                return false;
+            }
+            items.push_back(event);
+        }
+        // With no waiter, the permit is kept for the consumer's next wait: no wake-up is lost.
+        self.ready.notify_one();
+        true
+    }
+
+    /// Waits for the next event.
+    pub async fn recv(&self) -> Outbound {
+        loop {
+            if let Some(event) = self.try_recv() {
+                return event;
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// The next event, if one is waiting.
+    pub fn try_recv(&self) -> Option<Outbound> {
+        let mut items = self.items.lock().unwrap_or_else(|e| e.into_inner());
+        let event = items.pop_front();
+        // Give back what a burst made the queue grow to.
+        if items.is_empty() && items.capacity() > 16 {
+            items.shrink_to(4);
+        }
+        event
+    }
+
+    /// Drops everything waiting.
+    pub fn clear(&self) {
+        let mut items = self.items.lock().unwrap_or_else(|e| e.into_inner());
+        *items = Default::default();
+    }
+}
+
 /// What the hub and a stream share.
 #[derive(Debug)]
 pub struct ConnShared {
+    /// Events routed to the stream.
+    pub events: EventQueue,
     /// Set by the hub when an event had to be dropped because the stream's queue was full.
     pub lagged: AtomicBool,
     /// Cancelled when the stream must end (key revoked or expired, idle); `reason` says why.
@@ -69,10 +125,8 @@ impl ConnShared {
 pub struct Conn {
     /// Its id.
     pub id: ConnId,
-    /// Shared flags.
+    /// Shared flags and the event queue.
     pub shared: Arc<ConnShared>,
-    /// Its events.
-    pub events: mpsc::Receiver<Outbound>,
 }
 
 /// Hub settings.
@@ -205,7 +259,6 @@ struct Entry {
     account: AccountId,
     key: KeyId,
     expires_at: i64,
-    tx: mpsc::Sender<Outbound>,
     shared: Arc<ConnShared>,
     subs: Vec<(SubId, Vec<AccountId>)>,
 }
@@ -349,8 +402,8 @@ impl Hub {
                 None => self.presence.set(account, true),
             }
         }
-        let (tx, rx) = mpsc::channel(self.config.queue);
         let shared = Arc::new(ConnShared {
+            events: EventQueue::default(),
             lagged: AtomicBool::new(false),
             kill: CancellationToken::new(),
             reason: OnceLock::new(),
@@ -362,16 +415,11 @@ impl Hub {
                 account,
                 key,
                 expires_at,
-                tx,
                 shared: shared.clone(),
                 subs: vec![],
             },
         );
-        Ok(Conn {
-            id,
-            shared,
-            events: rx,
-        })
+        Ok(Conn { id, shared })
     }
 
     fn disconnect(&mut self, conn: ConnId) {
@@ -437,7 +485,7 @@ impl Hub {
                 Change::Fields { account, .. } => {
                     if let Some(list) = self.watchers.get(account) {
                         for &(conn, sub) in list {
-                            deliver(&self.conns, &self.metrics, conn, sub, &change);
+                            deliver(&self.conns, &self.metrics, self.config.queue, conn, sub, &change);
                         }
                     }
                 }
@@ -469,7 +517,7 @@ impl Hub {
             };
             for (sub, pins) in &entry.subs {
                 if pins.contains(&about) {
-                    deliver(&self.conns, &self.metrics, *conn, *sub, change);
+                    deliver(&self.conns, &self.metrics, self.config.queue, *conn, *sub, change);
                 }
             }
         }
@@ -514,19 +562,24 @@ impl Hub {
 fn deliver(
     conns: &HashMap<ConnId, Entry>,
     metrics: &Metrics,
+    queue: usize,
     conn: ConnId,
     sub: SubId,
     change: &Arc<Change>,
 ) {
     let Some(entry) = conns.get(&conn) else { return };
-    match entry.tx.try_send(Outbound {
+    let event = Outbound {
         sub,
         change: change.clone(),
-    }) {
-        Ok(()) => Metrics::inc(&metrics.events_relayed),
-        // The stream is behind: it will catch up from the database, which holds this change too.
-        Err(mpsc::error::TrySendError::Full(_)) => entry.shared.lagged.store(true, Ordering::Release),
-        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    };
+    if entry.shared.events.push(event, queue) {
+        Metrics::inc(&metrics.events_relayed);
+    } else {
+        // The stream is behind: it will catch up from the database, which holds this change too. The
+        // flag is set before the stream can see the queue drained, since the stream checks it after
+        // each event it takes.
+        entry.shared.lagged.store(true, Ordering::Release);
+        entry.shared.events.ready.notify_one();
     }
 }
 

@@ -45,8 +45,9 @@ const DRAIN_SILENCE: Duration = Duration::from_millis(200);
 
 /// The socket under a stream: the upgraded HTTP connection, counting the bytes written to it.
 pub type Socket = CountingIo<TokioIo<hyper::upgrade::Upgraded>>;
-/// A stream's WebSocket.
-pub type WebSocket = WebSocketStream<Socket>;
+/// A stream's WebSocket. Boxed: async functions keep their arguments and the locals they move them
+/// into side by side, and an unboxed WebSocket would be stored three times in every stream's task.
+pub type WebSocket = Box<WebSocketStream<Socket>>;
 
 /// An I/O object that adds every byte written to [`Metrics::stream_bytes_sent`]: the exact number of
 /// bytes the server put on the wire for streams, WebSocket framing included (TLS overhead excepted).
@@ -109,39 +110,40 @@ struct Ending {
 pub async fn serve(mut ws: WebSocket, app: Arc<App>, authed: Authed) {
     app.api.metrics.streams.fetch_add(1, Ordering::Relaxed);
     Metrics::inc(&app.api.metrics.streams_opened);
-    let ending = match hello(&mut ws, &app).await {
+    // Only the state of the idle loop lives in the task for the stream's whole life: the steps before
+    // and after it are boxed, so that their (larger) state is allocated only while they run. An idle
+    // stream's task is part of the per-connection memory measured in BENCHMARKS.md (server scale).
+    let ending = match Box::pin(hello(&mut ws, &app)).await {
         Err(ending) => ending,
-        Ok(encoding) => match app
-            .hub
-            .connect(authed.account, authed.key, authed.expires_at)
-            .await
-        {
-            Err(error) => Some(Ending {
-                error,
-                encoding: Some(encoding),
-                desync: false,
-            }),
-            Ok(conn) => {
-                let guard = app.hub.guard(conn.id);
-                let mut session = Session {
-                    ws,
-                    app: app.clone(),
-                    account: authed.account,
-                    encoding,
-                    conn,
-                    subs: vec![],
-                    bucket: TokenBucket::new(app.api.config.limits.stream_frames_per_second),
-                };
-                let ending = session.run().await;
-                drop(guard);
-                ws = session.ws;
-                ending
+        Ok(encoding) => {
+            match Box::pin(app.hub.connect(authed.account, authed.key, authed.expires_at)).await {
+                Err(error) => Some(Ending {
+                    error,
+                    encoding: Some(encoding),
+                    desync: false,
+                }),
+                Ok(conn) => {
+                    let guard = app.hub.guard(conn.id);
+                    let mut session = Session {
+                        ws,
+                        app: app.clone(),
+                        account: authed.account,
+                        encoding,
+                        conn,
+                        subs: vec![],
+                        bucket: TokenBucket::new(app.api.config.limits.stream_frames_per_second),
+                    };
+                    let ending = session.run().await;
+                    drop(guard);
+                    ws = session.ws;
+                    ending
+                }
             }
-        },
+        }
     };
     if let Some(ending) = ending {
         Metrics::inc(&app.api.metrics.errors);
-        close(&mut ws, &ending).await;
+        Box::pin(close(&mut ws, &ending)).await;
     }
     app.api.metrics.streams.fetch_sub(1, Ordering::Relaxed);
 }
@@ -302,6 +304,14 @@ impl Session {
     /// The stream's life; `Ok` when the client closed or vanished, otherwise the error to close with and
     /// whether the socket is desynchronised.
     async fn session(&mut self) -> Result<(), (ErrorBody, bool)> {
+        if !Box::pin(self.welcome()).await? {
+            return Ok(());
+        }
+        self.serve_frames().await
+    }
+
+    /// Sends the welcome frame; `Ok(false)` when the client is already gone.
+    async fn welcome(&mut self) -> Result<bool, (ErrorBody, bool)> {
         let me = match self.app.api.store.me(self.account).await {
             Ok(me) => me,
             Err(e) => return Err((crate::api::store_error(e), false)),
@@ -325,9 +335,11 @@ impl Session {
             limits: self.app.api.limits(),
             keepalive_secs: self.app.api.config.keepalive_secs,
         });
-        if self.send(&welcome).await.is_err() {
-            return Ok(());
-        }
+        Ok(self.send(&welcome).await.is_ok())
+    }
+
+    /// The stream's idle loop: client frames, routed events, kill and shutdown.
+    async fn serve_frames(&mut self) -> Result<(), (ErrorBody, bool)> {
         let shutdown = self.app.shutdown.clone();
         let kill = self.conn.shared.kill.clone();
         loop {
@@ -348,16 +360,18 @@ impl Session {
                     Some(Err(e)) => return socket_error(&e).map_or(Ok(()), |e| Err((e, true))),
                     Some(Ok(msg)) => {
                         self.conn.shared.seen();
-                        if let Some(end) = self.inbound(msg).await {
+                        // The handlers are boxed so that their state, large and short-lived, is not
+                        // part of every idle stream's task (see BENCHMARKS.md, server scale).
+                        if let Some(end) = Box::pin(self.inbound(msg)).await {
                             return Err((end, false));
                         }
                     }
                 },
-                Some(out) = self.conn.events.recv() => {
-                    if self.outbound(out).await.is_err() {
+                out = self.conn.shared.events.recv() => {
+                    if Box::pin(self.outbound(out)).await.is_err() {
                         return Ok(());
                     }
-                    if self.conn.shared.lagged.swap(false, Ordering::AcqRel) && self.catch_up().await.is_err() {
+                    if self.conn.shared.lagged.swap(false, Ordering::AcqRel) && Box::pin(self.catch_up()).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -584,7 +598,7 @@ impl Session {
     /// Replaces a lost backlog with a resume snapshot per subscription.
     async fn catch_up(&mut self) -> Result<(), ()> {
         Metrics::inc(&self.app.api.metrics.stream_resyncs);
-        while self.conn.events.try_recv().is_ok() {}
+        self.conn.shared.events.clear();
         let (epoch, _) = self.app.api.store.head().await.map_err(|_| ())?;
         for i in 0..self.subs.len() {
             let (id, pins, sent) = (self.subs[i].id, self.subs[i].pins.clone(), self.subs[i].sent);

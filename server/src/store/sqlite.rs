@@ -33,7 +33,7 @@ pub struct SqliteOptions {
     pub feed: Option<mpsc::Sender<ChangeBatch>>,
     /// How often an idle writer looks for commits made by other processes.
     pub external_poll: Duration,
-    /// Most read connections kept open.
+    /// Most read connections open, and reads running, at once.
     pub readers: usize,
 }
 
@@ -100,7 +100,8 @@ impl SqliteStore {
             .map_err(|e| StoreError::Db(format!("cannot start the writer thread: {e}")))?;
         let readers = Arc::new(ReaderPool {
             path: path.to_owned(),
-            max: options.readers,
+            max: options.readers.max(1),
+            permits: Arc::new(tokio::sync::Semaphore::new(options.readers.max(1))),
             idle: Mutex::new(vec![]),
         });
         Ok((
@@ -134,7 +135,16 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let pool = self.readers.clone();
+        // At most `max` reads at once: a burst of requests waits here rather than filling the blocking
+        // pool with hundreds of threads, each opening its own connection with its own page cache.
+        let permit = pool
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let conn = pool.take()?;
             let result = f(&conn);
             pool.put(conn);
@@ -148,6 +158,8 @@ impl SqliteStore {
 struct ReaderPool {
     path: PathBuf,
     max: usize,
+    /// One per connection that may be in use at once.
+    permits: Arc<tokio::sync::Semaphore>,
     idle: Mutex<Vec<Connection>>,
 }
 
