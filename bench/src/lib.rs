@@ -2,6 +2,7 @@
 //! the library lets the test suite run a tiny version of each so that they never rot.
 
 pub mod footprint;
+pub mod latency;
 pub mod proxy;
 pub mod scale;
 pub mod schedule;

@@ -64,6 +64,21 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         idle: u64,
     },
+    /// The server: message latency at fixed rates across many connections, presence fan-out rate.
+    Latency {
+        /// Connections to open (half send, half receive; all watch the changing accounts).
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Message rates to offer, per second.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        rates: Vec<u32>,
+        /// Presence changes per second to drive (each reaches every connection).
+        #[arg(long, value_delimiter = ',', default_value = "5,10,20,40")]
+        changes: Vec<u32>,
+        /// Seconds per step.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+    },
     /// The daemon: memory with widgets bound and idle, idle wake-ups, start-up to first snapshot.
     Footprint {
         /// Widgets to bind.
@@ -137,6 +152,62 @@ async fn main() -> anyhow::Result<()> {
                 s.connect_secs, s.connect_rate
             );
             println!("  idle CPU            {:>10.2} % of one core", s.idle_cpu_percent);
+        }
+        Command::Latency {
+            connections,
+            rates,
+            changes,
+            secs,
+        } => {
+            let bin = pinchat_bench::scale::server_binary()?;
+            let plan = pinchat_bench::latency::Plan {
+                connections,
+                message_rates: rates,
+                change_rates: changes,
+                step: Duration::from_secs(secs),
+            };
+            let l = pinchat_bench::latency::run(&bin, &plan).await?;
+            if let Some(limit) = l.fd_limit {
+                println!("bounded by the open-file limit: {limit} per process (asked for {connections})");
+            }
+            println!(
+                "messages, send → recipient's stream, {} connections open, {secs} s per rate:",
+                l.connections
+            );
+            println!(
+                "  {:>9} {:>8} {:>9} {:>8} {:>8} {:>8} {:>11} {:>10}",
+                "offered/s", "sent", "delivered", "p50 ms", "p99 ms", "max ms", "server CPU", "bench CPU"
+            );
+            for m in &l.messages {
+                println!(
+                    "  {:>9.0} {:>8} {:>9} {:>8.2} {:>8.2} {:>8.1} {:>10.0}% {:>9.0}%",
+                    m.offered_per_sec,
+                    m.sent,
+                    m.delivered,
+                    m.p50_ms,
+                    m.p99_ms,
+                    m.max_ms,
+                    m.server_cpu_percent,
+                    m.bench_cpu_percent
+                );
+            }
+            println!("presence fan-out, every connection pins the 5 changing accounts:");
+            println!(
+                "  {:>9} {:>11} {:>11} {:>11} {:>8} {:>11} {:>10}",
+                "changes/s", "offered ev/s", "relayed/s", "received/s", "resyncs", "server CPU", "bench CPU"
+            );
+            for f in &l.fanout {
+                println!(
+                    "  {:>9.0} {:>11.0} {:>11.0} {:>11.0} {:>8} {:>10.0}% {:>9.0}%",
+                    f.changes_per_sec,
+                    f.offered_events_per_sec,
+                    f.relayed_events_per_sec,
+                    f.received_events_per_sec,
+                    f.resyncs,
+                    f.server_cpu_percent,
+                    f.bench_cpu_percent
+                );
+            }
         }
         Command::Footprint { widgets, idle } => {
             let bin = pinchat_bench::footprint::daemon_binary()?;

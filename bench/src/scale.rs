@@ -57,8 +57,78 @@ pub fn server_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// A `pinchat-server` process; killed when dropped.
+pub struct ServerProcess {
+    child: std::process::Child,
+    /// Its process id.
+    pub pid: u32,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts `bin` with the configuration file `config` (TOML), written into `dir`, on an ephemeral
+    /// loopback port, and waits until it listens.
+    pub fn spawn(bin: &Path, dir: &Path, config: &str) -> anyhow::Result<ServerProcess> {
+        let config_path = dir.join("server.toml");
+        std::fs::write(&config_path, config)?;
+        // A profiler may wrap the server (`PINCHAT_BENCH_WRAP=heaptrack`, see BENCHMARKS.md).
+        let mut command = match std::env::var_os("PINCHAT_BENCH_WRAP") {
+            Some(wrapper) => {
+                let mut c = Command::new(wrapper);
+                c.arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = command
+            .arg("--config")
+            .arg(&config_path)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let addr: SocketAddr = loop {
+            let mut line = String::new();
+            anyhow::ensure!(
+                out.read_line(&mut line)? > 0,
+                "the server exited before listening"
+            );
+            if let Some(addr) = line.trim().strip_prefix("pinchat-server listening on http://") {
+                break addr.parse()?;
+            }
+        };
+        Ok(ServerProcess {
+            pid: child.id(),
+            child,
+            addr,
+        })
+    }
+
+    /// A counter from the server's `/metrics`.
+    pub async fn metric(&self, name: &str) -> anyhow::Result<u64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(self.addr).await?;
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n")
+            .await?;
+        let mut body = String::new();
+        tcp.read_to_string(&mut body).await?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no {name} in /metrics"))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Raises the soft open-file limit to the hard one; returns the limit now in force.
-fn raise_fd_limit() -> Option<u64> {
+pub fn raise_fd_limit() -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
         use rustix::process::{Resource, getrlimit, setrlimit};
@@ -92,43 +162,17 @@ pub async fn run(bin: &Path, target: usize, idle: Duration) -> anyhow::Result<Sc
     config.limits.max_connections = target + 1000;
     config.limits.login_per_address_per_minute = 1_000_000;
     let keys = crate::traffic::seed_accounts(&config, streams).await?;
-    let config_path = dir.path().join("scale.toml");
-    std::fs::write(
-        &config_path,
-        format!(
+    let server = ServerProcess::spawn(
+        bin,
+        dir.path(),
+        &format!(
             "database = {:?}\nkeepalive_secs = 3600\n[limits]\nmax_connections = {}\n",
             config.database.display().to_string(),
             target + 1000
         ),
     )?;
-    // A profiler may wrap the server (`PINCHAT_BENCH_WRAP=heaptrack`, see BENCHMARKS.md).
-    let mut command = match std::env::var_os("PINCHAT_BENCH_WRAP") {
-        Some(wrapper) => {
-            let mut c = Command::new(wrapper);
-            c.arg(bin);
-            c
-        }
-        None => Command::new(bin),
-    };
-    let mut server = command
-        .arg("--config")
-        .arg(&config_path)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut out = std::io::BufReader::new(server.stdout.take().expect("stdout"));
-    let addr: SocketAddr = loop {
-        let mut line = String::new();
-        anyhow::ensure!(
-            out.read_line(&mut line)? > 0,
-            "the server exited before listening"
-        );
-        if let Some(addr) = line.trim().strip_prefix("pinchat-server listening on http://") {
-            break addr.parse()?;
-        }
-    };
-    let pid = server.id();
+    let addr = server.addr;
+    let pid = server.pid;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let baseline = rss_kb(pid);
 
@@ -151,8 +195,7 @@ pub async fn run(bin: &Path, target: usize, idle: Duration) -> anyhow::Result<Sc
     tokio::time::sleep(idle).await;
     let idle_cpu = (cpu_ticks(pid) - cpu0) as f64 / 100.0 / t0.elapsed().as_secs_f64() * 100.0;
     drop(open);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     Ok(Scale {
         target,
         streams,
@@ -166,9 +209,11 @@ pub async fn run(bin: &Path, target: usize, idle: Duration) -> anyhow::Result<Sc
     })
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+/// A load-generator stream.
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
-async fn open_stream(addr: SocketAddr, source: IpAddr, key: &str) -> anyhow::Result<Ws> {
+/// Opens a stream from the loopback address `source` with small client buffers and says hello.
+pub async fn open_stream(addr: SocketAddr, source: IpAddr, key: &str) -> anyhow::Result<Ws> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source, 0))?;
     let tcp = socket.connect(addr).await?;
@@ -202,7 +247,7 @@ async fn next_frame(ws: &mut Ws) -> anyhow::Result<ServerFrame> {
 }
 
 /// Resident memory of `pid`, kB (Linux).
-fn rss_kb(pid: u32) -> u64 {
+pub fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -214,7 +259,7 @@ fn rss_kb(pid: u32) -> u64 {
 }
 
 /// User plus system CPU of `pid`, in clock ticks (Linux, 100 per second).
-fn cpu_ticks(pid: u32) -> u64 {
+pub fn cpu_ticks(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {

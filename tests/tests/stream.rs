@@ -919,3 +919,22 @@ async fn scale_benchmark_smoke() {
     }
     assert!(s.connect_rate > 0.0, "{s:?}");
 }
+
+/// The latency benchmark (`bench/run latency`) on a handful of connections and a low rate, so that it
+/// never rots. No timing is checked: only that every message sent was delivered and measured, and that
+/// presence changes reached the watchers.
+#[tokio::test]
+async fn latency_benchmark_smoke() {
+    let bin = pinchat_tests::server_binary();
+    let plan = pinchat_bench::latency::Plan {
+        connections: 10,
+        message_rates: vec![50],
+        change_rates: vec![10],
+        step: std::time::Duration::from_millis(400),
+    };
+    let l = pinchat_bench::latency::run(bin, &plan).await.unwrap();
+    let m = &l.messages[0];
+    assert!(m.sent > 0 && m.delivered == m.sent, "{l:?}");
+    assert!(m.p50_ms <= m.p99_ms && m.p99_ms <= m.max_ms, "{l:?}");
+    assert!(l.fanout[0].received_events_per_sec > 0.0, "{l:?}");
+}

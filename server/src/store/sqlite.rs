@@ -47,6 +47,9 @@ impl Default for SqliteOptions {
     }
 }
 
+/// Prepared statements kept per connection: more than the store has fixed statements.
+const STATEMENT_CACHE: usize = 96;
+
 /// The SQLite store. Dropping it lets the writer finish the jobs already queued and stop; join the
 /// returned [`WriterThread`] to wait for that.
 pub struct SqliteStore {
@@ -82,8 +85,12 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(Duration::from_secs(10))?;
+        // Every fixed statement is prepared once per connection and reused (see BENCHMARKS.md, latency).
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         schema::migrate(&mut conn)?.map_err(StoreError::Db)?;
-        let epoch: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0))?;
+        let epoch: i64 = conn
+            .prepare_cached("SELECT value FROM meta WHERE key = 'epoch'")?
+            .query_row([], |r| r.get(0))?;
         let published = read_seq(&conn)?;
 
         let (tx, rx) = flume::bounded::<Box<dyn Job>>(4 * MAX_BATCH);
@@ -173,6 +180,8 @@ impl ReaderPool {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
         )?;
         conn.busy_timeout(Duration::from_secs(10))?;
+        // Every fixed statement is prepared once per connection and reused (see BENCHMARKS.md, latency).
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(conn)
     }
 
@@ -284,7 +293,8 @@ impl Writer {
                 }
             }
             self.conn
-                .execute("UPDATE meta SET value = ?1 WHERE key = 'seq'", [ctx.head as i64])?;
+                .prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'seq'")?
+                .execute([ctx.head as i64])?;
             self.conn.execute_batch("COMMIT")
         })();
         if let Err(e) = &result {
@@ -311,10 +321,9 @@ impl Writer {
 }
 
 fn read_seq(conn: &Connection) -> rusqlite::Result<Cursor> {
-    conn.query_row("SELECT value FROM meta WHERE key = 'seq'", [], |r| {
-        r.get::<_, i64>(0)
-    })
-    .map(|v| v as u64)
+    conn.prepare_cached("SELECT value FROM meta WHERE key = 'seq'")?
+        .query_row([], |r| r.get::<_, i64>(0))
+        .map(|v| v as u64)
 }
 
 fn now_ms() -> i64 {
@@ -479,22 +488,18 @@ fn aid(r: &Row<'_>, i: usize) -> rusqlite::Result<AccountId> {
 }
 
 fn account_exists(conn: &Connection, account: AccountId) -> StoreResult<()> {
-    conn.query_row("SELECT 1 FROM accounts WHERE id = ?1", [account.0 as i64], |_| {
-        Ok(())
-    })
-    .optional()?
-    .ok_or_else(|| StoreError::NotFound(format!("account {account}")))
+    conn.prepare_cached("SELECT 1 FROM accounts WHERE id = ?1")?
+        .query_row([account.0 as i64], |_| Ok(()))
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("account {account}")))
 }
 
 /// Recomputes an account's visible state from its chosen state and connection; stamps it if it changed.
 fn refresh_state(ctx: &mut WriteCtx<'_>, account: AccountId) -> StoreResult<()> {
     let (chosen, connected, state): (u8, bool, u8) = ctx
         .conn
-        .query_row(
-            "SELECT chosen_state, connected, state FROM accounts WHERE id = ?1",
-            [account.0 as i64],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+        .prepare_cached("SELECT chosen_state, connected, state FROM accounts WHERE id = ?1")?
+        .query_row([account.0 as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("account {account}")))?;
     let visible = if connected {
@@ -504,20 +509,19 @@ fn refresh_state(ctx: &mut WriteCtx<'_>, account: AccountId) -> StoreResult<()> 
     };
     if visible != state {
         let s = ctx.stamp();
-        ctx.conn.execute(
-            "UPDATE accounts SET state = ?2, state_v = ?3, v = max(v, ?3) WHERE id = ?1",
-            params![account.0 as i64, visible, s],
-        )?;
+        ctx.conn
+            .prepare_cached("UPDATE accounts SET state = ?2, state_v = ?3, v = max(v, ?3) WHERE id = ?1")?
+            .execute(params![account.0 as i64, visible, s])?;
     }
     Ok(())
 }
 
 fn revoke_keys(ctx: &mut WriteCtx<'_>, account: AccountId) -> StoreResult<usize> {
     let s = ctx.stamp();
-    Ok(ctx.conn.execute(
-        "UPDATE keys SET revoked_v = ?2 WHERE account = ?1 AND revoked_v IS NULL",
-        params![account.0 as i64, s],
-    )?)
+    Ok(ctx
+        .conn
+        .prepare_cached("UPDATE keys SET revoked_v = ?2 WHERE account = ?1 AND revoked_v IS NULL")?
+        .execute(params![account.0 as i64, s])?)
 }
 
 #[async_trait]
@@ -532,17 +536,16 @@ impl Store for SqliteStore {
         self.write(move |ctx| {
             let taken = ctx
                 .conn
-                .query_row("SELECT 1 FROM accounts WHERE login = ?1", [&login], |_| Ok(()))
+                .prepare_cached("SELECT 1 FROM accounts WHERE login = ?1")?.query_row( [&login], |_| Ok(()))
                 .optional()?
                 .is_some();
             if taken {
                 return Err(StoreError::AccountExists(login));
             }
             let s = ctx.stamp();
-            ctx.conn.execute(
-                "INSERT INTO accounts (login, password_hash, created_at, name, name_v, avatar_v, signature_v,
+            ctx.conn.prepare_cached("INSERT INTO accounts (login, password_hash, created_at, name, name_v, avatar_v, signature_v,
                                        description_v, state_v, status_v, v)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, ?5, ?5, ?5, ?5)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, ?5, ?5, ?5, ?5)")?.execute(
                 params![login, hash, now_ms(), name, s],
             )?;
             Ok(AccountId(ctx.conn.last_insert_rowid() as u64))
@@ -553,18 +556,17 @@ impl Store for SqliteStore {
     async fn account_auth(&self, login: &str) -> StoreResult<Option<AccountAuth>> {
         let login = login.to_owned();
         self.read(move |c| {
-            Ok(c.query_row(
-                "SELECT id, password_hash, disabled FROM accounts WHERE login = ?1",
-                [login],
-                |r| {
-                    Ok(AccountAuth {
-                        id: aid(r, 0)?,
-                        password_hash: r.get(1)?,
-                        disabled: r.get(2)?,
+            Ok(
+                c.prepare_cached("SELECT id, password_hash, disabled FROM accounts WHERE login = ?1")?
+                    .query_row([login], |r| {
+                        Ok(AccountAuth {
+                            id: aid(r, 0)?,
+                            password_hash: r.get(1)?,
+                            disabled: r.get(2)?,
+                        })
                     })
-                },
+                    .optional()?,
             )
-            .optional()?)
         })
         .await
     }
@@ -577,10 +579,9 @@ impl Store for SqliteStore {
         let hash = password_hash.to_owned();
         self.write(move |ctx| {
             account_exists(ctx.conn, account)?;
-            ctx.conn.execute(
-                "UPDATE accounts SET password_hash = ?2 WHERE id = ?1",
-                params![account.0 as i64, hash],
-            )?;
+            ctx.conn
+                .prepare_cached("UPDATE accounts SET password_hash = ?2 WHERE id = ?1")?
+                .execute(params![account.0 as i64, hash])?;
             revoke_keys(ctx, account)?;
             Ok(())
         })
@@ -590,10 +591,9 @@ impl Store for SqliteStore {
     async fn set_disabled(&self, account: AccountId, disabled: bool) -> StoreResult<()> {
         self.write(move |ctx| {
             account_exists(ctx.conn, account)?;
-            ctx.conn.execute(
-                "UPDATE accounts SET disabled = ?2 WHERE id = ?1",
-                params![account.0 as i64, disabled],
-            )?;
+            ctx.conn
+                .prepare_cached("UPDATE accounts SET disabled = ?2 WHERE id = ?1")?
+                .execute(params![account.0 as i64, disabled])?;
             if disabled {
                 revoke_keys(ctx, account)?;
             }
@@ -604,26 +604,25 @@ impl Store for SqliteStore {
 
     async fn me(&self, account: AccountId) -> StoreResult<Me> {
         self.read(move |c| {
-            c.query_row(
+            c.prepare_cached(
                 "SELECT id, login, name, avatar, signature, description, state, chosen_state, status
                  FROM accounts WHERE id = ?1",
-                [account.0 as i64],
-                |r| {
-                    Ok(Me {
-                        identity: Identity {
-                            id: aid(r, 0)?,
-                            login: r.get(1)?,
-                            name: r.get(2)?,
-                            avatar: r.get(3)?,
-                            signature: r.get(4)?,
-                            description: r.get(5)?,
-                        },
-                        state: Presence::from_index(r.get(6)?),
-                        chosen_state: Presence::from_index(r.get(7)?),
-                        status: r.get(8)?,
-                    })
-                },
-            )
+            )?
+            .query_row([account.0 as i64], |r| {
+                Ok(Me {
+                    identity: Identity {
+                        id: aid(r, 0)?,
+                        login: r.get(1)?,
+                        name: r.get(2)?,
+                        avatar: r.get(3)?,
+                        signature: r.get(4)?,
+                        description: r.get(5)?,
+                    },
+                    state: Presence::from_index(r.get(6)?),
+                    chosen_state: Presence::from_index(r.get(7)?),
+                    status: r.get(8)?,
+                })
+            })
             .optional()?
             .ok_or_else(|| StoreError::NotFound(format!("account {account}")))
         })
@@ -634,11 +633,10 @@ impl Store for SqliteStore {
         self.write(move |ctx| {
             let (name, avatar, signature, description): (String, Option<String>, String, String) = ctx
                 .conn
-                .query_row(
-                    "SELECT name, avatar, signature, description FROM accounts WHERE id = ?1",
-                    [account.0 as i64],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
+                .prepare_cached("SELECT name, avatar, signature, description FROM accounts WHERE id = ?1")?
+                .query_row([account.0 as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
                 .optional()?
                 .ok_or_else(|| StoreError::NotFound(format!("account {account}")))?;
             // Only values that differ are written, so that a widget is told about real changes only.
@@ -679,10 +677,9 @@ impl Store for SqliteStore {
     async fn put_avatar(&self, hash: &str, mime: &str, bytes: Vec<u8>) -> StoreResult<()> {
         let (hash, mime) = (hash.to_owned(), mime.to_owned());
         self.write(move |ctx| {
-            ctx.conn.execute(
-                "INSERT OR IGNORE INTO avatars (hash, mime, data) VALUES (?1, ?2, ?3)",
-                params![hash, mime, bytes],
-            )?;
+            ctx.conn
+                .prepare_cached("INSERT OR IGNORE INTO avatars (hash, mime, data) VALUES (?1, ?2, ?3)")?
+                .execute(params![hash, mime, bytes])?;
             Ok(())
         })
         .await
@@ -692,10 +689,9 @@ impl Store for SqliteStore {
         let hash = hash.to_owned();
         self.read(move |c| {
             Ok(
-                c.query_row("SELECT mime, data FROM avatars WHERE hash = ?1", [hash], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()?,
+                c.prepare_cached("SELECT mime, data FROM avatars WHERE hash = ?1")?
+                    .query_row([hash], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?,
             )
         })
         .await
@@ -710,24 +706,23 @@ impl Store for SqliteStore {
         self.write(move |ctx| {
             account_exists(ctx.conn, account)?;
             if let Some(state) = state {
-                ctx.conn.execute(
-                    "UPDATE accounts SET chosen_state = ?2 WHERE id = ?1",
-                    params![account.0 as i64, state.to_index()],
-                )?;
+                ctx.conn
+                    .prepare_cached("UPDATE accounts SET chosen_state = ?2 WHERE id = ?1")?
+                    .execute(params![account.0 as i64, state.to_index()])?;
                 refresh_state(ctx, account)?;
             }
             if let Some(status) = status {
-                let current: String = ctx.conn.query_row(
-                    "SELECT status FROM accounts WHERE id = ?1",
-                    [account.0 as i64],
-                    |r| r.get(0),
-                )?;
+                let current: String = ctx
+                    .conn
+                    .prepare_cached("SELECT status FROM accounts WHERE id = ?1")?
+                    .query_row([account.0 as i64], |r| r.get(0))?;
                 if current != status {
                     let s = ctx.stamp();
-                    ctx.conn.execute(
-                        "UPDATE accounts SET status = ?2, status_v = ?3, v = ?3 WHERE id = ?1",
-                        params![account.0 as i64, status, s],
-                    )?;
+                    ctx.conn
+                        .prepare_cached(
+                            "UPDATE accounts SET status = ?2, status_v = ?3, v = ?3 WHERE id = ?1",
+                        )?
+                        .execute(params![account.0 as i64, status, s])?;
                 }
             }
             Ok(())
@@ -738,10 +733,9 @@ impl Store for SqliteStore {
     async fn set_connected(&self, accounts: Vec<(AccountId, bool)>) -> StoreResult<()> {
         self.write(move |ctx| {
             for (account, connected) in accounts {
-                ctx.conn.execute(
-                    "UPDATE accounts SET connected = ?2 WHERE id = ?1",
-                    params![account.0 as i64, connected],
-                )?;
+                ctx.conn
+                    .prepare_cached("UPDATE accounts SET connected = ?2 WHERE id = ?1")?
+                    .execute(params![account.0 as i64, connected])?;
                 refresh_state(ctx, account)?;
             }
             Ok(())
@@ -767,10 +761,11 @@ impl Store for SqliteStore {
         expires_at: i64,
     ) -> StoreResult<KeyId> {
         self.write(move |ctx| {
-            ctx.conn.execute(
-                "INSERT INTO keys (account, hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                params![account.0 as i64, key_hash, now_ms(), expires_at],
-            )?;
+            ctx.conn
+                .prepare_cached(
+                    "INSERT INTO keys (account, hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![account.0 as i64, key_hash, now_ms(), expires_at])?;
             Ok(KeyId(ctx.conn.last_insert_rowid()))
         })
         .await
@@ -778,18 +773,17 @@ impl Store for SqliteStore {
 
     async fn key(&self, key_hash: [u8; 32]) -> StoreResult<Option<KeyRecord>> {
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(c.prepare_cached(
                 "SELECT id, account, expires_at, revoked_v IS NOT NULL FROM keys WHERE hash = ?1",
-                [key_hash],
-                |r| {
-                    Ok(KeyRecord {
-                        id: KeyId(r.get(0)?),
-                        account: aid(r, 1)?,
-                        expires_at: r.get(2)?,
-                        revoked: r.get(3)?,
-                    })
-                },
-            )
+            )?
+            .query_row([key_hash], |r| {
+                Ok(KeyRecord {
+                    id: KeyId(r.get(0)?),
+                    account: aid(r, 1)?,
+                    expires_at: r.get(2)?,
+                    revoked: r.get(3)?,
+                })
+            })
             .optional()?)
         })
         .await
@@ -797,10 +791,9 @@ impl Store for SqliteStore {
 
     async fn touch_key(&self, key: KeyId, expires_at: i64) -> StoreResult<()> {
         self.write(move |ctx| {
-            ctx.conn.execute(
-                "UPDATE keys SET expires_at = max(expires_at, ?2) WHERE id = ?1",
-                params![key.0, expires_at],
-            )?;
+            ctx.conn
+                .prepare_cached("UPDATE keys SET expires_at = max(expires_at, ?2) WHERE id = ?1")?
+                .execute(params![key.0, expires_at])?;
             Ok(())
         })
         .await
@@ -809,10 +802,9 @@ impl Store for SqliteStore {
     async fn revoke_key(&self, key: KeyId) -> StoreResult<()> {
         self.write(move |ctx| {
             let s = ctx.stamp();
-            ctx.conn.execute(
-                "UPDATE keys SET revoked_v = ?2 WHERE id = ?1 AND revoked_v IS NULL",
-                params![key.0, s],
-            )?;
+            ctx.conn
+                .prepare_cached("UPDATE keys SET revoked_v = ?2 WHERE id = ?1 AND revoked_v IS NULL")?
+                .execute(params![key.0, s])?;
             Ok(())
         })
         .await
@@ -833,10 +825,11 @@ impl Store for SqliteStore {
         self.write(move |ctx| {
             account_exists(ctx.conn, a)?;
             account_exists(ctx.conn, b)?;
-            ctx.conn.execute(
-                "INSERT OR IGNORE INTO contacts (account, contact) VALUES (?1, ?2), (?2, ?1)",
-                params![a.0 as i64, b.0 as i64],
-            )?;
+            ctx.conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO contacts (account, contact) VALUES (?1, ?2), (?2, ?1)",
+                )?
+                .execute(params![a.0 as i64, b.0 as i64])?;
             Ok(())
         })
         .await
@@ -876,8 +869,7 @@ impl Store for SqliteStore {
         self.write(move |ctx| {
             let existing = ctx
                 .conn
-                .query_row(
-                    "SELECT id, recipient, ts, text FROM messages WHERE sender = ?1 AND client_id = ?2",
+                .prepare_cached("SELECT id, recipient, ts, text FROM messages WHERE sender = ?1 AND client_id = ?2")?.query_row(
                     params![from.0 as i64, client_id],
                     |r| Ok((r.get::<_, i64>(0)?, aid(r, 1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?)),
                 )
@@ -893,8 +885,7 @@ impl Store for SqliteStore {
             }
             let is_contact = ctx
                 .conn
-                .query_row(
-                    "SELECT 1 FROM contacts WHERE account = ?1 AND contact = ?2",
+                .prepare_cached("SELECT 1 FROM contacts WHERE account = ?1 AND contact = ?2")?.query_row(
                     params![from.0 as i64, to.0 as i64],
                     |_| Ok(()),
                 )
@@ -904,16 +895,14 @@ impl Store for SqliteStore {
                 return Err(StoreError::MessageNotContact(to));
             }
             let id = ctx.stamp();
-            ctx.conn.execute(
-                "INSERT INTO messages (id, sender, recipient, client_id, ts, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            ctx.conn.prepare_cached("INSERT INTO messages (id, sender, recipient, client_id, ts, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(
                 params![id, from.0 as i64, to.0 as i64, client_id, ts, text],
             )?;
             // The unread count changes under its own cursor, after the message's: a client that applied
             // the message but not the count resumes from the message's cursor and still gets the count.
             let s = ctx.stamp();
-            ctx.conn.execute(
-                "INSERT INTO unread (account, contact, unread, unread_v, v) VALUES (?1, ?2, 1, ?3, ?3)
-                 ON CONFLICT (account, contact) DO UPDATE SET unread = unread + 1, unread_v = ?3, v = ?3",
+            ctx.conn.prepare_cached("INSERT INTO unread (account, contact, unread, unread_v, v) VALUES (?1, ?2, 1, ?3, ?3)
+                 ON CONFLICT (account, contact) DO UPDATE SET unread = unread + 1, unread_v = ?3, v = ?3")?.execute(
                 params![to.0 as i64, from.0 as i64, s],
             )?;
             Ok(Sent { id: MessageId(id as u64), ts, duplicate: false })
@@ -926,34 +915,34 @@ impl Store for SqliteStore {
             let (me, them) = (account.0 as i64, contact.0 as i64);
             let (unread, read_up_to): (u32, i64) = ctx
                 .conn
-                .query_row(
-                    "SELECT unread, read_up_to FROM unread WHERE account = ?1 AND contact = ?2",
-                    [me, them],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
+                .prepare_cached("SELECT unread, read_up_to FROM unread WHERE account = ?1 AND contact = ?2")?
+                .query_row([me, them], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?
                 .unwrap_or((0, 0));
             // The marker moves to the newest real message at or before `up_to`, and only forward.
-            let newest: Option<i64> = ctx.conn.query_row(
-                "SELECT max(id) FROM messages WHERE recipient = ?1 AND sender = ?2 AND id <= ?3",
-                params![me, them, sql_id(up_to.0)],
-                |r| r.get(0),
-            )?;
+            let newest: Option<i64> = ctx
+                .conn
+                .prepare_cached(
+                    "SELECT max(id) FROM messages WHERE recipient = ?1 AND sender = ?2 AND id <= ?3",
+                )?
+                .query_row(params![me, them, sql_id(up_to.0)], |r| r.get(0))?;
             let Some(newest) = newest.filter(|n| *n > read_up_to) else {
                 return Ok(unread);
             };
-            let left: u32 = ctx.conn.query_row(
-                "SELECT count(*) FROM messages WHERE recipient = ?1 AND sender = ?2 AND id > ?3",
-                params![me, them, newest],
-                |r| r.get(0),
-            )?;
+            let left: u32 = ctx
+                .conn
+                .prepare_cached(
+                    "SELECT count(*) FROM messages WHERE recipient = ?1 AND sender = ?2 AND id > ?3",
+                )?
+                .query_row(params![me, them, newest], |r| r.get(0))?;
             let s = ctx.stamp();
-            ctx.conn.execute(
-                "UPDATE unread SET read_up_to = ?3, read_v = ?5, v = ?5,
+            ctx.conn
+                .prepare_cached(
+                    "UPDATE unread SET read_up_to = ?3, read_v = ?5, v = ?5,
                         unread_v = CASE WHEN unread != ?4 THEN ?5 ELSE unread_v END, unread = ?4
                  WHERE account = ?1 AND contact = ?2",
-                params![me, them, newest, left, s],
-            )?;
+                )?
+                .execute(params![me, them, newest, left, s])?;
             Ok(left)
         })
         .await
@@ -991,7 +980,7 @@ impl Store for SqliteStore {
             messages.truncate(limit as usize);
             let row = |a: i64, b: i64| -> rusqlite::Result<(u32, u64)> {
                 Ok(tx
-                    .query_row("SELECT unread, read_up_to FROM unread WHERE account = ?1 AND contact = ?2", [a, b], |r| {
+                    .prepare_cached("SELECT unread, read_up_to FROM unread WHERE account = ?1 AND contact = ?2")?.query_row( [a, b], |r| {
                         Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
                     })
                     .optional()?
