@@ -98,6 +98,9 @@ pub struct Plan {
     pub change_rates: Vec<u32>,
     /// How long each step runs.
     pub step: Duration,
+    /// Where the server's database goes (a temporary directory inside it); the system's temporary
+    /// directory when `None`. A tmpfs here (`/dev/shm`) takes the disk's fsync time out of the figures.
+    pub db_dir: Option<std::path::PathBuf>,
 }
 
 /// What a connection's task is told to do.
@@ -126,7 +129,10 @@ pub async fn run(bin: &Path, plan: &Plan) -> anyhow::Result<Latency> {
     }
     n -= n % 2;
     let pairs = n / 2;
-    let dir = tempfile::tempdir()?;
+    let dir = match &plan.db_dir {
+        Some(parent) => tempfile::tempdir_in(parent)?,
+        None => tempfile::tempdir()?,
+    };
     let config = Config {
         database: dir.path().join("latency.db"),
         ..Config::default()

@@ -78,6 +78,10 @@ enum Command {
         /// Seconds per step.
         #[arg(long, default_value_t = 10)]
         secs: u64,
+        /// Directory for the server's database (default: the system's temporary directory). A tmpfs
+        /// such as /dev/shm separates the server's own latency from the disk's fsync time.
+        #[arg(long)]
+        db_dir: Option<PathBuf>,
     },
     /// The daemon: memory with widgets bound and idle, idle wake-ups, start-up to first snapshot.
     Footprint {
@@ -158,6 +162,7 @@ async fn main() -> anyhow::Result<()> {
             rates,
             changes,
             secs,
+            db_dir,
         } => {
             let bin = pinchat_bench::scale::server_binary()?;
             let plan = pinchat_bench::latency::Plan {
@@ -165,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
                 message_rates: rates,
                 change_rates: changes,
                 step: Duration::from_secs(secs),
+                db_dir,
             };
             let l = pinchat_bench::latency::run(&bin, &plan).await?;
             if let Some(limit) = l.fd_limit {

@@ -931,6 +931,7 @@ async fn latency_benchmark_smoke() {
         message_rates: vec![50],
         change_rates: vec![10],
         step: std::time::Duration::from_millis(400),
+        db_dir: None,
     };
     let l = pinchat_bench::latency::run(bin, &plan).await.unwrap();
     let m = &l.messages[0];

@@ -93,9 +93,15 @@ impl SqliteStore {
             .query_row([], |r| r.get(0))?;
         let published = read_seq(&conn)?;
 
+        // The writer never checkpoints: copying the WAL into the database file (and its fsync) would stall
+        // the commits waiting behind it. A separate connection does it, PASSIVE, without blocking writes.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = Checkpointer::start(path)?;
         let (tx, rx) = flume::bounded::<Box<dyn Job>>(4 * MAX_BATCH);
         let writer = Writer {
             conn,
+            checkpointer: Some(checkpointer),
+            commits: 0,
             jobs: rx,
             feed: options.feed,
             external_poll: options.external_poll,
@@ -247,8 +253,39 @@ where
     }
 }
 
+/// Commits between two checkpoints: the WAL grows by a few pages per commit, so this keeps it near the
+/// size SQLite's own auto-checkpoint (1000 pages) would.
+const CHECKPOINT_EVERY: u64 = 250;
+
+/// The thread that checkpoints the WAL when the writer asks.
+struct Checkpointer {
+    wake: flume::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Checkpointer, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let (wake, rx) = flume::bounded::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::warn!(error = %e, "WAL checkpoint failed; it is retried later");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Db(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Checkpointer { wake, thread })
+    }
+}
+
 struct Writer {
     conn: Connection,
+    checkpointer: Option<Checkpointer>,
+    commits: u64,
     jobs: flume::Receiver<Box<dyn Job>>,
     feed: Option<mpsc::Sender<ChangeBatch>>,
     external_poll: Duration,
@@ -273,21 +310,33 @@ impl Writer {
                 job.finish(commit.clone());
             }
             self.publish();
+            self.commits += 1;
+            if self.commits.is_multiple_of(CHECKPOINT_EVERY)
+                && let Some(c) = &self.checkpointer
+            {
+                // Full means a checkpoint is already due: nothing is lost by not asking twice.
+                let _ = c.wake.try_send(());
+            }
         }
         self.publish();
+        if let Some(c) = self.checkpointer.take() {
+            drop(c.wake);
+            let _ = c.thread.join();
+        }
+        // Closing the writer's connection checkpoints what is left.
     }
 
     fn commit(&self, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         let result = (|| {
             let mut ctx = WriteCtx {
                 conn: &self.conn,
                 head: read_seq(&self.conn)?,
             };
             for job in batch.iter_mut() {
-                self.conn.execute_batch("SAVEPOINT job")?;
+                self.conn.prepare_cached("SAVEPOINT job")?.execute([])?;
                 if job.run(&mut ctx) {
-                    self.conn.execute_batch("RELEASE job")?;
+                    self.conn.prepare_cached("RELEASE job")?.execute([])?;
                 } else {
                     self.conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
                 }
@@ -295,7 +344,7 @@ impl Writer {
             self.conn
                 .prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'seq'")?
                 .execute([ctx.head as i64])?;
-            self.conn.execute_batch("COMMIT")
+            self.conn.prepare_cached("COMMIT")?.execute([]).map(|_| ())
         })();
         if let Err(e) = &result {
             tracing::error!(error = %e, "database commit failed; the batch is rolled back");
