@@ -14,6 +14,9 @@
 
 #![allow(clippy::missing_panics_doc)]
 
+#[cfg(target_os = "linux")]
+pub mod desktop;
+
 use futures_util::{SinkExt, StreamExt};
 use pinchat_proto::codec::{self, Encoding};
 use pinchat_proto::http::{ErrorResponse, LoginResponse};

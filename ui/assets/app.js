@@ -1,0 +1,377 @@
+// pinchat panels: one page, several views (login, contact picker, widget, unread details, chat,
+// re-authentication). Everything goes through the daemon's local API via the app:
+// window.ipc.postMessage({id, method, params}) → window.pinchat.reply(id, ok, value);
+// daemon notifications arrive through window.pinchat.event({method, params}).
+"use strict";
+
+const WORDS = {
+  en: {
+    addAccount: "Add an account", server: "Server", account: "Account", password: "Password",
+    logIn: "Log in", loggingIn: "Logging in…", pick: "Pick contacts", picked: "{n} of {max} picked",
+    search: "Search contacts", done: "Done", refresh: "Refresh", changeAccount: "Change account",
+    pickAgain: "Pick contacts", back: "Back", close: "Close", unreadFrom: "Unread from {name}",
+    noUnread: "No unread messages.", noPins: "No pinned contacts yet.", send: "Send",
+    typeMessage: "Write a message (Enter sends, Shift+Enter for a new line)",
+    olderLoading: "Loading older messages…", noMessages: "No messages yet.",
+    reauthTitle: "Password needed", reauthText: "The server no longer accepts this account's key. Enter the password to log in again.",
+    unread: "unread", limit: "You can pin up to {max} contacts.",
+    online: "online", offline: "offline", busy: "busy", idle: "away", do_not_disturb: "do not disturb",
+    conn_online: "connected", conn_offline: "offline — showing what was last received",
+    conn_connecting: "connecting…", conn_auth_required: "password needed",
+    queued: "queued", sent: "sent", read: "read", failed: "not sent", received: "",
+    err: {
+      "auth.bad_credentials": "Wrong account name or password.",
+      "server.unreachable": "Cannot reach the server. Check its address and your network.",
+      "widget.exists": "This account is already added.",
+      "widget.too_many_pins": "Too many contacts picked.",
+      "widget.not_contact": "That person is not among this account's contacts.",
+      "keyring.unavailable": "The system keyring is locked or unavailable; unlock it and try again.",
+      "widget.invalid": "Please check what you typed.",
+      "ui.daemon_unreachable": "The pinchat daemon is not answering.",
+    },
+  },
+  zh: {
+    addAccount: "添加账号", server: "服务器", account: "账号", password: "密码",
+    logIn: "登录", loggingIn: "正在登录…", pick: "选择联系人", picked: "已选 {n} / {max}",
+    search: "搜索联系人", done: "完成", refresh: "刷新", changeAccount: "切换账号",
+    pickAgain: "选择联系人", back: "返回", close: "关闭", unreadFrom: "{name} 的未读消息",
+    noUnread: "没有未读消息。", noPins: "还没有挂出的联系人。", send: "发送",
+    typeMessage: "输入消息（回车发送，Shift+回车换行）",
+    olderLoading: "正在加载更早的消息…", noMessages: "还没有消息。",
+    reauthTitle: "需要密码", reauthText: "服务器不再接受该账号的密钥，请输入密码重新登录。",
+    unread: "条未读", limit: "最多可以挂出 {max} 位联系人。",
+    online: "在线", offline: "离线", busy: "忙碌", idle: "离开", do_not_disturb: "请勿打扰",
+    conn_online: "已连接", conn_offline: "离线——显示最后收到的内容",
+    conn_connecting: "正在连接…", conn_auth_required: "需要密码",
+    queued: "待发送", sent: "已发送", read: "已读", failed: "发送失败", received: "",
+    err: {
+      "auth.bad_credentials": "账号或密码错误。",
+      "server.unreachable": "无法连接服务器，请检查地址和网络。",
+      "widget.exists": "该账号已经添加。",
+      "widget.too_many_pins": "选择的联系人太多。",
+      "widget.not_contact": "此人不是该账号的联系人。",
+      "keyring.unavailable": "系统钥匙串已锁定或不可用，请解锁后重试。",
+      "widget.invalid": "请检查输入的内容。",
+      "ui.daemon_unreachable": "pinchat 后台服务没有响应。",
+    },
+  },
+};
+
+const params = new URLSearchParams(location.search);
+const lang = WORDS[params.get("lang")] ? params.get("lang") : "en";
+const W = WORDS[lang];
+document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+
+function t(key, vars) {
+  let s = W[key] ?? key;
+  for (const [k, v] of Object.entries(vars || {})) s = s.replace("{" + k + "}", v);
+  return s;
+}
+function errorText(e) {
+  return (e && W.err[e.code]) || (e && e.message) || String(e);
+}
+
+// ---- The bridge to the app -------------------------------------------------------------------
+let nextId = 1;
+const waiting = new Map();
+window.pinchat = {
+  reply(id, ok, value) {
+    const w = waiting.get(id);
+    if (!w) return;
+    waiting.delete(id);
+    ok ? w.resolve(value) : w.reject(value);
+  },
+  event(n) { onEvent(n); },
+};
+function call(method, params) {
+  const id = nextId++;
+  return new Promise((resolve, reject) => {
+    waiting.set(id, { resolve, reject });
+    window.ipc.postMessage(JSON.stringify({ id, method, params: params || {} }));
+  });
+}
+
+// ---- Small DOM helpers -----------------------------------------------------------------------
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (v === true) el.setAttribute(k, "");
+    else if (v !== false && v != null) el.setAttribute(k, v);
+  }
+  for (const c of children.flat()) if (c != null) el.append(c.nodeType ? c : String(c));
+  return el;
+}
+function show(...nodes) {
+  const app = document.getElementById("app");
+  app.replaceChildren(...nodes);
+  const first = app.querySelector("[autofocus]") || app.querySelector("input, button, li[tabindex]");
+  if (first) first.focus();
+}
+function avatar(name, state) {
+  let hash = 0;
+  for (const c of name || "?") hash = (hash * 31 + c.codePointAt(0)) >>> 0;
+  const el = h("div", { class: "avatar", "aria-hidden": "true" }, [...(name || "?")][0].toUpperCase());
+  el.style.background = `hsl(${hash % 360} 55% 45%)`;
+  if (state) el.append(h("span", { class: "state " + state }));
+  return el;
+}
+function when(ts) {
+  const d = new Date(ts);
+  return d.toLocaleTimeString(lang === "zh" ? "zh-CN" : "en", { hour: "2-digit", minute: "2-digit" });
+}
+function activate(el, fn) {
+  el.addEventListener("click", fn);
+  el.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); fn(); } });
+  return el;
+}
+
+// ---- State -----------------------------------------------------------------------------------
+const state = { widget: params.get("widget"), view: null, screen: null, chat: null };
+
+// ---- Login (Fig. 2) --------------------------------------------------------------------------
+function loginView(rebind) {
+  state.screen = "login";
+  const err = h("div", { class: "error", role: "alert" });
+  const server = h("input", { type: "text", id: "server", value: "http://127.0.0.1:8080", autocomplete: "url" });
+  const account = h("input", { type: "text", id: "account", autofocus: true, autocomplete: "username" });
+  const password = h("input", { type: "password", id: "password", autocomplete: "current-password" });
+  const submit = h("button", { class: "primary", type: "submit", id: "login" }, t("logIn"));
+  const form = h("form", { class: "pad", onsubmit: async (e) => {
+    e.preventDefault();
+    err.textContent = "";
+    submit.disabled = true;
+    submit.textContent = t("loggingIn");
+    const login = { server: server.value.trim(), account: account.value.trim(), password: password.value };
+    try {
+      const created = rebind
+        ? await call("widget.rebind", { widget: state.widget, ...login })
+        : await call("widget.create", login);
+      password.value = "";
+      state.widget = created.widget.id;
+      state.view = created.widget;
+      await call("ui.opened", { widget: state.widget });
+      pickerView(created.contacts, created.max_pins, []);
+    } catch (e) {
+      err.textContent = errorText(e);
+      submit.disabled = false;
+      submit.textContent = t("logIn");
+    }
+  } },
+    h("label", { for: "server" }, t("server")), server,
+    h("label", { for: "account" }, t("account")), account,
+    h("label", { for: "password" }, t("password")), password,
+    err, submit);
+  show(h("header", {}, h("h1", {}, rebind ? t("changeAccount") : t("addAccount"))), h("div", { class: "scroll" }, form));
+}
+
+// ---- Contact picker (Fig. 3) -----------------------------------------------------------------
+function pickerView(contacts, max, pinned) {
+  state.screen = "picker";
+  const chosen = new Set(pinned);
+  const count = h("span", { class: "note", id: "picked", "aria-live": "polite" });
+  const done = h("button", { class: "primary", id: "done" }, t("done"));
+  const list = h("ul", { class: "list", id: "contacts", "aria-label": t("pick") });
+  const search = h("input", { type: "search", id: "search", placeholder: t("search"), "aria-label": t("search"), autofocus: true });
+  const err = h("div", { class: "error", role: "alert" });
+  function refreshCount() {
+    count.textContent = t("picked", { n: chosen.size, max });
+    for (const box of list.querySelectorAll("input")) box.disabled = !box.checked && chosen.size >= max;
+  }
+  function render() {
+    const q = search.value.trim().toLowerCase();
+    list.replaceChildren(...contacts
+      .filter((c) => !q || c.name.toLowerCase().includes(q) || c.login.toLowerCase().includes(q))
+      .map((c) => {
+        const box = h("input", { type: "checkbox", id: "c" + c.id, "data-contact": c.id, checked: chosen.has(c.id) });
+        box.addEventListener("change", () => {
+          if (box.checked) chosen.add(c.id); else chosen.delete(c.id);
+          refreshCount();
+        });
+        return h("li", {}, box, avatar(c.name),
+          h("label", { for: "c" + c.id, class: "who" }, h("div", { class: "name" }, c.name), h("div", { class: "sig" }, c.signature || c.login)));
+      }));
+    refreshCount();
+  }
+  search.addEventListener("input", render);
+  done.addEventListener("click", async () => {
+    try {
+      state.view = await call("widget.set_pins", { widget: state.widget, pins: [...chosen] });
+      widgetView();
+    } catch (e) { err.textContent = errorText(e); }
+  });
+  show(h("header", {}, h("h1", {}, t("pick"), h("span", { class: "sub" }, t("limit", { max })))),
+    h("div", { class: "pad" }, search), h("div", { class: "scroll" }, list), err,
+    h("div", { class: "bar" }, count, h("span", { class: "grow" }), done));
+  render();
+}
+
+// ---- Widget (Fig. 4) -------------------------------------------------------------------------
+async function loadWidget() {
+  state.view = await call("widget.snapshot", { widget: state.widget });
+}
+function widgetView() {
+  state.screen = "widget";
+  const v = state.view;
+  if (!v) return;
+  if (v.connection === "auth_required") return reauthView();
+  const me = v.account;
+  const list = h("ul", { class: "list", id: "pins" });
+  for (const c of v.pins) {
+    const count = c.unread > 0
+      ? h("button", { class: "count", "data-unread": c.id, "aria-label": `${c.unread} ${t("unread")}`, onclick: (e) => { e.stopPropagation(); detailsView(c); } }, c.unread > 99 ? "99+" : c.unread)
+      : null;
+    const row = h("li", { tabindex: "0", "data-contact": c.id, "aria-label": `${c.name}, ${t(c.state)}` },
+      avatar(c.name, c.state),
+      h("div", { class: "who" }, h("div", { class: "name" }, c.name), h("div", { class: "sig" }, c.status || c.signature)),
+      count);
+    activate(row, () => chatView(c));
+    list.append(row);
+  }
+  if (!v.pins.length) list.append(h("li", { class: "empty" }, t("noPins")));
+  const conn = h("span", { class: "conn " + v.connection, id: "connection" }, t("conn_" + v.connection));
+  show(
+    h("header", {}, avatar(me.name, me.state),
+      h("h1", { id: "me" }, me.name, h("span", { class: "sub" }, me.signature || me.login))),
+    h("div", { class: "scroll" }, list),
+    h("div", { class: "bar" }, conn, h("span", { class: "grow" }),
+      h("button", { id: "refresh", "aria-label": t("refresh"), onclick: async () => { state.view = await call("widget.refresh", { widget: state.widget }); widgetView(); } }, "⟳"),
+      h("button", { id: "repick", onclick: async () => {
+        const contacts = await call("widget.contacts", { widget: state.widget });
+        pickerView(contacts, v.max_pins, v.pins.map((p) => p.id));
+      } }, t("pickAgain")),
+      h("button", { id: "change-account", onclick: () => loginView(true) }, t("changeAccount"))));
+}
+
+// ---- Unread details (claim 3) ----------------------------------------------------------------
+async function detailsView(contact) {
+  state.screen = "details";
+  const msgs = await call("widget.unread", { widget: state.widget, contact: contact.id });
+  const list = h("ul", { class: "list", id: "unread" });
+  for (const m of msgs) {
+    const row = h("li", { tabindex: "0", "data-message": m.id },
+      h("div", { class: "who" }, h("div", { class: "sig" }, when(m.ts)), h("div", {}, m.text)));
+    activate(row, () => chatView(contact));
+    list.append(row);
+  }
+  if (!msgs.length) list.append(h("li", { class: "empty" }, t("noUnread")));
+  show(h("header", {}, h("button", { onclick: widgetView, "aria-label": t("back") }, "←"), avatar(contact.name, contact.state),
+    h("h1", {}, t("unreadFrom", { name: contact.name }))), h("div", { class: "scroll" }, list));
+}
+
+// ---- Chat (Fig. 5) ---------------------------------------------------------------------------
+async function chatView(contact) {
+  state.screen = "chat";
+  const me = state.view.account;
+  const box = h("div", { class: "msgs", id: "messages", role: "log" });
+  const scroller = h("div", { class: "scroll" }, box);
+  const text = h("textarea", { id: "text", "aria-label": t("typeMessage"), placeholder: t("typeMessage"), autofocus: true });
+  const chat = { contact, box, scroller, oldest: null, more: true, loading: false, nodes: new Map() };
+  state.chat = chat;
+  async function send() {
+    const body = text.value.trim();
+    if (!body) return;
+    text.value = "";
+    try {
+      const m = await call("widget.send", { widget: state.widget, contact: contact.id, text: body });
+      addMessage(m, false);
+    } catch (e) { text.value = body; alert(errorText(e)); }
+  }
+  text.addEventListener("keydown", (e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); send(); } });
+  scroller.addEventListener("scroll", () => { if (scroller.scrollTop < 40) loadOlder(); });
+  show(
+    h("header", {}, h("button", { id: "back", onclick: () => { state.chat = null; widgetView(); }, "aria-label": t("back") }, "←"),
+      avatar(contact.name, contact.state), h("h1", { id: "peer" }, contact.name, h("span", { class: "sub" }, t(contact.state))),
+      avatar(me.name, me.state)),
+    scroller,
+    h("div", { class: "compose" }, text, h("button", { class: "primary", id: "send", onclick: send }, t("send"))));
+  await loadOlder();
+  scroller.scrollTop = scroller.scrollHeight;
+  markRead();
+}
+async function loadOlder() {
+  const chat = state.chat;
+  if (!chat || chat.loading || !chat.more) return;
+  chat.loading = true;
+  const page = await call("widget.history", { widget: state.widget, contact: chat.contact.id, before: chat.oldest, limit: 30 });
+  chat.more = page.more;
+  const before = chat.scroller.scrollHeight;
+  for (const m of page.messages) addMessage(m, true);
+  chat.scroller.scrollTop += chat.scroller.scrollHeight - before;
+  if (!chat.box.children.length) chat.box.append(h("div", { class: "empty", id: "no-messages" }, t("noMessages")));
+  chat.loading = false;
+}
+function addMessage(m, older) {
+  const chat = state.chat;
+  if (!chat) return;
+  document.getElementById("no-messages")?.remove();
+  const key = m.client_id || "s" + m.id;
+  const mine = m.from === state.view.account.id;
+  const meta = h("span", { class: "meta" }, when(m.ts) + (mine && t(m.state) ? " · " + t(m.state) : ""));
+  const el = h("div", { class: "msg" + (mine ? " mine" : ""), "data-message": m.id, "data-state": m.state }, m.text, meta);
+  const existing = chat.nodes.get(key) || chat.nodes.get("s" + m.id);
+  if (existing) { existing.replaceWith(el); } else if (older) { chat.box.prepend(el); } else { chat.box.append(el); }
+  chat.nodes.set(key, el);
+  if (m.id && m.id > 0) chat.nodes.set("s" + m.id, el);
+  if (m.id && (chat.oldest == null || m.id < chat.oldest)) chat.oldest = m.id;
+  if (!older) chat.scroller.scrollTop = chat.scroller.scrollHeight;
+}
+function markRead() {
+  if (state.chat) call("widget.mark_read", { widget: state.widget, contact: state.chat.contact.id }).catch(() => {});
+}
+
+// ---- Re-authentication -----------------------------------------------------------------------
+function reauthView() {
+  state.screen = "reauth";
+  const err = h("div", { class: "error", role: "alert" });
+  const password = h("input", { type: "password", id: "password", autofocus: true, autocomplete: "current-password" });
+  show(h("header", {}, h("h1", {}, t("reauthTitle"), h("span", { class: "sub" }, state.view.account.login))),
+    h("form", { class: "pad", onsubmit: async (e) => {
+      e.preventDefault();
+      try {
+        state.view = await call("widget.reauth", { widget: state.widget, password: password.value });
+        password.value = "";
+        widgetView();
+      } catch (e2) { err.textContent = errorText(e2); }
+    } }, h("p", {}, t("reauthText")), h("label", { for: "password" }, t("password")), password, err,
+      h("button", { class: "primary", type: "submit", id: "reauth" }, t("logIn"))));
+}
+
+// ---- Live updates ----------------------------------------------------------------------------
+function onEvent(n) {
+  const p = n.params || {};
+  if (p.widget && typeof p.widget === "string" && p.widget !== state.widget) return;
+  switch (n.method) {
+    case "widget.changed":
+      if (p.widget.id !== state.widget) return;
+      state.view = p.widget;
+      if (state.screen === "widget" || (state.screen === "reauth" && state.view.connection !== "auth_required")) widgetView();
+      else if (state.view.connection === "auth_required" && state.screen !== "login") reauthView();
+      break;
+    case "widget.contact_changed": {
+      const c = state.view && state.view.pins.find((x) => x.id === p.contact);
+      if (!c) return;
+      for (const f of p.fields) Object.assign(c, f);
+      if (state.screen === "widget") widgetView();
+      break;
+    }
+    case "message.received":
+      if (state.chat && p.message.from === state.chat.contact.id) { addMessage(p.message, false); markRead(); }
+      break;
+    case "message.delivery":
+      if (state.chat && p.message.to === state.chat.contact.id) addMessage(p.message, false);
+      break;
+    case "widget.removed":
+      call("ui.close", {});
+      break;
+  }
+}
+
+// ---- Start -----------------------------------------------------------------------------------
+(async () => {
+  if (params.get("view") === "widget" && state.widget) {
+    try { await loadWidget(); widgetView(); } catch (e) { show(h("div", { class: "pad error" }, errorText(e))); }
+  } else {
+    loginView(false);
+  }
+})();

@@ -1,0 +1,298 @@
+//! The app's link to the daemon: a tokio runtime on its own thread that owns the local-API client.
+//!
+//! The app is a client of the same API that gadgets use, with no back door: at start it connects to
+//! the running daemon, or — when none runs — starts the daemon inside this process on the usual socket
+//! and connects to that. Panels send requests (`method` + `params`, as JSON) through [`Backend::request`];
+//! answers, notifications and the widget list come back through the `sink` given to [`Backend::start`],
+//! which the GUI turns into event-loop events.
+
+use pinchat_ipc::api::{ListWidgets, NoParams, Subscribe, SubscribeParams, WidgetSummary};
+use pinchat_ipc::client::{Client, ClientError};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Which panel a request came from, so that its answer goes back there.
+pub type PanelId = u64;
+
+/// What the backend tells the app.
+#[derive(Debug)]
+pub enum ToUi {
+    /// The answer to a panel's request: the result, or `{code, message}`.
+    Reply {
+        /// The panel that asked.
+        panel: PanelId,
+        /// The panel's request number.
+        id: u64,
+        /// The result or the error.
+        result: Result<Value, Value>,
+    },
+    /// A notification from the daemon, as JSON (`{method, params}`).
+    Notification(Value),
+    /// The widgets, whenever they may have changed.
+    Widgets(Vec<WidgetSummary>),
+    /// The daemon went away.
+    Lost(String),
+    /// Another launch of the app asked this one to show itself.
+    Show,
+}
+
+/// [`Backend::start`] found another instance of the app and asked it to show itself.
+#[derive(Debug, thiserror::Error)]
+#[error("pinchat is already running: its panel was opened")]
+pub struct AlreadyRunning;
+
+/// Where the daemon is, and where an embedded one keeps its data.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The local API's socket; the default one when `None`.
+    pub socket: Option<PathBuf>,
+    /// The embedded daemon's data directory; the default one when `None`.
+    pub data_dir: Option<PathBuf>,
+    /// Be the only instance of the app: listen next to the daemon's socket, and when another instance
+    /// already listens there, ask it to show itself and fail with [`AlreadyRunning`].
+    pub single_instance: bool,
+}
+
+/// How the app reached the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    /// A daemon was already running.
+    Running,
+    /// The daemon runs inside this process.
+    Embedded,
+}
+
+struct Request {
+    panel: PanelId,
+    id: u64,
+    method: String,
+    params: Value,
+}
+
+/// The handle the GUI holds.
+pub struct Backend {
+    requests: mpsc::Sender<Request>,
+    shutdown: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// How the daemon was reached.
+    pub attached: Attached,
+}
+
+/// The methods panels may call: the local API, nothing else.
+fn allowed(method: &str) -> bool {
+    pinchat_ipc::api::METHODS.contains(&method) && method != "subscribe" && method != "unsubscribe"
+}
+
+impl Backend {
+    /// Connects to (or starts) the daemon and starts forwarding to `sink`.
+    pub fn start(options: Options, sink: impl Fn(ToUi) + Send + Sync + 'static) -> anyhow::Result<Backend> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("pinchat-backend")
+            .enable_all()
+            .build()?;
+        let shutdown = CancellationToken::new();
+        let (requests, rx) = mpsc::channel(256);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let stop = shutdown.clone();
+        let sink: Arc<dyn Fn(ToUi) + Send + Sync> = Arc::new(sink);
+        let thread = std::thread::Builder::new()
+            .name("pinchat-backend".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let instance = match options.single_instance {
+                        true => match claim_instance(&options).await {
+                            Ok(listener) => Some(listener),
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                                return;
+                            }
+                        },
+                        false => None,
+                    };
+                    match connect(&options, stop.clone()).await {
+                        Ok((client, attached, daemon)) => {
+                            let _ = ready_tx.send(Ok(attached));
+                            if let Some(listener) = instance {
+                                let sink = sink.clone();
+                                tokio::spawn(async move {
+                                    while let Ok(mut s) = listener.accept().await {
+                                        use tokio::io::AsyncReadExt;
+                                        let mut buf = [0u8; 16];
+                                        let _ = s.read(&mut buf).await;
+                                        sink(ToUi::Show);
+                                    }
+                                });
+                            }
+                            serve(client, rx, sink, stop).await;
+                            if let Some(daemon) = daemon {
+                                let _ = daemon.await;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+            })?;
+        let attached = ready_rx
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the backend thread stopped"))??;
+        Ok(Backend {
+            requests,
+            shutdown,
+            thread: Some(thread),
+            attached,
+        })
+    }
+
+    /// Sends a panel's request; an answer always comes back through the sink.
+    pub fn request(&self, panel: PanelId, id: u64, method: String, params: Value) -> Result<(), Value> {
+        if !allowed(&method) {
+            return Err(error_value(
+                "rpc.method_not_found",
+                &format!("no method {method:?}"),
+            ));
+        }
+        self.requests
+            .try_send(Request {
+                panel,
+                id,
+                method,
+                params,
+            })
+            .map_err(|_| error_value("ui.busy", "too many requests at once; try again"))
+    }
+
+    /// Stops the backend (and the embedded daemon, letting it finish its writes).
+    pub fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn error_value(code: &str, message: &str) -> Value {
+    serde_json::json!({ "code": code, "message": message })
+}
+
+type DaemonTask = tokio::task::JoinHandle<anyhow::Result<()>>;
+
+fn socket_of(options: &Options) -> PathBuf {
+    options
+        .socket
+        .clone()
+        .unwrap_or_else(pinchat_ipc::transport::default_socket)
+}
+
+/// Listens as the app's only instance, or tells the running one to show itself.
+async fn claim_instance(options: &Options) -> anyhow::Result<pinchat_ipc::transport::Listener> {
+    let path = PathBuf::from(format!("{}-ui", socket_of(options).display()));
+    match pinchat_ipc::transport::Listener::bind(&path) {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            use tokio::io::AsyncWriteExt;
+            let mut s = pinchat_ipc::transport::connect(&path).await?;
+            s.write_all(b"show\n").await?;
+            Err(AlreadyRunning.into())
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot listen on {}: {e}", path.display())),
+    }
+}
+
+async fn connect(
+    options: &Options,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(Client, Attached, Option<DaemonTask>)> {
+    let mut config = pinchat_daemon::config::DaemonConfig::load(None)?;
+    if let Some(s) = &options.socket {
+        config.socket.clone_from(s);
+    }
+    if let Some(d) = &options.data_dir {
+        config.data_dir.clone_from(d);
+    }
+    match Client::connect(&config.socket).await {
+        Ok(client) => return Ok((client, Attached::Running, None)),
+        Err(ClientError::NotRunning(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let listener = pinchat_ipc::transport::Listener::bind(&config.socket)
+        .map_err(|e| anyhow::anyhow!("cannot start the daemon on {}: {e}", config.socket.display()))?;
+    let socket = config.socket.clone();
+    let daemon = tokio::spawn(pinchat_daemon::run(config, listener, shutdown));
+    let client = Client::connect(&socket).await?;
+    Ok((client, Attached::Embedded, Some(daemon)))
+}
+
+async fn serve(
+    mut client: Client,
+    mut requests: mpsc::Receiver<Request>,
+    sink: Arc<dyn Fn(ToUi) + Send + Sync>,
+    shutdown: CancellationToken,
+) {
+    let mut notifications = client.notifications().expect("taken once, here");
+    let client = Arc::new(client);
+    if let Err(e) = client.call::<Subscribe>(SubscribeParams { widgets: None }).await {
+        sink(ToUi::Lost(e.to_string()));
+        return;
+    }
+    let refresh = {
+        let (client, sink) = (client.clone(), sink.clone());
+        move || {
+            let (client, sink) = (client.clone(), sink.clone());
+            tokio::spawn(async move {
+                match client.call::<ListWidgets>(NoParams {}).await {
+                    Ok(list) => sink(ToUi::Widgets(list)),
+                    Err(e) => sink(ToUi::Lost(e.to_string())),
+                }
+            });
+        }
+    };
+    refresh();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            request = requests.recv() => {
+                let Some(r) = request else { return };
+                let (client, sink) = (client.clone(), sink.clone());
+                tokio::spawn(async move {
+                    let result = client.call_raw(&r.method, r.params).await.map_err(|e| {
+                        let code = e.code().unwrap_or("ui.daemon_unreachable").to_owned();
+                        error_value(&code, &e.to_string())
+                    });
+                    sink(ToUi::Reply { panel: r.panel, id: r.id, result });
+                });
+            }
+            n = notifications.recv() => {
+                let Some(n) = n else {
+                    sink(ToUi::Lost("the daemon closed the connection".into()));
+                    return;
+                };
+                // Any notification may change unread counts or connection states: the tray's view of
+                // the widgets is refreshed (one small call; notifications are rare when idle).
+                if let Ok(v) = serde_json::to_value(&n) {
+                    sink(ToUi::Notification(v));
+                }
+                refresh();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::allowed;
+
+    #[test]
+    fn panels_reach_the_api_only() {
+        assert!(allowed("widget.snapshot"));
+        assert!(allowed("widget.create"));
+        assert!(!allowed("subscribe"), "the backend owns the subscription");
+        assert!(!allowed("shell.exec"));
+        assert!(!allowed(""));
+    }
+}

@@ -1,0 +1,448 @@
+//! The graphical app: the tao event loop (`ControlFlow::Wait`: it sleeps until something happens), the
+//! tray icon and its menu, and the panels.
+//!
+//! A panel is a window with a wry webview showing the embedded single-page UI (`assets/`), served
+//! through the `pinchat` custom protocol with a strict CSP: nothing is loaded from the network. One
+//! panel per widget (plus one for adding an account); it is created when opened and **destroyed when
+//! closed**, so an idle app holds no webview. The page talks to the daemon through the backend with
+//! `window.ipc.postMessage({id, method, params})`; answers and notifications come back through
+//! `evaluate_script` calls to `window.pinchat.reply` and `window.pinchat.event`.
+
+use crate::backend::{Backend, PanelId, ToUi};
+use crate::i18n::Lang;
+use crate::{assets, badge};
+use pinchat_ipc::api::{Connection, WidgetSummary};
+use serde_json::Value;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use tao::dpi::{LogicalSize, PhysicalPosition};
+use tao::event::{Event, StartCause, WindowEvent};
+use tao::event_loop::{ControlFlow, EventLoopBuilder, EventLoopProxy, EventLoopWindowTarget};
+use tao::window::{Window, WindowBuilder, WindowId};
+use tray_icon::menu::{Menu, MenuEvent, MenuItem, PredefinedMenuItem};
+use tray_icon::{TrayIcon, TrayIconBuilder, TrayIconEvent};
+use wry::{WebContext, WebView, WebViewBuilder};
+
+/// Everything that wakes the event loop.
+#[derive(Debug)]
+pub enum UserEvent {
+    /// The tray icon was clicked.
+    Tray(TrayIconEvent),
+    /// A tray menu entry was chosen.
+    Menu(MenuEvent),
+    /// The backend has something.
+    Backend(ToUi),
+    /// A panel's page posted a message.
+    FromPanel(PanelId, String),
+}
+
+/// What a panel shows first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PanelKind {
+    /// A widget's panel (widget view, details, chat, re-pick, re-authentication).
+    Widget(String),
+    /// Adding an account: login, then picking contacts.
+    AddAccount,
+}
+
+struct Panel {
+    id: PanelId,
+    kind: PanelKind,
+    // Dropped in this order: the webview before its window.
+    webview: WebView,
+    window: Window,
+}
+
+struct App {
+    lang: Lang,
+    /// Taken (and stopped) when the loop ends.
+    backend: Option<Backend>,
+    proxy: EventLoopProxy<UserEvent>,
+    tray: Option<TrayIcon>,
+    widgets: Vec<WidgetSummary>,
+    /// What the tray shows now: (total unread, any online, menu labels); rebuilt only when it changes.
+    shown: Option<(u32, bool, Vec<String>)>,
+    panels: HashMap<WindowId, Panel>,
+    next_panel: PanelId,
+    context: WebContext,
+    /// Where the tray was last clicked (Linux gives only this), to place panels near it.
+    anchor: Option<PhysicalPosition<f64>>,
+}
+
+/// The URL the panels load, per platform (wry serves custom protocols at `http://<name>.localhost` on
+/// Windows).
+fn page_url(query: &str) -> String {
+    if cfg!(windows) {
+        format!("http://pinchat.localhost/index.html?{query}")
+    } else {
+        format!("pinchat://localhost/index.html?{query}")
+    }
+}
+
+/// Connects to the daemon (or starts it) and runs the app until "Quit".
+pub fn run(options: crate::backend::Options, lang: Lang) -> anyhow::Result<std::convert::Infallible> {
+    let event_loop = EventLoopBuilder::<UserEvent>::with_user_event().build();
+    let proxy = event_loop.create_proxy();
+    let backend = {
+        let p = std::sync::Mutex::new(proxy.clone());
+        Backend::start(options, move |e| {
+            let _ = p
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .send_event(UserEvent::Backend(e));
+        })?
+    };
+    {
+        let p = proxy.clone();
+        TrayIconEvent::set_event_handler(Some(move |e| {
+            let _ = p.send_event(UserEvent::Tray(e));
+        }));
+        let p = proxy.clone();
+        MenuEvent::set_event_handler(Some(move |e| {
+            let _ = p.send_event(UserEvent::Menu(e));
+        }));
+    }
+    let mut context = WebContext::new(None);
+    if std::env::var_os("PINCHAT_AUTOMATION").is_some() {
+        // Lets WebKitWebDriver drive the real panels in the end-to-end tests (Linux; a no-op elsewhere).
+        context.set_allows_automation(true);
+    }
+    let mut app = App {
+        lang,
+        backend: Some(backend),
+        proxy,
+        tray: None,
+        widgets: vec![],
+        shown: None,
+        panels: HashMap::new(),
+        next_panel: 1,
+        context,
+        anchor: None,
+    };
+    event_loop.run(move |event, target, control_flow| {
+        *control_flow = ControlFlow::Wait;
+        match event {
+            // The tray is created once the loop runs (macOS requires it).
+            Event::NewEvents(StartCause::Init) => app.update_tray(),
+            Event::UserEvent(e) => {
+                let quit = app.user_event(e, target);
+                *control_flow = if quit {
+                    ControlFlow::Exit
+                } else {
+                    ControlFlow::Wait
+                };
+            }
+            Event::WindowEvent {
+                window_id,
+                event: WindowEvent::CloseRequested,
+                ..
+            } => {
+                app.panels.remove(&window_id);
+            }
+            Event::LoopDestroyed => {
+                app.panels.clear();
+                app.tray = None;
+                // An embedded daemon finishes its writes before the process ends.
+                if let Some(b) = app.backend.take() {
+                    b.stop();
+                }
+            }
+            _ => {}
+        }
+    })
+}
+
+impl App {
+    /// Handles one event; `true` to quit.
+    fn user_event(&mut self, event: UserEvent, target: &EventLoopWindowTarget<UserEvent>) -> bool {
+        match event {
+            UserEvent::Tray(TrayIconEvent::Click {
+                position,
+                button: tray_icon::MouseButton::Left,
+                button_state: tray_icon::MouseButtonState::Up,
+                ..
+            }) => {
+                self.anchor = Some(position);
+                self.open_main(target);
+            }
+            // Linux (StatusNotifierItem) reports activation as a press only.
+            #[cfg(target_os = "linux")]
+            UserEvent::Tray(TrayIconEvent::Click { position, .. }) => {
+                self.anchor = Some(position);
+                self.open_main(target);
+            }
+            UserEvent::Tray(_) => {}
+            UserEvent::Menu(e) => {
+                let id = e.id().0.as_str();
+                if id == "quit" {
+                    return true;
+                } else if id == "add" {
+                    self.open(PanelKind::AddAccount, target);
+                } else if let Some(widget) = id.strip_prefix("open:") {
+                    self.open(PanelKind::Widget(widget.to_owned()), target);
+                }
+            }
+            UserEvent::Backend(ToUi::Show) => self.open_main(target),
+            UserEvent::FromPanel(panel, body) => self.panel_message(panel, &body),
+            UserEvent::Backend(ToUi::Reply { panel, id, result }) => {
+                let (ok, value) = match result {
+                    Ok(v) => (true, v),
+                    Err(e) => (false, e),
+                };
+                self.script(
+                    panel,
+                    &format!("window.pinchat&&window.pinchat.reply({id},{ok},{value})"),
+                );
+            }
+            UserEvent::Backend(ToUi::Notification(n)) => {
+                let js = format!("window.pinchat&&window.pinchat.event({n})");
+                for p in self.panels.values() {
+                    let _ = p.webview.evaluate_script(&js);
+                }
+            }
+            UserEvent::Backend(ToUi::Widgets(list)) => {
+                self.widgets = list;
+                // A removed widget's panel goes with it.
+                let ids: Vec<String> = self.widgets.iter().map(|w| w.id.clone()).collect();
+                self.panels
+                    .retain(|_, p| !matches!(&p.kind, PanelKind::Widget(w) if !ids.contains(w)));
+                self.update_tray();
+            }
+            UserEvent::Backend(ToUi::Lost(why)) => {
+                tracing::error!(%why, "lost the daemon");
+                eprintln!("pinchat: lost the connection to the daemon ({why}); quitting");
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The tray click: the first widget's panel, or adding an account when there is none.
+    fn open_main(&mut self, target: &EventLoopWindowTarget<UserEvent>) {
+        match self.widgets.first() {
+            Some(w) => self.open(PanelKind::Widget(w.id.clone()), target),
+            None => self.open(PanelKind::AddAccount, target),
+        }
+    }
+
+    fn open(&mut self, kind: PanelKind, target: &EventLoopWindowTarget<UserEvent>) {
+        if let Some(p) = self.panels.values().find(|p| p.kind == kind) {
+            p.window.set_visible(true);
+            p.window.set_focus();
+            return;
+        }
+        match self.build_panel(kind, target) {
+            Ok(panel) => {
+                self.panels.insert(panel.window.id(), panel);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot open a panel"),
+        }
+    }
+
+    fn build_panel(
+        &mut self,
+        kind: PanelKind,
+        target: &EventLoopWindowTarget<UserEvent>,
+    ) -> anyhow::Result<Panel> {
+        let id = self.next_panel;
+        self.next_panel += 1;
+        let (title, query) = match &kind {
+            PanelKind::Widget(w) => {
+                let name = self
+                    .widgets
+                    .iter()
+                    .find(|s| &s.id == w)
+                    .map_or("pinchat", |s| s.name.as_str());
+                (
+                    format!("pinchat — {name}"),
+                    format!("lang={}&view=widget&widget={}", self.lang.code(), urlencode(w)),
+                )
+            }
+            PanelKind::AddAccount => (
+                "pinchat".to_owned(),
+                format!("lang={}&view=login", self.lang.code()),
+            ),
+        };
+        let size = LogicalSize::new(360.0, 560.0);
+        let mut builder = WindowBuilder::new()
+            .with_title(title)
+            .with_inner_size(size)
+            .with_min_inner_size(LogicalSize::new(300.0, 360.0));
+        if let Some(pos) = self.anchor {
+            // Near the tray icon: the panel's top-right corner at the click, kept on screen.
+            let scale = target.primary_monitor().map_or(1.0, |m| m.scale_factor());
+            let w = size.width * scale;
+            let x = (pos.x - w).max(0.0);
+            builder = builder.with_position(PhysicalPosition::new(x, pos.y.max(0.0)));
+        }
+        let window = builder.build(target)?;
+        let proxy = self.proxy.clone();
+        let webview = WebViewBuilder::new_with_web_context(&mut self.context)
+            .with_custom_protocol("pinchat".into(), |_id, request| serve_asset(request.uri().path()))
+            .with_ipc_handler(move |req| {
+                let _ = proxy.send_event(UserEvent::FromPanel(id, req.into_body()));
+            })
+            // The panel never leaves its own pages.
+            .with_navigation_handler(|url| {
+                url.starts_with("pinchat://") || url.starts_with("http://pinchat.localhost/")
+            })
+            .with_url(page_url(&query));
+        #[cfg(target_os = "linux")]
+        let webview = {
+            use tao::platform::unix::WindowExtUnix;
+            use wry::WebViewBuilderExtUnix;
+            let vbox = window
+                .default_vbox()
+                .ok_or_else(|| anyhow::anyhow!("the window has no GTK container"))?;
+            webview.build_gtk(vbox)?
+        };
+        #[cfg(not(target_os = "linux"))]
+        let webview = webview.build(&window)?;
+        Ok(Panel {
+            id,
+            kind,
+            webview,
+            window,
+        })
+    }
+
+    /// A message from a panel's page: `{id, method, params}`.
+    fn panel_message(&mut self, panel: PanelId, body: &str) {
+        let parsed: Result<Value, _> = serde_json::from_str(body);
+        let Ok(msg) = parsed else {
+            tracing::warn!("a panel sent a message that is not JSON");
+            return;
+        };
+        let id = msg.get("id").and_then(Value::as_u64).unwrap_or(0);
+        let method = msg.get("method").and_then(Value::as_str).unwrap_or("").to_owned();
+        let params = msg.get("params").cloned().unwrap_or(Value::Null);
+        match method.as_str() {
+            "ui.close" => {
+                self.panels.retain(|_, p| p.id != panel);
+            }
+            "ui.opened" => {
+                // A panel that created a widget becomes that widget's panel.
+                if let Some(w) = params.get("widget").and_then(Value::as_str)
+                    && let Some(p) = self.panels.values_mut().find(|p| p.id == panel)
+                {
+                    p.kind = PanelKind::Widget(w.to_owned());
+                }
+                self.script(
+                    panel,
+                    &format!("window.pinchat&&window.pinchat.reply({id},true,{{}})"),
+                );
+            }
+            _ => {
+                let Some(backend) = &self.backend else { return };
+                if let Err(e) = backend.request(panel, id, method, params) {
+                    self.script(
+                        panel,
+                        &format!("window.pinchat&&window.pinchat.reply({id},false,{e})"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn script(&self, panel: PanelId, js: &str) {
+        if let Some(p) = self.panels.values().find(|p| p.id == panel) {
+            let _ = p.webview.evaluate_script(js);
+        }
+    }
+
+    fn update_tray(&mut self) {
+        let words = self.lang.words();
+        let total: u32 = self.widgets.iter().map(|w| w.unread).sum();
+        let online =
+            self.widgets.is_empty() || self.widgets.iter().any(|w| w.connection == Connection::Online);
+        let labels: Vec<String> = self
+            .widgets
+            .iter()
+            .map(|w| {
+                let state = match w.connection {
+                    Connection::Online | Connection::Connecting => String::new(),
+                    Connection::Offline => format!(" · {}", words.offline),
+                    Connection::AuthRequired => format!(" · {}", words.needs_password),
+                };
+                format!("{} ({} {}){state}", w.name, w.unread, words.unread)
+            })
+            .collect();
+        let now = (total, online, labels.clone());
+        if self.shown.as_ref() == Some(&now) && self.tray.is_some() {
+            return;
+        }
+        self.shown = Some(now);
+        let tooltip = if labels.is_empty() {
+            words.no_accounts.to_owned()
+        } else {
+            format!("pinchat\n{}", labels.join("\n"))
+        };
+        let menu = Menu::new();
+        for (w, label) in self.widgets.iter().zip(&labels) {
+            let _ = menu.append(&MenuItem::with_id(format!("open:{}", w.id), label, true, None));
+        }
+        let _ = menu.append(&PredefinedMenuItem::separator());
+        let _ = menu.append(&MenuItem::with_id("add", words.add_account, true, None));
+        let _ = menu.append(&MenuItem::with_id("quit", words.quit, true, None));
+        let icon = match tray_icon::Icon::from_rgba(badge::render(total, online), badge::SIZE, badge::SIZE) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot make the tray icon");
+                return;
+            }
+        };
+        match &self.tray {
+            Some(tray) => {
+                let _ = tray.set_icon(Some(icon));
+                let _ = tray.set_tooltip(Some(tooltip));
+                tray.set_menu(Some(Box::new(menu)));
+            }
+            None => match TrayIconBuilder::new()
+                .with_id("pinchat")
+                .with_icon(icon)
+                .with_tooltip(tooltip)
+                .with_title("pinchat")
+                .with_menu(Box::new(menu))
+                .with_menu_on_left_click(false)
+                .build()
+            {
+                Ok(tray) => {
+                    self.tray = Some(tray);
+                    // Scripts and tests read this line to know the tray item exists.
+                    println!("pinchat tray ready");
+                }
+                Err(e) => tracing::error!(error = %e, "cannot create the tray icon"),
+            },
+        }
+    }
+}
+
+/// Serves an embedded file with a strict Content-Security-Policy.
+fn serve_asset(path: &str) -> wry::http::Response<Cow<'static, [u8]>> {
+    match assets::get(path) {
+        Some((mime, body)) => wry::http::Response::builder()
+            .header("Content-Type", mime)
+            .header("Content-Security-Policy", assets::CSP)
+            .body(Cow::Borrowed(body))
+            .unwrap_or_else(|_| not_found()),
+        None => not_found(),
+    }
+}
+
+fn not_found() -> wry::http::Response<Cow<'static, [u8]>> {
+    let mut r = wry::http::Response::new(Cow::Borrowed(&b"not found"[..]));
+    *r.status_mut() = wry::http::StatusCode::NOT_FOUND;
+    r
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

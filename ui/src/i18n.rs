@@ -1,0 +1,108 @@
+//! The app's words in English and Simplified Chinese: the tray's tooltip and menu, notifications and
+//! the terminal view. The panels carry their own dictionary (`assets/app.js`) and get the language
+//! from here, so the whole app speaks one language.
+
+use serde::{Deserialize, Serialize};
+
+/// A language of the user interface.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Lang {
+    /// English.
+    #[default]
+    En,
+    /// Simplified Chinese.
+    Zh,
+}
+
+impl Lang {
+    /// The language of the OS locale: Chinese for any `zh` locale, English otherwise.
+    pub fn from_os() -> Lang {
+        Lang::from_locale(sys_locale::get_locale().as_deref().unwrap_or("en"))
+    }
+
+    /// The language for a BCP 47 or POSIX locale name.
+    pub fn from_locale(locale: &str) -> Lang {
+        if locale.to_ascii_lowercase().starts_with("zh") {
+            Lang::Zh
+        } else {
+            Lang::En
+        }
+    }
+
+    /// The code the panels use.
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::Zh => "zh",
+        }
+    }
+
+    /// The words of this language.
+    pub fn words(self) -> &'static Words {
+        match self {
+            Lang::En => &EN,
+            Lang::Zh => &ZH,
+        }
+    }
+}
+
+/// Every phrase the Rust side shows.
+pub struct Words {
+    /// The tray menu's entry to add an account.
+    pub add_account: &'static str,
+    /// The tray menu's entry to quit.
+    pub quit: &'static str,
+    /// The tooltip when no account is bound.
+    pub no_accounts: &'static str,
+    /// "unread" after a count.
+    pub unread: &'static str,
+    /// Shown after an account whose connection is down.
+    pub offline: &'static str,
+    /// Shown after an account that needs its password again.
+    pub needs_password: &'static str,
+    /// The terminal view's first line when there is no display.
+    pub no_display: &'static str,
+    /// The terminal view when no account is bound.
+    pub terminal_no_accounts: &'static str,
+    /// The title of a new-message notification, before the sender's name.
+    pub new_message_from: &'static str,
+}
+
+static EN: Words = Words {
+    add_account: "Add account…",
+    quit: "Quit pinchat",
+    no_accounts: "pinchat: no account yet",
+    unread: "unread",
+    offline: "offline",
+    needs_password: "password needed",
+    no_display: "No graphical display found, so there is no tray icon: showing your widgets here instead (Ctrl-C to quit).",
+    terminal_no_accounts: "No account is bound yet: add one with `pinchatctl add`, or run pinchat in a graphical session.",
+    new_message_from: "New message from",
+};
+
+static ZH: Words = Words {
+    add_account: "添加账号…",
+    quit: "退出 pinchat",
+    no_accounts: "pinchat：尚未添加账号",
+    unread: "条未读",
+    offline: "离线",
+    needs_password: "需要重新输入密码",
+    no_display: "未找到图形显示环境，无法显示托盘图标：改为在此处显示你的挂件（按 Ctrl-C 退出）。",
+    terminal_no_accounts: "尚未绑定账号：请用 `pinchatctl add` 添加，或在图形会话中运行 pinchat。",
+    new_message_from: "新消息来自",
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chinese_locales_get_chinese() {
+        assert_eq!(Lang::from_locale("zh-CN"), Lang::Zh);
+        assert_eq!(Lang::from_locale("zh_CN.UTF-8"), Lang::Zh);
+        assert_eq!(Lang::from_locale("en-US"), Lang::En);
+        assert_eq!(Lang::from_locale("de_DE"), Lang::En);
+        assert_ne!(Lang::Zh.words().quit, Lang::En.words().quit);
+    }
+}

@@ -1,0 +1,121 @@
+//! The view without a display: when there is no graphical session (a server, an SSH login, CI), the
+//! app says so and prints each widget — identity, pinned contacts with state, signature and unread
+//! count — again whenever something changes, until interrupted.
+
+use crate::backend::{Backend, ToUi};
+use crate::i18n::Lang;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::mpsc::Receiver;
+
+/// Prints the widgets as they change, until the daemon goes away.
+pub fn run(backend: Backend, events: Receiver<ToUi>, lang: Lang) -> std::process::ExitCode {
+    let words = lang.words();
+    println!("{}", words.no_display);
+    let mut order: Vec<String> = vec![];
+    let mut views: BTreeMap<String, Value> = BTreeMap::new();
+    let ask = |order: &[String]| {
+        for (i, w) in order.iter().enumerate() {
+            let _ = backend.request(
+                0,
+                i as u64,
+                "widget.snapshot".into(),
+                serde_json::json!({ "widget": w }),
+            );
+        }
+    };
+    while let Ok(event) = events.recv() {
+        match event {
+            ToUi::Widgets(list) => {
+                order = list.into_iter().map(|w| w.id).collect();
+                views.retain(|k, _| order.contains(k));
+                if order.is_empty() {
+                    println!("{}", words.terminal_no_accounts);
+                }
+                ask(&order);
+            }
+            ToUi::Notification(_) => ask(&order),
+            ToUi::Reply {
+                id, result: Ok(view), ..
+            } => {
+                if let Some(w) = order.get(id as usize) {
+                    views.insert(w.clone(), view);
+                    print!("{}", render(&order, &views, lang));
+                }
+            }
+            ToUi::Reply { result: Err(e), .. } => eprintln!("pinchat: {e}"),
+            ToUi::Show => {}
+            ToUi::Lost(why) => {
+                eprintln!("pinchat: lost the connection to the daemon ({why})");
+                backend.stop();
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    }
+    backend.stop();
+    std::process::ExitCode::SUCCESS
+}
+
+/// The text of every widget, in order.
+pub fn render(order: &[String], views: &BTreeMap<String, Value>, lang: Lang) -> String {
+    let words = lang.words();
+    let mut out = String::from("\n");
+    for w in order {
+        let Some(v) = views.get(w) else { continue };
+        let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        let account = v.get("account").cloned().unwrap_or_default();
+        let pins = v
+            .get("pins")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let unread: u64 = pins.iter().filter_map(|p| p.get("unread")?.as_u64()).sum();
+        out += &format!(
+            "{} ({}) · {} · {unread} {}\n",
+            s(&account, "name"),
+            s(&account, "login"),
+            s(v, "connection"),
+            words.unread
+        );
+        for p in &pins {
+            let state = s(p, "state");
+            let dot = match state.as_str() {
+                "online" => "●",
+                "offline" => "○",
+                _ => "◐",
+            };
+            let n = p.get("unread").and_then(Value::as_u64).unwrap_or(0);
+            let badge = if n > 0 { format!("  [{n}]") } else { String::new() };
+            out += &format!(
+                "  {dot} {:<16} {:<14} {}{badge}\n",
+                s(p, "name"),
+                state,
+                s(p, "signature")
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_widget_renders_its_pins_and_counts() {
+        let view = serde_json::json!({
+            "connection": "online",
+            "account": {"name": "Demo", "login": "demo"},
+            "pins": [
+                {"name": "Alice", "state": "online", "signature": "hi", "unread": 2},
+                {"name": "Bob", "state": "offline", "signature": "", "unread": 0}
+            ]
+        });
+        let order = vec!["w1".to_owned()];
+        let views = BTreeMap::from([("w1".to_owned(), view)]);
+        let text = render(&order, &views, Lang::En);
+        assert!(text.contains("Demo (demo) · online · 2 unread"), "{text}");
+        assert!(text.contains("● Alice") && text.contains("[2]"), "{text}");
+        assert!(text.contains("○ Bob"), "{text}");
+    }
+}
