@@ -22,6 +22,13 @@ fn need(tool: &str, package: &str) {
     );
 }
 
+/// Desktop tests share the session bus's one tray host: they run one at a time. Hold the guard for
+/// the whole test.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A private X server on a free display.
 pub struct Xvfb {
     child: Child,
@@ -244,5 +251,180 @@ impl Drop for App {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A minimal W3C WebDriver client for WebKitWebDriver, driving the real app's webview.
+pub struct WebDriver {
+    driver: Child,
+    http: reqwest::Client,
+    base: String,
+}
+
+/// The key WebDriver sends for Enter.
+pub const ENTER: &str = "\u{E007}";
+
+impl WebDriver {
+    /// Starts WebKitWebDriver with the app's environment and opens a session on the app (which starts
+    /// with `--automation` and opens a panel at once).
+    pub async fn start(display: &str, dir: &Path) -> WebDriver {
+        need("WebKitWebDriver", "webkit2gtk-driver");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let socket = dir.join("run").join("daemon.sock");
+        let app = App::command(display, dir, &socket);
+        let mut driver = Command::new("WebKitWebDriver");
+        driver.arg(format!("--port={port}"));
+        for (k, v) in app.get_envs() {
+            match v {
+                Some(v) => driver.env(k, v),
+                None => driver.env_remove(k),
+            };
+        }
+        let driver = driver
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("webdriver.log")).expect("log"))
+            .spawn()
+            .expect("start WebKitWebDriver");
+        let mut wd = WebDriver {
+            driver,
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        // The driver listens a moment after it starts.
+        let deadline = Instant::now() + crate::DEADLINE;
+        while wd.http.get(format!("{}/status", wd.base)).send().await.is_err() {
+            assert!(Instant::now() < deadline, "WebKitWebDriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {"webkitgtk:browserOptions": {
+            "binary": app_binary(), "args": ["--automation"]
+        }}}});
+        let session = wd.raw("POST", "/session", Some(caps)).await;
+        let id = session["sessionId"].as_str().expect("a session id").to_owned();
+        wd.base = format!("{}/session/{id}", wd.base);
+        wd
+    }
+
+    async fn raw(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let url = format!("{}{path}", self.base);
+        let req = match method {
+            "GET" => self.http.get(url),
+            "DELETE" => self.http.delete(url),
+            _ => self.http.post(url).json(&body.unwrap_or(serde_json::json!({}))),
+        };
+        let v: serde_json::Value = req
+            .send()
+            .await
+            .expect("WebDriver request")
+            .json()
+            .await
+            .expect("JSON");
+        v["value"].clone()
+    }
+
+    /// Runs `script` (a function body) in the page and returns its result.
+    pub async fn js(&self, script: &str) -> serde_json::Value {
+        self.raw(
+            "POST",
+            "/execute/sync",
+            Some(serde_json::json!({"script": script, "args": []})),
+        )
+        .await
+    }
+
+    /// Waits until `script` returns something other than null/false, and returns it.
+    pub async fn until(&self, what: &str, script: &str) -> serde_json::Value {
+        let deadline = Instant::now() + crate::DEADLINE;
+        loop {
+            let v = self.js(script).await;
+            if !v.is_null() && v != serde_json::Value::Bool(false) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The element matching `css`, once it exists.
+    pub async fn find(&self, css: &str) -> String {
+        let deadline = Instant::now() + crate::DEADLINE;
+        loop {
+            let v = self
+                .raw(
+                    "POST",
+                    "/element",
+                    Some(serde_json::json!({"using": "css selector", "value": css})),
+                )
+                .await;
+            // A found element is {"element-6066-…": id}; a miss is {"error": "no such element", …}.
+            if let Some(id) = v
+                .get("element-6066-11e4-a52e-4f735466cecf")
+                .and_then(|v| v.as_str())
+            {
+                return id.to_owned();
+            }
+            assert!(Instant::now() < deadline, "no element matches {css}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Clicks the element matching `css`.
+    pub async fn click(&self, css: &str) {
+        let id = self.find(css).await;
+        self.raw("POST", &format!("/element/{id}/click"), None).await;
+    }
+
+    /// Types `text` into the element matching `css` (after clearing it).
+    pub async fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css).await;
+        self.raw("POST", &format!("/element/{id}/clear"), None).await;
+        self.raw(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(serde_json::json!({"text": text})),
+        )
+        .await;
+    }
+
+    /// The text of the element matching `css`.
+    pub async fn text(&self, css: &str) -> String {
+        let id = self.find(css).await;
+        self.raw("GET", &format!("/element/{id}/text"), None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// A PNG screenshot of the page.
+    pub async fn screenshot(&self) -> Vec<u8> {
+        use base64::Engine;
+        let v = self.raw("GET", "/screenshot", None).await;
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap_or_default())
+            .expect("base64 PNG")
+    }
+}
+
+impl Drop for WebDriver {
+    fn drop(&mut self) {
+        // Ending the session makes the driver close the app it started; a raw request, since drop
+        // cannot await.
+        if let Some((host, path)) = self.base.strip_prefix("http://").and_then(|r| r.split_once('/')) {
+            use std::io::{Read, Write};
+            if let Ok(mut tcp) = std::net::TcpStream::connect(host) {
+                let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = write!(
+                    tcp,
+                    "DELETE /{path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+                );
+                let _ = tcp.read_to_end(&mut vec![]);
+            }
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
     }
 }

@@ -4,10 +4,13 @@
 
 use pinchat_ipc::api::{CreateWidget, Login, SetPins, SetPinsParams};
 use pinchat_tests::Server;
-use pinchat_tests::desktop::{App, Xvfb, ensure_tray_host, eventually, registered_items, window_titles};
+use pinchat_tests::desktop::{
+    App, ENTER, WebDriver, Xvfb, ensure_tray_host, eventually, registered_items, serial, window_titles,
+};
 
 #[tokio::test]
 async fn the_tray_shows_unread_counts_a_click_opens_the_widget_panel_and_a_second_launch_adds_nothing() {
+    let _serial = serial();
     let _host = ensure_tray_host();
     let x = Xvfb::start();
     let server = Server::start().await;
@@ -93,4 +96,153 @@ async fn the_tray_shows_unread_counts_a_click_opens_the_widget_panel_and_a_secon
         registered_items()
     );
     assert!(!app.log().contains("panicked"), "{}", app.log());
+}
+
+/// The patent's flow through the real panel, driven by WebKitWebDriver: log in, pick contacts, the
+/// widget shows them; a presence change and a message pushed by the server appear without a reload;
+/// unread details; chat; a reply reaches the other account; its read receipt shows.
+#[tokio::test]
+async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_panel() {
+    let _serial = serial();
+    let _host = ensure_tray_host();
+    let x = Xvfb::start();
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wd = WebDriver::start(&x.display, dir.path()).await;
+
+    // Login (Fig. 2): a wrong password first, in words a person understands.
+    wd.type_into("#server", &server.url("")).await;
+    wd.type_into("#account", "demo").await;
+    wd.type_into("#password", "wrong").await;
+    wd.click("#login").await;
+    wd.until(
+        "the error",
+        "return document.querySelector('.error').textContent || null",
+    )
+    .await;
+    assert_eq!(wd.text(".error").await, "Wrong account name or password.");
+    wd.type_into("#password", "demo").await;
+    wd.click("#login").await;
+
+    // Contact picker (Fig. 3): the full list, searchable, with the limit shown.
+    wd.find("#contacts").await;
+    let listed = wd
+        .js("return document.querySelectorAll('#contacts li').length")
+        .await;
+    assert_eq!(listed, 30);
+    let alice_key = server.key("alice").await;
+    let demo_key = server.key("demo").await;
+    let alice = server.id_of(&demo_key, "alice").await;
+    let bob = server.id_of(&demo_key, "bob").await;
+    wd.type_into("#search", "ali").await;
+    let filtered = wd
+        .js("return document.querySelectorAll('#contacts li').length")
+        .await;
+    assert_eq!(filtered, 1, "the search narrows the list");
+    wd.click(&format!("#c{}", alice.0)).await;
+    wd.type_into("#search", "").await;
+    wd.click(&format!("#c{}", bob.0)).await;
+    let picked = wd.text("#picked").await;
+    assert!(picked.starts_with("2 of "), "{picked}");
+    wd.click("#done").await;
+
+    // The widget (Fig. 4): identity, pins with state, no unread yet.
+    wd.find(&format!("#pins li[data-contact='{}']", alice.0)).await;
+    assert!(wd.text("#me").await.contains("Demo User"));
+    assert_eq!(
+        wd.js("return document.querySelectorAll('#pins li').length").await,
+        2
+    );
+    let state = format!(
+        "return document.querySelector(\"#pins li[data-contact='{}'] .state\").className",
+        alice.0
+    );
+    assert_eq!(wd.js(&state).await, "state offline");
+
+    // Alice comes online: the panel shows it without a reload.
+    let mut alice_stream = server.stream(&alice_key, pinchat_proto::Encoding::Json).await;
+    wd.until("alice online", &format!("{state} === 'state online'"))
+        .await;
+    // Alice writes: the count appears; the details list the message; a click opens the chat.
+    let demo_id = server.id_of(&alice_key, "demo").await;
+    server
+        .post::<_, pinchat_proto::http::SendResponse>(
+            &alice_key,
+            "/v1/messages",
+            &pinchat_proto::http::SendRequest {
+                to: demo_id,
+                client_id: "wd-1".into(),
+                text: "Lunch at noon?".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let count = format!("[data-unread='{}']", alice.0);
+    wd.until(
+        "the unread count",
+        &format!("return document.querySelector(\"{count}\")?.textContent"),
+    )
+    .await;
+    assert_eq!(wd.text(&count).await, "1");
+    wd.click(&count).await;
+    wd.find("#unread li").await;
+    assert!(wd.text("#unread").await.contains("Lunch at noon?"));
+    wd.click("#unread li").await;
+
+    // The chat (Fig. 5): history, then a reply sent with Enter.
+    wd.until(
+        "the message in the chat",
+        "return document.querySelector('#messages')?.textContent.includes('Lunch at noon?')",
+    )
+    .await;
+    wd.type_into("#text", &format!("Yes, see you there{ENTER}")).await;
+    // Alice receives it.
+    let history = || async {
+        let h: serde_json::Value = server
+            .get(&alice_key, &format!("/v1/messages/{}", demo_id.0))
+            .await
+            .unwrap();
+        h
+    };
+    let deadline = std::time::Instant::now() + pinchat_tests::DEADLINE;
+    let sent_id = loop {
+        let h = history().await;
+        if let Some(m) = h["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["text"] == "Yes, see you there")
+        {
+            break m["id"].as_u64().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alice never received the reply: {h}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    // Showing the chat marked Alice's message read: Alice's side sees the read marker move.
+    let deadline = std::time::Instant::now() + pinchat_tests::DEADLINE;
+    while history().await["peer_read_up_to"].as_u64().unwrap_or(0) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the chat did not mark the message read"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Alice reads the reply: the panel shows it as read.
+    let _: serde_json::Value = server
+        .post(
+            &alice_key,
+            &format!("/v1/messages/{}/read", demo_id.0),
+            &serde_json::json!({ "up_to": sent_id }),
+        )
+        .await
+        .unwrap();
+    wd.until(
+        "the read state",
+        &format!("return document.querySelector(\"#messages [data-message='{sent_id}']\")?.dataset.state === 'read'"),
+    )
+    .await;
+    alice_stream.ping().await;
 }

@@ -178,8 +178,12 @@ function pickerView(contacts, max, pinned) {
     count.textContent = t("picked", { n: chosen.size, max });
     for (const box of list.querySelectorAll("input")) box.disabled = !box.checked && chosen.size >= max;
   }
+  let shownQuery = null;
   function render() {
     const q = search.value.trim().toLowerCase();
+    // Rebuild only when the filter changed: a rebuild under a pending click would swallow it.
+    if (q === shownQuery) return;
+    shownQuery = q;
     list.replaceChildren(...contacts
       .filter((c) => !q || c.name.toLowerCase().includes(q) || c.login.toLowerCase().includes(q))
       .map((c) => {
@@ -193,7 +197,8 @@ function pickerView(contacts, max, pinned) {
       }));
     refreshCount();
   }
-  search.addEventListener("input", render);
+  // "change" too: clearing a field (the x button, or a WebDriver clear) does not fire "input".
+  for (const ev of ["input", "change", "search"]) search.addEventListener(ev, render);
   done.addEventListener("click", async () => {
     try {
       state.view = await call("widget.set_pins", { widget: state.widget, pins: [...chosen] });
@@ -353,6 +358,16 @@ function onEvent(n) {
       if (!c) return;
       for (const f of p.fields) Object.assign(c, f);
       if (state.screen === "widget") widgetView();
+      // The contact read my messages up to peer_read: show them as read.
+      if (state.chat && state.chat.contact.id === p.contact && c.peer_read) {
+        for (const el of state.chat.box.querySelectorAll(".msg.mine")) {
+          if (Number(el.dataset.message) <= c.peer_read && el.dataset.state === "sent") {
+            el.dataset.state = "read";
+            const meta = el.querySelector(".meta");
+            meta.textContent = meta.textContent.replace(" · " + t("sent"), " · " + t("read"));
+          }
+        }
+      }
       break;
     }
     case "message.received":

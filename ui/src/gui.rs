@@ -80,7 +80,14 @@ fn page_url(query: &str) -> String {
 }
 
 /// Connects to the daemon (or starts it) and runs the app until "Quit".
-pub fn run(options: crate::backend::Options, lang: Lang) -> anyhow::Result<std::convert::Infallible> {
+///
+/// With `automation`, the webviews accept a WebDriver (WebKitWebDriver on Linux) and a panel opens at
+/// once: WebKitGTK hands the driver the first webview of the context.
+pub fn run(
+    options: crate::backend::Options,
+    lang: Lang,
+    automation: bool,
+) -> anyhow::Result<std::convert::Infallible> {
     let event_loop = EventLoopBuilder::<UserEvent>::with_user_event().build();
     let proxy = event_loop.create_proxy();
     let backend = {
@@ -103,7 +110,7 @@ pub fn run(options: crate::backend::Options, lang: Lang) -> anyhow::Result<std::
         }));
     }
     let mut context = WebContext::new(None);
-    if std::env::var_os("PINCHAT_AUTOMATION").is_some() {
+    if automation {
         // Lets WebKitWebDriver drive the real panels in the end-to-end tests (Linux; a no-op elsewhere).
         context.set_allows_automation(true);
     }
@@ -123,7 +130,12 @@ pub fn run(options: crate::backend::Options, lang: Lang) -> anyhow::Result<std::
         *control_flow = ControlFlow::Wait;
         match event {
             // The tray is created once the loop runs (macOS requires it).
-            Event::NewEvents(StartCause::Init) => app.update_tray(),
+            Event::NewEvents(StartCause::Init) => {
+                app.update_tray();
+                if automation {
+                    app.open_main(target);
+                }
+            }
             Event::UserEvent(e) => {
                 let quit = app.user_event(e, target);
                 *control_flow = if quit {

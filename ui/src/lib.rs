@@ -39,6 +39,9 @@ struct Cli {
     /// Show the widgets in the terminal even when a display is available.
     #[arg(long)]
     terminal: bool,
+    /// Accept a WebDriver (the end-to-end tests) and open a panel at once.
+    #[arg(long, hide = true, env = "PINCHAT_AUTOMATION")]
+    automation: bool,
 }
 
 /// Whether a graphical session is available.
@@ -71,7 +74,7 @@ pub fn main() -> ExitCode {
     };
     if gui {
         #[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
-        return match gui::run(options, lang) {
+        return match gui::run(options, lang, cli.automation) {
             Ok(never) => match never {},
             Err(e) if e.is::<AlreadyRunning>() => {
                 println!("{e}");
