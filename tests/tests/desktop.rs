@@ -10,7 +10,7 @@ use pinchat_tests::desktop::{
 
 #[tokio::test]
 async fn the_tray_shows_unread_counts_a_click_opens_the_widget_panel_and_a_second_launch_adds_nothing() {
-    let _serial = serial();
+    let _serial = serial().await;
     let _host = ensure_tray_host();
     let x = Xvfb::start();
     let server = Server::start().await;
@@ -103,7 +103,7 @@ async fn the_tray_shows_unread_counts_a_click_opens_the_widget_panel_and_a_secon
 /// unread details; chat; a reply reaches the other account; its read receipt shows.
 #[tokio::test]
 async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_panel() {
-    let _serial = serial();
+    let _serial = serial().await;
     let _host = ensure_tray_host();
     let x = Xvfb::start();
     let server = Server::start().await;
