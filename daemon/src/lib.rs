@@ -368,7 +368,16 @@ pub async fn run(
     listener: pinchat_ipc::transport::Listener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let vault = Vault::platform();
+    run_with_vault(config, listener, shutdown, Vault::platform()).await
+}
+
+/// [`run`] with keys kept in `vault` (the demo keeps them in memory).
+pub async fn run_with_vault(
+    config: DaemonConfig,
+    listener: pinchat_ipc::transport::Listener,
+    shutdown: CancellationToken,
+    vault: Vault,
+) -> anyhow::Result<()> {
     let daemon = Daemon::start(&config, vault).await?;
     tracing::info!(socket = %listener.path().display(), data = %config.data_dir.display(), "daemon ready");
     ipc::serve(daemon.clone(), listener, shutdown).await;

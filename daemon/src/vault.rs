@@ -57,6 +57,14 @@ impl Vault {
         }
     }
 
+    /// A vault whose keys live only in this process's memory: for the demo, which must not touch the
+    /// user's keyring and whose widgets end with it.
+    pub fn memory() -> Result<Vault, VaultError> {
+        let store = keyring_core::mock::Store::new()
+            .map_err(|e| VaultError::Keyring(format!("cannot create an in-memory key store: {e}")))?;
+        Ok(Vault::with_store(store))
+    }
+
     /// A vault over any keyring-core store (tests use `keyring_core::mock::Store`).
     pub fn with_store(store: Arc<keyring_core::CredentialStore>) -> Vault {
         Vault {

@@ -54,6 +54,8 @@ pub struct Options {
     /// Be the only instance of the app: listen next to the daemon's socket, and when another instance
     /// already listens there, ask it to show itself and fail with [`AlreadyRunning`].
     pub single_instance: bool,
+    /// The demo: keep an embedded daemon's keys in memory, and bind the demo user on this server.
+    pub demo: Option<String>,
 }
 
 /// How the app reached the daemon.
@@ -126,6 +128,11 @@ impl Backend {
                                         sink(ToUi::Show);
                                     }
                                 });
+                            }
+                            if let Some(server) = &options.demo
+                                && let Err(e) = crate::demo::bind(&client, server).await
+                            {
+                                sink(ToUi::Lost(format!("{e:#}")));
                             }
                             serve(client, rx, sink, stop).await;
                             if let Some(daemon) = daemon {
@@ -223,7 +230,11 @@ async fn connect(
     let listener = pinchat_ipc::transport::Listener::bind(&config.socket)
         .map_err(|e| anyhow::anyhow!("cannot start the daemon on {}: {e}", config.socket.display()))?;
     let socket = config.socket.clone();
-    let daemon = tokio::spawn(pinchat_daemon::run(config, listener, shutdown));
+    let vault = match options.demo {
+        Some(_) => pinchat_daemon::vault::Vault::memory()?,
+        None => pinchat_daemon::vault::Vault::platform(),
+    };
+    let daemon = tokio::spawn(pinchat_daemon::run_with_vault(config, listener, shutdown, vault));
     let client = Client::connect(&socket).await?;
     Ok((client, Attached::Embedded, Some(daemon)))
 }

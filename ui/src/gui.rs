@@ -87,6 +87,7 @@ pub fn run(
     options: crate::backend::Options,
     lang: Lang,
     automation: bool,
+    on_exit: Box<dyn FnOnce() + Send>,
 ) -> anyhow::Result<std::convert::Infallible> {
     let event_loop = EventLoopBuilder::<UserEvent>::with_user_event().build();
     let proxy = event_loop.create_proxy();
@@ -126,6 +127,7 @@ pub fn run(
         context,
         anchor: None,
     };
+    let mut on_exit = Some(on_exit);
     event_loop.run(move |event, target, control_flow| {
         *control_flow = ControlFlow::Wait;
         match event {
@@ -157,6 +159,9 @@ pub fn run(
                 // An embedded daemon finishes its writes before the process ends.
                 if let Some(b) = app.backend.take() {
                     b.stop();
+                }
+                if let Some(f) = on_exit.take() {
+                    f();
                 }
             }
             _ => {}

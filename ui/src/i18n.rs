@@ -67,6 +67,22 @@ pub struct Words {
     pub terminal_no_accounts: &'static str,
     /// The title of a new-message notification, before the sender's name.
     pub new_message_from: &'static str,
+    /// Presence states: online, offline, busy, idle (away), do not disturb.
+    pub states: [&'static str; 5],
+}
+
+impl Words {
+    /// The word for a presence state as the API spells it (`online`, `do_not_disturb`, …).
+    pub fn state<'a>(&'a self, api: &'a str) -> &'a str {
+        match api {
+            "online" => self.states[0],
+            "offline" => self.states[1],
+            "busy" => self.states[2],
+            "idle" => self.states[3],
+            "do_not_disturb" => self.states[4],
+            other => other,
+        }
+    }
 }
 
 static EN: Words = Words {
@@ -79,6 +95,7 @@ static EN: Words = Words {
     no_display: "No graphical display found, so there is no tray icon: showing your widgets here instead (Ctrl-C to quit).",
     terminal_no_accounts: "No account is bound yet: add one with `pinchatctl add`, or run pinchat in a graphical session.",
     new_message_from: "New message from",
+    states: ["online", "offline", "busy", "away", "do not disturb"],
 };
 
 static ZH: Words = Words {
@@ -91,6 +108,7 @@ static ZH: Words = Words {
     no_display: "未找到图形显示环境，无法显示托盘图标：改为在此处显示你的挂件（按 Ctrl-C 退出）。",
     terminal_no_accounts: "尚未绑定账号：请用 `pinchatctl add` 添加，或在图形会话中运行 pinchat。",
     new_message_from: "新消息来自",
+    states: ["在线", "离线", "忙碌", "离开", "请勿打扰"],
 };
 
 #[cfg(test)]

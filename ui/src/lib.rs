@@ -8,13 +8,14 @@
 pub mod assets;
 pub mod backend;
 pub mod badge;
+pub mod demo;
 #[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
 pub mod gui;
 pub mod i18n;
 pub mod terminal;
 
 use backend::{AlreadyRunning, Backend, Options};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use i18n::Lang;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -42,6 +43,22 @@ struct Cli {
     /// Accept a WebDriver (the end-to-end tests) and open a panel at once.
     #[arg(long, hide = true, env = "PINCHAT_AUTOMATION")]
     automation: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Try pinchat: a demo server with a demo world in this process, the daemon, and the tray app
+    /// logged in as the demo user with five contacts pinned. Touches none of your real data or keys.
+    Demo {
+        /// Port of the demo server on 127.0.0.1 (0: any free port).
+        #[arg(long, default_value_t = 7420)]
+        port: u16,
+        /// Seconds between demo events (a contact changes state or writes); 0 for none.
+        #[arg(long, default_value_t = 4)]
+        every: u64,
+    },
 }
 
 /// Whether a graphical session is available.
@@ -67,14 +84,45 @@ pub fn main() -> ExitCode {
         .init();
     let lang = cli.lang.unwrap_or_else(Lang::from_os);
     let gui = !cli.terminal && has_display();
-    let options = Options {
+    let mut options = Options {
         socket: cli.socket,
         data_dir: cli.data_dir,
         single_instance: gui,
+        demo: None,
     };
+    // The demo's server and data live as long as the app; they are cleaned up when it quits.
+    let mut on_exit: Box<dyn FnOnce() + Send> = Box::new(|| {});
+    if let Some(Command::Demo { port, every }) = cli.command {
+        let dir = match tempfile::Builder::new().prefix("pinchat-demo-").tempdir() {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: cannot create the demo's directory: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut server = match demo::DemoServer::start(dir.path(), port, every) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!(
+            "pinchat demo: demo server at {} (user \"demo\", password \"demo\"); the demo user is logged in, with five contacts pinned",
+            server.url
+        );
+        options.socket = Some(demo_socket(dir.path()));
+        options.data_dir = Some(dir.path().join("daemon"));
+        options.single_instance = false;
+        options.demo = Some(server.url.clone());
+        on_exit = Box::new(move || {
+            server.stop();
+            drop(dir);
+        });
+    }
     if gui {
         #[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
-        return match gui::run(options, lang, cli.automation) {
+        return match gui::run(options, lang, cli.automation, on_exit) {
             Ok(never) => match never {},
             Err(e) if e.is::<AlreadyRunning>() => {
                 println!("{e}");
@@ -96,5 +144,16 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    terminal::run(backend, rx, lang)
+    let code = terminal::run(backend, rx, lang);
+    on_exit();
+    code
+}
+
+/// The demo daemon's own socket, away from a real daemon's.
+fn demo_socket(dir: &std::path::Path) -> PathBuf {
+    if cfg!(windows) {
+        PathBuf::from(format!(r"\\.\pipe\pinchat-demo-{}", std::process::id()))
+    } else {
+        dir.join("run").join("daemon.sock")
+    }
 }

@@ -14,6 +14,8 @@ pub fn run(backend: Backend, events: Receiver<ToUi>, lang: Lang) -> std::process
     println!("{}", words.no_display);
     let mut order: Vec<String> = vec![];
     let mut views: BTreeMap<String, Value> = BTreeMap::new();
+    // Printed again only when it changed: most notifications change nothing a line shows.
+    let mut last = String::new();
     let ask = |order: &[String]| {
         for (i, w) in order.iter().enumerate() {
             let _ = backend.request(
@@ -40,7 +42,11 @@ pub fn run(backend: Backend, events: Receiver<ToUi>, lang: Lang) -> std::process
             } => {
                 if let Some(w) = order.get(id as usize) {
                     views.insert(w.clone(), view);
-                    print!("{}", render(&order, &views, lang));
+                    let text = render(&order, &views, lang);
+                    if text != last {
+                        print!("{text}");
+                        last = text;
+                    }
                 }
             }
             ToUi::Reply { result: Err(e), .. } => eprintln!("pinchat: {e}"),
@@ -87,14 +93,21 @@ pub fn render(order: &[String], views: &BTreeMap<String, Value>, lang: Lang) -> 
             let n = p.get("unread").and_then(Value::as_u64).unwrap_or(0);
             let badge = if n > 0 { format!("  [{n}]") } else { String::new() };
             out += &format!(
-                "  {dot} {:<16} {:<14} {}{badge}\n",
-                s(p, "name"),
-                state,
+                "  {dot} {} {} {}{badge}\n",
+                pad(&s(p, "name"), 16),
+                pad(words.state(&state), 14),
                 s(p, "signature")
             );
         }
     }
     out
+}
+
+/// `s` padded with spaces to `width` columns, counting East Asian wide characters as two.
+fn pad(s: &str, width: usize) -> String {
+    let wide = |c: char| matches!(c as u32, 0x1100..=0x115F | 0x2E80..=0xA4CF | 0xAC00..=0xD7A3 | 0xF900..=0xFAFF | 0xFE30..=0xFE4F | 0xFF00..=0xFF60 | 0xFFE0..=0xFFE6 | 0x1F300..=0x1FAFF);
+    let cols: usize = s.chars().map(|c| if wide(c) { 2 } else { 1 }).sum();
+    format!("{s}{}", " ".repeat(width.saturating_sub(cols)))
 }
 
 #[cfg(test)]
@@ -117,5 +130,12 @@ mod tests {
         assert!(text.contains("Demo (demo) · online · 2 unread"), "{text}");
         assert!(text.contains("● Alice") && text.contains("[2]"), "{text}");
         assert!(text.contains("○ Bob"), "{text}");
+    }
+
+    #[test]
+    fn wide_characters_take_two_columns() {
+        assert_eq!(pad("王伟", 6), "王伟  ");
+        assert_eq!(pad("Bob", 6), "Bob   ");
+        assert_eq!(pad("longer than", 4), "longer than");
     }
 }
