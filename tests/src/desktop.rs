@@ -257,6 +257,7 @@ impl Drop for App {
 /// A minimal W3C WebDriver client for WebKitWebDriver, driving the real app's webview.
 pub struct WebDriver {
     driver: Child,
+    display: String,
     http: reqwest::Client,
     base: String,
 }
@@ -268,13 +269,19 @@ impl WebDriver {
     /// Starts WebKitWebDriver with the app's environment and opens a session on the app (which starts
     /// with `--automation` and opens a panel at once).
     pub async fn start(display: &str, dir: &Path) -> WebDriver {
+        WebDriver::start_with(display, dir, &[]).await
+    }
+
+    /// [`WebDriver::start`] with extra environment for the app (language, GTK theme).
+    pub async fn start_with(display: &str, dir: &Path, env: &[(&str, &str)]) -> WebDriver {
         need("WebKitWebDriver", "webkit2gtk-driver");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
         let socket = dir.join("run").join("daemon.sock");
-        let app = App::command(display, dir, &socket);
+        let mut app = App::command(display, dir, &socket);
+        app.envs(env.iter().copied());
         let mut driver = Command::new("WebKitWebDriver");
         driver.arg(format!("--port={port}"));
         for (k, v) in app.get_envs() {
@@ -290,6 +297,7 @@ impl WebDriver {
             .expect("start WebKitWebDriver");
         let mut wd = WebDriver {
             driver,
+            display: display.to_owned(),
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
             base: format!("http://127.0.0.1:{port}"),
         };
@@ -399,13 +407,36 @@ impl WebDriver {
             .to_owned()
     }
 
-    /// A PNG screenshot of the page.
-    pub async fn screenshot(&self) -> Vec<u8> {
-        use base64::Engine;
-        let v = self.raw("GET", "/screenshot", None).await;
-        base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().unwrap_or_default())
-            .expect("base64 PNG")
+    /// A PNG screenshot of the app's panel window, taken from the X server (WebKitGTK's own WebDriver
+    /// screenshot needs compositing, which is off under Xvfb).
+    pub fn screenshot(&self) -> Vec<u8> {
+        need("import", "imagemagick");
+        let out = Command::new("xwininfo")
+            .args(["-root", "-tree", "-display", &self.display])
+            .output()
+            .expect("xwininfo");
+        // Lines look like: 0x200003 "pinchat — Demo User": ("pinchat" "Pinchat")  360x560+540+10  +540+10
+        let window = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(" \"pinchat"))
+            .filter_map(|l| {
+                let id = l.split_whitespace().next()?.to_owned();
+                let geometry = l
+                    .split_whitespace()
+                    .find(|w| w.contains('x') && w.contains('+'))?;
+                let (w, rest) = geometry.split_once('x')?;
+                let h = rest.split('+').next()?;
+                Some((w.parse::<u32>().ok()? * h.parse::<u32>().ok()?, id))
+            })
+            .max()
+            .map(|(_, id)| id)
+            .expect("the panel's window");
+        let png = Command::new("import")
+            .args(["-display", &self.display, "-window", &window, "png:-"])
+            .output()
+            .expect("import");
+        assert!(png.status.success(), "{}", String::from_utf8_lossy(&png.stderr));
+        png.stdout
     }
 }
 

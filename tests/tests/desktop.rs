@@ -246,3 +246,100 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
     .await;
     alice_stream.ping().await;
 }
+
+/// Regenerates `docs/screenshots/` (every panel, light and dark, English and Chinese) when
+/// `PINCHAT_SCREENSHOTS` names the directory: `ui/screenshots.sh` runs it. Ignored otherwise.
+#[tokio::test]
+#[ignore = "regenerates the README's screenshots; run ui/screenshots.sh"]
+async fn screenshots() {
+    let Some(out) = std::env::var_os("PINCHAT_SCREENSHOTS") else {
+        return;
+    };
+    let out = std::path::PathBuf::from(out);
+    std::fs::create_dir_all(&out).unwrap();
+    let _serial = serial().await;
+    let _host = ensure_tray_host();
+    let x = Xvfb::start();
+    let server = Server::start().await;
+    let alice_key = server.key("alice").await;
+    let demo_key = server.key("demo").await;
+    let demo_id = server.id_of(&alice_key, "demo").await;
+    let pins: Vec<_> = futures_util::future::join_all(
+        ["alice", "wangwei", "bob", "lina", "carol"].map(|l| server.id_of(&demo_key, l)),
+    )
+    .await;
+    // Alice is online and has written; the others keep their demo states.
+    let _alice_stream = server.stream(&alice_key, pinchat_proto::Encoding::Json).await;
+    for (lang, theme) in [("en", "light"), ("en", "dark"), ("zh", "light"), ("zh", "dark")] {
+        let dir = tempfile::tempdir().unwrap();
+        let gtk_theme = if theme == "dark" {
+            "Adwaita:dark"
+        } else {
+            "Adwaita"
+        };
+        let wd = WebDriver::start_with(
+            &x.display,
+            dir.path(),
+            &[("PINCHAT_LANG", lang), ("GTK_THEME", gtk_theme)],
+        )
+        .await;
+        let shot = |name: &str, png: Vec<u8>| {
+            std::fs::write(out.join(format!("{name}-{lang}-{theme}.png")), png).unwrap();
+        };
+        wd.type_into("#server", &server.url("")).await;
+        wd.type_into("#account", "demo").await;
+        shot("login", wd.screenshot());
+        wd.type_into("#password", "demo").await;
+        wd.click("#login").await;
+        wd.find("#contacts").await;
+        for p in &pins[..3] {
+            wd.click(&format!("#c{}", p.0)).await;
+        }
+        shot("picker", wd.screenshot());
+        for p in &pins[3..] {
+            wd.click(&format!("#c{}", p.0)).await;
+        }
+        wd.click("#done").await;
+        let text = if lang == "zh" {
+            "中午一起吃饭吗？"
+        } else {
+            "Lunch at noon?"
+        };
+        server
+            .post::<_, pinchat_proto::http::SendResponse>(
+                &alice_key,
+                "/v1/messages",
+                &pinchat_proto::http::SendRequest {
+                    to: demo_id,
+                    client_id: format!("shot-{lang}-{theme}"),
+                    text: text.into(),
+                },
+            )
+            .await
+            .unwrap();
+        let count = format!("[data-unread='{}']", pins[0].0);
+        wd.until(
+            "the count",
+            &format!("return document.querySelector(\"{count}\")"),
+        )
+        .await;
+        shot("widget", wd.screenshot());
+        wd.click(&count).await;
+        wd.find("#unread li").await;
+        shot("details", wd.screenshot());
+        wd.click("#unread li").await;
+        wd.find("#text").await;
+        let reply = if lang == "zh" {
+            "好的，十二点见"
+        } else {
+            "Yes, see you there"
+        };
+        wd.type_into("#text", &format!("{reply}{ENTER}")).await;
+        wd.until(
+            "the reply",
+            &format!("return document.querySelector('#messages').textContent.includes('{reply}')"),
+        )
+        .await;
+        shot("chat", wd.screenshot());
+    }
+}
