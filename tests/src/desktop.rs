@@ -241,6 +241,42 @@ impl App {
         .expect("Activate the tray item");
     }
 
+    /// Resident memory of the app and its child processes (WebKit's web and network processes), kB.
+    pub fn rss_kb(&self) -> u64 {
+        let rss = |pid: u32| -> u64 {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("VmRSS:"))?
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or(0)
+        };
+        rss(self.pid()) + self.children().iter().map(|(pid, _)| rss(*pid)).sum::<u64>()
+    }
+
+    /// The app's child processes: (pid, command name).
+    pub fn children(&self) -> Vec<(u32, String)> {
+        let me = self.pid().to_string();
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                // The command name is in parentheses and may contain spaces; the parent pid follows.
+                let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+                let ppid = rest.split_whitespace().nth(1)?;
+                (ppid == me).then(|| (pid, name.to_owned()))
+            })
+            .collect()
+    }
+
     /// What the app logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -83,6 +83,39 @@ async fn the_tray_shows_unread_counts_a_click_opens_the_widget_panel_and_a_secon
             .then_some(())
     });
 
+    // The panel's webview runs in a WebKit web process; the next click closes the panel and frees it.
+    let web_processes = |app: &App| {
+        app.children()
+            .iter()
+            .filter(|(_, name)| name.starts_with("WebKitWebProces"))
+            .count()
+    };
+    eventually("the panel's web process", || {
+        (web_processes(&app) == 1).then_some(())
+    });
+    let open_rss = app.rss_kb();
+    app.click_tray();
+    eventually("the panel to close", || {
+        (!window_titles(&x.display)
+            .iter()
+            .any(|t| t.starts_with("pinchat — "))
+            && web_processes(&app) == 0)
+            .then_some(())
+    });
+    // The web process is gone with its memory; the figures are for the log (measured, not asserted:
+    // the page may still be loading when the process appears).
+    eprintln!(
+        "app + children RSS: panel open {open_rss} kB, closed {} kB",
+        app.rss_kb()
+    );
+    app.click_tray();
+    eventually("the panel to open again", || {
+        window_titles(&x.display)
+            .iter()
+            .any(|t| t.starts_with("pinchat — Demo User"))
+            .then_some(())
+    });
+
     // A second launch asks the first to show itself and exits: still one tray item.
     let out = App::command(&x.display, dir.path(), &app.socket)
         .output()

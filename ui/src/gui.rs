@@ -48,9 +48,10 @@ enum PanelKind {
 struct Panel {
     id: PanelId,
     kind: PanelKind,
-    // Dropped in this order: the webview before its window.
+    // Dropped in this order: the webview, its window, then its web context.
     webview: WebView,
     window: Window,
+    _context: WebContext,
 }
 
 struct App {
@@ -64,9 +65,42 @@ struct App {
     shown: Option<(u32, bool, Vec<String>)>,
     panels: HashMap<WindowId, Panel>,
     next_panel: PanelId,
-    context: WebContext,
-    /// Where the tray was last clicked (Linux gives only this), to place panels near it.
-    anchor: Option<PhysicalPosition<f64>>,
+    /// Under automation, the web context the WebDriver attaches to, for the first panel (WebKitGTK
+    /// allows one automation context and hands the driver its first webview).
+    automation_context: Option<WebContext>,
+    /// Where the tray icon is, to place panels near it.
+    anchor: Option<Anchor>,
+}
+
+/// What is known of the tray icon's place.
+#[derive(Debug, Clone, Copy)]
+enum Anchor {
+    /// Its rectangle (Windows, macOS).
+    Icon(tray_icon::Rect),
+    /// Where it was clicked (Linux).
+    Click(PhysicalPosition<f64>),
+}
+
+/// The top-left corner of a `w`×`h` panel next to the tray icon, on a `screen_w`×`screen_h` screen:
+/// centred on the icon (or its top-right corner at the click), above it when the icon is in the lower
+/// half of the screen (a bottom taskbar), below otherwise; always on screen.
+fn place(anchor: Anchor, w: f64, h: f64, screen_w: f64, screen_h: f64) -> PhysicalPosition<f64> {
+    let (x, top, bottom) = match anchor {
+        Anchor::Icon(r) => {
+            let (x, y) = (r.position.x, r.position.y);
+            (
+                x + r.size.width as f64 / 2.0 - w / 2.0,
+                y,
+                y + r.size.height as f64,
+            )
+        }
+        Anchor::Click(p) => (p.x - w, p.y, p.y),
+    };
+    let y = if top > screen_h / 2.0 { top - h } else { bottom };
+    PhysicalPosition::new(
+        x.clamp(0.0, (screen_w - w).max(0.0)),
+        y.clamp(0.0, (screen_h - h).max(0.0)),
+    )
 }
 
 /// The URL the panels load, per platform (wry serves custom protocols at `http://<name>.localhost` on
@@ -110,11 +144,12 @@ pub fn run(
             let _ = p.send_event(UserEvent::Menu(e));
         }));
     }
-    let mut context = WebContext::new(None);
-    if automation {
+    let automation_context = automation.then(|| {
+        let mut context = WebContext::new(None);
         // Lets WebKitWebDriver drive the real panels in the end-to-end tests (Linux; a no-op elsewhere).
         context.set_allows_automation(true);
-    }
+        context
+    });
     let mut app = App {
         lang,
         backend: Some(backend),
@@ -124,7 +159,7 @@ pub fn run(
         shown: None,
         panels: HashMap::new(),
         next_panel: 1,
-        context,
+        automation_context,
         anchor: None,
     };
     let mut on_exit = Some(on_exit);
@@ -175,18 +210,23 @@ impl App {
         match event {
             UserEvent::Tray(TrayIconEvent::Click {
                 position,
+                rect,
                 button: tray_icon::MouseButton::Left,
                 button_state: tray_icon::MouseButtonState::Up,
                 ..
             }) => {
-                self.anchor = Some(position);
-                self.open_main(target);
-            }
-            // Linux (StatusNotifierItem) reports activation as a press only.
-            #[cfg(target_os = "linux")]
-            UserEvent::Tray(TrayIconEvent::Click { position, .. }) => {
-                self.anchor = Some(position);
-                self.open_main(target);
+                // Windows and macOS give the icon's rectangle; Linux only the click position.
+                self.anchor = Some(if rect.size.width > 0 {
+                    Anchor::Icon(rect)
+                } else {
+                    Anchor::Click(position)
+                });
+                // Like a popover: a click opens the panel, the next one closes it.
+                if self.panels.is_empty() {
+                    self.open_main(target);
+                } else {
+                    self.panels.clear();
+                }
             }
             UserEvent::Tray(_) => {}
             UserEvent::Menu(e) => {
@@ -285,16 +325,26 @@ impl App {
             .with_title(title)
             .with_inner_size(size)
             .with_min_inner_size(LogicalSize::new(300.0, 360.0));
-        if let Some(pos) = self.anchor {
-            // Near the tray icon: the panel's top-right corner at the click, kept on screen.
-            let scale = target.primary_monitor().map_or(1.0, |m| m.scale_factor());
-            let w = size.width * scale;
-            let x = (pos.x - w).max(0.0);
-            builder = builder.with_position(PhysicalPosition::new(x, pos.y.max(0.0)));
+        if let (Some(anchor), Some(monitor)) = (self.anchor, target.primary_monitor()) {
+            let scale = monitor.scale_factor();
+            let screen = monitor.size();
+            builder = builder.with_position(place(
+                anchor,
+                size.width * scale,
+                size.height * scale,
+                screen.width as f64,
+                screen.height as f64,
+            ));
         }
         let window = builder.build(target)?;
         let proxy = self.proxy.clone();
-        let webview = WebViewBuilder::new_with_web_context(&mut self.context)
+        // A web context per panel: on Linux a context registers the `pinchat` scheme once, and a second
+        // webview on it would fail with "duplicate custom protocol".
+        let mut context = self
+            .automation_context
+            .take()
+            .unwrap_or_else(|| WebContext::new(None));
+        let webview = WebViewBuilder::new_with_web_context(&mut context)
             .with_custom_protocol("pinchat".into(), |_id, request| serve_asset(request.uri().path()))
             .with_ipc_handler(move |req| {
                 let _ = proxy.send_event(UserEvent::FromPanel(id, req.into_body()));
@@ -320,6 +370,7 @@ impl App {
             kind,
             webview,
             window,
+            _context: context,
         })
     }
 
@@ -462,4 +513,44 @@ fn urlencode(s: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn icon(x: f64, y: f64) -> Anchor {
+        Anchor::Icon(tray_icon::Rect {
+            position: PhysicalPosition::new(x, y),
+            size: tao::dpi::PhysicalSize::new(24, 24),
+        })
+    }
+
+    #[test]
+    fn panels_open_next_to_the_icon_and_stay_on_screen() {
+        // Windows: taskbar at the bottom right; the panel sits above the icon.
+        let p = place(icon(1800.0, 1050.0), 360.0, 560.0, 1920.0, 1080.0);
+        assert_eq!((p.x, p.y), (1920.0 - 360.0, 1050.0 - 560.0));
+        // macOS: menu bar at the top; the panel hangs below the icon, centred on it.
+        let p = place(icon(1000.0, 0.0), 360.0, 560.0, 1920.0, 1080.0);
+        assert_eq!((p.x, p.y), (1000.0 + 12.0 - 180.0, 24.0));
+        // Linux: the click position only; the panel's top-right corner there.
+        let p = place(
+            Anchor::Click(PhysicalPosition::new(900.0, 10.0)),
+            360.0,
+            560.0,
+            1024.0,
+            768.0,
+        );
+        assert_eq!((p.x, p.y), (540.0, 10.0));
+        // Never off screen.
+        let p = place(
+            Anchor::Click(PhysicalPosition::new(100.0, 10.0)),
+            360.0,
+            560.0,
+            1024.0,
+            768.0,
+        );
+        assert_eq!(p.x, 0.0);
+    }
 }
