@@ -82,6 +82,12 @@ window.pinchat = {
     ok ? w.resolve(value) : w.reject(value);
   },
   event(n) { onEvent(n); },
+  // An activated notification: show the chat with this contact.
+  async openChat(contact) {
+    if (!state.view) await loadWidget();
+    const c = state.view.pins.find((p) => p.id === contact);
+    if (c) chatView(c);
+  },
 };
 function call(method, params) {
   const id = nextId++;
@@ -385,7 +391,11 @@ function onEvent(n) {
 // ---- Start -----------------------------------------------------------------------------------
 (async () => {
   if (params.get("view") === "widget" && state.widget) {
-    try { await loadWidget(); widgetView(); } catch (e) { show(h("div", { class: "pad error" }, errorText(e))); }
+    try {
+      await loadWidget();
+      widgetView();
+      if (params.get("chat")) await window.pinchat.openChat(Number(params.get("chat")));
+    } catch (e) { show(h("div", { class: "pad error" }, errorText(e))); }
   } else {
     loginView(false);
   }

@@ -6,7 +6,9 @@
 //! answers, notifications and the widget list come back through the `sink` given to [`Backend::start`],
 //! which the GUI turns into event-loop events.
 
-use pinchat_ipc::api::{ListWidgets, NoParams, Subscribe, SubscribeParams, WidgetSummary};
+use pinchat_ipc::api::{
+    ListWidgets, Mode, NoParams, Notification, Snapshot, Subscribe, SubscribeParams, WidgetRef, WidgetSummary,
+};
 use pinchat_ipc::client::{Client, ClientError};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -31,8 +33,19 @@ pub enum ToUi {
     },
     /// A notification from the daemon, as JSON (`{method, params}`).
     Notification(Value),
-    /// The widgets, whenever they may have changed.
-    Widgets(Vec<WidgetSummary>),
+    /// The widgets, whenever they may have changed, with each one's update mode.
+    Widgets(Vec<(WidgetSummary, Mode)>),
+    /// A new message from a pinned contact, for an OS notification.
+    Incoming {
+        /// The widget.
+        widget: String,
+        /// The sender's id.
+        contact: u64,
+        /// The sender's name.
+        name: String,
+        /// The text.
+        text: String,
+    },
     /// The daemon went away.
     Lost(String),
     /// Another launch of the app asked this one to show itself.
@@ -256,10 +269,19 @@ async fn serve(
         move || {
             let (client, sink) = (client.clone(), sink.clone());
             tokio::spawn(async move {
-                match client.call::<ListWidgets>(NoParams {}).await {
-                    Ok(list) => sink(ToUi::Widgets(list)),
-                    Err(e) => sink(ToUi::Lost(e.to_string())),
+                let list = match client.call::<ListWidgets>(NoParams {}).await {
+                    Ok(list) => list,
+                    Err(e) => return sink(ToUi::Lost(e.to_string())),
+                };
+                let mut out = Vec::with_capacity(list.len());
+                for w in list {
+                    let mode = client
+                        .call::<Snapshot>(WidgetRef { widget: w.id.clone() })
+                        .await
+                        .map_or(Mode::Push, |v| v.mode);
+                    out.push((w, mode));
                 }
+                sink(ToUi::Widgets(out));
             });
         }
     };
@@ -287,6 +309,18 @@ async fn serve(
                 // the widgets is refreshed (one small call; notifications are rare when idle).
                 if let Ok(v) = serde_json::to_value(&n) {
                     sink(ToUi::Notification(v));
+                }
+                if let Notification::MessageReceived { widget, message } = n {
+                    // The notification names the sender: their name is in the widget's view.
+                    let (client, sink) = (client.clone(), sink.clone());
+                    tokio::spawn(async move {
+                        let Ok(view) = client.call::<Snapshot>(WidgetRef { widget: widget.clone() }).await else {
+                            return;
+                        };
+                        if let Some(c) = view.pins.iter().find(|c| c.id == message.from) {
+                            sink(ToUi::Incoming { widget, contact: c.id, name: c.name.clone(), text: message.text });
+                        }
+                    });
                 }
                 refresh();
             }

@@ -10,8 +10,9 @@
 
 use crate::backend::{Backend, PanelId, ToUi};
 use crate::i18n::Lang;
+use crate::settings::Settings;
 use crate::{assets, badge};
-use pinchat_ipc::api::{Connection, WidgetSummary};
+use pinchat_ipc::api::{Connection, Mode, WidgetSummary};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -19,7 +20,7 @@ use tao::dpi::{LogicalSize, PhysicalPosition};
 use tao::event::{Event, StartCause, WindowEvent};
 use tao::event_loop::{ControlFlow, EventLoopBuilder, EventLoopProxy, EventLoopWindowTarget};
 use tao::window::{Window, WindowBuilder, WindowId};
-use tray_icon::menu::{Menu, MenuEvent, MenuItem, PredefinedMenuItem};
+use tray_icon::menu::{CheckMenuItem, Menu, MenuEvent, MenuItem, PredefinedMenuItem, Submenu};
 use tray_icon::{TrayIcon, TrayIconBuilder, TrayIconEvent};
 use wry::{WebContext, WebView, WebViewBuilder};
 
@@ -34,6 +35,8 @@ pub enum UserEvent {
     Backend(ToUi),
     /// A panel's page posted a message.
     FromPanel(PanelId, String),
+    /// An OS notification was activated: open that chat.
+    OpenChat(String, u64),
 }
 
 /// What a panel shows first.
@@ -60,9 +63,11 @@ struct App {
     backend: Option<Backend>,
     proxy: EventLoopProxy<UserEvent>,
     tray: Option<TrayIcon>,
-    widgets: Vec<WidgetSummary>,
+    widgets: Vec<(WidgetSummary, Mode)>,
+    settings: Settings,
+    settings_path: Option<std::path::PathBuf>,
     /// What the tray shows now: (total unread, any online, menu labels); rebuilt only when it changes.
-    shown: Option<(u32, bool, Vec<String>)>,
+    shown: Option<(u32, bool, Vec<String>, Settings, bool)>,
     panels: HashMap<WindowId, Panel>,
     next_panel: PanelId,
     /// Under automation, the web context the WebDriver attaches to, for the first panel (WebKitGTK
@@ -70,6 +75,8 @@ struct App {
     automation_context: Option<WebContext>,
     /// Where the tray icon is, to place panels near it.
     anchor: Option<Anchor>,
+    /// The chat the next widget panel opens on (an activated notification).
+    chat_on_open: Option<u64>,
 }
 
 /// What is known of the tray icon's place.
@@ -121,8 +128,10 @@ pub fn run(
     options: crate::backend::Options,
     lang: Lang,
     automation: bool,
+    settings: (Settings, Option<std::path::PathBuf>),
     on_exit: Box<dyn FnOnce() + Send>,
 ) -> anyhow::Result<std::convert::Infallible> {
+    let (settings, settings_path) = settings;
     let event_loop = EventLoopBuilder::<UserEvent>::with_user_event().build();
     let proxy = event_loop.create_proxy();
     let backend = {
@@ -157,10 +166,13 @@ pub fn run(
         tray: None,
         widgets: vec![],
         shown: None,
+        settings,
+        settings_path,
         panels: HashMap::new(),
         next_panel: 1,
         automation_context,
         anchor: None,
+        chat_on_open: None,
     };
     let mut on_exit = Some(on_exit);
     event_loop.run(move |event, target, control_flow| {
@@ -230,14 +242,11 @@ impl App {
             }
             UserEvent::Tray(_) => {}
             UserEvent::Menu(e) => {
-                let id = e.id().0.as_str();
+                let id = e.id().0.clone();
                 if id == "quit" {
                     return true;
-                } else if id == "add" {
-                    self.open(PanelKind::AddAccount, target);
-                } else if let Some(widget) = id.strip_prefix("open:") {
-                    self.open(PanelKind::Widget(widget.to_owned()), target);
                 }
+                self.menu_choice(&id, target);
             }
             UserEvent::Backend(ToUi::Show) => self.open_main(target),
             UserEvent::FromPanel(panel, body) => self.panel_message(panel, &body),
@@ -260,11 +269,22 @@ impl App {
             UserEvent::Backend(ToUi::Widgets(list)) => {
                 self.widgets = list;
                 // A removed widget's panel goes with it.
-                let ids: Vec<String> = self.widgets.iter().map(|w| w.id.clone()).collect();
+                let ids: Vec<String> = self.widgets.iter().map(|(w, _)| w.id.clone()).collect();
                 self.panels
                     .retain(|_, p| !matches!(&p.kind, PanelKind::Widget(w) if !ids.contains(w)));
                 self.update_tray();
             }
+            UserEvent::Backend(ToUi::Incoming {
+                widget,
+                contact,
+                name,
+                text,
+            }) => {
+                if !self.settings.do_not_disturb.contains(&widget) {
+                    notify(self.proxy.clone(), self.lang, widget, contact, name, text);
+                }
+            }
+            UserEvent::OpenChat(widget, contact) => self.open_chat(widget, contact, target),
             UserEvent::Backend(ToUi::Lost(why)) => {
                 tracing::error!(%why, "lost the daemon");
                 eprintln!("pinchat: lost the connection to the daemon ({why}); quitting");
@@ -274,10 +294,66 @@ impl App {
         false
     }
 
+    /// A tray menu entry (other than "quit").
+    fn menu_choice(&mut self, id: &str, target: &EventLoopWindowTarget<UserEvent>) {
+        if id == "add" {
+            self.open(PanelKind::AddAccount, target);
+        } else if let Some(widget) = id.strip_prefix("open:") {
+            self.open(PanelKind::Widget(widget.to_owned()), target);
+        } else if let Some(widget) = id.strip_prefix("dnd:") {
+            if !self.settings.do_not_disturb.remove(widget) {
+                self.settings.do_not_disturb.insert(widget.to_owned());
+            }
+            self.save_settings();
+        } else if let Some(rest) = id.strip_prefix("mode:") {
+            let Some((widget, mode)) = rest.rsplit_once(':') else {
+                return;
+            };
+            let params = serde_json::json!({ "widget": widget, "mode": mode });
+            if let Some(backend) = &self.backend {
+                // The answer (and the widget list refresh that follows) comes back as usual; panel 0
+                // is nobody's, so the reply is dropped.
+                let _ = backend.request(0, 0, "widget.set_mode".into(), params);
+            }
+        } else if let Some(code) = id.strip_prefix("lang:") {
+            self.lang = if code == "zh" { Lang::Zh } else { Lang::En };
+            self.settings.lang = Some(self.lang);
+            self.save_settings();
+        } else if id == "autostart"
+            && let Err(e) = toggle_autostart()
+        {
+            tracing::error!(error = %e, "cannot change starting at login");
+        }
+        self.update_tray();
+    }
+
+    fn save_settings(&self) {
+        if let Some(path) = &self.settings_path
+            && let Err(e) = self.settings.save(path)
+        {
+            tracing::error!(path = %path.display(), error = %e, "cannot save the settings");
+        }
+    }
+
+    /// Opens (or shows) a widget's panel on the chat with `contact`.
+    fn open_chat(&mut self, widget: String, contact: u64, target: &EventLoopWindowTarget<UserEvent>) {
+        let kind = PanelKind::Widget(widget);
+        if let Some(p) = self.panels.values().find(|p| p.kind == kind) {
+            p.window.set_visible(true);
+            p.window.set_focus();
+            let _ = p
+                .webview
+                .evaluate_script(&format!("window.pinchat&&window.pinchat.openChat({contact})"));
+            return;
+        }
+        self.chat_on_open = Some(contact);
+        self.open(kind, target);
+    }
+
     /// The tray click: the first widget's panel, or adding an account when there is none.
     fn open_main(&mut self, target: &EventLoopWindowTarget<UserEvent>) {
         match self.widgets.first() {
-            Some(w) => self.open(PanelKind::Widget(w.id.clone()), target),
+            Some((w, _)) => self.open(PanelKind::Widget(w.id.clone()), target),
             None => self.open(PanelKind::AddAccount, target),
         }
     }
@@ -308,11 +384,20 @@ impl App {
                 let name = self
                     .widgets
                     .iter()
-                    .find(|s| &s.id == w)
-                    .map_or("pinchat", |s| s.name.as_str());
+                    .find(|(s, _)| &s.id == w)
+                    .map_or("pinchat", |(s, _)| s.name.as_str());
+                let chat = self
+                    .chat_on_open
+                    .take()
+                    .map(|c| format!("&chat={c}"))
+                    .unwrap_or_default();
                 (
                     format!("pinchat — {name}"),
-                    format!("lang={}&view=widget&widget={}", self.lang.code(), urlencode(w)),
+                    format!(
+                        "lang={}&view=widget&widget={}{chat}",
+                        self.lang.code(),
+                        urlencode(w)
+                    ),
                 )
             }
             PanelKind::AddAccount => (
@@ -420,13 +505,16 @@ impl App {
 
     fn update_tray(&mut self) {
         let words = self.lang.words();
-        let total: u32 = self.widgets.iter().map(|w| w.unread).sum();
-        let online =
-            self.widgets.is_empty() || self.widgets.iter().any(|w| w.connection == Connection::Online);
+        let total: u32 = self.widgets.iter().map(|(w, _)| w.unread).sum();
+        let online = self.widgets.is_empty()
+            || self
+                .widgets
+                .iter()
+                .any(|(w, _)| w.connection == Connection::Online);
         let labels: Vec<String> = self
             .widgets
             .iter()
-            .map(|w| {
+            .map(|(w, _)| {
                 let state = match w.connection {
                     Connection::Online | Connection::Connecting => String::new(),
                     Connection::Offline => format!(" · {}", words.offline),
@@ -435,7 +523,15 @@ impl App {
                 format!("{} ({} {}){state}", w.name, w.unread, words.unread)
             })
             .collect();
-        let now = (total, online, labels.clone());
+        let autostart = autostart_enabled();
+        let modes: Vec<String> = self.widgets.iter().map(|(_, m)| format!("{m:?}")).collect();
+        let now = (
+            total,
+            online,
+            [labels.clone(), modes].concat(),
+            self.settings.clone(),
+            autostart,
+        );
         if self.shown.as_ref() == Some(&now) && self.tray.is_some() {
             return;
         }
@@ -446,11 +542,70 @@ impl App {
             format!("pinchat\n{}", labels.join("\n"))
         };
         let menu = Menu::new();
-        for (w, label) in self.widgets.iter().zip(&labels) {
-            let _ = menu.append(&MenuItem::with_id(format!("open:{}", w.id), label, true, None));
+        for ((w, mode), label) in self.widgets.iter().zip(&labels) {
+            // One submenu per account: open its panel, how it keeps current, do not disturb.
+            let sub = Submenu::new(label, true);
+            let _ = sub.append(&MenuItem::with_id(
+                format!("open:{}", w.id),
+                words.open,
+                true,
+                None,
+            ));
+            let _ = sub.append(&PredefinedMenuItem::separator());
+            for (m, word) in [
+                (Mode::Push, words.mode_push),
+                (Mode::Poll, words.mode_poll),
+                (Mode::Manual, words.mode_manual),
+            ] {
+                let api = serde_json::to_value(m)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let _ = sub.append(&CheckMenuItem::with_id(
+                    format!("mode:{}:{api}", w.id),
+                    word,
+                    true,
+                    *mode == m,
+                    None,
+                ));
+            }
+            let _ = sub.append(&PredefinedMenuItem::separator());
+            let dnd = self.settings.do_not_disturb.contains(&w.id);
+            let _ = sub.append(&CheckMenuItem::with_id(
+                format!("dnd:{}", w.id),
+                words.do_not_disturb,
+                true,
+                dnd,
+                None,
+            ));
+            let _ = menu.append(&sub);
         }
         let _ = menu.append(&PredefinedMenuItem::separator());
         let _ = menu.append(&MenuItem::with_id("add", words.add_account, true, None));
+        let language = Submenu::new(words.language, true);
+        let _ = language.append(&CheckMenuItem::with_id(
+            "lang:en",
+            "English",
+            true,
+            self.lang == Lang::En,
+            None,
+        ));
+        let _ = language.append(&CheckMenuItem::with_id(
+            "lang:zh",
+            "简体中文",
+            true,
+            self.lang == Lang::Zh,
+            None,
+        ));
+        let _ = menu.append(&language);
+        let _ = menu.append(&CheckMenuItem::with_id(
+            "autostart",
+            words.start_at_login,
+            true,
+            autostart,
+            None,
+        ));
+        let _ = menu.append(&PredefinedMenuItem::separator());
         let _ = menu.append(&MenuItem::with_id("quit", words.quit, true, None));
         let icon = match tray_icon::Icon::from_rgba(badge::render(total, online), badge::SIZE, badge::SIZE) {
             Ok(i) => i,
@@ -483,6 +638,71 @@ impl App {
             },
         }
     }
+}
+
+/// Raises an OS notification for a new message; activating it opens the chat (Linux and Windows; on
+/// macOS the notification only informs).
+fn notify(
+    proxy: EventLoopProxy<UserEvent>,
+    lang: Lang,
+    widget: String,
+    contact: u64,
+    name: String,
+    text: String,
+) {
+    let title = format!("{} {name}", lang.words().new_message_from);
+    // Showing and waiting for the click are blocking calls (D-Bus on Linux): off the event loop.
+    let spawned = std::thread::Builder::new()
+        .name("pinchat-notification".into())
+        .spawn(move || {
+            let mut n = notify_rust::Notification::new();
+            n.appname("pinchat")
+                .summary(&title)
+                .body(&text)
+                .timeout(notify_rust::Timeout::Milliseconds(10_000));
+            #[cfg(any(target_os = "linux", windows))]
+            n.action("default", &title);
+            match n.show() {
+                #[cfg(any(target_os = "linux", windows))]
+                Ok(handle) => handle.wait_for_action(|action| {
+                    if action == "default" {
+                        let _ = proxy.send_event(UserEvent::OpenChat(widget, contact));
+                    }
+                }),
+                #[cfg(not(any(target_os = "linux", windows)))]
+                Ok(_) => {
+                    let _ = (proxy, widget, contact);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot show a notification"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot show a notification");
+    }
+}
+
+fn autolaunch() -> Option<auto_launch::AutoLaunch> {
+    let exe = std::env::current_exe().ok()?;
+    auto_launch::AutoLaunchBuilder::new()
+        .set_app_name("pinchat")
+        .set_app_path(&exe.to_string_lossy())
+        .build()
+        .ok()
+}
+
+/// Whether the app starts at login (XDG autostart, a LaunchAgent, or the Run registry key).
+fn autostart_enabled() -> bool {
+    autolaunch().and_then(|a| a.is_enabled().ok()).unwrap_or(false)
+}
+
+fn toggle_autostart() -> anyhow::Result<()> {
+    let a = autolaunch().ok_or_else(|| anyhow::anyhow!("cannot find this program's path"))?;
+    if a.is_enabled()? {
+        a.disable()?;
+    } else {
+        a.enable()?;
+    }
+    Ok(())
 }
 
 /// Serves an embedded file with a strict Content-Security-Policy.

@@ -69,6 +69,20 @@ pub struct Words {
     pub new_message_from: &'static str,
     /// Presence states: online, offline, busy, idle (away), do not disturb.
     pub states: [&'static str; 5],
+    /// The account submenu's entry that opens the panel.
+    pub open: &'static str,
+    /// Update modes in the account submenu.
+    pub mode_push: &'static str,
+    /// Polling.
+    pub mode_poll: &'static str,
+    /// Only on request.
+    pub mode_manual: &'static str,
+    /// The account submenu's switch for notifications.
+    pub do_not_disturb: &'static str,
+    /// The language submenu.
+    pub language: &'static str,
+    /// The autostart switch.
+    pub start_at_login: &'static str,
 }
 
 impl Words {
@@ -96,6 +110,13 @@ static EN: Words = Words {
     terminal_no_accounts: "No account is bound yet: add one with `pinchatctl add`, or run pinchat in a graphical session.",
     new_message_from: "New message from",
     states: ["online", "offline", "busy", "away", "do not disturb"],
+    open: "Open",
+    mode_push: "Live updates (push)",
+    mode_poll: "Check every few minutes (poll)",
+    mode_manual: "Only when I refresh (manual)",
+    do_not_disturb: "Do not disturb",
+    language: "Language",
+    start_at_login: "Start at login",
 };
 
 static ZH: Words = Words {
@@ -109,6 +130,13 @@ static ZH: Words = Words {
     terminal_no_accounts: "尚未绑定账号：请用 `pinchatctl add` 添加，或在图形会话中运行 pinchat。",
     new_message_from: "新消息来自",
     states: ["在线", "离线", "忙碌", "离开", "请勿打扰"],
+    open: "打开",
+    mode_push: "实时更新（推送）",
+    mode_poll: "每隔几分钟检查（轮询）",
+    mode_manual: "仅在我刷新时（手动）",
+    do_not_disturb: "免打扰",
+    language: "语言",
+    start_at_login: "登录时启动",
 };
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod demo;
 #[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
 pub mod gui;
 pub mod i18n;
+pub mod settings;
 pub mod terminal;
 
 use backend::{AlreadyRunning, Backend, Options};
@@ -82,7 +83,13 @@ pub fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    let lang = cli.lang.unwrap_or_else(Lang::from_os);
+    let settings_path = settings::Settings::default_path();
+    let settings = settings_path
+        .as_deref()
+        .map(settings::Settings::load)
+        .unwrap_or_default();
+    // An explicit --lang (or PINCHAT_LANG) wins over the menu's choice, which wins over the OS locale.
+    let lang = cli.lang.or(settings.lang).unwrap_or_else(Lang::from_os);
     let gui = !cli.terminal && has_display();
     let mut options = Options {
         socket: cli.socket,
@@ -122,7 +129,7 @@ pub fn main() -> ExitCode {
     }
     if gui {
         #[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
-        return match gui::run(options, lang, cli.automation, on_exit) {
+        return match gui::run(options, lang, cli.automation, (settings, settings_path), on_exit) {
             Ok(never) => match never {},
             Err(e) if e.is::<AlreadyRunning>() => {
                 println!("{e}");

@@ -29,7 +29,7 @@ pub fn run(backend: Backend, events: Receiver<ToUi>, lang: Lang) -> std::process
     while let Ok(event) = events.recv() {
         match event {
             ToUi::Widgets(list) => {
-                order = list.into_iter().map(|w| w.id).collect();
+                order = list.into_iter().map(|(w, _)| w.id).collect();
                 views.retain(|k, _| order.contains(k));
                 if order.is_empty() {
                     println!("{}", words.terminal_no_accounts);
@@ -50,7 +50,7 @@ pub fn run(backend: Backend, events: Receiver<ToUi>, lang: Lang) -> std::process
                 }
             }
             ToUi::Reply { result: Err(e), .. } => eprintln!("pinchat: {e}"),
-            ToUi::Show => {}
+            ToUi::Show | ToUi::Incoming { .. } => {}
             ToUi::Lost(why) => {
                 eprintln!("pinchat: lost the connection to the daemon ({why})");
                 backend.stop();
