@@ -198,6 +198,8 @@ impl App {
             .env("PINCHAT_SOCKET", socket)
             .env("PINCHAT_DATA_DIR", dir.join("data"))
             .env("PINCHAT_LANG", "en")
+            // The app's settings and any autostart entry stay in the test's directory.
+            .env("XDG_CONFIG_HOME", dir.join("config"))
             .env("RUST_LOG", "warn");
         c
     }
@@ -212,10 +214,11 @@ impl App {
         format!("org.kde.StatusNotifierItem-{}-1", self.pid())
     }
 
-    /// A property of the tray item, as `busctl` prints it.
+    /// A property of the tray item, as `busctl` prints it in JSON (text in UTF-8, not escaped).
     pub fn tray_property(&self, name: &str) -> String {
         busctl(&[
             "--user",
+            "--json=short",
             "get-property",
             &self.tray_name(),
             "/StatusNotifierItem",
@@ -223,6 +226,65 @@ impl App {
             name,
         ])
         .unwrap_or_default()
+    }
+
+    /// The tray menu's entries as (dbusmenu id, label, toggle state), depth first.
+    pub fn menu(&self) -> Vec<(i64, String, i64)> {
+        let Some(out) = busctl(&[
+            "--user",
+            "--json=short",
+            "call",
+            &self.tray_name(),
+            "/MenuBar",
+            "com.canonical.dbusmenu",
+            "GetLayout",
+            "iias",
+            "--",
+            "0",
+            "-1",
+            "0",
+        ]) else {
+            return vec![];
+        };
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        fn walk(node: &serde_json::Value, out: &mut Vec<(i64, String, i64)>) {
+            // A node is [id, {property: {type, data}}, [{type, data: node}…]].
+            let id = node[0].as_i64().unwrap_or(-1);
+            let label = node[1]["label"]["data"].as_str().unwrap_or("").to_owned();
+            let toggle = node[1]["toggle-state"]["data"].as_i64().unwrap_or(-1);
+            out.push((id, label, toggle));
+            for child in node[2].as_array().into_iter().flatten() {
+                walk(&child["data"], out);
+            }
+        }
+        let mut entries = vec![];
+        walk(&v["data"][1], &mut entries);
+        entries
+    }
+
+    /// Clicks the tray menu entry labelled `label`, as a tray host does.
+    pub fn click_menu(&self, label: &str) {
+        let entries = self.menu();
+        let (id, _, _) = entries
+            .iter()
+            .find(|(_, l, _)| l == label)
+            .unwrap_or_else(|| panic!("no menu entry {label:?} in {entries:?}"));
+        busctl(&[
+            "--user",
+            "call",
+            &self.tray_name(),
+            "/MenuBar",
+            "com.canonical.dbusmenu",
+            "Event",
+            "isvu",
+            "--",
+            &id.to_string(),
+            "clicked",
+            "s",
+            "",
+            "0",
+        ])
+        .expect("click the menu entry");
     }
 
     /// Clicks the tray icon, as a tray host does.

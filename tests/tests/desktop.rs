@@ -376,3 +376,70 @@ async fn screenshots() {
         shot("chat", wd.screenshot());
     }
 }
+
+/// The tray menu drives the settings: a widget's update mode (through the daemon), do not disturb
+/// (saved in the app's settings) and the language (the tooltip follows).
+#[tokio::test]
+async fn the_tray_menu_sets_update_mode_do_not_disturb_and_language() {
+    let _serial = serial().await;
+    let _host = ensure_tray_host();
+    let x = Xvfb::start();
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(&x.display, dir.path());
+    let client = pinchat_ipc::Client::connect(&app.socket).await.unwrap();
+    let created = client
+        .call::<CreateWidget>(Login {
+            server: server.url(""),
+            account: "demo".into(),
+            password: "demo".into(),
+        })
+        .await
+        .unwrap();
+    let widget = created.widget.id.clone();
+    eventually("the account's submenu", || {
+        app.menu()
+            .iter()
+            .any(|(_, l, _)| l.starts_with("Demo User"))
+            .then_some(())
+    });
+    let toggled = |label: &str| app.menu().iter().find(|(_, l, _)| l == label).map(|(_, _, t)| *t);
+    assert_eq!(toggled("Live updates (push)"), Some(1));
+
+    app.click_menu("Check every few minutes (poll)");
+    let deadline = std::time::Instant::now() + pinchat_tests::DEADLINE;
+    loop {
+        let view = client
+            .call::<pinchat_ipc::api::Snapshot>(pinchat_ipc::api::WidgetRef {
+                widget: widget.clone(),
+            })
+            .await
+            .unwrap();
+        if view.mode == pinchat_ipc::api::Mode::Poll {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the mode did not change");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    eventually("the menu to show poll", || {
+        (toggled("Check every few minutes (poll)") == Some(1)).then_some(())
+    });
+
+    app.click_menu("Do not disturb");
+    let settings = dir.path().join("config").join("pinchat").join("settings.json");
+    eventually("do not disturb to be saved", || {
+        std::fs::read_to_string(&settings)
+            .ok()
+            .filter(|s| s.contains(&widget))
+            .map(|_| ())
+    });
+    eventually("the menu to show do not disturb", || {
+        (toggled("Do not disturb") == Some(1)).then_some(())
+    });
+
+    app.click_menu("简体中文");
+    eventually("the tooltip in Chinese", || {
+        app.tray_property("ToolTip").contains("条未读").then_some(())
+    });
+    assert!(std::fs::read_to_string(&settings).unwrap().contains("\"zh\""));
+}
