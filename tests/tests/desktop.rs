@@ -278,6 +278,22 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
     )
     .await;
     alice_stream.ping().await;
+
+    // The server stops accepting the widget's key: the panel asks for the password, in place.
+    server.admin_ok(&["account", "revoke-keys", "demo"]);
+    wd.find("#reauth").await;
+    wd.type_into("#password", "not it").await;
+    wd.click("#reauth").await;
+    wd.until(
+        "the error",
+        "return document.querySelector('.error').textContent || null",
+    )
+    .await;
+    assert_eq!(wd.text(".error").await, "Wrong account name or password.");
+    wd.type_into("#password", "demo").await;
+    wd.click("#reauth").await;
+    wd.find(&format!("#pins li[data-contact='{}']", alice.0)).await;
+    assert_eq!(wd.text("#connection").await, "connected");
 }
 
 /// Regenerates `docs/screenshots/` (every panel, light and dark, English and Chinese) when

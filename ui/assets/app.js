@@ -376,6 +376,25 @@ function onEvent(n) {
       }
       break;
     }
+    case "unread.changed": {
+      const c = state.view && state.view.pins.find((x) => x.id === p.contact);
+      if (!c) return;
+      c.unread = p.unread;
+      if (state.screen === "widget") widgetView();
+      break;
+    }
+    case "connection.changed":
+      if (!state.view) return;
+      state.view.connection = p.connection;
+      state.view.stale = p.stale;
+      if (p.connection === "auth_required") { if (state.screen !== "login") reauthView(); }
+      else if (state.screen === "widget" || state.screen === "reauth") widgetView();
+      break;
+    case "auth.required":
+      if (!state.view) return;
+      state.view.connection = "auth_required";
+      if (state.screen !== "login") reauthView();
+      break;
     case "message.received":
       if (state.chat && p.message.from === state.chat.contact.id) { addMessage(p.message, false); markRead(); }
       break;
