@@ -149,6 +149,14 @@ async fn dispatch(
             let r = params::<Contacts>(p)?;
             ok(daemon.widget(&r.widget).await?.ask(Cmd::Contacts).await?)
         }
+        Avatar::NAME => {
+            let r = params::<Avatar>(p)?;
+            ok(daemon
+                .widget(&r.widget)
+                .await?
+                .ask(|reply| Cmd::Avatar(r.hash, reply))
+                .await?)
+        }
         SetPins::NAME => {
             let r = params::<SetPins>(p)?;
             ok(daemon

@@ -99,6 +99,28 @@ impl Remote {
             .await
     }
 
+    /// An avatar image and its MIME type.
+    pub async fn avatar(&self, key: &str, hash: &str) -> Result<(String, Vec<u8>), RemoteError> {
+        let response = self
+            .http
+            .get(self.url(&format!("/v1/avatars/{hash}")))
+            .bearer_auth(key)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        if !response.status().is_success() {
+            return Err(error_of(response).await);
+        }
+        let mime = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let bytes = response.bytes().await.map_err(unreachable)?;
+        Ok((mime, bytes.to_vec()))
+    }
+
     /// Sends a message.
     pub async fn send_message(
         &self,

@@ -25,6 +25,8 @@ pub enum Cmd {
     View(oneshot::Sender<WidgetView>),
     /// The account's contacts.
     Contacts(Reply<Vec<ContactIdentity>>),
+    /// An avatar image by hash.
+    Avatar(String, Reply<AvatarView>),
     /// Re-pin.
     SetPins(Vec<u64>, Reply<WidgetView>),
     /// Refresh now.
@@ -539,6 +541,7 @@ impl Widget {
                 let result = self.contacts().await;
                 let _ = reply.send(result);
             }
+            Cmd::Avatar(hash, reply) => self.avatar(hash, reply),
             Cmd::SetPins(pins, reply) => {
                 let result = self.set_pins(pins).await;
                 let _ = reply.send(result);
@@ -632,6 +635,44 @@ impl Widget {
             Ok(list) => Ok(list.contacts.into_iter().map(identity).collect()),
             Err(e) => Err(self.remote_error(e).await),
         }
+    }
+
+    /// Fetches an avatar on a task of its own: a panel asks for dozens at once, and the widget keeps
+    /// answering meanwhile.
+    fn avatar(&self, hash: String, reply: Reply<AvatarView>) {
+        if hash.is_empty() || hash.len() > 128 || !hash.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            let _ = reply.send(Err(err(
+                ErrorCode::Invalid,
+                "an avatar hash is 1 to 128 letters and digits",
+            )));
+            return;
+        }
+        let key = match self.key() {
+            Ok(k) => k,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let remote = self.remote.clone();
+        tokio::spawn(async move {
+            let result = match remote.avatar(&key, &hash).await {
+                Ok((mime, bytes)) if mime.starts_with("image/") => {
+                    use base64::Engine;
+                    Ok(AvatarView {
+                        mime,
+                        data: base64::engine::general_purpose::STANDARD.encode(bytes),
+                    })
+                }
+                Ok((mime, _)) => Err(err(
+                    ErrorCode::ServerError,
+                    format!("the avatar is not an image ({mime})"),
+                )),
+                Err(RemoteError::Unreachable(why)) => Err(err(ErrorCode::ServerUnreachable, why)),
+                Err(e) => Err(err(ErrorCode::ServerError, e.to_string())),
+            };
+            let _ = reply.send(result);
+        });
     }
 
     async fn set_pins(&mut self, pins: Vec<u64>) -> Result<WidgetView, RpcError> {

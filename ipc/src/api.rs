@@ -50,6 +50,9 @@ methods! {
     RebindWidget = "widget.rebind" (Rebind) -> Created;
     /// The widget account's full contact list, for picking pins.
     Contacts = "widget.contacts" (WidgetRef) -> Vec<ContactIdentity>;
+    /// A contact's avatar image (the `avatar` hash of an identity), for display without network
+    /// access of one's own.
+    Avatar = "widget.avatar" (AvatarParams) -> AvatarView;
     /// Sets the pinned contacts (at most the server's limit); the widget updates at once.
     SetPins = "widget.set_pins" (SetPinsParams) -> WidgetView;
     /// Everything a widget shows, from memory.
@@ -222,6 +225,24 @@ pub struct ContactIdentity {
 }
 
 /// `widget.set_pins`.
+/// Parameters of `widget.avatar`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AvatarParams {
+    /// The widget whose server has the image.
+    pub widget: WidgetId,
+    /// The image's hash, from an identity's `avatar`.
+    pub hash: String,
+}
+
+/// An avatar image.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AvatarView {
+    /// Its MIME type (`image/png`, …).
+    pub mime: String,
+    /// The image, base64.
+    pub data: String,
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct SetPinsParams {
     /// The widget.

@@ -1050,3 +1050,45 @@ async fn footprint_benchmark_smoke() {
     }
     assert!(f.start_to_snapshot_ms > 0.0);
 }
+
+#[tokio::test]
+async fn avatars_are_fetched_through_the_daemon_and_bad_hashes_refused() {
+    let s = Server::start().await;
+    let d = Daemon::start();
+    let client = d.client().await;
+    let created = create(&client, &s, "demo").await;
+    let widget = created.widget.id.clone();
+    let alice = created.contacts.iter().find(|c| c.login == "alice").unwrap();
+    let hash = alice.avatar.clone().expect("the demo world has avatars");
+    let image = client
+        .call::<Avatar>(AvatarParams {
+            widget: widget.clone(),
+            hash,
+        })
+        .await
+        .unwrap();
+    assert!(image.mime.starts_with("image/"), "{image:?}");
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&image.data)
+        .unwrap();
+    assert!(bytes.len() > 8, "an image has bytes");
+    for bad in ["", "../../v1/contacts", "a/b", &"f".repeat(129)] {
+        let e = client
+            .call::<Avatar>(AvatarParams {
+                widget: widget.clone(),
+                hash: bad.to_owned(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(code(e), "widget.invalid", "{bad:?}");
+    }
+    let e = client
+        .call::<Avatar>(AvatarParams {
+            widget,
+            hash: "0000000000000000".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "server.error");
+}

@@ -182,6 +182,15 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
     // The widget (Fig. 4): identity, pins with state, no unread yet.
     wd.find(&format!("#pins li[data-contact='{}']", alice.0)).await;
     assert!(wd.text("#me").await.contains("Demo User"));
+    // Avatars come through the daemon as data URLs: the page itself loads nothing from the network.
+    wd.until(
+        "Alice's avatar image",
+        &format!(
+            "return document.querySelector(\"#pins li[data-contact='{}'] .avatar img\")?.src.startsWith('data:image/')",
+            alice.0
+        ),
+    )
+    .await;
     assert_eq!(
         wd.js("return document.querySelectorAll('#pins li').length").await,
         2

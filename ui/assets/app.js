@@ -114,12 +114,27 @@ function show(...nodes) {
   const first = app.querySelector("[autofocus]") || app.querySelector("input, button, li[tabindex]");
   if (first) first.focus();
 }
-function avatar(name, state) {
+// Avatar images come through the daemon (the page itself reaches no network), once per hash.
+const avatarImages = new Map();
+function avatarImage(image) {
+  if (!avatarImages.has(image)) {
+    avatarImages.set(image, call("widget.avatar", { widget: state.widget, hash: image })
+      .then((a) => `data:${a.mime};base64,${a.data}`)
+      .catch(() => null));
+  }
+  return avatarImages.get(image);
+}
+function avatar(name, state_, image) {
   let hash = 0;
   for (const c of name || "?") hash = (hash * 31 + c.codePointAt(0)) >>> 0;
   const el = h("div", { class: "avatar", "aria-hidden": "true" }, [...(name || "?")][0].toUpperCase());
   el.style.background = `hsl(${hash % 360} 55% 45%)`;
-  if (state) el.append(h("span", { class: "state " + state }));
+  if (image && state.widget) {
+    avatarImage(image).then((src) => {
+      if (src) el.prepend(h("img", { src, alt: "" }));
+    });
+  }
+  if (state_) el.append(h("span", { class: "state " + state_ }));
   return el;
 }
 function when(ts) {
@@ -198,7 +213,7 @@ function pickerView(contacts, max, pinned) {
           if (box.checked) chosen.add(c.id); else chosen.delete(c.id);
           refreshCount();
         });
-        return h("li", {}, box, avatar(c.name),
+        return h("li", {}, box, avatar(c.name, null, c.avatar),
           h("label", { for: "c" + c.id, class: "who" }, h("div", { class: "name" }, c.name), h("div", { class: "sig" }, c.signature || c.login)));
       }));
     refreshCount();
@@ -233,7 +248,7 @@ function widgetView() {
       ? h("button", { class: "count", "data-unread": c.id, "aria-label": `${c.unread} ${t("unread")}`, onclick: (e) => { e.stopPropagation(); detailsView(c); } }, c.unread > 99 ? "99+" : c.unread)
       : null;
     const row = h("li", { tabindex: "0", "data-contact": c.id, "aria-label": `${c.name}, ${t(c.state)}` },
-      avatar(c.name, c.state),
+      avatar(c.name, c.state, c.avatar),
       h("div", { class: "who" }, h("div", { class: "name" }, c.name), h("div", { class: "sig" }, c.status || c.signature)),
       count);
     activate(row, () => chatView(c));
@@ -242,7 +257,7 @@ function widgetView() {
   if (!v.pins.length) list.append(h("li", { class: "empty" }, t("noPins")));
   const conn = h("span", { class: "conn " + v.connection, id: "connection" }, t("conn_" + v.connection));
   show(
-    h("header", {}, avatar(me.name, me.state),
+    h("header", {}, avatar(me.name, me.state, me.avatar),
       h("h1", { id: "me" }, me.name, h("span", { class: "sub" }, me.signature || me.login))),
     h("div", { class: "scroll" }, list),
     h("div", { class: "bar" }, conn, h("span", { class: "grow" }),
@@ -266,7 +281,7 @@ async function detailsView(contact) {
     list.append(row);
   }
   if (!msgs.length) list.append(h("li", { class: "empty" }, t("noUnread")));
-  show(h("header", {}, h("button", { onclick: widgetView, "aria-label": t("back") }, "←"), avatar(contact.name, contact.state),
+  show(h("header", {}, h("button", { onclick: widgetView, "aria-label": t("back") }, "←"), avatar(contact.name, contact.state, contact.avatar),
     h("h1", {}, t("unreadFrom", { name: contact.name }))), h("div", { class: "scroll" }, list));
 }
 
@@ -292,8 +307,8 @@ async function chatView(contact) {
   scroller.addEventListener("scroll", () => { if (scroller.scrollTop < 40) loadOlder(); });
   show(
     h("header", {}, h("button", { id: "back", onclick: () => { state.chat = null; widgetView(); }, "aria-label": t("back") }, "←"),
-      avatar(contact.name, contact.state), h("h1", { id: "peer" }, contact.name, h("span", { class: "sub" }, t(contact.state))),
-      avatar(me.name, me.state)),
+      avatar(contact.name, contact.state, contact.avatar), h("h1", { id: "peer" }, contact.name, h("span", { class: "sub" }, t(contact.state))),
+      avatar(me.name, me.state, me.avatar)),
     scroller,
     h("div", { class: "compose" }, text, h("button", { class: "primary", id: "send", onclick: send }, t("send"))));
   await loadOlder();
