@@ -8,6 +8,18 @@ use pinchat_tests::desktop::{
     App, ENTER, WebDriver, Xvfb, ensure_tray_host, eventually, registered_items, serial, window_titles,
 };
 
+/// Binds the demo account through the same local API the app uses.
+async fn bind_demo(client: &pinchat_ipc::Client, server: &Server) -> pinchat_ipc::api::Created {
+    client
+        .call::<CreateWidget>(Login {
+            server: server.url(""),
+            account: "demo".into(),
+            password: "demo".into(),
+        })
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn the_tray_shows_unread_counts_a_click_opens_the_widget_panel_and_a_second_launch_adds_nothing() {
     let _serial = serial().await;
@@ -27,14 +39,7 @@ async fn the_tray_shows_unread_counts_a_click_opens_the_widget_panel_and_a_secon
 
     // Bind the demo account through the same local API the app uses (the app started the daemon).
     let client = pinchat_ipc::Client::connect(&app.socket).await.unwrap();
-    let created = client
-        .call::<CreateWidget>(Login {
-            server: server.url(""),
-            account: "demo".into(),
-            password: "demo".into(),
-        })
-        .await
-        .unwrap();
+    let created = bind_demo(&client, &server).await;
     let widget = created.widget.id.clone();
     let alice = created.contacts.iter().find(|c| c.login == "alice").unwrap().id;
     client
@@ -413,14 +418,7 @@ async fn the_tray_menu_sets_update_mode_do_not_disturb_and_language() {
     let dir = tempfile::tempdir().unwrap();
     let app = App::start(&x.display, dir.path());
     let client = pinchat_ipc::Client::connect(&app.socket).await.unwrap();
-    let created = client
-        .call::<CreateWidget>(Login {
-            server: server.url(""),
-            account: "demo".into(),
-            password: "demo".into(),
-        })
-        .await
-        .unwrap();
+    let created = bind_demo(&client, &server).await;
     let widget = created.widget.id.clone();
     eventually("the account's submenu", || {
         app.menu()

@@ -305,8 +305,16 @@ async fn serve(
                     sink(ToUi::Lost("the daemon closed the connection".into()));
                     return;
                 };
-                // Any notification may change unread counts or connection states: the tray's view of
-                // the widgets is refreshed (one small call; notifications are rare when idle).
+                // The tray shows accounts, unread totals, connection states and modes: only changes
+                // to those fetch the widget list again, not the pinned contacts' presence changes or
+                // delivery reports, which are the frequent ones.
+                let affects_tray = match &n {
+                    Notification::ContactChanged { fields, .. } => {
+                        fields.iter().any(|f| matches!(f, pinchat_proto::Field::Unread(_)))
+                    }
+                    Notification::MessageDelivery { .. } => false,
+                    _ => true,
+                };
                 if let Ok(v) = serde_json::to_value(&n) {
                     sink(ToUi::Notification(v));
                 }
@@ -322,7 +330,9 @@ async fn serve(
                         }
                     });
                 }
-                refresh();
+                if affects_tray {
+                    refresh();
+                }
             }
         }
     }
