@@ -158,10 +158,16 @@ impl App {
     /// Starts the app on `display` with its daemon's socket and data under `dir`; returns once its
     /// tray item exists.
     pub fn start(display: &str, dir: &Path) -> App {
+        App::start_with(display, dir, &[])
+    }
+
+    /// [`App::start`] with extra environment (language, GTK theme).
+    pub fn start_with(display: &str, dir: &Path, env: &[(&str, &str)]) -> App {
         need("xwininfo", "x11-utils");
         let socket = dir.join("run").join("daemon.sock");
         let log = dir.join("app.log");
         let mut child = App::command(display, dir, &socket)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
@@ -303,7 +309,8 @@ impl App {
         .expect("Activate the tray item");
     }
 
-    /// Resident memory of the app and its child processes (WebKit's web and network processes), kB.
+    /// Resident memory of the app and all its descendants (panel processes and their WebKit web and
+    /// network processes), kB.
     pub fn rss_kb(&self) -> u64 {
         let rss = |pid: u32| -> u64 {
             std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -318,13 +325,13 @@ impl App {
                 })
                 .unwrap_or(0)
         };
-        rss(self.pid()) + self.children().iter().map(|(pid, _)| rss(*pid)).sum::<u64>()
+        rss(self.pid()) + self.descendants().iter().map(|(pid, _)| rss(*pid)).sum::<u64>()
     }
 
-    /// The app's child processes: (pid, command name).
-    pub fn children(&self) -> Vec<(u32, String)> {
-        let me = self.pid().to_string();
-        std::fs::read_dir("/proc")
+    /// The app's descendant processes: (pid, command name).
+    pub fn descendants(&self) -> Vec<(u32, String)> {
+        // (pid, parent pid, command name) of every process.
+        let all: Vec<(u32, u32, String)> = std::fs::read_dir("/proc")
             .into_iter()
             .flatten()
             .flatten()
@@ -333,10 +340,21 @@ impl App {
                 let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
                 // The command name is in parentheses and may contain spaces; the parent pid follows.
                 let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
-                let ppid = rest.split_whitespace().nth(1)?;
-                (ppid == me).then(|| (pid, name.to_owned()))
+                let ppid = rest.split_whitespace().nth(1)?.parse().ok()?;
+                Some((pid, ppid, name.to_owned()))
             })
-            .collect()
+            .collect();
+        let mut found = vec![];
+        let mut parents = vec![self.pid()];
+        while let Some(parent) = parents.pop() {
+            for (pid, ppid, name) in &all {
+                if *ppid == parent {
+                    found.push((*pid, name.clone()));
+                    parents.push(*pid);
+                }
+            }
+        }
+        found
     }
 
     /// What the app logged.
@@ -352,9 +370,11 @@ impl Drop for App {
     }
 }
 
-/// A minimal W3C WebDriver client for WebKitWebDriver, driving the real app's webview.
+/// A minimal W3C WebDriver client for WebKitWebDriver, driving a real panel's webview.
 pub struct WebDriver {
     driver: Child,
+    /// The tray app whose daemon the panel uses.
+    pub app: App,
     display: String,
     http: reqwest::Client,
     base: String,
@@ -364,8 +384,9 @@ pub struct WebDriver {
 pub const ENTER: &str = "\u{E007}";
 
 impl WebDriver {
-    /// Starts WebKitWebDriver with the app's environment and opens a session on the app (which starts
-    /// with `--automation` and opens a panel at once).
+    /// Starts the tray app (and so its daemon), then WebKitWebDriver with the app's environment, and
+    /// opens a session on a panel process (`pinchat --automation panel`, adding an account) on that
+    /// daemon.
     pub async fn start(display: &str, dir: &Path) -> WebDriver {
         WebDriver::start_with(display, dir, &[]).await
     }
@@ -378,6 +399,7 @@ impl WebDriver {
             .expect("a free port")
             .port();
         let socket = dir.join("run").join("daemon.sock");
+        let tray = App::start_with(display, dir, env);
         let mut app = App::command(display, dir, &socket);
         app.envs(env.iter().copied());
         let mut driver = Command::new("WebKitWebDriver");
@@ -395,6 +417,7 @@ impl WebDriver {
             .expect("start WebKitWebDriver");
         let mut wd = WebDriver {
             driver,
+            app: tray,
             display: display.to_owned(),
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
             base: format!("http://127.0.0.1:{port}"),
@@ -406,7 +429,7 @@ impl WebDriver {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let caps = serde_json::json!({"capabilities": {"alwaysMatch": {"webkitgtk:browserOptions": {
-            "binary": app_binary(), "args": ["--automation"]
+            "binary": app_binary(), "args": ["--automation", "panel"]
         }}}});
         let session = wd.raw("POST", "/session", Some(caps)).await;
         let id = session["sessionId"].as_str().expect("a session id").to_owned();

@@ -69,6 +69,9 @@ pub struct Options {
     pub single_instance: bool,
     /// The demo: keep an embedded daemon's keys in memory, and bind the demo user on this server.
     pub demo: Option<String>,
+    /// For a panel process: only attach to a running daemon (never start one), and neither follow
+    /// the widget list nor look up senders for OS notifications (the tray does both).
+    pub panel: bool,
 }
 
 /// How the app reached the daemon.
@@ -94,6 +97,8 @@ pub struct Backend {
     thread: Option<std::thread::JoinHandle<()>>,
     /// How the daemon was reached.
     pub attached: Attached,
+    /// The daemon's local API socket.
+    pub socket: PathBuf,
 }
 
 /// The methods panels may call: the local API, nothing else.
@@ -129,8 +134,8 @@ impl Backend {
                         false => None,
                     };
                     match connect(&options, stop.clone()).await {
-                        Ok((client, attached, daemon)) => {
-                            let _ = ready_tx.send(Ok(attached));
+                        Ok((client, attached, daemon, socket)) => {
+                            let _ = ready_tx.send(Ok((attached, socket)));
                             if let Some(listener) = instance {
                                 let sink = sink.clone();
                                 tokio::spawn(async move {
@@ -147,7 +152,7 @@ impl Backend {
                             {
                                 sink(ToUi::Lost(format!("{e:#}")));
                             }
-                            serve(client, rx, sink, stop).await;
+                            serve(client, rx, sink, stop, !options.panel).await;
                             if let Some(daemon) = daemon {
                                 let _ = daemon.await;
                             }
@@ -158,7 +163,7 @@ impl Backend {
                     }
                 });
             })?;
-        let attached = ready_rx
+        let (attached, socket) = ready_rx
             .recv()
             .map_err(|_| anyhow::anyhow!("the backend thread stopped"))??;
         Ok(Backend {
@@ -166,6 +171,7 @@ impl Backend {
             shutdown,
             thread: Some(thread),
             attached,
+            socket,
         })
     }
 
@@ -227,7 +233,7 @@ async fn claim_instance(options: &Options) -> anyhow::Result<pinchat_ipc::transp
 async fn connect(
     options: &Options,
     shutdown: CancellationToken,
-) -> anyhow::Result<(Client, Attached, Option<DaemonTask>)> {
+) -> anyhow::Result<(Client, Attached, Option<DaemonTask>, PathBuf)> {
     let mut config = pinchat_daemon::config::DaemonConfig::load(None)?;
     if let Some(s) = &options.socket {
         config.socket.clone_from(s);
@@ -236,8 +242,8 @@ async fn connect(
         config.data_dir.clone_from(d);
     }
     match Client::connect(&config.socket).await {
-        Ok(client) => return Ok((client, Attached::Running, None)),
-        Err(ClientError::NotRunning(_)) => {}
+        Ok(client) => return Ok((client, Attached::Running, None, config.socket)),
+        Err(ClientError::NotRunning(_)) if !options.panel => {}
         Err(e) => return Err(e.into()),
     }
     let listener = pinchat_ipc::transport::Listener::bind(&config.socket)
@@ -249,7 +255,7 @@ async fn connect(
     };
     let daemon = tokio::spawn(pinchat_daemon::run_with_vault(config, listener, shutdown, vault));
     let client = Client::connect(&socket).await?;
-    Ok((client, Attached::Embedded, Some(daemon)))
+    Ok((client, Attached::Embedded, Some(daemon), socket))
 }
 
 async fn serve(
@@ -257,6 +263,7 @@ async fn serve(
     mut requests: mpsc::Receiver<Request>,
     sink: Arc<dyn Fn(ToUi) + Send + Sync>,
     shutdown: CancellationToken,
+    tray: bool,
 ) {
     let mut notifications = client.notifications().expect("taken once, here");
     let client = Arc::new(client);
@@ -285,7 +292,9 @@ async fn serve(
             });
         }
     };
-    refresh();
+    if tray {
+        refresh();
+    }
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -318,19 +327,17 @@ async fn serve(
                 if let Ok(v) = serde_json::to_value(&n) {
                     sink(ToUi::Notification(v));
                 }
-                if let Notification::MessageReceived { widget, message } = n {
-                    // The notification names the sender: their name is in the widget's view.
-                    let (client, sink) = (client.clone(), sink.clone());
-                    tokio::spawn(async move {
-                        let Ok(view) = client.call::<Snapshot>(WidgetRef { widget: widget.clone() }).await else {
-                            return;
-                        };
-                        if let Some(c) = view.pins.iter().find(|c| c.id == message.from) {
-                            sink(ToUi::Incoming { widget, contact: c.id, name: c.name.clone(), text: message.text });
-                        }
-                    });
+                if tray && let Notification::MessageReceived { widget, message } = n {
+                    // The notification names the sender: their name is in the widget's view. Looked
+                    // up before the widget list is refreshed, so that the tray learns of the message
+                    // before it sees the new unread count (do-not-disturb decisions stay in order).
+                    if let Ok(view) = client.call::<Snapshot>(WidgetRef { widget: widget.clone() }).await
+                        && let Some(c) = view.pins.iter().find(|c| c.id == message.from)
+                    {
+                        sink(ToUi::Incoming { widget, contact: c.id, name: c.name.clone(), text: message.text });
+                    }
                 }
-                if affects_tray {
+                if tray && affects_tray {
                     refresh();
                 }
             }

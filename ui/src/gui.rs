@@ -1,28 +1,26 @@
-//! The graphical app: the tao event loop (`ControlFlow::Wait`: it sleeps until something happens), the
-//! tray icon and its menu, and the panels.
+//! The tray app: the tao event loop (`ControlFlow::Wait`: it sleeps until something happens), the
+//! tray icon and its menu, OS notifications, and the panels' processes.
 //!
-//! A panel is a window with a wry webview showing the embedded single-page UI (`assets/`), served
-//! through the `pinchat` custom protocol with a strict CSP: nothing is loaded from the network. One
-//! panel per widget (plus one for adding an account); it is created when opened and **destroyed when
-//! closed**, so an idle app holds no webview. The page talks to the daemon through the backend with
-//! `window.ipc.postMessage({id, method, params})`; answers and notifications come back through
-//! `evaluate_script` calls to `window.pinchat.reply` and `window.pinchat.event`.
+//! A panel is a window with a webview ([`crate::panel`]) in a process of its own, started when the
+//! panel opens and ended when it closes: an idle app holds no webview, and closing a panel gives back
+//! all the memory it took (WebKit's web and network processes included). One panel per widget (plus
+//! one for adding an account). The tray talks to a panel over its standard input and output (see
+//! [`crate::panel`]); closing the panel's standard input closes the panel.
 
 use crate::backend::{Backend, PanelId, ToUi};
+use crate::badge;
 use crate::i18n::Lang;
 use crate::settings::Settings;
-use crate::{assets, badge};
 use pinchat_ipc::api::{Connection, Mode, WidgetSummary};
-use serde_json::Value;
-use std::borrow::Cow;
 use std::collections::HashMap;
-use tao::dpi::{LogicalSize, PhysicalPosition};
-use tao::event::{Event, StartCause, WindowEvent};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{ChildStdin, Command, Stdio};
+use tao::dpi::PhysicalPosition;
+use tao::event::{Event, StartCause};
 use tao::event_loop::{ControlFlow, EventLoopBuilder, EventLoopProxy, EventLoopWindowTarget};
-use tao::window::{Window, WindowBuilder, WindowId};
 use tray_icon::menu::{CheckMenuItem, Menu, MenuEvent, MenuItem, PredefinedMenuItem, Submenu};
 use tray_icon::{TrayIcon, TrayIconBuilder, TrayIconEvent};
-use wry::{WebContext, WebView, WebViewBuilder};
 
 /// Everything that wakes the event loop.
 #[derive(Debug)]
@@ -33,8 +31,10 @@ pub enum UserEvent {
     Menu(MenuEvent),
     /// The backend has something.
     Backend(ToUi),
-    /// A panel's page posted a message.
+    /// A panel's process wrote a line (`opened <widget>`).
     FromPanel(PanelId, String),
+    /// A panel's process ended.
+    PanelClosed(PanelId),
     /// An OS notification was activated: open that chat.
     OpenChat(String, u64),
 }
@@ -48,35 +48,30 @@ enum PanelKind {
     AddAccount,
 }
 
+/// A panel's process, as the tray knows it.
 struct Panel {
-    id: PanelId,
     kind: PanelKind,
-    // Dropped in this order: the webview, its window, then its web context.
-    webview: WebView,
-    window: Window,
-    _context: WebContext,
+    /// The control channel; dropping it closes the panel.
+    control: ChildStdin,
 }
 
 struct App {
     lang: Lang,
     /// Taken (and stopped) when the loop ends.
     backend: Option<Backend>,
+    /// The local API's socket, for the panels.
+    socket: PathBuf,
     proxy: EventLoopProxy<UserEvent>,
     tray: Option<TrayIcon>,
     widgets: Vec<(WidgetSummary, Mode)>,
     settings: Settings,
-    settings_path: Option<std::path::PathBuf>,
+    settings_path: Option<PathBuf>,
     /// What the tray shows now: (total unread, any online, menu labels); rebuilt only when it changes.
     shown: Option<(u32, bool, Vec<String>, Settings, bool)>,
-    panels: HashMap<WindowId, Panel>,
+    panels: HashMap<PanelId, Panel>,
     next_panel: PanelId,
-    /// Under automation, the web context the WebDriver attaches to, for the first panel (WebKitGTK
-    /// allows one automation context and hands the driver its first webview).
-    automation_context: Option<WebContext>,
     /// Where the tray icon is, to place panels near it.
     anchor: Option<Anchor>,
-    /// The chat the next widget panel opens on (an activated notification).
-    chat_on_open: Option<u64>,
 }
 
 /// What is known of the tray icon's place.
@@ -110,29 +105,23 @@ fn place(anchor: Anchor, w: f64, h: f64, screen_w: f64, screen_h: f64) -> Physic
     )
 }
 
-/// The URL the panels load, per platform (wry serves custom protocols at `http://<name>.localhost` on
-/// Windows).
-fn page_url(query: &str) -> String {
-    if cfg!(windows) {
-        format!("http://pinchat.localhost/index.html?{query}")
-    } else {
-        format!("pinchat://localhost/index.html?{query}")
-    }
-}
-
 /// Connects to the daemon (or starts it) and runs the app until "Quit".
-///
-/// With `automation`, the webviews accept a WebDriver (WebKitWebDriver on Linux) and a panel opens at
-/// once: WebKitGTK hands the driver the first webview of the context.
 pub fn run(
     options: crate::backend::Options,
     lang: Lang,
-    automation: bool,
-    settings: (Settings, Option<std::path::PathBuf>),
+    settings: (Settings, Option<PathBuf>),
     on_exit: Box<dyn FnOnce() + Send>,
 ) -> anyhow::Result<std::convert::Infallible> {
     let (settings, settings_path) = settings;
-    let event_loop = EventLoopBuilder::<UserEvent>::with_user_event().build();
+    let mut event_loop = EventLoopBuilder::<UserEvent>::with_user_event().build();
+    // A tray app: no Dock icon.
+    #[cfg(target_os = "macos")]
+    {
+        use tao::platform::macos::{ActivationPolicy, EventLoopExtMacOS};
+        event_loop.set_activation_policy(ActivationPolicy::Accessory);
+    }
+    #[cfg(not(target_os = "macos"))]
+    let _ = &mut event_loop;
     let proxy = event_loop.create_proxy();
     let backend = {
         let p = std::sync::Mutex::new(proxy.clone());
@@ -143,6 +132,7 @@ pub fn run(
                 .send_event(UserEvent::Backend(e));
         })?
     };
+    let socket = backend.socket.clone();
     {
         let p = proxy.clone();
         TrayIconEvent::set_event_handler(Some(move |e| {
@@ -153,15 +143,10 @@ pub fn run(
             let _ = p.send_event(UserEvent::Menu(e));
         }));
     }
-    let automation_context = automation.then(|| {
-        let mut context = WebContext::new(None);
-        // Lets WebKitWebDriver drive the real panels in the end-to-end tests (Linux; a no-op elsewhere).
-        context.set_allows_automation(true);
-        context
-    });
     let mut app = App {
         lang,
         backend: Some(backend),
+        socket,
         proxy,
         tray: None,
         widgets: vec![],
@@ -170,21 +155,14 @@ pub fn run(
         settings_path,
         panels: HashMap::new(),
         next_panel: 1,
-        automation_context,
         anchor: None,
-        chat_on_open: None,
     };
     let mut on_exit = Some(on_exit);
     event_loop.run(move |event, target, control_flow| {
         *control_flow = ControlFlow::Wait;
         match event {
             // The tray is created once the loop runs (macOS requires it).
-            Event::NewEvents(StartCause::Init) => {
-                app.update_tray();
-                if automation {
-                    app.open_main(target);
-                }
-            }
+            Event::NewEvents(StartCause::Init) => app.update_tray(),
             Event::UserEvent(e) => {
                 let quit = app.user_event(e, target);
                 *control_flow = if quit {
@@ -193,14 +171,8 @@ pub fn run(
                     ControlFlow::Wait
                 };
             }
-            Event::WindowEvent {
-                window_id,
-                event: WindowEvent::CloseRequested,
-                ..
-            } => {
-                app.panels.remove(&window_id);
-            }
             Event::LoopDestroyed => {
+                // Closing their control channels closes the panels.
                 app.panels.clear();
                 app.tray = None;
                 // An embedded daemon finishes its writes before the process ends.
@@ -249,23 +221,19 @@ impl App {
                 self.menu_choice(&id, target);
             }
             UserEvent::Backend(ToUi::Show) => self.open_main(target),
-            UserEvent::FromPanel(panel, body) => self.panel_message(panel, &body),
-            UserEvent::Backend(ToUi::Reply { panel, id, result }) => {
-                let (ok, value) = match result {
-                    Ok(v) => (true, v),
-                    Err(e) => (false, e),
-                };
-                self.script(
-                    panel,
-                    &format!("window.pinchat&&window.pinchat.reply({id},{ok},{value})"),
-                );
-            }
-            UserEvent::Backend(ToUi::Notification(n)) => {
-                let js = format!("window.pinchat&&window.pinchat.event({n})");
-                for p in self.panels.values() {
-                    let _ = p.webview.evaluate_script(&js);
+            UserEvent::FromPanel(panel, line) => {
+                // An add-account panel that created a widget becomes that widget's panel.
+                if let Some(w) = line.strip_prefix("opened ")
+                    && let Some(p) = self.panels.get_mut(&panel)
+                {
+                    p.kind = PanelKind::Widget(w.to_owned());
                 }
             }
+            UserEvent::PanelClosed(panel) => {
+                self.panels.remove(&panel);
+            }
+            // Panels get their answers and notifications on their own connections.
+            UserEvent::Backend(ToUi::Reply { .. } | ToUi::Notification(_)) => {}
             UserEvent::Backend(ToUi::Widgets(list)) => {
                 self.widgets = list;
                 // A removed widget's panel goes with it.
@@ -297,9 +265,9 @@ impl App {
     /// A tray menu entry (other than "quit").
     fn menu_choice(&mut self, id: &str, target: &EventLoopWindowTarget<UserEvent>) {
         if id == "add" {
-            self.open(PanelKind::AddAccount, target);
+            self.open(PanelKind::AddAccount, None, target);
         } else if let Some(widget) = id.strip_prefix("open:") {
-            self.open(PanelKind::Widget(widget.to_owned()), target);
+            self.open(PanelKind::Widget(widget.to_owned()), None, target);
         } else if let Some(widget) = id.strip_prefix("dnd:") {
             if !self.settings.do_not_disturb.remove(widget) {
                 self.settings.do_not_disturb.insert(widget.to_owned());
@@ -337,170 +305,116 @@ impl App {
 
     /// Opens (or shows) a widget's panel on the chat with `contact`.
     fn open_chat(&mut self, widget: String, contact: u64, target: &EventLoopWindowTarget<UserEvent>) {
-        let kind = PanelKind::Widget(widget);
-        if let Some(p) = self.panels.values().find(|p| p.kind == kind) {
-            p.window.set_visible(true);
-            p.window.set_focus();
-            let _ = p
-                .webview
-                .evaluate_script(&format!("window.pinchat&&window.pinchat.openChat({contact})"));
-            return;
-        }
-        self.chat_on_open = Some(contact);
-        self.open(kind, target);
+        self.open(PanelKind::Widget(widget), Some(contact), target);
     }
 
     /// The tray click: the first widget's panel, or adding an account when there is none.
     fn open_main(&mut self, target: &EventLoopWindowTarget<UserEvent>) {
         match self.widgets.first() {
-            Some((w, _)) => self.open(PanelKind::Widget(w.id.clone()), target),
-            None => self.open(PanelKind::AddAccount, target),
+            Some((w, _)) => self.open(PanelKind::Widget(w.id.clone()), None, target),
+            None => self.open(PanelKind::AddAccount, None, target),
         }
     }
 
-    fn open(&mut self, kind: PanelKind, target: &EventLoopWindowTarget<UserEvent>) {
-        if let Some(p) = self.panels.values().find(|p| p.kind == kind) {
-            p.window.set_visible(true);
-            p.window.set_focus();
-            return;
-        }
-        match self.build_panel(kind, target) {
-            Ok(panel) => {
-                self.panels.insert(panel.window.id(), panel);
+    /// Shows the panel of `kind` (on the chat with `chat`), starting its process when it has none.
+    fn open(&mut self, kind: PanelKind, chat: Option<u64>, target: &EventLoopWindowTarget<UserEvent>) {
+        if let Some((&id, p)) = self.panels.iter_mut().find(|(_, p)| p.kind == kind) {
+            let line = match chat {
+                Some(c) => format!("chat {c}\n"),
+                None => "show\n".to_owned(),
+            };
+            if p.control
+                .write_all(line.as_bytes())
+                .and_then(|()| p.control.flush())
+                .is_ok()
+            {
+                return;
             }
-            Err(e) => tracing::error!(error = %e, "cannot open a panel"),
+            // Its process is ending: start a new one.
+            self.panels.remove(&id);
+        }
+        if let Err(e) = self.start_panel(kind, chat, target) {
+            tracing::error!(error = %e, "cannot open a panel");
         }
     }
 
-    fn build_panel(
+    /// Starts a panel's process: this program with `panel`, its control channel on standard input
+    /// and output.
+    fn start_panel(
         &mut self,
         kind: PanelKind,
+        chat: Option<u64>,
         target: &EventLoopWindowTarget<UserEvent>,
-    ) -> anyhow::Result<Panel> {
+    ) -> anyhow::Result<()> {
         let id = self.next_panel;
         self.next_panel += 1;
-        let (title, query) = match &kind {
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["--lang", self.lang.code(), "panel", "--managed"]);
+        let title = match &kind {
             PanelKind::Widget(w) => {
                 let name = self
                     .widgets
                     .iter()
                     .find(|(s, _)| &s.id == w)
                     .map_or("pinchat", |(s, _)| s.name.as_str());
-                let chat = self
-                    .chat_on_open
-                    .take()
-                    .map(|c| format!("&chat={c}"))
-                    .unwrap_or_default();
-                (
-                    format!("pinchat — {name}"),
-                    format!(
-                        "lang={}&view=widget&widget={}{chat}",
-                        self.lang.code(),
-                        urlencode(w)
-                    ),
-                )
+                command.args(["--widget", w]);
+                format!("pinchat — {name}")
             }
-            PanelKind::AddAccount => (
-                "pinchat".to_owned(),
-                format!("lang={}&view=login", self.lang.code()),
-            ),
+            PanelKind::AddAccount => "pinchat".to_owned(),
         };
-        let size = LogicalSize::new(360.0, 560.0);
-        let mut builder = WindowBuilder::new()
-            .with_title(title)
-            .with_inner_size(size)
-            .with_min_inner_size(LogicalSize::new(300.0, 360.0));
+        command.args(["--title", &title]);
+        if let Some(c) = chat {
+            command.args(["--chat", &c.to_string()]);
+        }
         if let (Some(anchor), Some(monitor)) = (self.anchor, target.primary_monitor()) {
             let scale = monitor.scale_factor();
             let screen = monitor.size();
-            builder = builder.with_position(place(
+            let at = place(
                 anchor,
-                size.width * scale,
-                size.height * scale,
+                crate::panel::SIZE.width * scale,
+                crate::panel::SIZE.height * scale,
                 screen.width as f64,
                 screen.height as f64,
-            ));
+            );
+            command.args([
+                "--x",
+                &(at.x as i32).to_string(),
+                "--y",
+                &(at.y as i32).to_string(),
+            ]);
         }
-        let window = builder.build(target)?;
+        #[cfg(windows)]
+        {
+            // No console window for the panel's process.
+            use std::os::windows::process::CommandExt;
+            const CREATE_NO_WINDOW: u32 = 0x0800_0000;
+            command.creation_flags(CREATE_NO_WINDOW);
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let (Some(control), Some(out)) = (child.stdin.take(), child.stdout.take()) else {
+            anyhow::bail!("the panel's process has no control channel");
+        };
         let proxy = self.proxy.clone();
-        // A web context per panel: on Linux a context registers the `pinchat` scheme once, and a second
-        // webview on it would fail with "duplicate custom protocol".
-        let mut context = self
-            .automation_context
-            .take()
-            .unwrap_or_else(|| WebContext::new(None));
-        let webview = WebViewBuilder::new_with_web_context(&mut context)
-            .with_custom_protocol("pinchat".into(), |_id, request| serve_asset(request.uri().path()))
-            .with_ipc_handler(move |req| {
-                let _ = proxy.send_event(UserEvent::FromPanel(id, req.into_body()));
-            })
-            // The panel never leaves its own pages.
-            .with_navigation_handler(|url| {
-                url.starts_with("pinchat://") || url.starts_with("http://pinchat.localhost/")
-            })
-            .with_url(page_url(&query));
-        #[cfg(target_os = "linux")]
-        let webview = {
-            use tao::platform::unix::WindowExtUnix;
-            use wry::WebViewBuilderExtUnix;
-            let vbox = window
-                .default_vbox()
-                .ok_or_else(|| anyhow::anyhow!("the window has no GTK container"))?;
-            webview.build_gtk(vbox)?
-        };
-        #[cfg(not(target_os = "linux"))]
-        let webview = webview.build(&window)?;
-        Ok(Panel {
-            id,
-            kind,
-            webview,
-            window,
-            _context: context,
-        })
-    }
-
-    /// A message from a panel's page: `{id, method, params}`.
-    fn panel_message(&mut self, panel: PanelId, body: &str) {
-        let parsed: Result<Value, _> = serde_json::from_str(body);
-        let Ok(msg) = parsed else {
-            tracing::warn!("a panel sent a message that is not JSON");
-            return;
-        };
-        let id = msg.get("id").and_then(Value::as_u64).unwrap_or(0);
-        let method = msg.get("method").and_then(Value::as_str).unwrap_or("").to_owned();
-        let params = msg.get("params").cloned().unwrap_or(Value::Null);
-        match method.as_str() {
-            "ui.close" => {
-                self.panels.retain(|_, p| p.id != panel);
-            }
-            "ui.opened" => {
-                // A panel that created a widget becomes that widget's panel.
-                if let Some(w) = params.get("widget").and_then(Value::as_str)
-                    && let Some(p) = self.panels.values_mut().find(|p| p.id == panel)
-                {
-                    p.kind = PanelKind::Widget(w.to_owned());
+        // The panel's lines, then its end (reaped here, so that no zombie is left).
+        std::thread::Builder::new()
+            .name("pinchat-panel".into())
+            .spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    let _ = proxy.send_event(UserEvent::FromPanel(id, line));
                 }
-                self.script(
-                    panel,
-                    &format!("window.pinchat&&window.pinchat.reply({id},true,{{}})"),
-                );
-            }
-            _ => {
-                let Some(backend) = &self.backend else { return };
-                if let Err(e) = backend.request(panel, id, method, params) {
-                    self.script(
-                        panel,
-                        &format!("window.pinchat&&window.pinchat.reply({id},false,{e})"),
-                    );
-                }
-            }
-        }
-    }
-
-    fn script(&self, panel: PanelId, js: &str) {
-        if let Some(p) = self.panels.values().find(|p| p.id == panel) {
-            let _ = p.webview.evaluate_script(js);
-        }
+                let _ = child.wait();
+                let _ = proxy.send_event(UserEvent::PanelClosed(id));
+            })?;
+        self.panels.insert(id, Panel { kind, control });
+        Ok(())
     }
 
     fn update_tray(&mut self) {
@@ -703,36 +617,6 @@ fn toggle_autostart() -> anyhow::Result<()> {
         a.enable()?;
     }
     Ok(())
-}
-
-/// Serves an embedded file with a strict Content-Security-Policy.
-fn serve_asset(path: &str) -> wry::http::Response<Cow<'static, [u8]>> {
-    match assets::get(path) {
-        Some((mime, body)) => wry::http::Response::builder()
-            .header("Content-Type", mime)
-            .header("Content-Security-Policy", assets::CSP)
-            .body(Cow::Borrowed(body))
-            .unwrap_or_else(|_| not_found()),
-        None => not_found(),
-    }
-}
-
-fn not_found() -> wry::http::Response<Cow<'static, [u8]>> {
-    let mut r = wry::http::Response::new(Cow::Borrowed(&b"not found"[..]));
-    *r.status_mut() = wry::http::StatusCode::NOT_FOUND;
-    r
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -12,12 +12,16 @@ pub mod demo;
 #[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
 pub mod gui;
 pub mod i18n;
+#[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
+pub mod panel;
 pub mod settings;
 pub mod terminal;
 
 use backend::{AlreadyRunning, Backend, Options};
 use clap::{Parser, Subcommand};
 use i18n::Lang;
+#[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
+use panel::PanelArgs;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,7 +45,7 @@ struct Cli {
     /// Show the widgets in the terminal even when a display is available.
     #[arg(long)]
     terminal: bool,
-    /// Accept a WebDriver (the end-to-end tests) and open a panel at once.
+    /// Let a WebDriver drive a panel (the end-to-end tests; with `panel`).
     #[arg(long, hide = true, env = "PINCHAT_AUTOMATION")]
     automation: bool,
     #[command(subcommand)]
@@ -59,6 +63,28 @@ enum Command {
         /// Seconds between demo events (a contact changes state or writes); 0 for none.
         #[arg(long, default_value_t = 4)]
         every: u64,
+    },
+    /// One panel in a process of its own (the tray app starts these; it needs a running daemon).
+    #[command(hide = true)]
+    Panel {
+        /// The widget whose panel this is; without it, adding an account.
+        #[arg(long)]
+        widget: Option<String>,
+        /// Open on the chat with this contact id.
+        #[arg(long)]
+        chat: Option<u64>,
+        /// The window's title.
+        #[arg(long, default_value = "pinchat")]
+        title: String,
+        /// Where the window goes, in physical pixels (with --y).
+        #[arg(long, requires = "y", allow_negative_numbers = true)]
+        x: Option<i32>,
+        /// Where the window goes, in physical pixels (with --x).
+        #[arg(long, requires = "x", allow_negative_numbers = true)]
+        y: Option<i32>,
+        /// Started by the tray app: standard input and output are its control channel.
+        #[arg(long)]
+        managed: bool,
     },
 }
 
@@ -91,11 +117,45 @@ pub fn main() -> ExitCode {
     // An explicit --lang (or PINCHAT_LANG) wins over the menu's choice, which wins over the OS locale.
     let lang = cli.lang.or(settings.lang).unwrap_or_else(Lang::from_os);
     let gui = !cli.terminal && has_display();
+    if let Some(Command::Panel {
+        widget,
+        chat,
+        title,
+        x,
+        y,
+        managed,
+    }) = cli.command
+    {
+        #[cfg(not(any(target_os = "linux", target_os = "windows", target_os = "macos")))]
+        {
+            let _ = (widget, chat, title, x, y, managed);
+            eprintln!("error: panels are not available on this platform");
+            return ExitCode::FAILURE;
+        }
+        #[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
+        return run_panel(
+            Options {
+                socket: cli.socket,
+                panel: true,
+                ..Options::default()
+            },
+            lang,
+            PanelArgs {
+                widget,
+                chat,
+                title,
+                position: x.zip(y),
+                managed,
+                automation: cli.automation,
+            },
+        );
+    }
     let mut options = Options {
         socket: cli.socket,
         data_dir: cli.data_dir,
         single_instance: gui,
         demo: None,
+        panel: false,
     };
     // The demo's server and data live as long as the app; they are cleaned up when it quits.
     let mut on_exit: Box<dyn FnOnce() + Send> = Box::new(|| {});
@@ -129,7 +189,7 @@ pub fn main() -> ExitCode {
     }
     if gui {
         #[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
-        return match gui::run(options, lang, cli.automation, (settings, settings_path), on_exit) {
+        return match gui::run(options, lang, (settings, settings_path), on_exit) {
             Ok(never) => match never {},
             Err(e) if e.is::<AlreadyRunning>() => {
                 println!("{e}");
@@ -154,6 +214,22 @@ pub fn main() -> ExitCode {
     let code = terminal::run(backend, rx, lang);
     on_exit();
     code
+}
+
+/// A panel's process (see [`panel`]).
+#[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
+fn run_panel(options: Options, lang: Lang, args: PanelArgs) -> ExitCode {
+    if !has_display() {
+        eprintln!("error: a panel needs a display");
+        return ExitCode::FAILURE;
+    }
+    match panel::run(options, lang, args) {
+        Ok(never) => match never {},
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The demo daemon's own socket, away from a real daemon's.
