@@ -580,3 +580,133 @@ impl Drop for WebDriver {
         let _ = self.driver.wait();
     }
 }
+
+/// A notification the stand-in notification server was asked to show.
+#[derive(Debug, Clone)]
+pub struct Shown {
+    /// The id the server gave it.
+    pub id: u32,
+    /// Its title.
+    pub summary: String,
+    /// Its text.
+    pub body: String,
+    /// Its actions, as (key, label) pairs flattened, as the protocol sends them.
+    pub actions: Vec<String>,
+}
+
+/// A stand-in for the desktop's notification server: owns `org.freedesktop.Notifications` on the
+/// session bus (the test's private one), records what it is asked to show, and can "click" a
+/// notification by emitting `ActionInvoked`, as a real server does. It runs on a thread of its own
+/// (with its own runtime), so that it answers while the test blocks.
+pub struct FakeNotifications {
+    activate: tokio::sync::mpsc::UnboundedSender<(u32, std::sync::mpsc::Sender<()>)>,
+    shown: std::sync::Arc<std::sync::Mutex<Vec<Shown>>>,
+}
+
+struct NotificationServer {
+    shown: std::sync::Arc<std::sync::Mutex<Vec<Shown>>>,
+}
+
+#[zbus::interface(name = "org.freedesktop.Notifications")]
+impl NotificationServer {
+    #[allow(clippy::too_many_arguments)]
+    fn notify(
+        &self,
+        _app_name: String,
+        _replaces_id: u32,
+        _app_icon: String,
+        summary: String,
+        body: String,
+        actions: Vec<String>,
+        _hints: std::collections::HashMap<String, zbus::zvariant::OwnedValue>,
+        _expire_timeout: i32,
+    ) -> u32 {
+        let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
+        let id = shown.len() as u32 + 1;
+        shown.push(Shown {
+            id,
+            summary,
+            body,
+            actions,
+        });
+        id
+    }
+
+    fn get_capabilities(&self) -> Vec<String> {
+        vec!["actions".into(), "body".into()]
+    }
+
+    fn get_server_information(&self) -> (String, String, String, String) {
+        ("pinchat-tests".into(), "pinchat".into(), "1".into(), "1.2".into())
+    }
+
+    fn close_notification(&self, _id: u32) {}
+}
+
+impl FakeNotifications {
+    /// Takes `org.freedesktop.Notifications` on the session bus.
+    pub fn start() -> FakeNotifications {
+        let shown = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+        let (activate, mut requests) =
+            tokio::sync::mpsc::unbounded_channel::<(u32, std::sync::mpsc::Sender<()>)>();
+        let (ready, started) = std::sync::mpsc::channel();
+        let server = NotificationServer { shown: shown.clone() };
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                let connection = match async {
+                    zbus::connection::Builder::session()?
+                        .serve_at("/org/freedesktop/Notifications", server)?
+                        .name("org.freedesktop.Notifications")?
+                        .build()
+                        .await
+                }
+                .await
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = ready.send(Ok(()));
+                // Until the test drops its handle.
+                while let Some((id, done)) = requests.recv().await {
+                    connection
+                        .emit_signal(
+                            None::<&str>,
+                            "/org/freedesktop/Notifications",
+                            "org.freedesktop.Notifications",
+                            "ActionInvoked",
+                            &(id, "default"),
+                        )
+                        .await
+                        .expect("emit ActionInvoked");
+                    let _ = done.send(());
+                }
+            });
+        });
+        started
+            .recv()
+            .expect("the notification server's thread")
+            .expect("own org.freedesktop.Notifications on the session bus");
+        FakeNotifications { activate, shown }
+    }
+
+    /// What it was asked to show so far.
+    pub fn shown(&self) -> Vec<Shown> {
+        self.shown.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Activates notification `id`, as a click on it does.
+    pub fn activate(&self, id: u32) {
+        let (done, emitted) = std::sync::mpsc::channel();
+        self.activate
+            .send((id, done))
+            .expect("the notification server runs");
+        emitted.recv().expect("ActionInvoked emitted");
+    }
+}

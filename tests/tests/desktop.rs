@@ -5,7 +5,8 @@
 use pinchat_ipc::api::{CreateWidget, Login, SetPins, SetPinsParams};
 use pinchat_tests::Server;
 use pinchat_tests::desktop::{
-    App, ENTER, WebDriver, Xvfb, ensure_tray_host, eventually, registered_items, serial, window_titles,
+    App, ENTER, FakeNotifications, WebDriver, Xvfb, ensure_tray_host, eventually, registered_items, serial,
+    window_titles,
 };
 
 /// Binds the demo account through the same local API the app uses.
@@ -469,4 +470,105 @@ async fn the_tray_menu_sets_update_mode_do_not_disturb_and_language() {
         app.tray_property("ToolTip").contains("条未读").then_some(())
     });
     assert!(std::fs::read_to_string(&settings).unwrap().contains("\"zh\""));
+}
+
+/// A message from a pinned contact raises an OS notification naming the sender (none while the
+/// widget is in "do not disturb"); activating it opens the widget's panel on that chat, which marks
+/// the message read.
+#[tokio::test]
+async fn a_message_raises_a_notification_naming_the_sender_and_activating_it_opens_the_chat() {
+    let _serial = serial().await;
+    let _host = ensure_tray_host();
+    let notifications = FakeNotifications::start();
+    let x = Xvfb::start();
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(&x.display, dir.path());
+    let client = pinchat_ipc::Client::connect(&app.socket).await.unwrap();
+    let created = bind_demo(&client, &server).await;
+    let widget = created.widget.id.clone();
+    let alice = created.contacts.iter().find(|c| c.login == "alice").unwrap();
+    let (alice, alice_name) = (alice.id, alice.name.clone());
+    client
+        .call::<SetPins>(SetPinsParams {
+            widget: widget.clone(),
+            pins: vec![alice],
+        })
+        .await
+        .unwrap();
+    let alice_key = server.key("alice").await;
+    let demo_id = server.id_of(&alice_key, "demo").await;
+    let send = |n: u32, text: &'static str| {
+        let (server, alice_key) = (&server, &alice_key);
+        async move {
+            server
+                .post::<_, pinchat_proto::http::SendResponse>(
+                    alice_key,
+                    "/v1/messages",
+                    &pinchat_proto::http::SendRequest {
+                        to: demo_id,
+                        client_id: format!("n-{n}"),
+                        text: text.into(),
+                    },
+                )
+                .await
+                .unwrap()
+        }
+    };
+
+    // Do not disturb: the message is counted, and nothing is shown.
+    eventually("the account's submenu", || {
+        app.menu()
+            .iter()
+            .any(|(_, l, _)| l.starts_with("Demo User"))
+            .then_some(())
+    });
+    let dnd = || {
+        app.menu()
+            .iter()
+            .find(|(_, l, _)| l == "Do not disturb")
+            .map(|e| e.2)
+    };
+    app.click_menu("Do not disturb");
+    eventually("do not disturb to be on", || (dnd() == Some(1)).then_some(()));
+    send(1, "psst").await;
+    // The tray learns of a message (and decides on its notification) before it refreshes the count.
+    eventually("the tooltip to count 1 unread", || {
+        app.tray_property("ToolTip").contains("(1 unread)").then_some(())
+    });
+    app.click_menu("Do not disturb");
+    eventually("do not disturb to be off", || (dnd() == Some(0)).then_some(()));
+
+    // The next one is shown, naming Alice, with a default action (a click on it).
+    send(2, "Lunch at noon?").await;
+    let shown = eventually("a notification", || notifications.shown().first().cloned());
+    assert_eq!(notifications.shown().len(), 1, "{:?}", notifications.shown());
+    assert_eq!(shown.summary, format!("New message from {alice_name}"));
+    assert_eq!(shown.body, "Lunch at noon?");
+    assert!(shown.actions.iter().any(|a| a == "default"), "{shown:?}");
+
+    // Clicking it opens the widget's panel on the chat with Alice (activated again until the app
+    // listens: it subscribes to the server's signals once the notification is shown).
+    assert!(
+        !window_titles(&x.display)
+            .iter()
+            .any(|t| t.starts_with("pinchat — "))
+    );
+    eventually("the panel to open", || {
+        notifications.activate(shown.id);
+        window_titles(&x.display)
+            .iter()
+            .any(|t| t.starts_with("pinchat — Demo User"))
+            .then_some(())
+    });
+    // Showing the chat marks Alice's messages read: the count goes and Alice sees the read marker.
+    eventually("the tooltip to count 0 unread", || {
+        app.tray_property("ToolTip").contains("(0 unread)").then_some(())
+    });
+    let history: serde_json::Value = server
+        .get(&alice_key, &format!("/v1/messages/{}", demo_id.0))
+        .await
+        .unwrap();
+    assert!(history["peer_read_up_to"].as_u64().unwrap_or(0) > 0, "{history}");
+    assert!(!app.log().contains("panicked"), "{}", app.log());
 }
