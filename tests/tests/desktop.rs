@@ -298,6 +298,66 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
     .await;
     alice_stream.ping().await;
 
+    // Scrolling back through a long conversation: 40 more messages from Alice while the widget shows;
+    // opening the chat again shows the newest page, and scrolling to the top brings the older ones,
+    // in order, up to the first.
+    wd.click("#back").await;
+    wd.find(&format!("#pins li[data-contact='{}']", alice.0)).await;
+    for i in 0..40 {
+        server
+            .post::<_, pinchat_proto::http::SendResponse>(
+                &alice_key,
+                "/v1/messages",
+                &pinchat_proto::http::SendRequest {
+                    to: demo_id,
+                    client_id: format!("wd-note-{i}"),
+                    text: format!("note {i:02}"),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    wd.until(
+        "the 40 unread",
+        &format!("return document.querySelector(\"{count}\")?.textContent === '40'"),
+    )
+    .await;
+    wd.click(&format!("#pins li[data-contact='{}']", alice.0)).await;
+    let texts = "return [...document.querySelectorAll('#messages .msg')].map(m => m.firstChild.textContent)";
+    wd.until(
+        "the newest page",
+        "return document.querySelector('#messages')?.textContent.includes('note 39')",
+    )
+    .await;
+    let page = wd.js(texts).await;
+    let page: Vec<&str> = page
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(page.len(), 30, "{page:?}");
+    assert_eq!(page.first(), Some(&"note 10"), "{page:?}");
+    wd.js("document.querySelector('#messages').parentElement.scrollTop = 0; return true")
+        .await;
+    wd.until(
+        "the older messages",
+        "return document.querySelectorAll('#messages .msg').length === 42",
+    )
+    .await;
+    let all = wd.js(texts).await;
+    let all: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = ["Lunch at noon?".to_owned(), "Yes, see you there".to_owned()]
+        .into_iter()
+        .chain((0..40).map(|i| format!("note {i:02}")))
+        .collect();
+    assert_eq!(all, expected);
+
     // The server stops accepting the widget's key: the panel asks for the password, in place.
     server.admin_ok(&["account", "revoke-keys", "demo"]);
     wd.find("#reauth").await;
