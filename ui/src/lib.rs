@@ -88,6 +88,20 @@ enum Command {
     },
 }
 
+/// On Windows the binary is a GUI program (no console window pops up when it starts from the Start menu
+/// or at login); when a terminal started it, its output goes to that terminal.
+#[cfg(windows)]
+#[allow(unsafe_code)]
+fn attach_console() {
+    use windows_sys::Win32::System::Console::{ATTACH_PARENT_PROCESS, AttachConsole};
+    // SAFETY: AttachConsole takes a process id and has no other preconditions; it fails harmlessly
+    // when the parent has no console or this process already has one (standard handles redirected to
+    // pipes, as for a panel's process, stay as they are).
+    unsafe {
+        AttachConsole(ATTACH_PARENT_PROCESS);
+    }
+}
+
 /// Whether a graphical session is available.
 fn has_display() -> bool {
     if cfg!(target_os = "linux") {
@@ -101,6 +115,8 @@ fn has_display() -> bool {
 
 /// Runs the app with the process's arguments.
 pub fn main() -> ExitCode {
+    #[cfg(windows)]
+    attach_console();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
