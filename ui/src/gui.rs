@@ -545,8 +545,11 @@ impl App {
             {
                 Ok(tray) => {
                     self.tray = Some(tray);
-                    // Scripts and tests read this line to know the tray item exists.
-                    println!("pinchat tray ready");
+                    // Scripts and tests read this line to know the tray item exists (written without
+                    // `println!`, which would panic if nobody reads the output any more).
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "pinchat tray ready").and_then(|()| out.flush());
                 }
                 Err(e) => tracing::error!(error = %e, "cannot create the tray icon"),
             },

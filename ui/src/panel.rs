@@ -244,7 +244,10 @@ impl Panel {
                     && self.managed
                     && !w.contains(char::is_whitespace)
                 {
-                    println!("opened {w}");
+                    // Not `println!`, which panics when the tray has gone (a closed pipe).
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "opened {w}").and_then(|()| out.flush());
                 }
                 self.reply(id, true, "{}");
             }
