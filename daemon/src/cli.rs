@@ -83,7 +83,10 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
     crate::run(config, listener, shutdown).await
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or SIGINT (Unix), or Ctrl-C (Windows): the requests to stop that a program
+/// should answer by finishing its work and exiting. Once called, these signals no longer end the
+/// process by themselves.
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -632,3 +632,68 @@ async fn a_message_raises_a_notification_naming_the_sender_and_activating_it_ope
     assert!(history["peer_read_up_to"].as_u64().unwrap_or(0) > 0, "{history}");
     assert!(!app.log().contains("panicked"), "{}", app.log());
 }
+
+/// `pinchat demo` without a display: it says so and shows the demo widget in the terminal, redrawn as
+/// the demo world changes; Ctrl-C (SIGINT) stops it cleanly, and the demo's files go with it.
+#[test]
+fn the_demo_without_a_display_lives_in_the_terminal_and_cleans_up_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(pinchat_tests::desktop::app_binary())
+        .args(["demo", "--port", "0", "--every", "1"])
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .env("PINCHAT_LANG", "en")
+        .env("TMPDIR", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("demo.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let demo_dirs = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("pinchat-demo-"))
+            .count()
+    };
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut lines = std::io::BufRead::lines(out).map(|l| l.unwrap());
+    let mut next = |what: &str, pred: &dyn Fn(&str) -> bool| -> String {
+        lines
+            .by_ref()
+            .find(|l| pred(l))
+            .unwrap_or_else(|| panic!("the demo ended before {what}"))
+    };
+    next("its banner", &|l: &str| {
+        l.starts_with("pinchat demo: demo server at http://127.0.0.1:")
+    });
+    next("saying there is no display", &|l: &str| {
+        l.starts_with("No graphical display found")
+    });
+    // The widget: the demo user's line, then the five pinned contacts.
+    next("the widget", &|l: &str| l.starts_with("Demo User"));
+    let pins: Vec<String> = (0..5).map(|_| next("a pin", &|_: &str| true)).collect();
+    assert!(
+        pins.iter()
+            .all(|p| p.starts_with("  ●") || p.starts_with("  ○") || p.starts_with("  ◐")),
+        "{pins:?}"
+    );
+    assert_eq!(
+        demo_dirs(),
+        1,
+        "the demo keeps its data in one temporary directory"
+    );
+    // The demo world changes every second: the widget is drawn again.
+    next("the widget drawn again", &|l: &str| l.starts_with("Demo User"));
+
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("demo.log")).unwrap_or_default();
+    assert!(status.success(), "exit {status:?}: {log}");
+    assert_eq!(demo_dirs(), 0, "the demo's directory is removed on Ctrl-C");
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -50,6 +50,9 @@ pub enum ToUi {
     Lost(String),
     /// Another launch of the app asked this one to show itself.
     Show,
+    /// The process was asked to stop (SIGTERM or SIGINT, Ctrl-C): quit cleanly, so that an embedded
+    /// daemon finishes its writes and the demo removes its files.
+    Stop,
 }
 
 /// [`Backend::start`] found another instance of the app and asked it to show itself.
@@ -136,6 +139,16 @@ impl Backend {
                     match connect(&options, stop.clone()).await {
                         Ok((client, attached, daemon, socket)) => {
                             let _ = ready_tx.send(Ok((attached, socket)));
+                            {
+                                let sink = sink.clone();
+                                tokio::spawn(async move {
+                                    pinchat_daemon::cli::wait_for_signal().await;
+                                    sink(ToUi::Stop);
+                                    // A second request while the first is being answered: stop now.
+                                    pinchat_daemon::cli::wait_for_signal().await;
+                                    std::process::exit(130);
+                                });
+                            }
                             if let Some(listener) = instance {
                                 let sink = sink.clone();
                                 tokio::spawn(async move {

@@ -221,6 +221,7 @@ impl App {
                 self.menu_choice(&id, target);
             }
             UserEvent::Backend(ToUi::Show) => self.open_main(target),
+            UserEvent::Backend(ToUi::Stop) => return true,
             UserEvent::FromPanel(panel, line) => {
                 // An add-account panel that created a widget becomes that widget's panel.
                 if let Some(w) = line.strip_prefix("opened ")

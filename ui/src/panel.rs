@@ -208,6 +208,7 @@ impl Panel {
                 tracing::error!(%why, "the panel lost the daemon");
                 return true;
             }
+            PanelEvent::Backend(ToUi::Stop) => return true,
             PanelEvent::Backend(_) => {}
             PanelEvent::FromPage(body) => return self.page_message(&body),
             PanelEvent::Show => self.show(),

@@ -51,6 +51,10 @@ pub fn run(backend: Backend, events: Receiver<ToUi>, lang: Lang) -> std::process
             }
             ToUi::Reply { result: Err(e), .. } => eprintln!("pinchat: {e}"),
             ToUi::Show | ToUi::Incoming { .. } => {}
+            ToUi::Stop => {
+                backend.stop();
+                return std::process::ExitCode::SUCCESS;
+            }
             ToUi::Lost(why) => {
                 eprintln!("pinchat: lost the connection to the daemon ({why})");
                 backend.stop();
