@@ -304,6 +304,27 @@ impl Server {
         self.call(reqwest::Method::POST, key, path, body).await
     }
 
+    /// Sends `text` from the account of `key` to `to` (which must accept it).
+    pub async fn send_text(
+        &self,
+        key: &str,
+        to: AccountId,
+        client_id: &str,
+        text: &str,
+    ) -> pinchat_proto::http::SendResponse {
+        self.post(
+            key,
+            "/v1/messages",
+            &pinchat_proto::http::SendRequest {
+                to,
+                client_id: client_id.into(),
+                text: text.into(),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("sending {text:?} failed: {e:?}"))
+    }
+
     /// The account id of a login.
     pub async fn id_of(&self, key: &str, login: &str) -> AccountId {
         let list: pinchat_proto::http::ContactList = self.get(key, "/v1/contacts").await.unwrap();

@@ -59,17 +59,8 @@ async fn the_tray_shows_unread_counts_a_click_opens_the_widget_panel_and_a_secon
     let demo_id = server.id_of(&alice_key, "demo").await;
     for i in 0..2 {
         server
-            .post::<_, pinchat_proto::http::SendResponse>(
-                &alice_key,
-                "/v1/messages",
-                &pinchat_proto::http::SendRequest {
-                    to: demo_id,
-                    client_id: format!("ui-{i}"),
-                    text: format!("hello {i}"),
-                },
-            )
-            .await
-            .unwrap();
+            .send_text(&alice_key, demo_id, &format!("ui-{i}"), &format!("hello {i}"))
+            .await;
     }
     eventually("the tooltip to count 2 unread", || {
         app.tray_property("ToolTip").contains("(2 unread)").then_some(())
@@ -218,17 +209,8 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
     // Alice writes: the count appears; the details list the message; a click opens the chat.
     let demo_id = server.id_of(&alice_key, "demo").await;
     server
-        .post::<_, pinchat_proto::http::SendResponse>(
-            &alice_key,
-            "/v1/messages",
-            &pinchat_proto::http::SendRequest {
-                to: demo_id,
-                client_id: "wd-1".into(),
-                text: "Lunch at noon?".into(),
-            },
-        )
-        .await
-        .unwrap();
+        .send_text(&alice_key, demo_id, "wd-1", "Lunch at noon?")
+        .await;
     let count = format!("[data-unread='{}']", alice.0);
     wd.until(
         "the unread count",
@@ -305,17 +287,13 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
     wd.find(&format!("#pins li[data-contact='{}']", alice.0)).await;
     for i in 0..40 {
         server
-            .post::<_, pinchat_proto::http::SendResponse>(
+            .send_text(
                 &alice_key,
-                "/v1/messages",
-                &pinchat_proto::http::SendRequest {
-                    to: demo_id,
-                    client_id: format!("wd-note-{i}"),
-                    text: format!("note {i:02}"),
-                },
+                demo_id,
+                &format!("wd-note-{i}"),
+                &format!("note {i:02}"),
             )
-            .await
-            .unwrap();
+            .await;
     }
     wd.until(
         "the 40 unread",
@@ -323,21 +301,21 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
     )
     .await;
     wd.click(&format!("#pins li[data-contact='{}']", alice.0)).await;
-    let texts = "return [...document.querySelectorAll('#messages .msg')].map(m => m.firstChild.textContent)";
+    // The chat's messages, top to bottom.
+    let texts = || async {
+        let v = wd
+            .js("return [...document.querySelectorAll('#messages .msg')].map(m => m.firstChild.textContent)")
+            .await;
+        serde_json::from_value::<Vec<String>>(v).unwrap()
+    };
     wd.until(
         "the newest page",
         "return document.querySelector('#messages')?.textContent.includes('note 39')",
     )
     .await;
-    let page = wd.js(texts).await;
-    let page: Vec<&str> = page
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap())
-        .collect();
+    let page = texts().await;
     assert_eq!(page.len(), 30, "{page:?}");
-    assert_eq!(page.first(), Some(&"note 10"), "{page:?}");
+    assert_eq!(page[0], "note 10", "{page:?}");
     wd.js("document.querySelector('#messages').parentElement.scrollTop = 0; return true")
         .await;
     wd.until(
@@ -345,13 +323,7 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
         "return document.querySelectorAll('#messages .msg').length === 42",
     )
     .await;
-    let all = wd.js(texts).await;
-    let all: Vec<&str> = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap())
-        .collect();
+    let all = texts().await;
     let expected: Vec<String> = ["Lunch at noon?".to_owned(), "Yes, see you there".to_owned()]
         .into_iter()
         .chain((0..40).map(|i| format!("note {i:02}")))
@@ -434,17 +406,8 @@ async fn screenshots() {
             "Lunch at noon?"
         };
         server
-            .post::<_, pinchat_proto::http::SendResponse>(
-                &alice_key,
-                "/v1/messages",
-                &pinchat_proto::http::SendRequest {
-                    to: demo_id,
-                    client_id: format!("shot-{lang}-{theme}"),
-                    text: text.into(),
-                },
-            )
-            .await
-            .unwrap();
+            .send_text(&alice_key, demo_id, &format!("shot-{lang}-{theme}"), text)
+            .await;
         let count = format!("[data-unread='{}']", pins[0].0);
         wd.until(
             "the count",
@@ -558,23 +521,6 @@ async fn a_message_raises_a_notification_naming_the_sender_and_activating_it_ope
         .unwrap();
     let alice_key = server.key("alice").await;
     let demo_id = server.id_of(&alice_key, "demo").await;
-    let send = |n: u32, text: &'static str| {
-        let (server, alice_key) = (&server, &alice_key);
-        async move {
-            server
-                .post::<_, pinchat_proto::http::SendResponse>(
-                    alice_key,
-                    "/v1/messages",
-                    &pinchat_proto::http::SendRequest {
-                        to: demo_id,
-                        client_id: format!("n-{n}"),
-                        text: text.into(),
-                    },
-                )
-                .await
-                .unwrap()
-        }
-    };
 
     // Do not disturb: the message is counted, and nothing is shown.
     eventually("the account's submenu", || {
@@ -591,7 +537,7 @@ async fn a_message_raises_a_notification_naming_the_sender_and_activating_it_ope
     };
     app.click_menu("Do not disturb");
     eventually("do not disturb to be on", || (dnd() == Some(1)).then_some(()));
-    send(1, "psst").await;
+    server.send_text(&alice_key, demo_id, "n-1", "psst").await;
     // The tray learns of a message (and decides on its notification) before it refreshes the count.
     eventually("the tooltip to count 1 unread", || {
         app.tray_property("ToolTip").contains("(1 unread)").then_some(())
@@ -600,7 +546,9 @@ async fn a_message_raises_a_notification_naming_the_sender_and_activating_it_ope
     eventually("do not disturb to be off", || (dnd() == Some(0)).then_some(()));
 
     // The next one is shown, naming Alice, with a default action (a click on it).
-    send(2, "Lunch at noon?").await;
+    server
+        .send_text(&alice_key, demo_id, "n-2", "Lunch at noon?")
+        .await;
     let shown = eventually("a notification", || notifications.shown().first().cloned());
     assert_eq!(notifications.shown().len(), 1, "{:?}", notifications.shown());
     assert_eq!(shown.summary, format!("New message from {alice_name}"));

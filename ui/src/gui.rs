@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::process::{ChildStdin, Command, Stdio};
 use tao::dpi::PhysicalPosition;
 use tao::event::{Event, StartCause};
-use tao::event_loop::{ControlFlow, EventLoopBuilder, EventLoopProxy, EventLoopWindowTarget};
+use tao::event_loop::{ControlFlow, EventLoopProxy, EventLoopWindowTarget};
 use tray_icon::menu::{CheckMenuItem, Menu, MenuEvent, MenuItem, PredefinedMenuItem, Submenu};
 use tray_icon::{TrayIcon, TrayIconBuilder, TrayIconEvent};
 
@@ -113,25 +113,8 @@ pub fn run(
     on_exit: Box<dyn FnOnce() + Send>,
 ) -> anyhow::Result<std::convert::Infallible> {
     let (settings, settings_path) = settings;
-    let mut event_loop = EventLoopBuilder::<UserEvent>::with_user_event().build();
-    // A tray app: no Dock icon.
-    #[cfg(target_os = "macos")]
-    {
-        use tao::platform::macos::{ActivationPolicy, EventLoopExtMacOS};
-        event_loop.set_activation_policy(ActivationPolicy::Accessory);
-    }
-    #[cfg(not(target_os = "macos"))]
-    let _ = &mut event_loop;
+    let (event_loop, backend) = crate::panel::event_loop_with_backend(options, UserEvent::Backend)?;
     let proxy = event_loop.create_proxy();
-    let backend = {
-        let p = std::sync::Mutex::new(proxy.clone());
-        Backend::start(options, move |e| {
-            let _ = p
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .send_event(UserEvent::Backend(e));
-        })?
-    };
     let socket = backend.socket.clone();
     {
         let p = proxy.clone();

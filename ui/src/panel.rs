@@ -26,7 +26,7 @@ use std::borrow::Cow;
 use std::io::BufRead;
 use tao::dpi::{LogicalSize, PhysicalPosition};
 use tao::event::{Event, WindowEvent};
-use tao::event_loop::{ControlFlow, EventLoopBuilder};
+use tao::event_loop::{ControlFlow, EventLoop, EventLoopBuilder};
 use tao::window::{Window, WindowBuilder};
 use wry::{WebContext, WebView, WebViewBuilder};
 
@@ -86,10 +86,13 @@ fn page_query(args: &PanelArgs, lang: Lang) -> String {
     }
 }
 
-/// Runs one panel until it is closed (by the person, by the page, or by the tray).
-pub fn run(options: Options, lang: Lang, args: PanelArgs) -> anyhow::Result<std::convert::Infallible> {
-    let mut event_loop = EventLoopBuilder::<PanelEvent>::with_user_event().build();
-    // A panel is part of the tray app: no Dock icon of its own.
+/// An event loop for a process of the tray app (no Dock icon on macOS: the app lives in the menu bar)
+/// and a [`Backend`] whose news arrives in it as `wrap(news)`.
+pub(crate) fn event_loop_with_backend<E: std::fmt::Debug + Send + 'static>(
+    options: Options,
+    wrap: fn(ToUi) -> E,
+) -> anyhow::Result<(EventLoop<E>, Backend)> {
+    let mut event_loop = EventLoopBuilder::<E>::with_user_event().build();
     #[cfg(target_os = "macos")]
     {
         use tao::platform::macos::{ActivationPolicy, EventLoopExtMacOS};
@@ -97,16 +100,21 @@ pub fn run(options: Options, lang: Lang, args: PanelArgs) -> anyhow::Result<std:
     }
     #[cfg(not(target_os = "macos"))]
     let _ = &mut event_loop;
+    // The proxy is Send but not Sync, and the sink is called from the backend's threads.
+    let proxy = std::sync::Mutex::new(event_loop.create_proxy());
+    let backend = Backend::start(options, move |news| {
+        let _ = proxy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send_event(wrap(news));
+    })?;
+    Ok((event_loop, backend))
+}
+
+/// Runs one panel until it is closed (by the person, by the page, or by the tray).
+pub fn run(options: Options, lang: Lang, args: PanelArgs) -> anyhow::Result<std::convert::Infallible> {
+    let (event_loop, backend) = event_loop_with_backend(options, PanelEvent::Backend)?;
     let proxy = event_loop.create_proxy();
-    let backend = {
-        let p = std::sync::Mutex::new(proxy.clone());
-        Backend::start(options, move |e| {
-            let _ = p
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .send_event(PanelEvent::Backend(e));
-        })?
-    };
     if args.managed {
         let p = proxy.clone();
         // Blocking reads of standard input: on their own thread. End of input (the tray closed the
