@@ -645,3 +645,47 @@ fn the_demo_without_a_display_lives_in_the_terminal_and_cleans_up_on_ctrl_c() {
     assert_eq!(demo_dirs(), 0, "the demo's directory is removed on Ctrl-C");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// A panel whose process stops answering (a hung web engine, here a SIGSTOP) still closes: the tray
+/// kills it once its grace period is over, and the next click opens a working one.
+#[tokio::test]
+async fn a_hung_panel_is_killed_when_closed() {
+    let _serial = serial().await;
+    let _host = ensure_tray_host();
+    let x = Xvfb::start();
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(&x.display, dir.path());
+    let client = pinchat_ipc::Client::connect(&app.socket).await.unwrap();
+    bind_demo(&client, &server).await;
+    eventually("the tooltip to name the account", || {
+        app.tray_property("ToolTip").contains("Demo User").then_some(())
+    });
+    let panel_process = |app: &App| {
+        app.descendants()
+            .into_iter()
+            .find(|(_, name)| name.starts_with("pinchat"))
+            .map(|(pid, _)| pid)
+    };
+    app.click_tray();
+    let panel = eventually("the panel's process", || panel_process(&app));
+    eventually("the panel's window", || {
+        window_titles(&x.display)
+            .iter()
+            .any(|t| t.starts_with("pinchat — Demo User"))
+            .then_some(())
+    });
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &panel.to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    app.click_tray();
+    eventually("the hung panel to be killed", || {
+        (!std::path::Path::new(&format!("/proc/{panel}")).exists()).then_some(())
+    });
+    app.click_tray();
+    let again = eventually("a new panel", || panel_process(&app));
+    assert_ne!(again, panel);
+    assert!(app.log().contains("did not end; killing it"), "{}", app.log());
+}

@@ -15,7 +15,9 @@ use pinchat_ipc::api::{Connection, Mode, WidgetSummary};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tao::dpi::PhysicalPosition;
 use tao::event::{Event, StartCause};
 use tao::event_loop::{ControlFlow, EventLoopProxy, EventLoopWindowTarget};
@@ -53,6 +55,33 @@ struct Panel {
     kind: PanelKind,
     /// The control channel; dropping it closes the panel.
     control: ChildStdin,
+    /// The process while it runs; its reader thread takes it out to reap it once its output ends.
+    process: Arc<Mutex<Option<Child>>>,
+}
+
+/// How long a closed panel has to end before it is killed.
+const PANEL_GRACE: Duration = Duration::from_secs(5);
+
+impl Drop for Panel {
+    /// Closing the control channel (a field, dropped after this) asks the panel to close. A panel that
+    /// has not ended after [`PANEL_GRACE`] (a hung web engine) is killed, so that a close always
+    /// closes; its reader thread then reaps it.
+    fn drop(&mut self) {
+        let running = self.process.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        if !running {
+            return;
+        }
+        let process = self.process.clone();
+        let _ = std::thread::Builder::new()
+            .name("pinchat-panel-close".into())
+            .spawn(move || {
+                std::thread::sleep(PANEL_GRACE);
+                if let Some(child) = process.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                    tracing::warn!(pid = child.id(), "a closed panel did not end; killing it");
+                    let _ = child.kill();
+                }
+            });
+    }
 }
 
 struct App {
@@ -386,6 +415,8 @@ impl App {
             anyhow::bail!("the panel's process has no control channel");
         };
         let proxy = self.proxy.clone();
+        let process = Arc::new(Mutex::new(Some(child)));
+        let reaped = process.clone();
         // The panel's lines, then its end (reaped here, so that no zombie is left).
         std::thread::Builder::new()
             .name("pinchat-panel".into())
@@ -394,10 +425,20 @@ impl App {
                     let Ok(line) = line else { break };
                     let _ = proxy.send_event(UserEvent::FromPanel(id, line));
                 }
-                let _ = child.wait();
+                let child = reaped.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(mut child) = child {
+                    let _ = child.wait();
+                }
                 let _ = proxy.send_event(UserEvent::PanelClosed(id));
             })?;
-        self.panels.insert(id, Panel { kind, control });
+        self.panels.insert(
+            id,
+            Panel {
+                kind,
+                control,
+                process,
+            },
+        );
         Ok(())
     }
 
