@@ -111,7 +111,8 @@ function h(tag, attrs, ...children) {
 function show(...nodes) {
   const app = document.getElementById("app");
   app.replaceChildren(...nodes);
-  const first = app.querySelector("[autofocus]") || app.querySelector("input, button, li[tabindex]");
+  // Keyboard focus starts on what the view is about: a marked field, else a field, a row, a button.
+  const first = ["[autofocus]", "input", "li[tabindex]", "button"].map((q) => app.querySelector(q)).find(Boolean);
   if (first) first.focus();
 }
 // Avatar images come through the daemon (the page itself reaches no network), once per hash.
@@ -258,10 +259,10 @@ function widgetView() {
   const conn = h("span", { class: "conn " + v.connection, id: "connection" }, t("conn_" + v.connection));
   show(
     h("header", {}, avatar(me.name, me.state, me.avatar),
-      h("h1", { id: "me" }, me.name, h("span", { class: "sub" }, me.signature || me.login))),
+      h("h1", { id: "me" }, me.name, h("span", { class: "sub" }, me.signature || me.login)),
+      h("button", { id: "refresh", "aria-label": t("refresh"), title: t("refresh"), onclick: async () => { state.view = await call("widget.refresh", { widget: state.widget }); widgetView(); } }, "⟳")),
     h("div", { class: "scroll" }, list),
     h("div", { class: "bar" }, conn, h("span", { class: "grow" }),
-      h("button", { id: "refresh", "aria-label": t("refresh"), onclick: async () => { state.view = await call("widget.refresh", { widget: state.widget }); widgetView(); } }, "⟳"),
       h("button", { id: "repick", onclick: async () => {
         const contacts = await call("widget.contacts", { widget: state.widget });
         pickerView(contacts, v.max_pins, v.pins.map((p) => p.id));
