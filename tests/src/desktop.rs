@@ -520,8 +520,11 @@ impl WebDriver {
 
     /// The text of the element matching `css`.
     pub async fn text(&self, css: &str) -> String {
-        let id = self.find(css).await;
-        self.raw("GET", &format!("/element/{id}/text"), None)
+        self.find(css).await;
+        // The rendered text (`innerText`), read by script: WebKitWebDriver's element-text command
+        // answers "" for a span with `overflow: hidden; text-overflow: ellipsis`, visible or not.
+        let literal = serde_json::to_string(css).unwrap();
+        self.js(&format!("return document.querySelector({literal}).innerText"))
             .await
             .as_str()
             .unwrap_or_default()
