@@ -357,6 +357,17 @@ impl App {
         found
     }
 
+    /// How many of the app's threads have a name starting with `prefix` (Linux truncates thread
+    /// names to 15 bytes).
+    pub fn threads_named(&self, prefix: &str) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix)))
+            .count()
+    }
+
     /// What the app logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -602,8 +613,17 @@ pub struct Shown {
 /// notification by emitting `ActionInvoked`, as a real server does. It runs on a thread of its own
 /// (with its own runtime), so that it answers while the test blocks.
 pub struct FakeNotifications {
-    activate: tokio::sync::mpsc::UnboundedSender<(u32, std::sync::mpsc::Sender<()>)>,
+    signals: tokio::sync::mpsc::UnboundedSender<(Signal, std::sync::mpsc::Sender<()>)>,
     shown: std::sync::Arc<std::sync::Mutex<Vec<Shown>>>,
+}
+
+/// What the stand-in notification server can report.
+#[derive(Debug, Clone, Copy)]
+enum Signal {
+    /// A click on notification `id` (`ActionInvoked`, "default").
+    Clicked(u32),
+    /// Notification `id` expired (`NotificationClosed`, reason 1).
+    Expired(u32),
 }
 
 struct NotificationServer {
@@ -650,8 +670,8 @@ impl FakeNotifications {
     /// Takes `org.freedesktop.Notifications` on the session bus.
     pub fn start() -> FakeNotifications {
         let shown = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
-        let (activate, mut requests) =
-            tokio::sync::mpsc::unbounded_channel::<(u32, std::sync::mpsc::Sender<()>)>();
+        let (signals, mut requests) =
+            tokio::sync::mpsc::unbounded_channel::<(Signal, std::sync::mpsc::Sender<()>)>();
         let (ready, started) = std::sync::mpsc::channel();
         let server = NotificationServer { shown: shown.clone() };
         std::thread::spawn(move || {
@@ -677,17 +697,20 @@ impl FakeNotifications {
                 };
                 let _ = ready.send(Ok(()));
                 // Until the test drops its handle.
-                while let Some((id, done)) = requests.recv().await {
-                    connection
-                        .emit_signal(
-                            None::<&str>,
-                            "/org/freedesktop/Notifications",
-                            "org.freedesktop.Notifications",
-                            "ActionInvoked",
-                            &(id, "default"),
-                        )
-                        .await
-                        .expect("emit ActionInvoked");
+                while let Some((signal, done)) = requests.recv().await {
+                    let (path, interface) =
+                        ("/org/freedesktop/Notifications", "org.freedesktop.Notifications");
+                    match signal {
+                        Signal::Clicked(id) => connection
+                            .emit_signal(None::<&str>, path, interface, "ActionInvoked", &(id, "default"))
+                            .await
+                            .expect("emit ActionInvoked"),
+                        // Reason 1: it expired.
+                        Signal::Expired(id) => connection
+                            .emit_signal(None::<&str>, path, interface, "NotificationClosed", &(id, 1u32))
+                            .await
+                            .expect("emit NotificationClosed"),
+                    }
                     let _ = done.send(());
                 }
             });
@@ -696,7 +719,7 @@ impl FakeNotifications {
             .recv()
             .expect("the notification server's thread")
             .expect("own org.freedesktop.Notifications on the session bus");
-        FakeNotifications { activate, shown }
+        FakeNotifications { signals, shown }
     }
 
     /// What it was asked to show so far.
@@ -706,10 +729,19 @@ impl FakeNotifications {
 
     /// Activates notification `id`, as a click on it does.
     pub fn activate(&self, id: u32) {
+        self.signal(Signal::Clicked(id));
+    }
+
+    /// Says that notification `id` expired.
+    pub fn expire(&self, id: u32) {
+        self.signal(Signal::Expired(id));
+    }
+
+    fn signal(&self, signal: Signal) {
         let (done, emitted) = std::sync::mpsc::channel();
-        self.activate
-            .send((id, done))
+        self.signals
+            .send((signal, done))
             .expect("the notification server runs");
-        emitted.recv().expect("ActionInvoked emitted");
+        emitted.recv().expect("the signal emitted");
     }
 }

@@ -555,8 +555,8 @@ async fn a_message_raises_a_notification_naming_the_sender_and_activating_it_ope
     assert_eq!(shown.body, "Lunch at noon?");
     assert!(shown.actions.iter().any(|a| a == "default"), "{shown:?}");
 
-    // Clicking it opens the widget's panel on the chat with Alice (activated again until the app
-    // listens: it subscribes to the server's signals once the notification is shown).
+    // Clicking it opens the widget's panel on the chat with Alice (clicked again until the app has
+    // heard of it: the server records a notification before the app learns its id).
     assert!(
         !window_titles(&x.display)
             .iter()
@@ -688,4 +688,63 @@ async fn a_hung_panel_is_killed_when_closed() {
     let again = eventually("a new panel", || panel_process(&app));
     assert_ne!(again, panel);
     assert!(app.log().contains("did not end; killing it"), "{}", app.log());
+}
+
+/// Clicks on notifications are heard by one listener, not a waiting thread per notification: after
+/// 40 notifications no thread is left over, and a click on the oldest still opens its chat.
+#[tokio::test]
+async fn forty_notifications_leave_no_thread_behind_and_the_oldest_still_opens_its_chat() {
+    let _serial = serial().await;
+    let _host = ensure_tray_host();
+    let notifications = FakeNotifications::start();
+    let x = Xvfb::start();
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(&x.display, dir.path());
+    let client = pinchat_ipc::Client::connect(&app.socket).await.unwrap();
+    let created = bind_demo(&client, &server).await;
+    let alice = created.contacts.iter().find(|c| c.login == "alice").unwrap().id;
+    client
+        .call::<SetPins>(SetPinsParams {
+            widget: created.widget.id.clone(),
+            pins: vec![alice],
+        })
+        .await
+        .unwrap();
+    let alice_key = server.key("alice").await;
+    let demo_id = server.id_of(&alice_key, "demo").await;
+    for i in 0..40 {
+        server
+            .send_text(&alice_key, demo_id, &format!("b-{i}"), &format!("message {i}"))
+            .await;
+    }
+    eventually("40 notifications", || {
+        (notifications.shown().len() == 40).then_some(())
+    });
+    // The threads that showed them end; one listener hears every click.
+    eventually("no thread left showing or waiting", || {
+        (app.threads_named("pinchat-notif") == 0).then_some(())
+    });
+    assert_eq!(app.threads_named("pinchat-clicks"), 1);
+    // A burst of expiries (as when many notifications time out together), then a click on the first.
+    let shown = notifications.shown();
+    for n in &shown[1..] {
+        notifications.expire(n.id);
+    }
+    assert!(
+        !window_titles(&x.display)
+            .iter()
+            .any(|t| t.starts_with("pinchat — "))
+    );
+    eventually("the chat to open", || {
+        notifications.activate(shown[0].id);
+        window_titles(&x.display)
+            .iter()
+            .any(|t| t.starts_with("pinchat — Demo User"))
+            .then_some(())
+    });
+    eventually("the tooltip to count 0 unread", || {
+        app.tray_property("ToolTip").contains("(0 unread)").then_some(())
+    });
+    assert!(!app.log().contains("panicked"), "{}", app.log());
 }

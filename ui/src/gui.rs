@@ -16,6 +16,8 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
+#[cfg(not(target_os = "linux"))]
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tao::dpi::PhysicalPosition;
@@ -101,6 +103,9 @@ struct App {
     next_panel: PanelId,
     /// Where the tray icon is, to place panels near it.
     anchor: Option<Anchor>,
+    /// Listens for clicks on notifications (Linux), from the first notification on.
+    #[cfg(target_os = "linux")]
+    clicks: Option<crate::clicks::Clicks>,
 }
 
 /// What is known of the tray icon's place.
@@ -168,6 +173,8 @@ pub fn run(
         panels: HashMap::new(),
         next_panel: 1,
         anchor: None,
+        #[cfg(target_os = "linux")]
+        clicks: None,
     };
     let mut on_exit = Some(on_exit);
     event_loop.run(move |event, target, control_flow| {
@@ -262,7 +269,22 @@ impl App {
                 text,
             }) => {
                 if !self.settings.do_not_disturb.contains(&widget) {
-                    notify(self.proxy.clone(), self.lang, widget, contact, name, text);
+                    #[cfg(target_os = "linux")]
+                    let clicked = self
+                        .clicks
+                        .get_or_insert_with(|| {
+                            let proxy = Mutex::new(self.proxy.clone());
+                            crate::clicks::Clicks::start(move |widget, contact| {
+                                let _ = proxy
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .send_event(UserEvent::OpenChat(widget, contact));
+                            })
+                        })
+                        .clone();
+                    #[cfg(not(target_os = "linux"))]
+                    let clicked = self.proxy.clone();
+                    notify(clicked, self.lang, widget, contact, name, text);
                 }
             }
             UserEvent::OpenChat(widget, contact) => self.open_chat(widget, contact, target),
@@ -582,18 +604,25 @@ impl App {
     }
 }
 
+/// Notifications whose click is being waited for (Windows, macOS).
+#[cfg(not(target_os = "linux"))]
+static WAITING: AtomicUsize = AtomicUsize::new(0);
+/// At most this many notifications wait for a click at once (Windows, macOS).
+#[cfg(not(target_os = "linux"))]
+const MAX_WAITING: usize = 32;
+
+/// Where a click on a notification goes: on Linux the one listener for every notification; elsewhere
+/// the event loop, told by a thread that waits for that notification.
+#[cfg(target_os = "linux")]
+type ClickTarget = crate::clicks::Clicks;
+#[cfg(not(target_os = "linux"))]
+type ClickTarget = EventLoopProxy<UserEvent>;
+
 /// Raises an OS notification for a new message; activating it opens the chat.
-fn notify(
-    proxy: EventLoopProxy<UserEvent>,
-    lang: Lang,
-    widget: String,
-    contact: u64,
-    name: String,
-    text: String,
-) {
+fn notify(clicked: ClickTarget, lang: Lang, widget: String, contact: u64, name: String, text: String) {
     let title = format!("{} {name}", lang.words().new_message_from);
-    // Showing and waiting for the click are blocking calls (D-Bus on Linux, the notification center
-    // on macOS, answered on the main thread, which the event loop keeps running): off the event loop.
+    // Showing is a blocking call (D-Bus on Linux, the notification center on macOS — answered on the
+    // main thread, which the event loop keeps running): off the event loop.
     let spawned = std::thread::Builder::new()
         .name("pinchat-notification".into())
         .spawn(move || {
@@ -607,11 +636,24 @@ fn notify(
             #[cfg(not(target_os = "macos"))]
             n.action("default", &title);
             match n.show() {
-                Ok(handle) => handle.wait_for_action(|action| {
-                    if action == "default" {
-                        let _ = proxy.send_event(UserEvent::OpenChat(widget, contact));
+                #[cfg(target_os = "linux")]
+                Ok(handle) => clicked.shown(handle.id(), widget, contact),
+                #[cfg(not(target_os = "linux"))]
+                Ok(handle) => {
+                    // Each wait holds this thread until the notification is clicked or closed: only
+                    // so many wait at once; beyond that, a notification is shown without acting on
+                    // its click.
+                    if WAITING.fetch_add(1, Ordering::SeqCst) < MAX_WAITING {
+                        handle.wait_for_action(|action| {
+                            if action == "default" {
+                                let _ = clicked.send_event(UserEvent::OpenChat(widget, contact));
+                            }
+                        });
+                    } else {
+                        drop(handle);
                     }
-                }),
+                    WAITING.fetch_sub(1, Ordering::SeqCst);
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot show a notification"),
             }
         });
