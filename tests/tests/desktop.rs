@@ -21,6 +21,28 @@ async fn bind_demo(client: &pinchat_ipc::Client, server: &Server) -> pinchat_ipc
         .unwrap()
 }
 
+/// Binds the demo account and pins Alice; returns Alice as the widget sees her.
+async fn bind_demo_with_alice(
+    client: &pinchat_ipc::Client,
+    server: &Server,
+) -> pinchat_ipc::api::ContactIdentity {
+    let created = bind_demo(client, server).await;
+    let alice = created
+        .contacts
+        .iter()
+        .find(|c| c.login == "alice")
+        .unwrap()
+        .clone();
+    client
+        .call::<SetPins>(SetPinsParams {
+            widget: created.widget.id.clone(),
+            pins: vec![alice.id],
+        })
+        .await
+        .unwrap();
+    alice
+}
+
 #[tokio::test]
 async fn the_tray_shows_unread_counts_a_click_opens_the_widget_panel_and_a_second_launch_adds_nothing() {
     let _serial = serial().await;
@@ -40,16 +62,7 @@ async fn the_tray_shows_unread_counts_a_click_opens_the_widget_panel_and_a_secon
 
     // Bind the demo account through the same local API the app uses (the app started the daemon).
     let client = pinchat_ipc::Client::connect(&app.socket).await.unwrap();
-    let created = bind_demo(&client, &server).await;
-    let widget = created.widget.id.clone();
-    let alice = created.contacts.iter().find(|c| c.login == "alice").unwrap().id;
-    client
-        .call::<SetPins>(SetPinsParams {
-            widget: widget.clone(),
-            pins: vec![alice],
-        })
-        .await
-        .unwrap();
+    bind_demo_with_alice(&client, &server).await;
     eventually("the tooltip to name the account", || {
         app.tray_property("ToolTip").contains("Demo User").then_some(())
     });
@@ -508,17 +521,7 @@ async fn a_message_raises_a_notification_naming_the_sender_and_activating_it_ope
     let dir = tempfile::tempdir().unwrap();
     let app = App::start(&x.display, dir.path());
     let client = pinchat_ipc::Client::connect(&app.socket).await.unwrap();
-    let created = bind_demo(&client, &server).await;
-    let widget = created.widget.id.clone();
-    let alice = created.contacts.iter().find(|c| c.login == "alice").unwrap();
-    let (alice, alice_name) = (alice.id, alice.name.clone());
-    client
-        .call::<SetPins>(SetPinsParams {
-            widget: widget.clone(),
-            pins: vec![alice],
-        })
-        .await
-        .unwrap();
+    let alice = bind_demo_with_alice(&client, &server).await;
     let alice_key = server.key("alice").await;
     let demo_id = server.id_of(&alice_key, "demo").await;
 
@@ -551,7 +554,7 @@ async fn a_message_raises_a_notification_naming_the_sender_and_activating_it_ope
         .await;
     let shown = eventually("a notification", || notifications.shown().first().cloned());
     assert_eq!(notifications.shown().len(), 1, "{:?}", notifications.shown());
-    assert_eq!(shown.summary, format!("New message from {alice_name}"));
+    assert_eq!(shown.summary, format!("New message from {}", alice.name));
     assert_eq!(shown.body, "Lunch at noon?");
     assert!(shown.actions.iter().any(|a| a == "default"), "{shown:?}");
 
@@ -702,15 +705,7 @@ async fn forty_notifications_leave_no_thread_behind_and_the_oldest_still_opens_i
     let dir = tempfile::tempdir().unwrap();
     let app = App::start(&x.display, dir.path());
     let client = pinchat_ipc::Client::connect(&app.socket).await.unwrap();
-    let created = bind_demo(&client, &server).await;
-    let alice = created.contacts.iter().find(|c| c.login == "alice").unwrap().id;
-    client
-        .call::<SetPins>(SetPinsParams {
-            widget: created.widget.id.clone(),
-            pins: vec![alice],
-        })
-        .await
-        .unwrap();
+    bind_demo_with_alice(&client, &server).await;
     let alice_key = server.key("alice").await;
     let demo_id = server.id_of(&alice_key, "demo").await;
     for i in 0..40 {

@@ -16,17 +16,12 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Which panel a request came from, so that its answer goes back there.
-pub type PanelId = u64;
-
 /// What the backend tells the app.
 #[derive(Debug)]
 pub enum ToUi {
-    /// The answer to a panel's request: the result, or `{code, message}`.
+    /// The answer to a request: the result, or `{code, message}`.
     Reply {
-        /// The panel that asked.
-        panel: PanelId,
-        /// The panel's request number.
+        /// The request's number, as given to [`Backend::request`].
         id: u64,
         /// The result or the error.
         result: Result<Value, Value>,
@@ -87,7 +82,6 @@ pub enum Attached {
 }
 
 struct Request {
-    panel: PanelId,
     id: u64,
     method: String,
     params: Value,
@@ -188,8 +182,9 @@ impl Backend {
         })
     }
 
-    /// Sends a panel's request; an answer always comes back through the sink.
-    pub fn request(&self, panel: PanelId, id: u64, method: String, params: Value) -> Result<(), Value> {
+    /// Sends a request (a method of the local API) numbered `id`; an answer always comes back through
+    /// the sink.
+    pub fn request(&self, id: u64, method: String, params: Value) -> Result<(), Value> {
         if !allowed(&method) {
             return Err(error_value(
                 "rpc.method_not_found",
@@ -197,12 +192,7 @@ impl Backend {
             ));
         }
         self.requests
-            .try_send(Request {
-                panel,
-                id,
-                method,
-                params,
-            })
+            .try_send(Request { id, method, params })
             .map_err(|_| error_value("ui.busy", "too many requests at once; try again"))
     }
 
@@ -319,7 +309,7 @@ async fn serve(
                         let code = e.code().unwrap_or("ui.daemon_unreachable").to_owned();
                         error_value(&code, &e.to_string())
                     });
-                    sink(ToUi::Reply { panel: r.panel, id: r.id, result });
+                    sink(ToUi::Reply { id: r.id, result });
                 });
             }
             n = notifications.recv() => {

@@ -7,7 +7,7 @@
 //! one for adding an account). The tray talks to a panel over its standard input and output (see
 //! [`crate::panel`]); closing the panel's standard input closes the panel.
 
-use crate::backend::{Backend, PanelId, ToUi};
+use crate::backend::{Backend, ToUi};
 use crate::badge;
 use crate::i18n::Lang;
 use crate::settings::Settings;
@@ -25,6 +25,9 @@ use tao::event::{Event, StartCause};
 use tao::event_loop::{ControlFlow, EventLoopProxy, EventLoopWindowTarget};
 use tray_icon::menu::{CheckMenuItem, Menu, MenuEvent, MenuItem, PredefinedMenuItem, Submenu};
 use tray_icon::{TrayIcon, TrayIconBuilder, TrayIconEvent};
+
+/// The tray's number for a panel's process.
+type PanelId = u64;
 
 /// Everything that wakes the event loop.
 #[derive(Debug)]
@@ -287,7 +290,9 @@ impl App {
                     notify(clicked, self.lang, widget, contact, name, text);
                 }
             }
-            UserEvent::OpenChat(widget, contact) => self.open_chat(widget, contact, target),
+            UserEvent::OpenChat(widget, contact) => {
+                self.open(PanelKind::Widget(widget), Some(contact), target);
+            }
             UserEvent::Backend(ToUi::Lost(why)) => {
                 tracing::error!(%why, "lost the daemon");
                 eprintln!("pinchat: lost the connection to the daemon ({why}); quitting");
@@ -314,9 +319,9 @@ impl App {
             };
             let params = serde_json::json!({ "widget": widget, "mode": mode });
             if let Some(backend) = &self.backend {
-                // The answer (and the widget list refresh that follows) comes back as usual; panel 0
-                // is nobody's, so the reply is dropped.
-                let _ = backend.request(0, 0, "widget.set_mode".into(), params);
+                // The widget list refresh that follows shows the new mode; the reply itself is not
+                // needed.
+                let _ = backend.request(0, "widget.set_mode".into(), params);
             }
         } else if let Some(code) = id.strip_prefix("lang:") {
             self.lang = if code == "zh" { Lang::Zh } else { Lang::En };
@@ -336,11 +341,6 @@ impl App {
         {
             tracing::error!(path = %path.display(), error = %e, "cannot save the settings");
         }
-    }
-
-    /// Opens (or shows) a widget's panel on the chat with `contact`.
-    fn open_chat(&mut self, widget: String, contact: u64, target: &EventLoopWindowTarget<UserEvent>) {
-        self.open(PanelKind::Widget(widget), Some(contact), target);
     }
 
     /// The tray click: the first widget's panel, or adding an account when there is none.
@@ -544,20 +544,15 @@ impl App {
         let _ = menu.append(&PredefinedMenuItem::separator());
         let _ = menu.append(&MenuItem::with_id("add", words.add_account, true, None));
         let language = Submenu::new(words.language, true);
-        let _ = language.append(&CheckMenuItem::with_id(
-            "lang:en",
-            "English",
-            true,
-            self.lang == Lang::En,
-            None,
-        ));
-        let _ = language.append(&CheckMenuItem::with_id(
-            "lang:zh",
-            "简体中文",
-            true,
-            self.lang == Lang::Zh,
-            None,
-        ));
+        for (lang, name) in [(Lang::En, "English"), (Lang::Zh, "简体中文")] {
+            let _ = language.append(&CheckMenuItem::with_id(
+                format!("lang:{}", lang.code()),
+                name,
+                true,
+                self.lang == lang,
+                None,
+            ));
+        }
         let _ = menu.append(&language);
         let _ = menu.append(&CheckMenuItem::with_id(
             "autostart",

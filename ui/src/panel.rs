@@ -264,7 +264,7 @@ impl Panel {
                 let Some(backend) = &self.backend else {
                     return false;
                 };
-                if let Err(e) = backend.request(0, id, method, params) {
+                if let Err(e) = backend.request(id, method, params) {
                     self.reply(id, false, &e.to_string());
                 }
             }

@@ -19,7 +19,6 @@ pub fn run(backend: Backend, events: Receiver<ToUi>, lang: Lang) -> std::process
     let ask = |order: &[String]| {
         for (i, w) in order.iter().enumerate() {
             let _ = backend.request(
-                0,
                 i as u64,
                 "widget.snapshot".into(),
                 serde_json::json!({ "widget": w }),
