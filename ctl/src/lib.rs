@@ -265,10 +265,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let widget = resolve(&client, &widget).await?;
             let contact = resolve_contact(&client, &widget, &contact).await?;
             let messages = client
-                .call::<Unread>(ContactRef {
+                .call::<Unread>(UnreadParams::from(ContactRef {
                     widget: widget.clone(),
                     contact,
-                })
+                }))
                 .await?;
             print(&messages);
             if !keep_unread && let Some(last) = messages.last() {

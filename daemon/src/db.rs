@@ -8,11 +8,22 @@
 //! `synchronous=FULL`, since a message the user typed must survive even a power cut.
 //!
 //! Calls run on the blocking pool; the connection sits behind a mutex only the widget's actor uses.
+//!
+//! The files are private to the user: the data directories are made 0700 and each database is created
+//! 0600 before SQLite opens it (SQLite gives its `-wal` and `-shm` files the database's mode); modes
+//! left open by older versions are narrowed at start ([`make_private`]). On Windows the per-user
+//! `%APPDATA%` already grants access to its user (and SYSTEM and administrators) only.
+//!
+//! A database that cannot be written (a read-only file system) is still read, so the widget shows what
+//! it held; [`WidgetDb::probe`] reopens it for writing once that works again. Failures say which kind
+//! of trouble they are ([`Problem`]), because a full disk, a read-only one and a damaged file call for
+//! different words to the user.
 
 use crate::vault::Sealed;
 use pinchat_ipc::api::{AccountView, ContactView, Mode};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,8 +64,19 @@ CREATE TABLE outbox (
 /// Received messages kept per contact (the newest); the server keeps them all.
 pub const KEEP_PER_CONTACT: i64 = 1000;
 
+/// What kind of trouble a database failure is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    /// The disk (or the user's quota) is full.
+    Full,
+    /// The file or its directory cannot be written.
+    ReadOnly,
+    /// Anything else (damaged file, I/O error…).
+    Other,
+}
+
 /// Database failures.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DbError {
     /// SQLite failed.
     #[error("widget database {path}: {error}")]
@@ -63,10 +85,51 @@ pub enum DbError {
         path: String,
         /// What failed.
         error: String,
+        /// What kind of failure.
+        problem: Problem,
     },
     /// The file is not a widget database this version understands.
     #[error("widget database {0} is damaged or from a newer pinchat: {1}")]
     Invalid(String, String),
+}
+
+impl DbError {
+    /// What kind of trouble this is.
+    pub fn problem(&self) -> Problem {
+        match self {
+            DbError::Sqlite { problem, .. } => *problem,
+            DbError::Invalid(..) => Problem::Other,
+        }
+    }
+}
+
+/// Sorts a SQLite failure.
+fn problem_of(e: &rusqlite::Error) -> Problem {
+    use rusqlite::ErrorCode as C;
+    match e.sqlite_error_code() {
+        Some(C::DiskFull) => Problem::Full,
+        Some(C::ReadOnly | C::CannotOpen) => Problem::ReadOnly,
+        Some(C::SystemIoFailure) => match e {
+            // SQLite reports some out-of-space writes (WAL growth, shared memory) as I/O errors; the
+            // operating system's error number says what happened.
+            rusqlite::Error::SqliteFailure(f, _) if is_out_of_space(f.extended_code) => Problem::Full,
+            _ => Problem::Other,
+        },
+        _ => Problem::Other,
+    }
+}
+
+/// The extended I/O error codes SQLite uses when a write or an extension of a file fails, which on a
+/// full disk is what they mean.
+fn is_out_of_space(extended: std::ffi::c_int) -> bool {
+    use rusqlite::ffi;
+    [
+        ffi::SQLITE_IOERR_WRITE,
+        ffi::SQLITE_IOERR_SHMSIZE,
+        ffi::SQLITE_IOERR_TRUNCATE,
+        ffi::SQLITE_IOERR_FSYNC,
+    ]
+    .contains(&extended)
 }
 
 /// What a widget database holds, as loaded at start-up.
@@ -124,7 +187,11 @@ pub struct Change {
 /// A widget's database.
 #[derive(Clone)]
 pub struct WidgetDb {
-    conn: Arc<Mutex<Connection>>,
+    /// `None` once destroyed.
+    conn: Arc<Mutex<Option<Connection>>>,
+    writable: Arc<AtomicBool>,
+    /// Why the database had to be opened for reading only, if it had to.
+    opened_read_only: Option<Problem>,
     path: PathBuf,
 }
 
@@ -134,6 +201,7 @@ impl WidgetDb {
         let path = path.to_owned();
         let p = path.clone();
         let conn = blocking(&path, move || {
+            create_private(&p)?;
             let mut conn = Connection::open(&p)?;
             configure(&conn)?;
             let tx = conn.transaction()?;
@@ -158,20 +226,34 @@ impl WidgetDb {
         })
         .await?;
         Ok(WidgetDb {
-            conn: Arc::new(Mutex::new(conn)),
+            conn: Arc::new(Mutex::new(Some(conn))),
+            writable: Arc::new(AtomicBool::new(true)),
+            opened_read_only: None,
             path,
         })
     }
 
-    /// Opens an existing database and loads everything.
+    /// Opens an existing database and loads everything. When the database cannot be written, it is
+    /// opened read-only ([`WidgetDb::opened_read_only`] says so) and [`WidgetDb::probe`] retries later.
     pub async fn open(path: &Path) -> Result<(WidgetDb, Stored), DbError> {
         let path = path.to_owned();
         let p = path.clone();
-        let (conn, stored) = blocking(&path, move || {
-            let conn = Connection::open(&p)?;
-            configure(&conn)?;
-            let stored = load(&conn)?;
-            Ok((conn, stored))
+        let (conn, stored, problem) = blocking(&path, move || {
+            make_private(&p);
+            match open_writable(&p) {
+                Ok(conn) => {
+                    let stored = load(&conn)?;
+                    Ok((conn, stored, None))
+                }
+                // A full or read-only disk: show what the database holds; writing is retried.
+                Err(e) => {
+                    tracing::warn!(file = %p.display(), error = %e, "cannot open the widget database for writing; reading it");
+                    let problem = problem_of(&e);
+                    let conn = open_read_only(&p).map_err(|_| e)?;
+                    let stored = load(&conn)?;
+                    Ok((conn, stored, Some(problem)))
+                }
+            }
         })
         .await?;
         if stored.id.is_empty() || stored.server.is_empty() {
@@ -182,7 +264,9 @@ impl WidgetDb {
         }
         Ok((
             WidgetDb {
-                conn: Arc::new(Mutex::new(conn)),
+                conn: Arc::new(Mutex::new(Some(conn))),
+                writable: Arc::new(AtomicBool::new(problem.is_none())),
+                opened_read_only: problem,
                 path,
             },
             stored,
@@ -194,11 +278,45 @@ impl WidgetDb {
         &self.path
     }
 
+    /// Why the database could only be opened for reading (a full or read-only disk), if it was.
+    pub fn opened_read_only(&self) -> Option<Problem> {
+        self.opened_read_only
+    }
+
+    /// Checks that the database can be written again: reopens it for writing if it was opened
+    /// read-only (then returns what it holds, which may be newer than what a read-only open could
+    /// see), and commits a small write.
+    pub async fn probe(&self) -> Result<Option<Stored>, DbError> {
+        let conn = self.conn.clone();
+        let writable = self.writable.clone();
+        let path = self.path.clone();
+        blocking(&self.path, move || {
+            let mut guard = conn.lock().unwrap_or_else(|e| e.into_inner());
+            let mut reloaded = None;
+            if !writable.load(Ordering::Relaxed) {
+                // Close the read-only connection first: SQLite shares a WAL database's shared memory
+                // between the connections of one process, and a read-only mapping kept alive would make
+                // the new connection read-only too. Until writing works, there is no connection (the
+                // widget's state is in memory; every write fails as read-only).
+                guard.take();
+                let fresh = open_writable(&path)?;
+                reloaded = Some(load(&fresh)?);
+                *guard = Some(fresh);
+                writable.store(true, Ordering::Relaxed);
+            }
+            let conn = guard.as_mut().ok_or_else(closed)?;
+            put_meta(conn, "checked_at", &pinchat_now().to_string())?;
+            Ok(reloaded)
+        })
+        .await
+    }
+
     /// Writes a change in one transaction.
     pub async fn apply(&self, change: Change) -> Result<(), DbError> {
         let conn = self.conn.clone();
         blocking(&self.path, move || {
-            let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = conn.lock().unwrap_or_else(|e| e.into_inner());
+            let conn = guard.as_mut().ok_or_else(closed)?;
             let tx = conn.transaction()?;
             write_change(&tx, &change)?;
             tx.commit()
@@ -210,7 +328,8 @@ impl WidgetDb {
     pub async fn queue(&self, client_id: String, to: u64, ts: i64, text: String) -> Result<(), DbError> {
         let conn = self.conn.clone();
         blocking(&self.path, move || {
-            let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+            let guard = conn.lock().unwrap_or_else(|e| e.into_inner());
+            let conn = guard.as_ref().ok_or_else(closed)?;
             conn.pragma_update(None, "synchronous", "FULL")?;
             let result = conn.execute(
                 "INSERT OR IGNORE INTO outbox (client_id, recipient, ts, text) VALUES (?1, ?2, ?3, ?4)",
@@ -225,7 +344,8 @@ impl WidgetDb {
     /// Closes the connection and deletes the database files.
     pub async fn destroy(self) -> Result<(), DbError> {
         let path = self.path.clone();
-        drop(self.conn);
+        // Other clones of this handle may live a little longer; the connection goes now.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner()).take();
         tokio::task::spawn_blocking(move || {
             for suffix in ["", "-wal", "-shm", "-journal"] {
                 let mut p = path.clone().into_os_string();
@@ -237,6 +357,7 @@ impl WidgetDb {
         .map_err(|e| DbError::Sqlite {
             path: String::new(),
             error: e.to_string(),
+            problem: Problem::Other,
         })
     }
 }
@@ -254,13 +375,128 @@ async fn blocking<T: Send + 'static>(
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(DbError::Sqlite {
             path: name,
+            problem: problem_of(&e),
             error: e.to_string(),
         }),
         Err(e) => Err(DbError::Sqlite {
             path: name,
             error: format!("task failed: {e}"),
+            problem: Problem::Other,
         }),
     }
+}
+
+/// The error of a write while there is no connection (the database is waiting to be writable again,
+/// or was destroyed).
+fn closed() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+        Some("the widget database is not open for writing".into()),
+    )
+}
+
+fn open_writable(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    configure(&conn)?;
+    // Opening succeeds on a read-only file system; the first write would not. Find out now.
+    conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")?;
+    Ok(conn)
+}
+
+/// Opens a database that cannot be written. SQLite reads a WAL database read-only only if it can
+/// share its `-shm` file; failing that, the file is read as it is (`immutable`), without the most
+/// recent changes still in the WAL — [`WidgetDb::probe`] reloads those once writing works.
+fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
+    use rusqlite::OpenFlags as F;
+    let flags = F::SQLITE_OPEN_READ_ONLY | F::SQLITE_OPEN_NO_MUTEX;
+    if let Ok(conn) = Connection::open_with_flags(path, flags)
+        && conn
+            .query_row("SELECT count(*) FROM meta", [], |r| r.get::<_, i64>(0))
+            .is_ok()
+    {
+        return Ok(conn);
+    }
+    let escaped: String = path
+        .to_string_lossy()
+        .chars()
+        .map(|c| match c {
+            '%' => "%25".to_owned(),
+            '?' => "%3f".to_owned(),
+            '#' => "%23".to_owned(),
+            c => c.to_string(),
+        })
+        .collect();
+    Connection::open_with_flags(format!("file:{escaped}?immutable=1"), flags | F::SQLITE_OPEN_URI)
+}
+
+/// Creates the database file readable and writable by its user only, before SQLite opens it.
+fn create_private(path: &Path) -> rusqlite::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop).map_err(|e| {
+        let code = if e.kind() == std::io::ErrorKind::StorageFull {
+            rusqlite::ffi::SQLITE_FULL
+        } else if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem
+            || e.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            rusqlite::ffi::SQLITE_READONLY
+        } else {
+            rusqlite::ffi::SQLITE_CANTOPEN
+        };
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(code),
+            Some(format!("cannot create {}: {e}", path.display())),
+        )
+    })
+}
+
+/// Narrows the modes of a database and its `-wal`/`-shm`/`-journal` files to the user (0600), for
+/// files written by versions that left them readable by others. Best effort: a read-only file
+/// system keeps its modes, and says so in the log.
+pub fn make_private(path: &Path) {
+    #[cfg(unix)]
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mut p = path.to_owned().into_os_string();
+        p.push(suffix);
+        let p = PathBuf::from(p);
+        if let Ok(meta) = std::fs::metadata(&p)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+                Ok(()) => tracing::info!(file = %p.display(), "made the file private to its user"),
+                Err(e) => tracing::warn!(file = %p.display(), error = %e, "cannot make the file private"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+/// Creates a data directory (and its parents) private to the user, and narrows its mode if an older
+/// version left it open to others.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+            tracing::info!(dir = %dir.display(), "made the directory private to its user");
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {

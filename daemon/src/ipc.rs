@@ -188,7 +188,7 @@ async fn dispatch(
             ok(daemon
                 .widget(&r.widget)
                 .await?
-                .ask(|reply| Cmd::Unread(r.contact, reply))
+                .ask(|reply| Cmd::Unread(r.contact, r.before, r.limit, reply))
                 .await?)
         }
         History::NAME => {

@@ -50,6 +50,9 @@ fn err(code: ErrorCode, message: impl Into<String>) -> RpcError {
     RpcError::new(code, message)
 }
 
+/// How long a stopping daemon waits for its widgets.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The widget engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Daemon {
@@ -71,8 +74,15 @@ impl Daemon {
     /// Loads every widget found in the data directory and starts it.
     pub async fn start(config: &DaemonConfig, vault: Vault) -> anyhow::Result<Daemon> {
         let widgets_dir = config.data_dir.join("widgets");
-        std::fs::create_dir_all(&widgets_dir)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", widgets_dir.display()))?;
+        // Private to the user (and narrowed if an older version left it open). A directory that
+        // cannot be written is reported, not fatal: widgets are served from what it holds, and
+        // writing is retried.
+        for dir in [&config.data_dir, &widgets_dir] {
+            if let Err(e) = db::private_dir(dir) {
+                tracing::error!(dir = %dir.display(), error = %e,
+                    "the data directory cannot be created or written; widgets are read from what it holds and nothing new can be stored until it can");
+            }
+        }
         let (events, _) = broadcast::channel(1024);
         let daemon = Daemon {
             inner: Arc::new(Inner {
@@ -85,10 +95,14 @@ impl Daemon {
                 tracker: TaskTracker::new(),
             }),
         };
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(&widgets_dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "db"))
-            .collect();
+        let mut paths: Vec<PathBuf> = match std::fs::read_dir(&widgets_dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "db"))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+            Err(e) => anyhow::bail!("cannot read {}: {e}", widgets_dir.display()),
+        };
         paths.sort();
         for path in paths {
             match WidgetDb::open(&path).await {
@@ -122,14 +136,24 @@ impl Daemon {
         self.inner.events.subscribe()
     }
 
-    /// Stops every widget (their databases are closed; nothing is deleted).
+    /// Stops every widget (their databases are closed; nothing is deleted). A widget busy with a
+    /// slow server call gets [`SHUTDOWN_GRACE`]; after that the daemon stops anyway — every change is
+    /// already in the databases, so nothing is lost.
     pub async fn shutdown(&self) {
         let widgets: Vec<WidgetHandle> = self.inner.widgets.write().await.drain().map(|(_, w)| w).collect();
-        for w in widgets {
-            let _ = w.close().await;
+        let stop = async {
+            for w in widgets {
+                let _ = w.close().await;
+            }
+            self.inner.tracker.close();
+            self.inner.tracker.wait().await;
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, stop).await.is_err() {
+            tracing::warn!(
+                "widgets did not stop within {} s; stopping anyway",
+                SHUTDOWN_GRACE.as_secs()
+            );
         }
-        self.inner.tracker.close();
-        self.inner.tracker.wait().await;
     }
 
     async fn handle(&self, id: &str) -> Result<WidgetHandle, RpcError> {
@@ -265,12 +289,26 @@ impl Daemon {
             ..Stored::default()
         };
         let path = self.inner.widgets_dir.join(format!("{id}.db"));
-        let db = match WidgetDb::create(&path, stored.clone()).await {
+        let created = match db::private_dir(&self.inner.widgets_dir) {
+            Ok(()) => WidgetDb::create(&path, stored.clone()).await,
+            Err(e) => Err(db::DbError::Sqlite {
+                path: self.inner.widgets_dir.display().to_string(),
+                problem: if e.kind() == std::io::ErrorKind::StorageFull {
+                    db::Problem::Full
+                } else {
+                    db::Problem::ReadOnly
+                },
+                error: e.to_string(),
+            }),
+        };
+        let db = match created {
             Ok(db) => db,
             Err(e) => {
+                tracing::error!(error = %e, "cannot create a widget database");
                 let _ = remote.logout(&key).await;
                 let _ = self.inner.vault.forget(&id).await;
-                return Err(err(ErrorCode::Internal, e.to_string()));
+                let _ = tokio::fs::remove_file(&path).await;
+                return Err(widget::storage_error(&e, "the widget could not be created"));
             }
         };
         let start = Start {
@@ -345,7 +383,7 @@ fn remote_error(e: RemoteError) -> RpcError {
         ),
         RemoteError::Server(e) => match e.code {
             WireCode::BadCredentials => err(ErrorCode::BadCredentials, e.message),
-            WireCode::AccountDisabled | WireCode::InvalidKey => err(ErrorCode::AuthRequired, e.message),
+            ref code if code.needs_login() => err(ErrorCode::AuthRequired, e.message),
             _ => err(
                 ErrorCode::ServerError,
                 format!("the server said {}: {}", e.code, e.message),

@@ -5,28 +5,52 @@
 //! and sends commands, so another kind of source — borrowing a running full client's connection
 //! (claims 9 and 12) — can be added beside [`run_server_source`] without touching the widget.
 //!
+//! **Waiting goes one way.** The source awaits room in the bounded event channel to the widget (so a
+//! busy widget slows the source, and through it the socket, instead of queueing without end); the
+//! widget never waits for the source: its commands go through an unbounded channel whose volume is
+//! bounded by what the widget itself does (one command per configuration change, refresh, or message
+//! written to its outbox). A cycle of bounded waits between the two — the widget replaying its outbox
+//! into a full command channel while the source waits for room in a full event channel — hung the
+//! daemon for good before this rule (ARCHITECTURE.md, invariant 11).
+//!
+//! **The source owns sending.** It keeps every message it is given ([`SourceCmd::Send`]) until the
+//! server acknowledges or refuses it, and sends it again on every new connection; the server's
+//! idempotency (client ids) makes a repeat harmless. Sends are paced ([`Pacer`]: below the server's
+//! frame rate limit) and windowed (at most [`WINDOW`] unacknowledged), so a thousand messages typed
+//! offline drain steadily instead of getting the stream closed for flooding.
+//!
 //! The server source works in the widget's mode:
 //! - **push**: one long-lived WebSocket, binary frames; subscribe with the stored cursor so that a
 //!   reconnect resumes without gap or duplicate; a ping every `keepalive_secs` is the only periodic
-//!   wake-up; reconnects back off exponentially (1 s … 60 s) with jitter;
+//!   wake-up, and a ping left unanswered for [`PONG_TIMEOUT`] (or the keepalive, if shorter) ends the
+//!   link — a half-open connection is noticed, not trusted; reconnects back off exponentially
+//!   (1 s … 60 s) with jitter;
 //! - **poll**: `GET /v1/changes` every interval (a `204` when nothing changed);
 //! - **manual**: a poll only when asked to refresh.
-//!
-//! Sending goes over the stream in push mode and over HTTP otherwise; the widget's outbox is the durable
-//! copy, replayed whenever the source reports `online`, and the server's idempotency (client ids) makes
-//! replays harmless.
 
 use crate::remote::{Remote, RemoteError};
 use futures_util::{SinkExt, StreamExt};
 use pinchat_ipc::api::{Connection, Mode};
 use pinchat_proto::codec::{self, Encoding};
+use pinchat_proto::error::{CLOSE_TOO_MANY, close_needs_login};
 use pinchat_proto::stream::{Ack, ClientFrame, ReqId, Resume, ServerFrame, Snapshot};
 use pinchat_proto::{AccountId, ErrorBody, ErrorCode, Field, Message, PROTOCOL_VERSION};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// Most messages sent and not yet acknowledged at once.
+pub const WINDOW: usize = 32;
+/// Messages per second the source sends at most (the server's default limit is 50 frames per second
+/// with bursts of 200; a source that is told off with close code 4429 halves its own rate).
+pub const SEND_RATE: f64 = 40.0;
+/// The longest a keepalive ping may wait for an answer before the link is declared dead.
+pub const PONG_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest one frame may take to leave; a socket that accepts nothing for this long is dead.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the source needs to know; sent again whenever any of it changes.
 #[derive(Clone, Debug)]
@@ -47,22 +71,30 @@ pub struct SourceConfig {
     pub interval: Duration,
 }
 
+/// A message to send, kept by the source until the server acknowledges or refuses it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Idempotency id.
+    pub client_id: String,
+    /// Recipient.
+    pub to: u64,
+    /// Text.
+    pub text: String,
+}
+
 /// Commands to a source.
 #[derive(Debug)]
 pub enum SourceCmd {
     /// New configuration (pins, mode, key…).
     Configure(Box<SourceConfig>),
-    /// Send a message (the widget keeps it in its outbox until [`SourceEvent::Sent`]).
-    Send {
-        /// Idempotency id.
-        client_id: String,
-        /// Recipient.
-        to: u64,
-        /// Text.
-        text: String,
-    },
+    /// Send a message (written to the widget's outbox first). Answered by [`SourceEvent::Sent`] or
+    /// [`SourceEvent::Rejected`]; a client id the source already holds is ignored.
+    Send(Outgoing),
     /// Fetch the current state now; answer with [`SourceEvent::Refreshed`].
     Refresh,
+    /// Fetch everything after this position again: the widget could not store what the source gave it
+    /// since then (its disk was full or read-only).
+    Resync(Option<(u64, u64)>),
 }
 
 /// Events from a source, in the order they happened.
@@ -87,6 +119,13 @@ pub enum SourceEvent {
         epoch: u64,
         /// The snapshot.
         snapshot: Snapshot,
+    },
+    /// The server confirmed that nothing changed up to this position (a poll answered `204`).
+    Synced {
+        /// Epoch.
+        epoch: u64,
+        /// Cursor.
+        cursor: u64,
     },
     /// Fields of a pinned contact changed.
     Delta {
@@ -127,20 +166,32 @@ pub enum SourceEvent {
 }
 
 /// Runs the server source until the command channel closes.
-pub async fn run_server_source(mut cmds: mpsc::Receiver<SourceCmd>, events: mpsc::Sender<SourceEvent>) {
+pub async fn run_server_source(
+    mut cmds: mpsc::UnboundedReceiver<SourceCmd>,
+    events: mpsc::Sender<SourceEvent>,
+) {
+    let mut source = Source {
+        events,
+        epoch: None,
+        backoff: Backoff::default(),
+        refreshes: 0,
+        outbox: Outbox::default(),
+        pacer: Pacer::new(SEND_RATE),
+    };
+    // Messages may arrive before the first configuration (the widget hands over its outbox at start).
     let mut config = loop {
         match cmds.recv().await {
             Some(SourceCmd::Configure(c)) => break *c,
-            Some(_) => continue,
+            Some(SourceCmd::Send(m)) => source.outbox.add(m),
+            Some(SourceCmd::Refresh) => {
+                source.refreshes += 1;
+                source.refreshed().await;
+            }
+            Some(SourceCmd::Resync(_)) => {}
             None => return,
         }
     };
-    let mut source = Source {
-        events,
-        epoch: config.position.map(|p| p.0),
-        backoff: Backoff::default(),
-        refreshes: 0,
-    };
+    source.epoch = config.position.map(|p| p.0);
     loop {
         let next = match config.mode {
             Mode::Push => source.push(&config, &mut cmds).await,
@@ -157,7 +208,8 @@ pub async fn run_server_source(mut cmds: mpsc::Receiver<SourceCmd>, events: mpsc
                             source.refreshes += 1;
                             source.refreshed().await;
                         }
-                        Some(SourceCmd::Send { .. }) => {}
+                        Some(SourceCmd::Send(m)) => source.outbox.add(m),
+                        Some(SourceCmd::Resync(position)) => config.position = position,
                         None => return,
                     }
                 }
@@ -179,6 +231,126 @@ struct Source {
     /// Refreshes asked for and not yet answered: each gets a [`SourceEvent::Refreshed`] after the next
     /// sync, or when the next attempt to reach the server fails — never left waiting.
     refreshes: usize,
+    outbox: Outbox,
+    pacer: Pacer,
+}
+
+/// The messages the source holds until the server answers for them, in the order they were typed.
+#[derive(Default)]
+struct Outbox {
+    entries: VecDeque<Entry>,
+}
+
+struct Entry {
+    message: Outgoing,
+    state: EntryState,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EntryState {
+    /// To be sent.
+    Waiting,
+    /// Sent on the current connection; the answer has not come yet.
+    InFlight,
+    /// The server could not take it just now; sent again on the next connection.
+    Held,
+}
+
+impl Outbox {
+    fn add(&mut self, message: Outgoing) {
+        if !self
+            .entries
+            .iter()
+            .any(|e| e.message.client_id == message.client_id)
+        {
+            self.entries.push_back(Entry {
+                message,
+                state: EntryState::Waiting,
+            });
+        }
+    }
+
+    fn waiting(&self) -> bool {
+        self.entries.iter().any(|e| e.state == EntryState::Waiting)
+    }
+
+    fn in_flight(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| e.state == EntryState::InFlight)
+            .count()
+    }
+
+    /// Marks the oldest waiting message in flight and returns it.
+    fn next(&mut self) -> Option<Outgoing> {
+        let entry = self.entries.iter_mut().find(|e| e.state == EntryState::Waiting)?;
+        entry.state = EntryState::InFlight;
+        Some(entry.message.clone())
+    }
+
+    fn remove(&mut self, client_id: &str) -> bool {
+        let before = self.entries.len();
+        self.entries.retain(|e| e.message.client_id != client_id);
+        self.entries.len() != before
+    }
+
+    fn set(&mut self, client_id: &str, state: EntryState) {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.message.client_id == client_id) {
+            e.state = state;
+        }
+    }
+
+    /// A new connection: everything unanswered goes again.
+    fn reset(&mut self) {
+        for e in &mut self.entries {
+            e.state = EntryState::Waiting;
+        }
+    }
+}
+
+/// A token bucket for outgoing messages: `rate` per second, bursts of one second's worth.
+struct Pacer {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Pacer {
+    fn new(rate: f64) -> Pacer {
+        Pacer {
+            rate,
+            tokens: rate,
+            last: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
+        self.last = now;
+    }
+
+    /// When the next message may go.
+    fn ready_at(&mut self) -> Instant {
+        self.refill();
+        if self.tokens >= 1.0 {
+            Instant::now()
+        } else {
+            Instant::now() + Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+        }
+    }
+
+    fn take(&mut self) {
+        self.refill();
+        self.tokens -= 1.0;
+    }
+
+    /// The server said "too fast": halve the rate (down to one per second).
+    fn slow_down(&mut self) {
+        self.rate = (self.rate / 2.0).max(1.0);
+        self.tokens = self.tokens.min(self.rate);
+        tracing::info!(rate = self.rate, "the server limited our rate; sending slower");
+    }
 }
 
 /// Exponential back-off with jitter: 1, 2, 4 … 60 seconds, each ±25 %.
@@ -205,6 +377,14 @@ impl Backoff {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Source {
     async fn emit(&self, e: SourceEvent) -> bool {
         self.events.send(e).await.is_ok()
@@ -218,7 +398,12 @@ impl Source {
     }
 
     /// Waits out a back-off, unless a command changes the plan.
-    async fn wait(&mut self, cmds: &mut mpsc::Receiver<SourceCmd>, delay: Duration) -> Option<Next> {
+    async fn wait(
+        &mut self,
+        cmds: &mut mpsc::UnboundedReceiver<SourceCmd>,
+        current: &mut SourceConfig,
+        delay: Duration,
+    ) -> Option<Next> {
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         loop {
@@ -233,14 +418,14 @@ impl Source {
                         self.backoff.reset();
                         return None;
                     }
-                    // Queued in the widget's outbox; replayed once online.
-                    Some(SourceCmd::Send { .. }) => {}
+                    Some(SourceCmd::Send(m)) => self.outbox.add(m),
+                    Some(SourceCmd::Resync(position)) => current.position = position,
                 },
             }
         }
     }
 
-    async fn push(&mut self, config: &SourceConfig, cmds: &mut mpsc::Receiver<SourceCmd>) -> Next {
+    async fn push(&mut self, config: &SourceConfig, cmds: &mut mpsc::UnboundedReceiver<SourceCmd>) -> Next {
         // What the stream changes as it goes (position, pins re-pinned on the same connection) must
         // survive a reconnect, so it lives here rather than in one stream's loop.
         let mut current = config.clone();
@@ -248,7 +433,7 @@ impl Source {
             if !self.emit(SourceEvent::Connection(Connection::Connecting)).await {
                 return Next::Stop;
             }
-            match self.connect(config).await {
+            match self.connect(&current).await {
                 Ok((ws, keepalive)) => {
                     self.backoff.reset();
                     match self.stream(&mut current, ws, keepalive, cmds).await {
@@ -268,7 +453,7 @@ impl Source {
                 return Next::Stop;
             }
             let delay = self.backoff.next();
-            if let Some(next) = self.wait(cmds, delay).await {
+            if let Some(next) = self.wait(cmds, &mut current, delay).await {
                 return next;
             }
         }
@@ -313,8 +498,11 @@ impl Source {
         )
         .await
         .map_err(ConnectError::Other)?;
-        match next_frame(&mut ws).await {
-            Ok(ServerFrame::Welcome(w)) => {
+        let welcome = tokio::time::timeout(Duration::from_secs(15), next_frame(&mut ws))
+            .await
+            .map_err(|_| ConnectError::Other("no welcome within 15 s".into()))?;
+        match welcome {
+            Ok(Incoming::Frame(ServerFrame::Welcome(w))) => {
                 self.epoch = Some(w.epoch);
                 let keepalive = Duration::from_secs(u64::from(w.keepalive_secs.max(5)));
                 let event = SourceEvent::Welcome {
@@ -328,11 +516,15 @@ impl Source {
                 }
                 Ok((ws, keepalive))
             }
-            Ok(ServerFrame::Error { error, .. }) if is_auth(&error.code) => {
+            Ok(Incoming::Frame(ServerFrame::Error { error, .. })) if error.code.needs_login() => {
                 Err(ConnectError::Auth(error.message))
             }
-            Ok(other) => Err(ConnectError::Other(format!("expected welcome, got {other:?}"))),
-            Err(e) => Err(e),
+            Ok(Incoming::Frame(other)) => {
+                Err(ConnectError::Other(format!("expected welcome, got {other:?}")))
+            }
+            Ok(Incoming::Pong) => Err(ConnectError::Other("expected welcome, got a pong".into())),
+            Err(Closed::Auth(m)) => Err(ConnectError::Auth(m)),
+            Err(Closed::RateLimited(m) | Closed::Other(m)) => Err(ConnectError::Other(m)),
         }
     }
 
@@ -341,49 +533,59 @@ impl Source {
         current: &mut SourceConfig,
         mut ws: Ws,
         keepalive: Duration,
-        cmds: &mut mpsc::Receiver<SourceCmd>,
+        cmds: &mut mpsc::UnboundedReceiver<SourceCmd>,
     ) -> Ended {
         let mut next_req: ReqId = 1;
+        // Requests that sent a message, by request id → the message's client id.
         let mut sends: HashMap<ReqId, String> = HashMap::new();
+        // Whatever this connection did not finish goes again on the next one.
+        self.outbox.reset();
 
-        let subscribe =
-            |req: ReqId, pins: &[u64], position: Option<(u64, u64)>, fresh: &[u64], epoch: Option<u64>| {
-                let resume = position.filter(|(e, _)| Some(*e) == epoch).map(|(e, c)| Resume {
+        let subscribe = |req: ReqId, current: &SourceConfig, epoch: Option<u64>| {
+            let resume = current
+                .position
+                .filter(|(e, _)| Some(*e) == epoch)
+                .map(|(e, c)| Resume {
                     epoch: e,
                     cursor: c,
-                    fresh: fresh.iter().map(|f| AccountId(*f)).collect(),
+                    fresh: current.fresh.iter().map(|f| AccountId(*f)).collect(),
                 });
-                ClientFrame::Subscribe {
-                    req,
-                    sub: 0,
-                    pins: pins.iter().map(|p| AccountId(*p)).collect(),
-                    resume,
-                }
-            };
-        let first = subscribe(
-            next_req,
-            &current.pins,
-            current.position,
-            &current.fresh,
-            self.epoch,
-        );
+            ClientFrame::Subscribe {
+                req,
+                sub: 0,
+                pins: current.pins.iter().map(|p| AccountId(*p)).collect(),
+                resume,
+            }
+        };
+        let first = subscribe(next_req, current, self.epoch);
         next_req += 1;
         if let Err(e) = send(&mut ws, &first).await {
             return Ended::Lost(e);
         }
         let mut online = false;
-        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+        let mut ping = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Armed by a ping, disarmed by anything the server sends.
+        let mut answer_due: Option<Instant> = None;
+        let pong_timeout = PONG_TIMEOUT.min(keepalive);
         loop {
+            let send_at = (online && self.outbox.waiting() && self.outbox.in_flight() < WINDOW)
+                .then(|| self.pacer.ready_at());
             tokio::select! {
-                frame = next_frame(&mut ws) => {
-                    let frame = match frame {
-                        Ok(f) => f,
-                        Err(ConnectError::Auth(m)) => {
+                incoming = next_frame(&mut ws) => {
+                    answer_due = None;
+                    let frame = match incoming {
+                        Ok(Incoming::Frame(f)) => f,
+                        Ok(Incoming::Pong) => continue,
+                        Err(Closed::Auth(m)) => {
                             let _ = self.emit(SourceEvent::AuthRequired(m)).await;
                             return Ended::Next(Next::WaitForKey);
                         }
-                        Err(ConnectError::Other(e)) => return Ended::Lost(e),
+                        Err(Closed::RateLimited(m)) => {
+                            self.pacer.slow_down();
+                            return Ended::Lost(m);
+                        }
+                        Err(Closed::Other(e)) => return Ended::Lost(e),
                     };
                     let epoch = self.epoch.unwrap_or(0);
                     let event = match frame {
@@ -412,16 +614,22 @@ impl Source {
                             SourceEvent::Message { cursor, message }
                         }
                         ServerFrame::Ack { req, result: Ack::Sent { id, ts, .. } } => match sends.remove(&req) {
-                            Some(client_id) => SourceEvent::Sent { client_id, id: id.0, ts },
+                            Some(client_id) => {
+                                self.outbox.remove(&client_id);
+                                SourceEvent::Sent { client_id, id: id.0, ts }
+                            }
                             None => continue,
                         },
                         ServerFrame::Ack { .. } | ServerFrame::Welcome(_) => continue,
                         ServerFrame::Error { req: Some(req), error } => {
                             if let Some(client_id) = sends.remove(&req) {
                                 if permanent(&error.code) {
+                                    self.outbox.remove(&client_id);
                                     SourceEvent::Rejected { client_id, error }
                                 } else {
-                                    // Left in the outbox: replayed on the next connection.
+                                    // Kept, and sent again on the next connection.
+                                    tracing::info!(code = %error.code, "the server could not take a message now; it stays queued");
+                                    self.outbox.set(&client_id, EntryState::Held);
                                     continue;
                                 }
                             } else {
@@ -430,7 +638,7 @@ impl Source {
                             }
                         }
                         ServerFrame::Error { req: None, error } => {
-                            if is_auth(&error.code) {
+                            if error.code.needs_login() {
                                 let _ = self.emit(SourceEvent::AuthRequired(error.message)).await;
                                 return Ended::Next(Next::WaitForKey);
                             }
@@ -447,56 +655,82 @@ impl Source {
                     Some(SourceCmd::Configure(new)) => {
                         let same_link = new.key == current.key && new.mode == Mode::Push && new.remote.base() == current.remote.base();
                         if !same_link {
-                            let _ = ws.close(None).await;
+                            let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.close(None)).await;
                             return Ended::Next(Next::Reconfigure(new));
                         }
                         // Re-pin on the same stream: resume for the pins we hold, full entries for new ones.
                         current.pins.clone_from(&new.pins);
                         current.fresh.clone_from(&new.fresh);
-                        let frame = subscribe(next_req, &current.pins, current.position, &current.fresh, self.epoch);
+                        let frame = subscribe(next_req, current, self.epoch);
                         next_req += 1;
                         if let Err(e) = send(&mut ws, &frame).await {
                             return Ended::Lost(e);
                         }
                     }
-                    Some(SourceCmd::Send { client_id, to, text }) => {
-                        let req = next_req;
-                        next_req += 1;
-                        sends.insert(req, client_id);
-                        let frame = ClientFrame::Send { req, to: AccountId(to), client_id: sends[&req].clone(), text };
-                        if let Err(e) = send(&mut ws, &frame).await {
-                            return Ended::Lost(e);
-                        }
-                    }
+                    Some(SourceCmd::Send(m)) => self.outbox.add(m),
                     Some(SourceCmd::Refresh) => {
-                        let req = next_req;
-                        next_req += 1;
                         self.refreshes += 1;
-                        let frame = subscribe(req, &current.pins, current.position, &current.fresh, self.epoch);
+                        let frame = subscribe(next_req, current, self.epoch);
+                        next_req += 1;
+                        if let Err(e) = send(&mut ws, &frame).await {
+                            return Ended::Lost(e);
+                        }
+                    }
+                    Some(SourceCmd::Resync(position)) => {
+                        current.position = position;
+                        let frame = subscribe(next_req, current, self.epoch);
+                        next_req += 1;
                         if let Err(e) = send(&mut ws, &frame).await {
                             return Ended::Lost(e);
                         }
                     }
                 },
-                _ = ping.tick() => {
-                    if let Err(e) = ws.send(WsMessage::Ping(Vec::new().into())).await {
-                        return Ended::Lost(e.to_string());
+                _ = until(send_at) => {
+                    let Some(m) = self.outbox.next() else { continue };
+                    self.pacer.take();
+                    let req = next_req;
+                    next_req += 1;
+                    sends.insert(req, m.client_id.clone());
+                    let frame = ClientFrame::Send { req, to: AccountId(m.to), client_id: m.client_id, text: m.text };
+                    if let Err(e) = send(&mut ws, &frame).await {
+                        return Ended::Lost(e);
                     }
+                }
+                _ = ping.tick() => {
+                    match tokio::time::timeout(WRITE_TIMEOUT, ws.send(WsMessage::Ping(Vec::new().into()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Ended::Lost(e.to_string()),
+                        Err(_) => return Ended::Lost("the connection accepts nothing (keepalive not sent)".into()),
+                    }
+                    answer_due.get_or_insert(Instant::now() + pong_timeout);
+                }
+                _ = until(answer_due) => {
+                    return Ended::Lost(format!(
+                        "no answer to a keepalive within {} s; the connection is dead",
+                        pong_timeout.as_secs()
+                    ));
                 }
             }
         }
     }
 
-    async fn poll(&mut self, config: &SourceConfig, cmds: &mut mpsc::Receiver<SourceCmd>) -> Next {
+    async fn poll(&mut self, config: &SourceConfig, cmds: &mut mpsc::UnboundedReceiver<SourceCmd>) -> Next {
         let mut position = config.position;
         let mut fresh = config.fresh.clone();
         let mut online = false;
+        // Sending is allowed until a send cannot reach the server, and again after a back-off or a
+        // successful poll.
+        let mut can_send = true;
+        let mut retry_send: Option<Instant> = None;
+        self.outbox.reset();
         // The first round polls at once in poll mode, and in manual mode only when there is nothing to show.
         // A re-pin ([0049]) fetches the new pins at once in every mode.
         let mut due = config.mode == Mode::Poll || position.is_none() || !config.fresh.is_empty();
+        let mut next_poll: Option<Instant> = None;
 
         loop {
             if due {
+                due = false;
                 let since = position.filter(|(e, _)| *e != 0);
                 match config
                     .remote
@@ -513,10 +747,15 @@ impl Source {
                             }
                         } else if position.is_some() {
                             position = Some((epoch, cursor));
+                            if !self.emit(SourceEvent::Synced { epoch, cursor }).await {
+                                return Next::Stop;
+                            }
                         }
+                        self.backoff.reset();
+                        can_send = true;
+                        retry_send = None;
                         if !online {
                             online = true;
-                            self.backoff.reset();
                             if !self.emit(SourceEvent::Connection(Connection::Online)).await {
                                 return Next::Stop;
                             }
@@ -537,50 +776,64 @@ impl Source {
                     }
                 }
                 self.refreshed().await;
+                next_poll = match config.mode {
+                    Mode::Poll if online => Some(Instant::now() + config.interval),
+                    Mode::Poll => Some(Instant::now() + self.backoff.next().min(config.interval)),
+                    // Manual: nothing happens until asked.
+                    _ => None,
+                };
             }
-            let wait = if config.mode == Mode::Poll {
-                if online {
-                    config.interval
-                } else {
-                    self.backoff.next().min(config.interval)
+            let send_at = (can_send && self.outbox.waiting()).then(|| self.pacer.ready_at());
+            tokio::select! {
+                _ = until(next_poll) => due = true,
+                _ = until(retry_send) => {
+                    retry_send = None;
+                    can_send = true;
+                    self.outbox.reset();
                 }
-            } else {
-                // Manual: nothing happens until asked.
-                Duration::from_secs(365 * 24 * 3600)
-            };
-            let sleep = tokio::time::sleep(wait);
-            tokio::pin!(sleep);
-            loop {
-                tokio::select! {
-                    _ = &mut sleep => {
+                cmd = cmds.recv() => match cmd {
+                    None => return Next::Stop,
+                    Some(SourceCmd::Configure(c)) => return Next::Reconfigure(c),
+                    Some(SourceCmd::Refresh) => {
                         due = true;
-                        break;
+                        self.refreshes += 1;
                     }
-                    cmd = cmds.recv() => match cmd {
-                        None => return Next::Stop,
-                        Some(SourceCmd::Configure(c)) => return Next::Reconfigure(c),
-                        Some(SourceCmd::Refresh) => {
-                            due = true;
-                            self.refreshes += 1;
-                            break;
-                        }
-                        Some(SourceCmd::Send { client_id, to, text }) => {
-                            match config.remote.send_message(&config.key, to, &client_id, &text).await {
-                                Ok(r) => {
-                                    let _ = self.emit(SourceEvent::Sent { client_id, id: r.id.0, ts: r.ts }).await;
-                                }
-                                Err(e) if e.is_auth() => {
-                                    let _ = self.emit(SourceEvent::AuthRequired(e.to_string())).await;
-                                    return Next::WaitForKey;
-                                }
-                                Err(RemoteError::Server(error)) if permanent(&error.code) => {
-                                    let _ = self.emit(SourceEvent::Rejected { client_id, error }).await;
-                                }
-                                // Stays in the outbox for the next time the server answers.
-                                Err(e) => tracing::info!(error = %e, "send failed; will retry"),
+                    Some(SourceCmd::Send(m)) => self.outbox.add(m),
+                    Some(SourceCmd::Resync(p)) => {
+                        position = p;
+                        due = true;
+                    }
+                },
+                _ = until(send_at) => {
+                    let Some(m) = self.outbox.next() else { continue };
+                    self.pacer.take();
+                    match config.remote.send_message(&config.key, m.to, &m.client_id, &m.text).await {
+                        Ok(r) => {
+                            self.outbox.remove(&m.client_id);
+                            let sent = SourceEvent::Sent { client_id: m.client_id, id: r.id.0, ts: r.ts };
+                            if !self.emit(sent).await {
+                                return Next::Stop;
                             }
                         }
-                    },
+                        Err(e) if e.is_auth() => {
+                            self.outbox.set(&m.client_id, EntryState::Waiting);
+                            let _ = self.emit(SourceEvent::AuthRequired(e.to_string())).await;
+                            return Next::WaitForKey;
+                        }
+                        Err(RemoteError::Server(error)) if permanent(&error.code) => {
+                            self.outbox.remove(&m.client_id);
+                            if !self.emit(SourceEvent::Rejected { client_id: m.client_id, error }).await {
+                                return Next::Stop;
+                            }
+                        }
+                        // Kept for the next time the server answers.
+                        Err(e) => {
+                            tracing::info!(error = %e, "send failed; will retry");
+                            self.outbox.set(&m.client_id, EntryState::Held);
+                            can_send = false;
+                            retry_send = Some(Instant::now() + self.backoff.next());
+                        }
+                    }
                 }
             }
         }
@@ -597,11 +850,21 @@ enum ConnectError {
     Other(String),
 }
 
-fn is_auth(code: &ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::InvalidKey | ErrorCode::MissingKey | ErrorCode::AccountDisabled
-    )
+/// What arrived on the stream.
+enum Incoming {
+    Frame(ServerFrame),
+    /// A keepalive answer (or any control frame): the link is alive.
+    Pong,
+}
+
+/// Why the stream ended.
+enum Closed {
+    /// The key was refused: log in again.
+    Auth(String),
+    /// Too many frames or connections (close code 4429).
+    RateLimited(String),
+    /// Anything else: reconnect.
+    Other(String),
 }
 
 /// Errors that retrying will not cure.
@@ -614,31 +877,82 @@ fn permanent(code: &ErrorCode) -> bool {
 
 async fn send(ws: &mut Ws, frame: &ClientFrame) -> Result<(), String> {
     let bytes = codec::encode(Encoding::Binary, frame);
-    ws.send(WsMessage::Binary(bytes.into()))
-        .await
-        .map_err(|e| e.to_string())
+    match tokio::time::timeout(WRITE_TIMEOUT, ws.send(WsMessage::Binary(bytes.into()))).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "the connection accepted nothing for {} s",
+            WRITE_TIMEOUT.as_secs()
+        )),
+    }
 }
 
-async fn next_frame(ws: &mut Ws) -> Result<ServerFrame, ConnectError> {
-    loop {
-        match ws.next().await {
-            None => return Err(ConnectError::Other("the server closed the stream".into())),
-            Some(Err(e)) => return Err(ConnectError::Other(e.to_string())),
-            Some(Ok(WsMessage::Binary(b))) => {
-                return codec::decode_server(Encoding::Binary, &b)
-                    .map_err(|e| ConnectError::Other(e.to_string()));
-            }
-            Some(Ok(WsMessage::Close(frame))) => {
-                let (code, reason) = frame
-                    .map(|f| (u16::from(f.code), f.reason.to_string()))
-                    .unwrap_or((1005, String::new()));
-                return Err(if code == 4401 || code == 4403 {
-                    ConnectError::Auth(reason)
-                } else {
-                    ConnectError::Other(format!("closed by the server ({code} {reason})"))
-                });
-            }
-            Some(Ok(_)) => continue,
+/// The next frame. Cancel-safe: each step awaits one whole message.
+async fn next_frame(ws: &mut Ws) -> Result<Incoming, Closed> {
+    match ws.next().await {
+        None => Err(Closed::Other("the server closed the stream".into())),
+        Some(Err(e)) => Err(Closed::Other(e.to_string())),
+        Some(Ok(WsMessage::Binary(b))) => codec::decode_server(Encoding::Binary, &b)
+            .map(Incoming::Frame)
+            .map_err(|e| Closed::Other(e.to_string())),
+        Some(Ok(WsMessage::Close(frame))) => {
+            let (code, reason) = frame
+                .map(|f| (u16::from(f.code), f.reason.to_string()))
+                .unwrap_or((1005, String::new()));
+            Err(if close_needs_login(code) {
+                Closed::Auth(reason)
+            } else if code == CLOSE_TOO_MANY {
+                Closed::RateLimited(format!("closed by the server ({code} {reason})"))
+            } else {
+                Closed::Other(format!("closed by the server ({code} {reason})"))
+            })
         }
+        Some(Ok(_)) => Ok(Incoming::Pong),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(id: &str) -> Outgoing {
+        Outgoing {
+            client_id: id.into(),
+            to: 2,
+            text: id.into(),
+        }
+    }
+
+    #[test]
+    fn the_outbox_keeps_order_ignores_repeats_and_resends_after_a_reset() {
+        let mut o = Outbox::default();
+        o.add(msg("a"));
+        o.add(msg("b"));
+        o.add(msg("a"));
+        assert_eq!(o.next().unwrap().client_id, "a");
+        assert_eq!(o.in_flight(), 1);
+        assert_eq!(o.next().unwrap().client_id, "b");
+        assert!(o.next().is_none());
+        assert!(!o.waiting());
+        o.set("b", EntryState::Held);
+        assert!(o.remove("a"));
+        assert!(!o.remove("a"));
+        o.reset();
+        assert_eq!(o.next().unwrap().client_id, "b");
+    }
+
+    #[tokio::test]
+    async fn the_pacer_allows_a_burst_then_its_rate_and_slows_down_when_told() {
+        let mut p = Pacer::new(10.0);
+        for _ in 0..10 {
+            assert!(p.ready_at() <= Instant::now() + Duration::from_millis(1));
+            p.take();
+        }
+        let wait = p.ready_at().saturating_duration_since(Instant::now());
+        assert!(
+            wait > Duration::from_millis(50) && wait <= Duration::from_millis(100),
+            "{wait:?}"
+        );
+        p.slow_down();
+        assert_eq!(p.rate, 5.0);
     }
 }

@@ -3,10 +3,16 @@
 //! The actor is the only writer of both copies of the state, and it changes them together: each change
 //! is written to the database first, then applied in memory, then announced to IPC clients. Requests
 //! from clients and events from the source are handled one at a time, in arrival order.
+//!
+//! When the database cannot be written (full or read-only disk), nothing is shown that was not
+//! stored: the widget turns stale, says why in its view (`storage`), drops what the source delivers
+//! and probes the disk with back-off (1 s … 30 s — only while in trouble). Once a write succeeds it
+//! asks the source to fetch everything after its stored cursor again ([`SourceCmd::Resync`]), so the
+//! gap is filled from the server and nothing is lost.
 
-use crate::db::{Change, Stored, WidgetDb};
+use crate::db::{Change, DbError, Problem, Stored, WidgetDb};
 use crate::remote::{Remote, RemoteError};
-use crate::source::{SourceCmd, SourceConfig, SourceEvent};
+use crate::source::{Outgoing, SourceCmd, SourceConfig, SourceEvent};
 use crate::vault::Vault;
 use pinchat_ipc::api::*;
 use pinchat_ipc::jsonrpc::RpcError;
@@ -15,6 +21,7 @@ use pinchat_proto::{ErrorCode as WireCode, Field};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
 
 /// The answer to a request.
 pub type Reply<T> = oneshot::Sender<Result<T, RpcError>>;
@@ -33,8 +40,8 @@ pub enum Cmd {
     Refresh(Reply<WidgetView>),
     /// Change the update mode.
     SetMode(Mode, Option<u32>, Reply<WidgetView>),
-    /// Unread details for a contact.
-    Unread(u64, Reply<Vec<MessageView>>),
+    /// Unread details for a contact: (contact, before, limit).
+    Unread(u64, Option<u64>, Option<u32>, Reply<Vec<MessageView>>),
     /// A history page.
     History(u64, Option<u64>, u32, Reply<HistoryView>),
     /// Send a message.
@@ -110,7 +117,8 @@ pub struct Start {
 pub fn spawn(start: Start, tracker: &tokio_util::task::TaskTracker) -> Result<WidgetHandle, String> {
     let remote = Remote::new(&start.stored.server)?;
     let (tx, rx) = mpsc::channel(64);
-    let (source_tx, source_rx) = mpsc::channel(64);
+    // The widget never waits for its source (see `source`): commands go unbounded, events bounded.
+    let (source_tx, source_rx) = mpsc::unbounded_channel();
     let (event_tx, event_rx) = mpsc::channel(256);
     tracker.spawn(crate::source::run_server_source(source_rx, event_tx));
     let s = start.stored;
@@ -130,8 +138,18 @@ pub fn spawn(start: Start, tracker: &tokio_util::task::TaskTracker) -> Result<Wi
         connection: Connection::Connecting,
         stale: true,
         max_pins: s.max_pins,
+        storage: None,
     };
-    let widget = Widget {
+    // The messages typed before the last stop go to the source at once; it sends them when it can.
+    for (client_id, to, _, text) in &s.outbox {
+        let _ = source_tx.send(SourceCmd::Send(Outgoing {
+            client_id: client_id.clone(),
+            to: *to,
+            text: text.clone(),
+        }));
+    }
+    let read_only = start.db.opened_read_only();
+    let mut widget = Widget {
         db: start.db,
         vault: start.vault,
         remote,
@@ -150,7 +168,19 @@ pub fn spawn(start: Start, tracker: &tokio_util::task::TaskTracker) -> Result<Wi
         source: source_tx,
         events: start.events,
         refreshes: vec![],
+        trouble: None,
+        unsaved_sent: vec![],
+        configured: false,
     };
+    if let Some(problem) = read_only {
+        widget.trouble = Some(Trouble::new(
+            problem,
+            "the database could only be opened for reading",
+        ));
+        let words = storage_words(problem, widget.db.path());
+        tracing::error!(widget = %widget.view.id, "{words}");
+        widget.view.storage = Some(words);
+    }
     tracker.spawn(widget.run(rx, event_rx));
     Ok(handle)
 }
@@ -169,9 +199,73 @@ struct Widget {
     /// Queued outgoing messages: (client_id, to, ts, text).
     outbox: Vec<(String, u64, i64, String)>,
     max_text: u32,
-    source: mpsc::Sender<SourceCmd>,
+    source: mpsc::UnboundedSender<SourceCmd>,
     events: broadcast::Sender<Notification>,
     refreshes: Vec<Reply<WidgetView>>,
+    /// Set while the database cannot be written.
+    trouble: Option<Trouble>,
+    /// Acknowledged messages whose removal from the outbox table could not be written yet.
+    unsaved_sent: Vec<String>,
+    /// Whether the source has been given a configuration (a widget whose database is read-only at
+    /// start connects only once it can store what it receives).
+    configured: bool,
+}
+
+/// A database that cannot be written, and when to try again.
+struct Trouble {
+    problem: Problem,
+    attempt: u32,
+    retry_at: Instant,
+}
+
+impl Trouble {
+    fn new(problem: Problem, why: &str) -> Trouble {
+        tracing::debug!(reason = why, "storage trouble");
+        Trouble {
+            problem,
+            attempt: 0,
+            retry_at: Instant::now() + Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the user reads about a storage problem.
+fn storage_words(problem: Problem, path: &std::path::Path) -> String {
+    let dir = path.parent().unwrap_or(path).display();
+    match problem {
+        Problem::Full => format!(
+            "the disk holding {dir} is full: new messages and changes cannot be stored; free some space (pinchat catches up by itself)"
+        ),
+        Problem::ReadOnly => format!(
+            "{dir} cannot be written (read-only): new messages and changes cannot be stored; pinchat catches up once it can write again"
+        ),
+        Problem::Other => {
+            format!("the widget database in {dir} cannot be written; pinchat keeps retrying (see its log)")
+        }
+    }
+}
+
+/// The local API's error for a failed write.
+pub fn storage_error(e: &DbError, what: &str) -> RpcError {
+    match e.problem() {
+        Problem::Full => err(
+            ErrorCode::StorageFull,
+            format!("{what}: the disk holding pinchat's data is full; free some space and try again"),
+        ),
+        Problem::ReadOnly => err(
+            ErrorCode::StorageReadOnly,
+            format!("{what}: pinchat's data directory cannot be written (read-only file system?)"),
+        ),
+        Problem::Other => err(ErrorCode::StorageFailed, format!("{what}: {e}")),
+    }
+}
+
+/// Sleeps until `at`, or forever.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Widget {
@@ -189,8 +283,11 @@ impl Widget {
                 None => self.auth_required("no stored key; log in again".into()).await,
             }
         }
-        self.configure_source(vec![]).await;
+        if self.trouble.is_none() {
+            self.configure_source(vec![]);
+        }
         loop {
+            let retry_at = self.trouble.as_ref().map(|t| t.retry_at);
             tokio::select! {
                 cmd = cmds.recv() => match cmd {
                     None => break,
@@ -201,8 +298,104 @@ impl Widget {
                     Some(cmd) => self.command(cmd).await,
                 },
                 Some(event) = events.recv() => self.event(event).await,
+                _ = until(retry_at) => self.retry_storage().await,
             }
         }
+    }
+
+    /// A write failed: turn stale, say why, and retry with back-off until writing works again.
+    fn storage_failed(&mut self, e: &DbError) {
+        let problem = e.problem();
+        if self.trouble.is_none() {
+            tracing::error!(widget = %self.view.id, error = %e,
+                "cannot write the widget database; the widget is stale until it can (retrying)");
+            self.trouble = Some(Trouble::new(problem, &e.to_string()));
+        } else if let Some(t) = &mut self.trouble {
+            t.problem = problem;
+        }
+        let words = storage_words(problem, self.db.path());
+        let was_stale = self.view.stale;
+        self.view.stale = true;
+        if self.view.storage.as_deref() != Some(words.as_str()) {
+            self.view.storage = Some(words);
+            self.widget_changed();
+        } else if !was_stale {
+            self.notify_connection();
+        }
+    }
+
+    /// Tries the disk again; on success, fetches from the server what could not be stored.
+    async fn retry_storage(&mut self) {
+        match self.db.probe().await {
+            Ok(reloaded) => {
+                tracing::info!(widget = %self.view.id, "the widget database can be written again; catching up");
+                self.trouble = None;
+                self.view.storage = None;
+                if let Some(stored) = reloaded {
+                    self.reload(stored);
+                }
+                if !self.unsaved_sent.is_empty() && self.persist(Change::default()).await.is_err() {
+                    return;
+                }
+                self.widget_changed();
+                if self.configured {
+                    let _ = self.source.send(SourceCmd::Resync(self.position));
+                } else {
+                    self.configure_source(vec![]);
+                }
+            }
+            Err(e) => {
+                let problem = e.problem();
+                if let Some(t) = &mut self.trouble {
+                    t.attempt += 1;
+                    t.problem = problem;
+                    t.retry_at = Instant::now()
+                        + Duration::from_secs(1u64 << t.attempt.min(5)).min(Duration::from_secs(30));
+                    tracing::debug!(widget = %self.view.id, error = %e, attempt = t.attempt, "the widget database still cannot be written");
+                }
+                let words = storage_words(problem, self.db.path());
+                if self.view.storage.as_deref() != Some(words.as_str()) {
+                    self.view.storage = Some(words);
+                    self.widget_changed();
+                }
+            }
+        }
+    }
+
+    /// Takes what a database opened read-only could not see (the newest changes were in its WAL).
+    fn reload(&mut self, stored: Stored) {
+        self.position = stored.position;
+        self.view.pins = stored.pins;
+        self.view.account = stored.account;
+        self.view.mode = stored.mode;
+        self.view.poll_interval_secs = stored.poll_interval_secs;
+        self.messages = stored
+            .messages
+            .into_iter()
+            .map(|(id, from, ts, text)| (id, (from, ts, text)))
+            .collect();
+        for (client_id, to, ts, text) in stored.outbox {
+            if !self.outbox.iter().any(|o| o.0 == client_id) {
+                let _ = self.source.send(SourceCmd::Send(Outgoing {
+                    client_id: client_id.clone(),
+                    to,
+                    text: text.clone(),
+                }));
+                self.outbox.push((client_id, to, ts, text));
+            }
+        }
+        if stored.sealed.is_some() && stored.sealed != self.sealed {
+            self.sealed = stored.sealed;
+            self.key = None;
+        }
+    }
+
+    fn notify_connection(&self) {
+        self.notify(Notification::ConnectionChanged {
+            widget: self.view.id.clone(),
+            connection: self.view.connection,
+            stale: self.view.stale,
+        });
     }
 
     fn notify(&self, n: Notification) {
@@ -215,14 +408,14 @@ impl Widget {
         });
     }
 
+    /// A link that is not online can no longer vouch for the data: it turns stale until the next
+    /// sync confirms it.
     fn set_connection(&mut self, connection: Connection) {
-        if self.view.connection != connection {
+        let stale = self.view.stale || connection != Connection::Online;
+        if self.view.connection != connection || self.view.stale != stale {
             self.view.connection = connection;
-            self.notify(Notification::ConnectionChanged {
-                widget: self.view.id.clone(),
-                connection,
-                stale: self.view.stale,
-            });
+            self.view.stale = stale;
+            self.notify_connection();
         }
     }
 
@@ -234,18 +427,24 @@ impl Widget {
         });
     }
 
-    async fn persist(&self, change: Change) -> bool {
+    /// Writes a change (with any outbox removals still owed); a failure puts the widget in storage
+    /// trouble.
+    async fn persist(&mut self, mut change: Change) -> Result<(), DbError> {
+        let owed = std::mem::take(&mut self.unsaved_sent);
+        change.sent.extend(owed.iter().cloned());
         match self.db.apply(change).await {
-            Ok(()) => true,
+            Ok(()) => Ok(()),
             Err(e) => {
-                tracing::error!(widget = %self.view.id, error = %e, "cannot write the widget database");
-                false
+                self.unsaved_sent = owed;
+                self.storage_failed(&e);
+                Err(e)
             }
         }
     }
 
-    async fn configure_source(&mut self, fresh: Vec<u64>) {
+    fn configure_source(&mut self, fresh: Vec<u64>) {
         let Some(key) = self.key.clone() else { return };
+        self.configured = true;
         let config = SourceConfig {
             remote: self.remote.clone(),
             key,
@@ -255,7 +454,7 @@ impl Widget {
             mode: self.view.mode,
             interval: Duration::from_secs(u64::from(self.view.poll_interval_secs)),
         };
-        let _ = self.source.send(SourceCmd::Configure(Box::new(config))).await;
+        let _ = self.source.send(SourceCmd::Configure(Box::new(config)));
     }
 
     fn total_unread(&self) -> u32 {
@@ -277,14 +476,33 @@ impl Widget {
     // ---- events from the source ----
 
     async fn event(&mut self, event: SourceEvent) {
+        // What cannot be stored is not shown either; the source sends it again after a resync.
+        if self.trouble.is_some()
+            && matches!(
+                event,
+                SourceEvent::Welcome { .. }
+                    | SourceEvent::Snapshot { .. }
+                    | SourceEvent::Synced { .. }
+                    | SourceEvent::Delta { .. }
+                    | SourceEvent::Message { .. }
+            )
+        {
+            return;
+        }
         match event {
-            SourceEvent::Connection(c) => {
-                self.set_connection(c);
-                if c == Connection::Online {
-                    // Replay the outbox: anything not acknowledged goes again, once per client id.
-                    for (client_id, to, _, text) in self.outbox.clone() {
-                        let _ = self.source.send(SourceCmd::Send { client_id, to, text }).await;
-                    }
+            SourceEvent::Connection(c) => self.set_connection(c),
+            SourceEvent::Synced { epoch, cursor } => {
+                let change = Change {
+                    position: Some((epoch, cursor)),
+                    ..Change::default()
+                };
+                if self.persist(change).await.is_err() {
+                    return;
+                }
+                self.position = Some((epoch, cursor));
+                if self.view.stale {
+                    self.view.stale = false;
+                    self.notify_connection();
                 }
             }
             SourceEvent::Welcome {
@@ -311,7 +529,7 @@ impl Widget {
                         max_pins: Some(max_pins),
                         ..Change::default()
                     };
-                    if self.persist(change).await {
+                    if self.persist(change).await.is_ok() {
                         self.view.account = account;
                         self.view.max_pins = max_pins;
                         self.widget_changed();
@@ -337,7 +555,7 @@ impl Widget {
                     update_pins: vec![pin.clone()],
                     ..Change::default()
                 };
-                if !self.persist(change).await {
+                if self.persist(change).await.is_err() {
                     return;
                 }
                 self.position = Some((epoch, cursor));
@@ -361,12 +579,13 @@ impl Widget {
                     messages: vec![(id, from, message.ts, message.text.clone())],
                     ..Change::default()
                 };
-                if !self.persist(change).await {
+                if self.persist(change).await.is_err() {
                     return;
                 }
                 self.position = Some((epoch, cursor));
                 if new {
                     self.messages.insert(id, (from, message.ts, message.text.clone()));
+                    self.trim_cache(from);
                     let view = self.message_view(id, from, message.ts, &message.text);
                     self.notify(Notification::MessageReceived {
                         widget: self.view.id.clone(),
@@ -451,7 +670,7 @@ impl Widget {
             messages: new_messages.clone(),
             ..Change::default()
         };
-        if !self.persist(change).await {
+        if self.persist(change).await.is_err() {
             return;
         }
         self.position = Some((epoch, snapshot.cursor));
@@ -500,14 +719,17 @@ impl Widget {
         let Some(i) = self.outbox.iter().position(|o| o.0 == client_id) else {
             return;
         };
-        if !self
-            .persist(Change {
-                sent: vec![client_id.to_owned()],
-                ..Change::default()
-            })
-            .await
-        {
-            return;
+        // The server has it: that is the truth whether or not the outbox row can be deleted now. A
+        // row left behind is sent again after a restart, and the server ignores the repeat.
+        if self.trouble.is_some() {
+            self.unsaved_sent.push(client_id.to_owned());
+        } else {
+            let _ = self
+                .persist(Change {
+                    sent: vec![client_id.to_owned()],
+                    ..Change::default()
+                })
+                .await;
         }
         let (client_id, to, queued_ts, text) = self.outbox.remove(i);
         let (id, ts, state) = match sent {
@@ -552,17 +774,20 @@ impl Widget {
                         ErrorCode::AuthRequired,
                         "log in again with widget.reauth first",
                     )));
+                } else if !self.configured {
+                    // Not connected yet (the database cannot be written): the state is what it is.
+                    let _ = reply.send(Ok(self.view.clone()));
                 } else {
                     self.refreshes.push(reply);
-                    let _ = self.source.send(SourceCmd::Refresh).await;
+                    let _ = self.source.send(SourceCmd::Refresh);
                 }
             }
             Cmd::SetMode(mode, interval, reply) => {
                 let result = self.set_mode(mode, interval).await;
                 let _ = reply.send(result);
             }
-            Cmd::Unread(contact, reply) => {
-                let result = self.unread(contact).await;
+            Cmd::Unread(contact, before, limit, reply) => {
+                let result = self.unread(contact, before, limit).await;
                 let _ = reply.send(result);
             }
             Cmd::History(contact, before, limit, reply) => {
@@ -602,12 +827,7 @@ impl Widget {
                 ErrorCode::ServerUnreachable,
                 format!("cannot reach {}: {why}", self.remote.base()),
             ),
-            RemoteError::Server(e)
-                if matches!(
-                    e.code,
-                    WireCode::InvalidKey | WireCode::MissingKey | WireCode::AccountDisabled
-                ) =>
-            {
+            RemoteError::Server(e) if e.code.needs_login() => {
                 self.auth_required(e.message.clone()).await;
                 err(
                     ErrorCode::AuthRequired,
@@ -719,19 +939,19 @@ impl Widget {
                 }
             }
         }
-        if !self
+        if let Err(e) = self
             .persist(Change {
                 replace_pins: Some(views.clone()),
                 ..Change::default()
             })
             .await
         {
-            return Err(err(ErrorCode::Internal, "cannot write the widget database"));
+            return Err(storage_error(&e, "the pins could not be saved"));
         }
         self.messages.retain(|_, (from, _, _)| pins.contains(from));
         self.view.pins = views;
         self.widget_changed();
-        self.configure_source(fresh).await;
+        self.configure_source(fresh);
         Ok(self.view.clone())
     }
 
@@ -743,19 +963,19 @@ impl Widget {
                 "interval_secs must be between 5 and 86400",
             ));
         }
-        if !self
+        if let Err(e) = self
             .persist(Change {
                 mode: Some((mode, interval)),
                 ..Change::default()
             })
             .await
         {
-            return Err(err(ErrorCode::Internal, "cannot write the widget database"));
+            return Err(storage_error(&e, "the mode could not be saved"));
         }
         self.view.mode = mode;
         self.view.poll_interval_secs = interval;
         self.widget_changed();
-        self.configure_source(vec![]).await;
+        self.configure_source(vec![]);
         Ok(self.view.clone())
     }
 
@@ -768,57 +988,103 @@ impl Widget {
         })
     }
 
-    async fn unread(&mut self, contact: u64) -> Result<Vec<MessageView>, RpcError> {
+    /// The messages behind a contact's unread count: exactly the newest `unread` messages from the
+    /// contact — from the cache when it holds them, otherwise completed from the server's history,
+    /// page by page — then those before `before`, the newest `limit` of them, oldest first. So the list
+    /// and the count agree (offline, the list is what the cache holds).
+    async fn unread(
+        &mut self,
+        contact: u64,
+        before: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<Vec<MessageView>, RpcError> {
+        /// History pages fetched at most for one call (200 messages each).
+        const MAX_PAGES: usize = 100;
         let unread = self.pinned(contact)?.unread as usize;
-        let cached: Vec<u64> = self
+        if let Some(l) = limit
+            && l == 0
+        {
+            return Err(err(ErrorCode::Invalid, "limit must be at least 1"));
+        }
+        let mut found: BTreeMap<u64, (u64, i64, String)> = self
             .messages
             .iter()
             .rev()
             .filter(|(_, m)| m.0 == contact)
-            .map(|(id, _)| *id)
             .take(unread)
+            .map(|(id, m)| (*id, m.clone()))
             .collect();
-        if cached.len() < unread
+        if found.len() < unread
             && let Ok(key) = self.key()
         {
-            // The cache holds only what arrived while the widget watched; the server has the rest.
-            match self
-                .remote
-                .history(&key, contact, None, unread.min(200) as u32 * 2)
-                .await
-            {
-                Ok(page) => {
-                    let fetched: Vec<_> = page
-                        .messages
-                        .iter()
-                        .filter(|m| m.from.0 == contact)
-                        .map(|m| (m.id.0, m.from.0, m.ts, m.text.clone()))
-                        .collect();
-                    if self
-                        .persist(Change {
-                            messages: fetched.clone(),
-                            ..Change::default()
-                        })
-                        .await
-                    {
-                        for (id, from, ts, text) in fetched {
-                            self.messages.insert(id, (from, ts, text));
-                        }
+            // The cache holds what arrived while the widget watched (and at most
+            // `db::KEEP_PER_CONTACT` per contact); the server has the rest.
+            let mut fetched: BTreeMap<u64, (u64, i64, String)> = BTreeMap::new();
+            let mut page_before = None;
+            for _ in 0..MAX_PAGES {
+                let page = match self.remote.history(&key, contact, page_before, 200).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        tracing::info!(error = %e, "cannot fetch unread messages; showing the cached ones");
+                        break;
                     }
+                };
+                for m in page.messages.iter().filter(|m| m.from.0 == contact) {
+                    fetched.insert(m.id.0, (m.from.0, m.ts, m.text.clone()));
                 }
-                Err(e) => tracing::info!(error = %e, "cannot fetch unread messages; showing the cached ones"),
+                let oldest = page.messages.last().map(|m| m.id.0);
+                let reached_read = oldest.is_none_or(|o| o <= page.read_up_to.0);
+                if fetched.len() >= unread || !page.more || reached_read {
+                    break;
+                }
+                page_before = oldest;
+            }
+            let keep: Vec<(u64, u64, i64, String)> = fetched
+                .iter()
+                .rev()
+                .take(crate::db::KEEP_PER_CONTACT as usize)
+                .map(|(id, (from, ts, text))| (*id, *from, *ts, text.clone()))
+                .collect();
+            let change = Change {
+                messages: keep.clone(),
+                ..Change::default()
+            };
+            if self.persist(change).await.is_ok() {
+                for (id, from, ts, text) in keep {
+                    self.messages.insert(id, (from, ts, text));
+                }
+                self.trim_cache(contact);
+            }
+            found.extend(fetched);
+            while found.len() > unread {
+                found.pop_first();
             }
         }
-        let mut list: Vec<MessageView> = self
-            .messages
-            .iter()
+        let before = before.unwrap_or(u64::MAX);
+        let limit = limit.map_or(usize::MAX, |l| l as usize);
+        let mut list: Vec<MessageView> = found
+            .range(..before)
             .rev()
-            .filter(|(_, m)| m.0 == contact)
-            .take(unread)
+            .take(limit)
             .map(|(id, (from, ts, text))| self.message_view(*id, *from, *ts, text))
             .collect();
         list.reverse();
         Ok(list)
+    }
+
+    /// Keeps the newest `db::KEEP_PER_CONTACT` cached messages of a contact, as the database does.
+    fn trim_cache(&mut self, contact: u64) {
+        let ids: Vec<u64> = self
+            .messages
+            .iter()
+            .rev()
+            .filter(|(_, m)| m.0 == contact)
+            .skip(crate::db::KEEP_PER_CONTACT as usize)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.messages.remove(&id);
+        }
     }
 
     async fn history(
@@ -930,7 +1196,8 @@ impl Widget {
         let client_id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
         let ts = crate::now_ms();
         if let Err(e) = self.db.queue(client_id.clone(), contact, ts, text.clone()).await {
-            return Err(err(ErrorCode::Internal, format!("cannot queue the message: {e}")));
+            self.storage_failed(&e);
+            return Err(storage_error(&e, "the message was not queued"));
         }
         self.outbox.push((client_id.clone(), contact, ts, text.clone()));
         let message = MessageView {
@@ -947,16 +1214,11 @@ impl Widget {
             message: message.clone(),
             error: None,
         });
-        if self.view.connection == Connection::Online {
-            let _ = self
-                .source
-                .send(SourceCmd::Send {
-                    client_id,
-                    to: contact,
-                    text,
-                })
-                .await;
-        }
+        let _ = self.source.send(SourceCmd::Send(Outgoing {
+            client_id,
+            to: contact,
+            text,
+        }));
         Ok(message)
     }
 
@@ -979,6 +1241,7 @@ impl Widget {
                     ..Change::default()
                 })
                 .await
+                .is_ok()
             {
                 self.view.pins[i] = pin;
                 self.notify(Notification::ContactChanged {
@@ -1005,19 +1268,22 @@ impl Widget {
             .seal(&self.view.id, &login.key)
             .await
             .map_err(|e| err(ErrorCode::KeyringUnavailable, e.to_string()))?;
-        if !self
+        if let Err(e) = self
             .persist(Change {
                 sealed: Some(sealed.clone()),
                 ..Change::default()
             })
             .await
         {
-            return Err(err(ErrorCode::Internal, "cannot write the widget database"));
+            // The new key works on the server but cannot be kept: revoke it rather than leave it
+            // valid and unstored.
+            let _ = self.remote.logout(&login.key).await;
+            return Err(storage_error(&e, "the new key could not be saved"));
         }
         self.sealed = Some(sealed);
         self.key = Some(login.key);
         self.set_connection(Connection::Connecting);
-        self.configure_source(vec![]).await;
+        self.configure_source(vec![]);
         Ok(self.view.clone())
     }
 }

@@ -62,7 +62,7 @@ methods! {
     /// Switches between push, poll and manual updates.
     SetMode = "widget.set_mode" (SetModeParams) -> WidgetView;
     /// The unread messages from one pinned contact (the details behind its count).
-    Unread = "widget.unread" (ContactRef) -> Vec<MessageView>;
+    Unread = "widget.unread" (UnreadParams) -> Vec<MessageView>;
     /// A page of the conversation with a contact, newest first.
     History = "widget.history" (HistoryParams) -> HistoryView;
     /// Sends a message; queued while offline and sent, once, when the connection is back.
@@ -207,6 +207,32 @@ pub struct ContactRef {
     pub contact: u64,
 }
 
+/// `widget.unread`: a contact, and optionally a page of its unread messages.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct UnreadParams {
+    /// The widget.
+    pub widget: WidgetId,
+    /// The contact's account id.
+    pub contact: u64,
+    /// Only messages with a smaller id (the first id of the previous page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<u64>,
+    /// At most this many (the newest); all when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+impl From<ContactRef> for UnreadParams {
+    fn from(c: ContactRef) -> Self {
+        UnreadParams {
+            widget: c.widget,
+            contact: c.contact,
+            before: None,
+            limit: None,
+        }
+    }
+}
+
 /// A contact's identity, for picking pins.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct ContactIdentity {
@@ -324,6 +350,10 @@ pub struct WidgetView {
     pub stale: bool,
     /// The most contacts that can be pinned.
     pub max_pins: u16,
+    /// Why the widget cannot store what it receives (a full or read-only disk), in words for the
+    /// user; absent when all is well. The widget is stale meanwhile and catches up by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
 }
 
 /// The widget account's own identity.
@@ -607,6 +637,15 @@ pub enum ErrorCode {
     /// The daemon is shutting down.
     #[serde(rename = "daemon.shutting_down")]
     ShuttingDown,
+    /// The disk holding the daemon's data is full: nothing was stored.
+    #[serde(rename = "storage.full")]
+    StorageFull,
+    /// The daemon's data directory cannot be written: nothing was stored.
+    #[serde(rename = "storage.read_only")]
+    StorageReadOnly,
+    /// Writing the widget's database failed otherwise: nothing was stored.
+    #[serde(rename = "storage.failed")]
+    StorageFailed,
 }
 
 impl ErrorCode {
@@ -642,6 +681,9 @@ impl ErrorCode {
             ErrorCode::ServerError => "server.error",
             ErrorCode::KeyringUnavailable => "keyring.unavailable",
             ErrorCode::ShuttingDown => "daemon.shutting_down",
+            ErrorCode::StorageFull => "storage.full",
+            ErrorCode::StorageReadOnly => "storage.read_only",
+            ErrorCode::StorageFailed => "storage.failed",
         }
     }
 }

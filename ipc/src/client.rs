@@ -28,6 +28,9 @@ pub enum ClientError {
     /// The daemon refused the connection (another user's daemon).
     #[error("the daemon at {0} refused the connection: {1}")]
     Refused(PathBuf, String),
+    /// This client refused the socket: another user owns it or serves it. Nothing was sent.
+    #[error("{0}")]
+    Untrusted(String),
     /// The connection failed or was closed.
     #[error("lost the connection to the daemon: {0}")]
     Io(#[from] std::io::Error),
@@ -69,6 +72,12 @@ impl Client {
     /// Connects to the daemon at `path`.
     pub async fn connect(path: &Path) -> Result<Client, ClientError> {
         let stream = transport::connect(path).await.map_err(|e| match e.kind() {
+            _ if e
+                .get_ref()
+                .is_some_and(|r| r.downcast_ref::<transport::Untrusted>().is_some()) =>
+            {
+                ClientError::Untrusted(e.to_string())
+            }
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
                 ClientError::NotRunning(path.to_owned())
             }

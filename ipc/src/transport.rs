@@ -8,6 +8,13 @@
 //!   its owner and to SYSTEM only (the default DACL would let everyone read).
 //!
 //! `PINCHAT_SOCKET` overrides the location on every platform.
+//!
+//! Clients check the other way round before they send anything (a password travels in `widget.create`):
+//! the socket's directory must belong to the user (or root) and not be open to others' writes unless
+//! it is sticky, and the process serving the socket must run as the same user (`SO_PEERCRED` on Unix;
+//! on Windows the pipe server's process owner, looked up with `sysinfo`). A socket another user put at
+//! `PINCHAT_SOCKET`, or a squatted `/tmp/pinchat-<uid>`, is refused with
+//! [`io::ErrorKind::PermissionDenied`] and nothing is written to it.
 
 use interprocess::local_socket::tokio::{Listener as IpListener, Stream};
 use interprocess::local_socket::traits::tokio::{Listener as _, Stream as _};
@@ -85,9 +92,108 @@ impl Listener {
     }
 }
 
-/// Connects to the daemon at `path`.
+/// Connects to the daemon at `path`, after checking that the socket and the process serving it
+/// belong to this user.
 pub async fn connect(path: &Path) -> io::Result<Stream> {
-    Stream::connect(path.to_fs_name::<GenericFilePath>()?).await
+    check_location(path)?;
+    let stream = Stream::connect(path.to_fs_name::<GenericFilePath>()?).await?;
+    check_server(&stream, path)?;
+    Ok(stream)
+}
+
+/// Why a client refused a socket (inside an [`io::Error`] of kind `PermissionDenied`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Untrusted(pub String);
+
+fn untrusted(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, Untrusted(message))
+}
+
+#[cfg(unix)]
+fn check_location(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        // Nothing there: connecting reports that the daemon is not running.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let me = rustix::process::geteuid().as_raw();
+    let refuse = |why: String| {
+        Err(untrusted(format!(
+            "refusing to use the socket {}: {why}; another user could be impersonating the daemon, \
+             so nothing was sent (remove it, or point PINCHAT_SOCKET at a directory of your own)",
+            path.display()
+        )))
+    };
+    if meta.uid() != me && meta.uid() != 0 {
+        return refuse(format!(
+            "its directory {} belongs to uid {}, not to you (uid {me})",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    // Others may write into the directory only if it is sticky (like /tmp), so they cannot replace
+    // a socket they do not own.
+    if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
+        return refuse(format!(
+            "its directory {} can be written by other users",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(windows)]
+fn check_location(_path: &Path) -> io::Result<()> {
+    // Pipes live in one namespace; who serves the pipe is checked once connected.
+    Ok(())
+}
+
+#[cfg(unix)]
+fn check_server(stream: &Stream, path: &Path) -> io::Result<()> {
+    use interprocess::local_socket::traits::StreamCommon;
+    let me = rustix::process::geteuid().as_raw();
+    let uid = stream.peer_creds()?.euid();
+    match uid {
+        Some(uid) if uid == me => Ok(()),
+        other => Err(untrusted(format!(
+            "refusing to talk to {}: it is served by {}, not by you (uid {me}); another user could be \
+             impersonating the daemon, so nothing was sent",
+            path.display(),
+            other.map_or_else(|| "an unknown user".to_owned(), |u| format!("uid {u}"))
+        ))),
+    }
+}
+
+#[cfg(windows)]
+fn check_server(stream: &Stream, path: &Path) -> io::Result<()> {
+    use interprocess::local_socket::traits::StreamCommon;
+    use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
+    let server = stream.peer_creds()?.pid().unwrap_or(0);
+    let me = std::process::id();
+    let mut system = System::new();
+    let pids = [Pid::from_u32(me), Pid::from_u32(server)];
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&pids),
+        true,
+        ProcessRefreshKind::nothing().with_user(UpdateKind::Always),
+    );
+    let owner = |pid: Pid| system.process(pid).and_then(|p| p.user_id()).cloned();
+    match (owner(pids[0]), owner(pids[1])) {
+        (Some(a), Some(b)) if a == b => Ok(()),
+        (_, theirs) => Err(untrusted(format!(
+            "refusing to talk to {}: the process serving it (pid {server}) runs as {}, not as you; \
+             another user could be impersonating the daemon, so nothing was sent",
+            path.display(),
+            theirs.map_or_else(|| "an unknown user".to_owned(), |u| format!("{u:?}"))
+        ))),
+    }
 }
 
 #[cfg(unix)]

@@ -56,13 +56,16 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The server failed; the request may be retried.
     Internal,
+    /// The server cannot store anything just now (its disk is full or read-only); nothing was stored.
+    /// Retry later: it recovers by itself.
+    StorageUnavailable,
     /// A code this version of the protocol crate does not know.
     Other(String),
 }
 
 impl ErrorCode {
     /// Every known code, for documentation tests and exhaustive tables.
-    pub const KNOWN: [ErrorCode; 24] = [
+    pub const KNOWN: [ErrorCode; 25] = [
         ErrorCode::MissingKey,
         ErrorCode::InvalidKey,
         ErrorCode::BadCredentials,
@@ -87,6 +90,7 @@ impl ErrorCode {
         ErrorCode::IdleTimeout,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
+        ErrorCode::StorageUnavailable,
     ];
 
     /// The stable string form.
@@ -116,6 +120,7 @@ impl ErrorCode {
             ErrorCode::IdleTimeout => "stream.idle_timeout",
             ErrorCode::ShuttingDown => "server.shutting_down",
             ErrorCode::Internal => "server.internal",
+            ErrorCode::StorageUnavailable => "server.storage_unavailable",
             ErrorCode::Other(s) => s,
         }
     }
@@ -129,6 +134,15 @@ impl ErrorCode {
             .unwrap_or_else(|| ErrorCode::Other(s.into()))
     }
 
+    /// `true` for the codes that mean "this key will not work again: log in with the password"
+    /// (missing, invalid, expired or revoked key, disabled account). Clients branch on this one test.
+    pub fn needs_login(&self) -> bool {
+        matches!(
+            self,
+            ErrorCode::InvalidKey | ErrorCode::MissingKey | ErrorCode::AccountDisabled
+        )
+    }
+
     /// The WebSocket close code the server uses when this error ends a stream.
     pub fn close_code(&self) -> u16 {
         match self {
@@ -136,16 +150,30 @@ impl ErrorCode {
             ErrorCode::InvalidUtf8 => 1007,
             ErrorCode::FrameTooLarge => 1009,
             ErrorCode::ShuttingDown => 1001,
-            ErrorCode::Internal => 1011,
+            ErrorCode::Internal | ErrorCode::StorageUnavailable => 1011,
             // 4000–4999 are for applications: 4401 mirrors HTTP 401 so a client can tell "log in again"
             // from any other close without parsing the reason.
-            ErrorCode::InvalidKey | ErrorCode::MissingKey => 4401,
-            ErrorCode::AccountDisabled => 4403,
-            ErrorCode::TooManyConnections | ErrorCode::RateLimited => 4429,
-            ErrorCode::IdleTimeout => 4408,
+            ErrorCode::InvalidKey | ErrorCode::MissingKey => CLOSE_INVALID_KEY,
+            ErrorCode::AccountDisabled => CLOSE_ACCOUNT_DISABLED,
+            ErrorCode::TooManyConnections | ErrorCode::RateLimited => CLOSE_TOO_MANY,
+            ErrorCode::IdleTimeout => CLOSE_IDLE,
             _ => 1008,
         }
     }
+}
+
+/// Close code: the key was refused (mirrors HTTP 401).
+pub const CLOSE_INVALID_KEY: u16 = 4401;
+/// Close code: the account is disabled (mirrors HTTP 403).
+pub const CLOSE_ACCOUNT_DISABLED: u16 = 4403;
+/// Close code: the stream was silent too long.
+pub const CLOSE_IDLE: u16 = 4408;
+/// Close code: too many streams, or frames sent too fast (mirrors HTTP 429).
+pub const CLOSE_TOO_MANY: u16 = 4429;
+
+/// `true` when a stream closed with `code` cannot be reopened without logging in again.
+pub fn close_needs_login(code: u16) -> bool {
+    code == CLOSE_INVALID_KEY || code == CLOSE_ACCOUNT_DISABLED
 }
 
 impl fmt::Display for ErrorCode {

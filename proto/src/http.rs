@@ -197,8 +197,11 @@ pub struct ErrorResponse {
 /// `GET /healthz`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Health {
-    /// `"ok"`.
+    /// `"ok"`, or `"unavailable"` (HTTP 503) when the server cannot store anything (see `storage`).
     pub status: String,
     /// The protocol version.
     pub protocol: u16,
+    /// Why writes fail (a full or read-only disk), when they do. Reads are still served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
 }

@@ -223,6 +223,12 @@ pub fn store_error(e: StoreError) -> ErrorBody {
                 "the server's database failed; try again later",
             )
         }
+        StoreError::Unavailable(why) => ErrorBody::new(
+            ErrorCode::StorageUnavailable,
+            format!(
+                "the server cannot store anything just now ({why}); nothing was stored — try again later"
+            ),
+        ),
         StoreError::Closed => ErrorBody::new(ErrorCode::ShuttingDown, "the server is shutting down"),
     }
 }

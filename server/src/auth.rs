@@ -175,6 +175,10 @@ const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Fz6qkQ0Mq5ULUxkZ1QwCnOKOyN7H/8BKRz4m0Zg6cmQ";
 
 fn internal(e: StoreError) -> ErrorBody {
+    if let StoreError::Unavailable(_) = e {
+        // A full or read-only disk: say so, with its own code, so that clients retry later.
+        return crate::api::store_error(e);
+    }
     tracing::error!(error = %e, "store failure during authentication");
     ErrorBody::new(
         ErrorCode::Internal,

@@ -114,7 +114,7 @@ pub fn status_of(code: &ErrorCode) -> StatusCode {
         AccountExists => StatusCode::CONFLICT,
         BodyTooLarge | FrameTooLarge | TextTooLong => StatusCode::PAYLOAD_TOO_LARGE,
         RateLimited | TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
-        ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        ShuttingDown | StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         Internal | IdleTimeout | Other(_) => StatusCode::INTERNAL_SERVER_ERROR,
         VersionUnsupported | Malformed | UnknownType | InvalidUtf8 | Unexpected | InvalidRequest
         | TooManyPins | TooManySubscriptions => StatusCode::BAD_REQUEST,
@@ -259,11 +259,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     }
 }
 
-async fn healthz() -> Json<Health> {
-    Json(Health {
-        status: "ok".into(),
+/// Liveness and readiness: 200 `ok`, or 503 `unavailable` with the reason while the database cannot be
+/// written (a load balancer then sends writers elsewhere; reads still work here).
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    let storage = app.api.store.storage_problem();
+    let status = if storage.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let health = Health {
+        status: if storage.is_some() { "unavailable" } else { "ok" }.into(),
         protocol: PROTOCOL_VERSION,
-    })
+        storage,
+    };
+    (status, Json(health)).into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {

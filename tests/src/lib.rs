@@ -45,10 +45,16 @@ pub const DEADLINE: Duration = Duration::from_secs(15);
 pub const DEMO_PASSWORD: &str = "demo";
 
 /// Path of the server binary: this crate's `pinchat-server-e2e`, which is `pinchat-server`'s one-line
-/// `main` and which cargo builds, current, before running integration tests.
+/// `main` and which cargo builds, current, before running integration tests. With
+/// `PINCHAT_E2E_BIN_DIR` set, the binaries (server, daemon, `pinchatctl`) come from that directory
+/// instead — to run today's tests against another build, e.g. to show that a regression test fails
+/// on the release before a fix.
 pub fn server_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("PINCHAT_E2E_BIN_DIR") {
+            return PathBuf::from(dir).join(format!("pinchat-server-e2e{}", std::env::consts::EXE_SUFFIX));
+        }
         // Test executables live in target/<profile>/deps; binaries in target/<profile>.
         let exe = std::env::current_exe().expect("current_exe");
         let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
@@ -68,6 +74,7 @@ pub struct Server {
     /// The address it listens on.
     pub addr: SocketAddr,
     dir: tempfile::TempDir,
+    database: PathBuf,
     config: PathBuf,
     /// HTTP client.
     pub http: reqwest::Client,
@@ -83,8 +90,14 @@ impl Server {
     /// Starts a server with extra TOML appended to the test config. Top-level keys must come before any
     /// `[limits]` table in `extra`.
     pub async fn start_with(extra: &str) -> Server {
+        Server::start_at(None, extra).await
+    }
+
+    /// Like [`Server::start_with`], with the database in `data` (a test's own file system, say)
+    /// instead of the server's temporary directory.
+    pub async fn start_at(data: Option<&Path>, extra: &str) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("pinchat.db");
+        let db = data.unwrap_or(dir.path()).join("pinchat.db");
         let config = dir.path().join("pinchat.toml");
         let (top, limits) = match extra.find("[limits]") {
             Some(i) => (&extra[..i], &extra[i + "[limits]".len()..]),
@@ -99,6 +112,7 @@ impl Server {
             child: None,
             addr: "127.0.0.1:0".parse().unwrap(),
             stderr_log: dir.path().join("server.log"),
+            database: db,
             dir,
             config,
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
@@ -120,7 +134,7 @@ impl Server {
 
     /// The database file.
     pub fn database(&self) -> PathBuf {
-        self.dir.path().join("pinchat.db")
+        self.database.clone()
     }
 
     /// What the server logged so far.
@@ -524,6 +538,7 @@ impl Stream {
     }
 }
 
+pub use pinchat_bench::fault::{Fault, FaultProxy};
 pub use pinchat_bench::proxy::CountingProxy;
 
 /// Path of the daemon binary: this crate's `pinchatd-e2e`, the same one-line `main` as `pinchatd`.
@@ -535,7 +550,9 @@ pub fn daemon_binary() -> PathBuf {
 /// Service (run the tests with `cargo xtask test`, which provides one).
 pub struct Daemon {
     child: Option<Child>,
-    dir: tempfile::TempDir,
+    /// Holds the socket and the log (and the data, unless placed elsewhere).
+    _dir: tempfile::TempDir,
+    data: PathBuf,
     /// The local API's socket.
     pub socket: PathBuf,
     log: PathBuf,
@@ -544,16 +561,27 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a daemon.
     pub fn start() -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        Daemon::start_with_data(dir, data)
+    }
+
+    /// Starts a daemon whose data directory is `data` (a test's own file system, say).
+    pub fn start_in(data: &Path) -> Daemon {
+        Daemon::start_with_data(tempfile::tempdir().expect("tempdir"), data.to_owned())
+    }
+
+    fn start_with_data(dir: tempfile::TempDir, data: PathBuf) -> Daemon {
         assert!(
             std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some(),
             "the daemon tests need a session bus with a Secret Service: run them with `cargo xtask test`"
         );
-        let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("run").join("daemon.sock");
         let log = dir.path().join("daemon.log");
         let mut d = Daemon {
             child: None,
-            dir,
+            _dir: dir,
+            data,
             socket,
             log,
         };
@@ -563,7 +591,7 @@ impl Daemon {
 
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data.clone()
     }
 
     /// What the daemon logged so far.
@@ -645,6 +673,78 @@ impl Drop for Daemon {
         if std::thread::panicking() {
             eprintln!("---- daemon log ----\n{}", self.log());
         }
+    }
+}
+
+/// A small tmpfs mounted for one test (Linux, as root — CI runs as root): a disk that can be filled up
+/// or made read-only for real. Unmounted when dropped.
+#[cfg(target_os = "linux")]
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+    filler: PathBuf,
+}
+
+#[cfg(target_os = "linux")]
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "8m"), or returns `None` (saying why) when this process may not
+    /// mount file systems.
+    pub fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        if !out.status.success() {
+            eprintln!(
+                "cannot mount a tmpfs (needs root): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return None;
+        }
+        let filler = dir.path().join("filler");
+        Some(Tmpfs { dir, filler })
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the file system to the last byte.
+    pub fn fill(&self) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.filler)
+            .expect("open the filler");
+        let chunk = vec![0xa5u8; 64 * 1024];
+        // Whole chunks first, then the last bytes one at a time.
+        while f.write_all(&chunk).is_ok() {}
+        while f.write_all(&[0]).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    /// Frees what [`Tmpfs::fill`] took.
+    pub fn free(&self) {
+        std::fs::remove_file(&self.filler).expect("remove the filler");
+    }
+
+    /// Remounts read-only (`true`) or read-write.
+    pub fn read_only(&self, ro: bool) {
+        let status = Command::new("mount")
+            .args(["-o", if ro { "remount,ro" } else { "remount,rw" }])
+            .arg(self.dir.path())
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "remount failed");
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
     }
 }
 

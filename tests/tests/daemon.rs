@@ -122,10 +122,10 @@ async fn the_patent_flow_through_the_local_api() {
 
     // Unread details, then history.
     let details = client
-        .call::<Unread>(ContactRef {
+        .call::<Unread>(UnreadParams::from(ContactRef {
             widget: w.clone(),
             contact: alice,
-        })
+        }))
         .await
         .unwrap();
     assert_eq!(details.iter().map(|m| m.id).collect::<Vec<_>>(), vec![msg.id]);
@@ -302,10 +302,10 @@ async fn a_sigkill_during_a_burst_loses_and_duplicates_nothing() {
             .unwrap();
     }
     let details = client
-        .call::<Unread>(ContactRef {
+        .call::<Unread>(UnreadParams::from(ContactRef {
             widget: w.clone(),
             contact: alice,
-        })
+        }))
         .await
         .unwrap();
     let ids: Vec<u64> = details.iter().map(|m| m.id).collect();

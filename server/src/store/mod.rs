@@ -192,6 +192,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Db(String),
+    /// Nothing can be written just now: the disk is full or read-only. Transient.
+    #[error("the database cannot be written: {0}")]
+    Unavailable(String),
     /// The store was shut down.
     #[error("the store is shut down")]
     Closed,
@@ -199,7 +202,36 @@ pub enum StoreError {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Db(e.to_string())
+        match storage_trouble(&e) {
+            Some(why) => StoreError::Unavailable(why.into()),
+            None => StoreError::Db(e.to_string()),
+        }
+    }
+}
+
+/// Whether a SQLite failure means "the disk cannot take writes now" (full or read-only), and in words.
+pub fn storage_trouble(e: &rusqlite::Error) -> Option<&'static str> {
+    use rusqlite::ErrorCode as C;
+    use rusqlite::ffi;
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            C::DiskFull => Some("the server's disk is full"),
+            C::ReadOnly => Some("the server's database is read-only (read-only file system?)"),
+            // SQLite reports some writes that found no space (WAL growth, shared memory) as I/O errors.
+            C::SystemIoFailure
+                if [
+                    ffi::SQLITE_IOERR_WRITE,
+                    ffi::SQLITE_IOERR_SHMSIZE,
+                    ffi::SQLITE_IOERR_TRUNCATE,
+                    ffi::SQLITE_IOERR_FSYNC,
+                ]
+                .contains(&f.extended_code) =>
+            {
+                Some("the server's disk failed a write (full?)")
+            }
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -212,6 +244,11 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait Store: Send + Sync + 'static {
     /// The database's epoch and the cursor of its last committed change.
     async fn head(&self) -> StoreResult<(Epoch, Cursor)>;
+
+    /// Why writes fail just now (a full or read-only disk), if they do; `/healthz` reports it.
+    fn storage_problem(&self) -> Option<String> {
+        None
+    }
 
     /// Creates an account; fails with [`StoreError::AccountExists`] when the login is taken.
     async fn create_account(&self, login: &str, password_hash: &str, name: &str) -> StoreResult<AccountId>;

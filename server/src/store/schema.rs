@@ -98,6 +98,11 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 /// Brings the database up to [`SCHEMA_VERSION`], creating it when empty. Refuses a database written by a
 /// newer build rather than guessing.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), String>> {
+    // A current database needs no write: so a server on a read-only disk still starts (and says so).
+    let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version as usize == MIGRATIONS.len() {
+        return Ok(Ok(()));
+    }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let current: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if current > SCHEMA_VERSION {

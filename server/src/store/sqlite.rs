@@ -56,6 +56,8 @@ pub struct SqliteStore {
     jobs: flume::Sender<Box<dyn Job>>,
     readers: Arc<ReaderPool>,
     epoch: Epoch,
+    /// Why writes fail just now, set and cleared by the writer.
+    storage: Arc<Mutex<Option<String>>>,
 }
 
 /// The writer thread, to be joined at shutdown.
@@ -72,34 +74,63 @@ impl WriterThread {
 impl SqliteStore {
     /// Opens (creating and migrating as needed) the database at `path`.
     pub fn open(path: &Path, options: SqliteOptions) -> Result<(SqliteStore, WriterThread), StoreError> {
-        let mut conn = Connection::open(path)
-            .map_err(|e| StoreError::Db(format!("cannot open database {}: {e}", path.display())))?;
-        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Db(format!(
-                "cannot switch {} to WAL mode (got {mode})",
-                path.display()
-            )));
-        }
-        // FULL: a commit is durable once acknowledged, which is what "stored before acknowledged" needs.
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        // Every fixed statement is prepared once per connection and reused (see BENCHMARKS.md, latency).
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let (mut conn, read_only) = match open_writer(path) {
+            // SQLite falls back to reading a file it cannot write: the disk is read-only. Serve reads;
+            // the writer reopens the database for writing once it can.
+            Ok(conn) => {
+                let read_only = conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false);
+                (conn, read_only)
+            }
+            // A WAL database on a read-only disk whose shared-memory file is gone (after a clean stop)
+            // can only be read as an immutable file.
+            Err(e)
+                if path.exists()
+                    && matches!(
+                        e.sqlite_error_code(),
+                        Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly)
+                    ) =>
+            {
+                let conn = open_immutable(path)
+                    .map_err(|_| StoreError::Db(format!("cannot open database {}: {e}", path.display())))?;
+                (conn, true)
+            }
+            Err(e) => {
+                return Err(StoreError::Db(format!(
+                    "cannot open database {}: {e}",
+                    path.display()
+                )));
+            }
+        };
         schema::migrate(&mut conn)?.map_err(StoreError::Db)?;
+        let storage = Arc::new(Mutex::new(None));
+        if read_only {
+            let why = format!(
+                "the database {} is read-only (read-only file system or permissions): reads are served, \
+                 every write fails with server.storage_unavailable until it can be written again",
+                path.display()
+            );
+            tracing::error!("{why}");
+            *storage.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        }
         let epoch: i64 = conn
             .prepare_cached("SELECT value FROM meta WHERE key = 'epoch'")?
             .query_row([], |r| r.get(0))?;
         let published = read_seq(&conn)?;
 
-        // The writer never checkpoints: copying the WAL into the database file (and its fsync) would stall
-        // the commits waiting behind it. A separate connection does it, PASSIVE, without blocking writes.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpointer = Checkpointer::start(path)?;
         let (tx, rx) = flume::bounded::<Box<dyn Job>>(4 * MAX_BATCH);
+        let readers = Arc::new(ReaderPool {
+            path: path.to_owned(),
+            max: options.readers.max(1),
+            permits: Arc::new(tokio::sync::Semaphore::new(options.readers.max(1))),
+            idle: Mutex::new(vec![]),
+            read_only: std::sync::atomic::AtomicBool::new(read_only),
+        });
         let writer = Writer {
             conn,
+            path: path.to_owned(),
+            storage: storage.clone(),
+            readers: readers.clone(),
             checkpointer: Some(checkpointer),
             commits: 0,
             jobs: rx,
@@ -111,17 +142,12 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| StoreError::Db(format!("cannot start the writer thread: {e}")))?;
-        let readers = Arc::new(ReaderPool {
-            path: path.to_owned(),
-            max: options.readers.max(1),
-            permits: Arc::new(tokio::sync::Semaphore::new(options.readers.max(1))),
-            idle: Mutex::new(vec![]),
-        });
         Ok((
             SqliteStore {
                 jobs: tx,
                 readers,
                 epoch: epoch as u64,
+                storage,
             },
             WriterThread(thread),
         ))
@@ -158,8 +184,13 @@ impl SqliteStore {
             .map_err(|_| StoreError::Closed)?;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let conn = pool.take()?;
+            let conn = pool
+                .take()
+                .inspect_err(|e| tracing::debug!(error = %e, "cannot open a read connection"))?;
             let result = f(&conn);
+            if let Err(e) = &result {
+                tracing::debug!(error = %e, "a read failed");
+            }
             pool.put(conn);
             result
         })
@@ -174,6 +205,10 @@ struct ReaderPool {
     /// One per connection that may be in use at once.
     permits: Arc<tokio::sync::Semaphore>,
     idle: Mutex<Vec<Connection>>,
+    /// The database is on a disk that cannot be written: connections fall back to reading it as an
+    /// immutable file when SQLite cannot share its WAL's shared memory. Cleared once the writer can
+    /// write again.
+    read_only: std::sync::atomic::AtomicBool,
 }
 
 impl ReaderPool {
@@ -181,10 +216,20 @@ impl ReaderPool {
         if let Some(conn) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             return Ok(conn);
         }
-        let conn = Connection::open_with_flags(
+        let plain = Connection::open_with_flags(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
-        )?;
+        )
+        .and_then(|c| {
+            c.query_row("SELECT 1 FROM meta LIMIT 1", [], |_| Ok(()))
+                .map(|()| c)
+        });
+        let conn = match plain {
+            Err(_) if self.read_only.load(std::sync::atomic::Ordering::Relaxed) => {
+                open_immutable(&self.path)?
+            }
+            other => other?,
+        };
         conn.busy_timeout(Duration::from_secs(10))?;
         // Every fixed statement is prepared once per connection and reused (see BENCHMARKS.md, latency).
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -196,6 +241,14 @@ impl ReaderPool {
         if idle.len() < self.max {
             idle.push(conn);
         }
+    }
+
+    /// Closes every read connection, if none is in use; returns the permits that keep new reads out
+    /// until they are dropped.
+    fn close_all(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let permits = self.permits.try_acquire_many(self.max as u32).ok()?;
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        Some(permits)
     }
 }
 
@@ -239,6 +292,9 @@ where
                 "internal error while writing (see the server log)".into(),
             ))
         });
+        if let Err(e) = &result {
+            tracing::debug!(error = %e, "a write was refused or failed; it is rolled back");
+        }
         let ok = result.is_ok();
         self.result = Some(result);
         ok
@@ -260,30 +316,102 @@ const CHECKPOINT_EVERY: u64 = 250;
 /// The thread that checkpoints the WAL when the writer asks.
 struct Checkpointer {
     wake: flume::Sender<()>,
+    /// Set when the writer had to reopen the database (it was read-only): the checkpointer's own
+    /// connection, opened read-only then, is replaced before the next checkpoint.
+    reopen: Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Checkpointer {
     fn start(path: &Path) -> Result<Checkpointer, StoreError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        let open = |path: &Path| -> rusqlite::Result<Connection> {
+            let conn = Connection::open(path)?;
+            conn.busy_timeout(Duration::from_secs(10))?;
+            Ok(conn)
+        };
+        // Opened at the first checkpoint, not before: a connection opened while the disk is read-only
+        // would stay read-only (see `Writer::reopen_if_read_only`).
+        let mut conn: Option<Connection> = None;
+        let path = path.to_owned();
+        let reopen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = reopen.clone();
         let (wake, rx) = flume::bounded::<()>(1);
         let thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
                 while rx.recv().is_ok() {
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    if flag.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                        conn = None;
+                    }
+                    if conn.is_none() {
+                        match open(&path) {
+                            Ok(c) => conn = Some(c),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot open the database for checkpoints");
+                                continue;
+                            }
+                        }
+                    }
+                    let Some(c) = &conn else { continue };
+                    if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                         tracing::warn!(error = %e, "WAL checkpoint failed; it is retried later");
                     }
                 }
             })
             .map_err(|e| StoreError::Db(format!("cannot start the checkpoint thread: {e}")))?;
-        Ok(Checkpointer { wake, thread })
+        Ok(Checkpointer { wake, reopen, thread })
     }
+}
+
+/// Opens a database on a read-only disk as an immutable file (what SQLite can read without its `-shm`).
+fn open_immutable(path: &Path) -> rusqlite::Result<Connection> {
+    let escaped: String = path
+        .to_string_lossy()
+        .chars()
+        .map(|c| match c {
+            '%' => "%25".to_owned(),
+            '?' => "%3f".to_owned(),
+            '#' => "%23".to_owned(),
+            c => c.to_string(),
+        })
+        .collect();
+    let conn = Connection::open_with_flags(
+        format!("file:{escaped}?immutable=1"),
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// Opens the writer's connection: WAL, durable commits, foreign keys. On a file that cannot be written
+/// SQLite opens it read-only; the writer notices and reopens it once it can.
+fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(format!("cannot switch to WAL mode (got {mode})")),
+        ));
+    }
+    // FULL: a commit is durable once acknowledged, which is what "stored before acknowledged" needs.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    // Every fixed statement is prepared once per connection and reused (see BENCHMARKS.md, latency).
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // The writer never checkpoints: copying the WAL into the database file (and its fsync) would stall
+    // the commits waiting behind it. A separate connection does it, PASSIVE, without blocking writes.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    Ok(conn)
 }
 
 struct Writer {
     conn: Connection,
+    path: PathBuf,
+    /// Shared with the store: why writes fail, while they do.
+    storage: Arc<Mutex<Option<String>>>,
+    readers: Arc<ReaderPool>,
     checkpointer: Option<Checkpointer>,
     commits: u64,
     jobs: flume::Receiver<Box<dyn Job>>,
@@ -298,6 +426,11 @@ impl Writer {
             let first = match self.jobs.recv_timeout(self.external_poll) {
                 Ok(job) => job,
                 Err(flume::RecvTimeoutError::Timeout) => {
+                    // While writes fail, probe once per poll interval so that /healthz recovers even
+                    // when nobody writes; when all is well this costs nothing.
+                    if self.troubled() {
+                        self.probe();
+                    }
                     self.publish();
                     continue;
                 }
@@ -305,7 +438,9 @@ impl Writer {
             };
             let mut batch = vec![first];
             batch.extend(self.jobs.try_iter().take(MAX_BATCH - 1));
+            self.reopen_if_read_only();
             let commit = self.commit(&mut batch);
+            self.note(&commit);
             for job in batch {
                 job.finish(commit.clone());
             }
@@ -324,6 +459,87 @@ impl Writer {
             let _ = c.thread.join();
         }
         // Closing the writer's connection checkpoints what is left.
+    }
+
+    fn troubled(&self) -> bool {
+        self.storage.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    /// Records whether writes work: the first failure and the recovery are logged once each.
+    fn note(&self, commit: &Result<(), StoreError>) {
+        let mut storage = self.storage.lock().unwrap_or_else(|e| e.into_inner());
+        match commit {
+            Ok(()) => {
+                if storage.take().is_some() {
+                    tracing::info!(database = %self.path.display(), "the database can be written again");
+                }
+            }
+            Err(StoreError::Unavailable(why)) => {
+                if storage.is_none() {
+                    tracing::error!(database = %self.path.display(), reason = %why,
+                        "the database cannot be written; writes are refused with server.storage_unavailable until it can");
+                }
+                *storage = Some(format!("{why}: {}", self.path.display()));
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// A connection SQLite opened read-only stays so; once the file system allows writing again, a new
+    /// one replaces it. Tried before each batch and each probe while read-only (an open that fails on a
+    /// read-only disk costs well under a millisecond).
+    ///
+    /// Every connection of the process to the file is closed first, because SQLite shares a WAL
+    /// database's shared memory between them: one that mapped it read-only would keep the new one
+    /// read-only too. So this waits for a moment with no read in flight.
+    fn reopen_if_read_only(&mut self) {
+        if !self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+            return;
+        }
+        let readers = self.readers.clone();
+        let Some(_no_reads) = readers.close_all() else {
+            return;
+        };
+        let Ok(placeholder) = Connection::open_in_memory() else {
+            return;
+        };
+        drop(std::mem::replace(&mut self.conn, placeholder));
+        match open_writer(&self.path) {
+            Ok(conn) if !conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) => {
+                tracing::info!(database = %self.path.display(), "reopened the database for writing");
+                self.conn = conn;
+                readers
+                    .read_only
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                if let Some(c) = &self.checkpointer {
+                    c.reopen.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            Ok(still_read_only) => self.conn = still_read_only,
+            Err(e) => {
+                tracing::debug!(error = %e, "the database still cannot be opened for writing");
+                match open_immutable(&self.path) {
+                    Ok(conn) => self.conn = conn,
+                    Err(e) => tracing::error!(error = %e, "cannot reopen the database for reading"),
+                }
+            }
+        }
+    }
+
+    /// A write that changes nothing, to learn whether writes work again.
+    fn probe(&mut self) {
+        self.reopen_if_read_only();
+        let result = self
+            .conn
+            .execute_batch(
+                "BEGIN IMMEDIATE; UPDATE meta SET value = value WHERE key = 'epoch'; COMMIT;",
+            )
+            .map_err(|e| {
+                tracing::debug!(error = %e, code = ?e.sqlite_error_code(), "the database still cannot be written");
+                let _ = self.conn.execute_batch("ROLLBACK");
+                StoreError::from(e)
+            });
+        self.note(&result);
     }
 
     fn commit(&self, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
@@ -578,6 +794,10 @@ impl Store for SqliteStore {
     async fn head(&self) -> StoreResult<(Epoch, Cursor)> {
         let epoch = self.epoch;
         self.read(move |c| Ok((epoch, read_seq(c)?))).await
+    }
+
+    fn storage_problem(&self) -> Option<String> {
+        self.storage.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     async fn create_account(&self, login: &str, password_hash: &str, name: &str) -> StoreResult<AccountId> {
