@@ -152,10 +152,22 @@ pub fn parse_call(line: &[u8]) -> Result<Call, Box<Response>> {
     let Some(Value::String(method)) = obj.remove("method") else {
         return Err(invalid(reply_id, "\"method\" must be a string"));
     };
-    let params = obj.remove("params").unwrap_or(Value::Null);
-    if !(params.is_object() || params.is_array() || params.is_null()) {
-        return Err(invalid(reply_id, "\"params\" must be an object"));
-    }
+    let params = match obj.remove("params").unwrap_or(Value::Null) {
+        // `[]` is how some JSON-RPC libraries say "no parameters".
+        Value::Array(a) if a.is_empty() => Value::Null,
+        // Positional parameters would depend on the order of fields, which is not part of the API.
+        Value::Array(_) => {
+            return Err(Box::new(Response::err(
+                reply_id,
+                RpcError::new(
+                    ErrorCode::InvalidParams,
+                    "\"params\" must be an object of named parameters, like {\"widget\": \"w…\"}; positional (array) parameters are not supported",
+                ),
+            )));
+        }
+        p if p.is_object() || p.is_null() => p,
+        _ => return Err(invalid(reply_id, "\"params\" must be an object")),
+    };
     Ok(Call { id, method, params })
 }
 

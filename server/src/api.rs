@@ -213,7 +213,7 @@ pub fn store_error(e: StoreError) -> ErrorBody {
         }
         StoreError::MessageNotContact(id) => ErrorBody::new(
             ErrorCode::MessageNotContact,
-            format!("account {id} is not one of your contacts; messages can only be sent to contacts"),
+            format!("account {id} is not one of your contacts; messages go only to and from contacts"),
         ),
         StoreError::Invalid(message) => invalid(message),
         StoreError::Db(detail) => {

@@ -134,6 +134,29 @@ enum ContactsCmd {
     List { login: String },
 }
 
+/// Writes a line of a command's output. A reader that went away (`pinchat-server contacts list demo |
+/// head -1`) ends the command quietly — see [`main`] — instead of panicking as `println!` does.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($t)*).map_err(anyhow::Error::from)?
+    }};
+}
+
+/// Writes a status line of the server; if nobody reads stdout, the server goes on regardless.
+fn note(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+/// `true` when the error is a closed standard output (the reader of a pipe exited).
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
 /// Runs the command line with the process's arguments.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -146,6 +169,8 @@ pub fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(real_main(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // Whoever read the output has all they wanted.
+        Err(e) if closed_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -180,13 +205,13 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             let seeded = demo::seed(store.as_ref()).await?;
             finish(store, writer).await;
             if seeded.created {
-                println!(
+                say!(
                     "created the demo world: log in as {:?} with password {:?}",
                     demo::DEMO_LOGIN,
                     demo::DEMO_PASSWORD
                 );
             } else {
-                println!(
+                say!(
                     "the demo world already exists: log in as {:?} with password {:?}",
                     demo::DEMO_LOGIN,
                     demo::DEMO_PASSWORD
@@ -222,9 +247,9 @@ async fn serve(config: Config, options: RunOptions, demo: Option<()>) -> anyhow:
     let local = listener.local_addr()?;
     let scheme = if config.tls.is_some() { "https" } else { "http" };
     // Tests and scripts read this line to learn the port when listening on port 0.
-    println!("pinchat-server listening on {scheme}://{local}");
+    note(format_args!("pinchat-server listening on {scheme}://{local}"));
     if demo.is_some() {
-        println!(
+        note(format_args!(
             "\nDemo world ready. Log in as {login:?} with password {pw:?}:\n\n  \
              curl -s -X POST {scheme}://{local}/v1/login -H 'content-type: application/json' \\\n    \
              -d '{{\"account\":\"{login}\",\"password\":\"{pw}\"}}'\n\n\
@@ -232,7 +257,7 @@ async fn serve(config: Config, options: RunOptions, demo: Option<()>) -> anyhow:
              See docs/protocol.md for every endpoint. Press Ctrl-C to stop.",
             login = demo::DEMO_LOGIN,
             pw = demo::DEMO_PASSWORD,
-        );
+        ));
     }
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
@@ -319,19 +344,19 @@ async fn account(config: &Config, cmd: AccountCmd) -> anyhow::Result<()> {
             AccountCmd::Create { login, name, .. } => {
                 let id =
                     admin::create_account(s, &login, &password.unwrap_or_default(), name.as_deref()).await?;
-                println!("created account {login:?} (id {id})");
+                say!("created account {login:?} (id {id})");
             }
             AccountCmd::Disable { login } => {
                 s.set_disabled(admin::account(s, &login).await?, true).await?;
-                println!("disabled {login:?} and revoked its keys");
+                say!("disabled {login:?} and revoked its keys");
             }
             AccountCmd::Enable { login } => {
                 s.set_disabled(admin::account(s, &login).await?, false).await?;
-                println!("enabled {login:?}");
+                say!("enabled {login:?}");
             }
             AccountCmd::SetPassword { login, .. } => {
                 admin::set_password(s, &login, &password.unwrap_or_default()).await?;
-                println!("password of {login:?} changed; its keys are revoked");
+                say!("password of {login:?} changed; its keys are revoked");
             }
             AccountCmd::SetProfile {
                 login,
@@ -351,15 +376,15 @@ async fn account(config: &Config, cmd: AccountCmd) -> anyhow::Result<()> {
                     status,
                 };
                 admin::set_profile(s, &login, args).await?;
-                println!("profile of {login:?} updated");
+                say!("profile of {login:?} updated");
             }
             AccountCmd::RevokeKeys { login } => {
                 let n = s.revoke_all_keys(admin::account(s, &login).await?).await?;
-                println!("revoked {n} key(s) of {login:?}");
+                say!("revoked {n} key(s) of {login:?}");
             }
             AccountCmd::Show { login } => {
                 let me = s.me(admin::account(s, &login).await?).await?;
-                println!("{}", serde_json::to_string_pretty(&me)?);
+                say!("{}", serde_json::to_string_pretty(&me)?);
             }
         }
         anyhow::Ok(())
@@ -377,11 +402,11 @@ async fn contacts(config: &Config, cmd: ContactsCmd) -> anyhow::Result<()> {
             ContactsCmd::Link { a, b } => {
                 let (ia, ib) = (admin::account(s, &a).await?, admin::account(s, &b).await?);
                 s.link(ia, ib).await?;
-                println!("{a:?} and {b:?} are contacts");
+                say!("{a:?} and {b:?} are contacts");
             }
             ContactsCmd::List { login } => {
                 for c in s.contacts(admin::account(s, &login).await?).await? {
-                    println!("{}\t{}\t{}", c.id, c.login, c.name);
+                    say!("{}\t{}\t{}", c.id, c.login, c.name);
                 }
             }
         }

@@ -253,6 +253,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
                 format!("the request body is not valid UTF-8: {e}"),
             ));
         }
+        // Every body is an object. (serde would also read a struct from an array of its fields in
+        // order, which no client means.)
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(error(
+                ErrorCode::Malformed,
+                "the request body must be a JSON object, like {\"field\": value}",
+            ));
+        }
         serde_json::from_slice(&bytes)
             .map(Body)
             .map_err(|e| error(ErrorCode::Malformed, format!("invalid JSON body: {e}")))
@@ -377,6 +385,45 @@ async fn set_avatar(State(app): State<Arc<App>>, authed: Authed, body: Bytes) ->
     Ok(Json(AvatarSet { hash }))
 }
 
+/// The largest avatar, in pixels each way.
+pub const MAX_AVATAR_SIDE: u32 = 2048;
+
+/// Decodes an avatar in full, within bounds: a truncated or damaged image, or one that declares more
+/// than [`MAX_AVATAR_SIDE`] pixels a side, is refused before it is stored or served to anyone.
+pub fn check_image(bytes: &[u8], mime: &str) -> std::result::Result<(), String> {
+    let format = match mime {
+        "image/png" => image::ImageFormat::Png,
+        "image/jpeg" => image::ImageFormat::Jpeg,
+        "image/gif" => image::ImageFormat::Gif,
+        _ => image::ImageFormat::WebP,
+    };
+    // The header first, without limits (it allocates nothing), to say what is wrong in pixels.
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    reader.no_limits();
+    let (w, h) = reader
+        .into_dimensions()
+        .map_err(|e| format!("the avatar cannot be read: {e}"))?;
+    if w > MAX_AVATAR_SIDE || h > MAX_AVATAR_SIDE {
+        return Err(format!(
+            "the avatar is {w}×{h} pixels; at most {MAX_AVATAR_SIDE}×{MAX_AVATAR_SIDE} are accepted"
+        ));
+    }
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    reader.limits(avatar_limits());
+    reader
+        .decode()
+        .map(drop)
+        .map_err(|e| format!("the avatar is not a complete {mime} image: {e}"))
+}
+
+fn avatar_limits() -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_AVATAR_SIDE);
+    limits.max_image_height = Some(MAX_AVATAR_SIDE);
+    limits.max_alloc = Some(64 << 20);
+    limits
+}
+
 /// Validates and stores avatar bytes; returns their hash.
 pub async fn store_avatar(app: &App, bytes: &[u8]) -> Result<String> {
     let mime = sniff_image(bytes).ok_or_else(|| {
@@ -385,6 +432,11 @@ pub async fn store_avatar(app: &App, bytes: &[u8]) -> Result<String> {
             "the avatar must be a PNG, JPEG, GIF or WebP image",
         )
     })?;
+    let owned = bytes.to_vec();
+    tokio::task::spawn_blocking(move || check_image(&owned, mime))
+        .await
+        .map_err(|e| error(ErrorCode::Internal, format!("cannot check the avatar: {e}")))?
+        .map_err(|why| error(ErrorCode::InvalidRequest, why))?;
     let hash = avatar_hash(bytes);
     app.api
         .store
@@ -499,7 +551,13 @@ async fn history(
 ) -> Result<Json<HistoryPage>> {
     let Path(contact) = contact.map_err(path_error)?;
     let Query(q) = query.map_err(query_error)?;
-    let limit = q.limit.unwrap_or(50).clamp(1, MAX_HISTORY_PAGE);
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
+        return Err(error(
+            ErrorCode::InvalidRequest,
+            format!("limit must be 1 to {MAX_HISTORY_PAGE} (got {limit}); page with before"),
+        ));
+    }
     let page = app
         .api
         .store

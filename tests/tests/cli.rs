@@ -139,3 +139,29 @@ async fn admin_commands_validate_their_input() {
     // Seeding twice is harmless.
     assert!(s.admin_ok(&["seed-demo"]).contains("already exists"));
 }
+
+#[tokio::test]
+async fn admin_commands_end_quietly_when_their_reader_goes_away() {
+    let s = Server::start().await;
+    // `pinchat-server contacts list demo | head -0`: the reader is gone before the first line.
+    let mut child = Command::new(server_binary())
+        .args([
+            "--database",
+            s.database().to_str().unwrap(),
+            "contacts",
+            "list",
+            "demo",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    // With a reader, all 30 contacts.
+    let listed = s.admin_ok(&["contacts", "list", "demo"]);
+    assert_eq!(listed.lines().count(), 30);
+}

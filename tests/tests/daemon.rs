@@ -717,7 +717,21 @@ async fn bad_requests_get_json_rpc_errors_and_the_daemon_is_unharmed() {
         serde_json::from_str(&answer).unwrap()
     };
     let code_of = |v: &serde_json::Value| v["error"]["data"]["code"].as_str().unwrap().to_owned();
-    assert_eq!(code_of(&ask(b"{this is not json").await), "rpc.parse_error");
+    let unreadable = ask(b"{this is not json").await;
+    assert_eq!(code_of(&unreadable), "rpc.parse_error");
+    assert!(
+        unreadable["id"].is_null(),
+        "an unreadable line has no id to answer with: null"
+    );
+    // Parameters are named; positional ones (an array) are refused, `[]` means none.
+    let v = ask(br#"{"jsonrpc":"2.0","id":9,"method":"widget.snapshot","params":["nope"]}"#).await;
+    assert_eq!(
+        (code_of(&v), v["id"].as_i64()),
+        ("rpc.invalid_params".into(), Some(9))
+    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("named"), "{v}");
+    let v = ask(br#"{"jsonrpc":"2.0","id":10,"method":"daemon.status","params":[]}"#).await;
+    assert!(v["result"]["version"].is_string(), "{v}");
     assert_eq!(
         code_of(&ask(br#"{"jsonrpc":"2.0","id":1,"method":"widget.explode"}"#).await),
         "rpc.method_not_found"

@@ -7,8 +7,10 @@
 //! proxy that stalls the link, another OS user, and a tmpfs filled to the last byte or remounted
 //! read-only (these need root, as CI runs; elsewhere they say so and return).
 
+use pinchat_ipc::Client;
+#[cfg(unix)]
+use pinchat_ipc::ClientError;
 use pinchat_ipc::api::*;
-use pinchat_ipc::{Client, ClientError};
 use pinchat_proto::AccountId;
 use pinchat_proto::http::HistoryPage;
 use pinchat_tests::{Daemon, Fault, FaultProxy, Server, until};

@@ -127,7 +127,8 @@ async fn avatars_are_served_with_an_etag_and_only_downloaded_when_changed() {
     assert_eq!(r.headers()["content-type"], "image/png");
     let etag = r.headers()["etag"].to_str().unwrap().to_owned();
     assert_eq!(etag, format!("\"{hash}\""));
-    assert!(r.bytes().await.unwrap().starts_with(b"\x89PNG"));
+    let real_png = r.bytes().await.unwrap().to_vec();
+    assert!(real_png.starts_with(b"\x89PNG"));
     let r = s
         .http
         .get(s.url(&format!("/v1/avatars/{hash}")))
@@ -157,7 +158,7 @@ async fn avatars_are_served_with_an_etag_and_only_downloaded_when_changed() {
         .http
         .put(s.url("/v1/me/avatar"))
         .bearer_auth(&key)
-        .body(b"\x89PNG\r\n\x1a\nnot really but sniffed as png".to_vec())
+        .body(real_png.clone())
         .send()
         .await
         .unwrap();
@@ -177,6 +178,85 @@ async fn avatars_are_served_with_an_etag_and_only_downloaded_when_changed() {
         (status, e.code),
         (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest)
     );
+
+    // Only whole images of a sensible size: the first bytes are not enough.
+    let huge = png_declaring(65535, 65535);
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "PNG magic and nothing else",
+            b"\x89PNG\r\n\x1a\nnot really an image".to_vec(),
+            "cannot be read",
+        ),
+        (
+            "a real PNG cut in half",
+            real_png[..real_png.len() / 2].to_vec(),
+            "not a complete",
+        ),
+        ("a PNG declaring 65535×65535 pixels", huge, "65535×65535"),
+    ];
+    for (what, body, words) in cases {
+        let r = s
+            .http
+            .put(s.url("/v1/me/avatar"))
+            .bearer_auth(&key)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let (status, e) = pinchat_tests::decode::<AvatarSet>(r).await.unwrap_err();
+        assert_eq!(
+            (status, &e.code),
+            (StatusCode::BAD_REQUEST, &ErrorCode::InvalidRequest),
+            "{what}"
+        );
+        assert!(e.message.contains(words), "{what}: {}", e.message);
+    }
+    let me: Me = s.get(&key, "/v1/me").await.unwrap();
+    assert_eq!(
+        me.identity.avatar.as_deref(),
+        Some(set.hash.as_str()),
+        "the last good avatar stays"
+    );
+}
+
+/// A PNG signature, a valid IHDR chunk declaring `w`×`h` pixels, a token of image data and an end
+/// chunk: what a hostile upload that passes a first-bytes check looks like.
+fn png_declaring(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend((data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend(data);
+        out.extend(&body);
+        out.extend(crc32(&body).to_be_bytes());
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = vec![];
+    ihdr.extend(w.to_be_bytes());
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    // A tiny image-data chunk (an empty zlib stream): decoders read the header up to here.
+    chunk(
+        &mut out,
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    );
+    chunk(&mut out, b"IEND", &[]);
+    out
 }
 
 #[tokio::test]
@@ -335,12 +415,15 @@ async fn messages_count_unread_page_history_and_retries_are_idempotent() {
         .await
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::MessageNotContact);
-    // The stranger cannot read the conversation either: its own (empty) one is all it gets.
-    let page: HistoryPage = s
-        .get(&stranger, &format!("/v1/messages/{alice_id}"))
+    // The stranger cannot read a conversation with Alice either: refused, not an empty page.
+    let (status, e) = s
+        .get::<HistoryPage>(&stranger, &format!("/v1/messages/{alice_id}"))
         .await
-        .unwrap();
-    assert!(page.messages.is_empty());
+        .unwrap_err();
+    assert_eq!(
+        (status, e.code),
+        (StatusCode::FORBIDDEN, ErrorCode::MessageNotContact)
+    );
     // Empty and oversized texts.
     let (_, e) = s
         .post::<_, SendResponse>(
@@ -699,4 +782,87 @@ async fn health_and_metrics() {
     ] {
         assert!(text.contains(name), "{name} missing from {text}");
     }
+}
+
+#[tokio::test]
+async fn a_strangers_conversation_odd_page_sizes_and_bodies_that_are_not_objects_are_refused() {
+    let s = Server::start().await;
+    s.create_account("stranger");
+    let key = s.key("demo").await;
+    let stranger = s.key("stranger").await;
+    let demo_id = s.id_of(&s.key("alice").await, "demo").await;
+    let alice = s.id_of(&key, "alice").await;
+    s.send_text(&key, alice, "hello", "hello Alice").await;
+
+    // Somebody who is not a contact reads nothing and marks nothing: refused, not an empty 200.
+    let (status, e) = s
+        .get::<serde_json::Value>(&stranger, &format!("/v1/messages/{}", demo_id.0))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status, e.code),
+        (StatusCode::FORBIDDEN, ErrorCode::MessageNotContact)
+    );
+    let (status, e) = s
+        .post::<_, serde_json::Value>(
+            &stranger,
+            &format!("/v1/messages/{}/read", demo_id.0),
+            &serde_json::json!({ "up_to": 1_000_000 }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status, e.code),
+        (StatusCode::FORBIDDEN, ErrorCode::MessageNotContact)
+    );
+
+    // Page sizes outside 1–200 are refused as documented, not clamped.
+    for limit in ["0", "201", "100000"] {
+        let (status, e) = s
+            .get::<serde_json::Value>(&key, &format!("/v1/messages/{}?limit={limit}", alice.0))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (status, e.code),
+            (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
+            "{limit}"
+        );
+        assert!(e.message.contains("1 to 200"), "{}", e.message);
+    }
+    let page: pinchat_proto::http::HistoryPage = s
+        .get(&key, &format!("/v1/messages/{}?limit=200", alice.0))
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 1);
+
+    // A body is an object: an array of the fields in order is not accepted.
+    for (method, path, body) in [
+        (reqwest::Method::PATCH, "/v1/me/profile", "[]"),
+        (reqwest::Method::PUT, "/v1/me/presence", "[]"),
+        (reqwest::Method::PUT, "/v1/me/presence", "[\"busy\", \"away\"]"),
+        (reqwest::Method::POST, "/v1/login", "[\"demo\", \"demo\"]"),
+    ] {
+        let r = s
+            .http
+            .request(method.clone(), s.url(path))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let (status, e) = pinchat_tests::decode::<serde_json::Value>(r).await.unwrap_err();
+        assert_eq!(
+            (status, e.code),
+            (StatusCode::BAD_REQUEST, ErrorCode::Malformed),
+            "{method} {path} {body}"
+        );
+        assert!(e.message.contains("JSON object"), "{}", e.message);
+    }
+    let me: pinchat_proto::http::Me = s.get(&key, "/v1/me").await.unwrap();
+    assert_eq!(
+        me.chosen_state,
+        pinchat_proto::Presence::Online,
+        "nothing changed"
+    );
 }

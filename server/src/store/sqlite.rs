@@ -585,6 +585,16 @@ impl Writer {
     }
 }
 
+/// Whether `contact` is in `account`'s contact list: messages go only to, and are read only from,
+/// contacts.
+fn is_contact(conn: &Connection, account: i64, contact: i64) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM contacts WHERE account = ?1 AND contact = ?2")?
+        .query_row([account, contact], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
 fn read_seq(conn: &Connection) -> rusqlite::Result<Cursor> {
     conn.prepare_cached("SELECT value FROM meta WHERE key = 'seq'")?
         .query_row([], |r| r.get::<_, i64>(0))
@@ -1152,15 +1162,7 @@ impl Store for SqliteStore {
                 }
                 return Ok(Sent { id: MessageId(id as u64), ts, duplicate: true });
             }
-            let is_contact = ctx
-                .conn
-                .prepare_cached("SELECT 1 FROM contacts WHERE account = ?1 AND contact = ?2")?.query_row(
-                    params![from.0 as i64, to.0 as i64],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .is_some();
-            if !is_contact {
+            if !is_contact(ctx.conn, from.0 as i64, to.0 as i64)? {
                 return Err(StoreError::MessageNotContact(to));
             }
             let id = ctx.stamp();
@@ -1182,6 +1184,9 @@ impl Store for SqliteStore {
     async fn mark_read(&self, account: AccountId, contact: AccountId, up_to: MessageId) -> StoreResult<u32> {
         self.write(move |ctx| {
             let (me, them) = (account.0 as i64, contact.0 as i64);
+            if !is_contact(ctx.conn, me, them)? {
+                return Err(StoreError::MessageNotContact(contact));
+            }
             let (unread, read_up_to): (u32, i64) = ctx
                 .conn
                 .prepare_cached("SELECT unread, read_up_to FROM unread WHERE account = ?1 AND contact = ?2")?
@@ -1227,6 +1232,9 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let tx = c.unchecked_transaction()?;
             let (me, them) = (account.0 as i64, contact.0 as i64);
+            if !is_contact(&tx, me, them)? {
+                return Err(StoreError::MessageNotContact(contact));
+            }
             let before = before.map_or(i64::MAX, |b| sql_id(b.0));
             let mut stmt = tx.prepare_cached(
                 "SELECT id, sender, recipient, ts, text FROM messages WHERE recipient = ?1 AND sender = ?2 AND id < ?3
