@@ -649,6 +649,30 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for the documentation test and exhaustive tables.
+    pub const ALL: [ErrorCode; 20] = [
+        ErrorCode::ParseError,
+        ErrorCode::InvalidRequest,
+        ErrorCode::MethodNotFound,
+        ErrorCode::InvalidParams,
+        ErrorCode::Internal,
+        ErrorCode::LineTooLong,
+        ErrorCode::WidgetNotFound,
+        ErrorCode::WidgetExists,
+        ErrorCode::NotContact,
+        ErrorCode::TooManyPins,
+        ErrorCode::Invalid,
+        ErrorCode::BadCredentials,
+        ErrorCode::AuthRequired,
+        ErrorCode::ServerUnreachable,
+        ErrorCode::ServerError,
+        ErrorCode::KeyringUnavailable,
+        ErrorCode::ShuttingDown,
+        ErrorCode::StorageFull,
+        ErrorCode::StorageReadOnly,
+        ErrorCode::StorageFailed,
+    ];
+
     /// The JSON-RPC error number for this code.
     pub fn rpc_code(self) -> i32 {
         match self {
@@ -684,6 +708,25 @@ impl ErrorCode {
             ErrorCode::StorageFull => "storage.full",
             ErrorCode::StorageReadOnly => "storage.read_only",
             ErrorCode::StorageFailed => "storage.failed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/ipc.md` is part of the API: every method and every error code is documented there.
+    #[test]
+    fn every_method_and_error_code_is_documented() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/ipc.md")).unwrap();
+        for m in METHODS {
+            assert!(doc.contains(&format!("`{m}`")), "docs/ipc.md does not document the method {m}");
+        }
+        for c in ErrorCode::ALL {
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(json, format!("\"{}\"", c.as_str()));
+            assert!(doc.contains(&format!("`{}`", c.as_str())), "docs/ipc.md does not document {}", c.as_str());
         }
     }
 }
