@@ -34,12 +34,25 @@ def default_socket():
     return os.path.join(tempfile.gettempdir(), "pinchat-%d" % os.geteuid(), "daemon.sock")
 
 
+def check_peer(sock, path):
+    """Refuse a socket served by another user before sending anything (docs/ipc.md, Connecting)."""
+    if not hasattr(socket, "SO_PEERCRED"):  # macOS: the directory's modes keep others out
+        return
+    import struct
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    if uid != os.geteuid():
+        sock.close()
+        raise PermissionError("%s is served by uid %d, not by you; nothing was sent" % (path, uid))
+
+
 class Daemon:
     """A JSON-RPC connection: call() waits for its answer; notifications seen meanwhile are queued."""
 
     def __init__(self, path):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(path)
+        check_peer(self.sock, path)
         self.file = self.sock.makefile("rwb")
         self.next_id = 1
         self.pending = []

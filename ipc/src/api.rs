@@ -721,12 +721,19 @@ mod tests {
     fn every_method_and_error_code_is_documented() {
         let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/ipc.md")).unwrap();
         for m in METHODS {
-            assert!(doc.contains(&format!("`{m}`")), "docs/ipc.md does not document the method {m}");
+            assert!(
+                doc.contains(&format!("`{m}`")),
+                "docs/ipc.md does not document the method {m}"
+            );
         }
         for c in ErrorCode::ALL {
             let json = serde_json::to_string(&c).unwrap();
             assert_eq!(json, format!("\"{}\"", c.as_str()));
-            assert!(doc.contains(&format!("`{}`", c.as_str())), "docs/ipc.md does not document {}", c.as_str());
+            assert!(
+                doc.contains(&format!("`{}`", c.as_str())),
+                "docs/ipc.md does not document {}",
+                c.as_str()
+            );
         }
     }
 }

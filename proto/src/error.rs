@@ -228,9 +228,13 @@ mod tests {
     /// `docs/protocol.md` lists every code clients may see.
     #[test]
     fn every_code_is_documented() {
-        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md")).unwrap();
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md")).unwrap();
         for c in ErrorCode::KNOWN {
-            assert!(doc.contains(&format!("`{}`", c.as_str())), "docs/protocol.md does not document {c}");
+            assert!(
+                doc.contains(&format!("`{}`", c.as_str())),
+                "docs/protocol.md does not document {c}"
+            );
         }
     }
 

@@ -633,6 +633,20 @@ async fn clients_refuse_a_socket_served_by_another_user_and_send_it_nothing() {
     }
     assert_eq!(received(listener), "got 0");
 
+    // The Python gadget of the examples does the same check.
+    let listener = hostile_listener(user, &shared.join("evil3.sock"));
+    let gadget = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/gadget.py");
+    let out = std::process::Command::new("python3")
+        .arg(gadget)
+        .arg("--socket")
+        .arg(shared.join("evil3.sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing was sent"), "{err}");
+    assert_eq!(received(listener), "got 0");
+
     // 3. A directory others may write to, not sticky: refused before connecting.
     let open = base.path().join("open");
     std::fs::create_dir(&open).unwrap();
