@@ -5,6 +5,7 @@ pub mod fault;
 pub mod footprint;
 pub mod latency;
 pub mod proxy;
+pub mod reliability;
 pub mod scale;
 pub mod schedule;
 pub mod traffic;

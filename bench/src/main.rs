@@ -83,6 +83,38 @@ enum Command {
         #[arg(long)]
         db_dir: Option<PathBuf>,
     },
+    /// Reliability: the real server and daemon SIGKILLed, or their link broken, at random moments while
+    /// messages flow both ways; then what was acknowledged is compared with what is stored.
+    Reliability {
+        /// What strikes; several runs one after another (`--chaos daemon-kills,server-kills,network-faults`).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "daemon-kills,server-kills,network-faults"
+        )]
+        chaos: Vec<pinchat_bench::reliability::Chaos>,
+        /// Strikes per run.
+        #[arg(long, default_value_t = 100)]
+        cycles: usize,
+        /// Seed of the random moments and faults.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// An offline burst every this many strikes.
+        #[arg(long, default_value_t = 10)]
+        offline_every: usize,
+        /// Messages typed per offline burst.
+        #[arg(long, default_value_t = 80)]
+        offline_burst: usize,
+        /// Longest pause between strikes, milliseconds.
+        #[arg(long, default_value_t = 500)]
+        max_gap_ms: u64,
+        /// Longest network fault, milliseconds (above 10 s, stalls outlast the keepalive deadline).
+        #[arg(long, default_value_t = 12_000)]
+        max_fault_ms: u64,
+        /// Write the reports as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// The daemon: memory with widgets bound and idle, idle wake-ups, start-up to first snapshot.
     Footprint {
         /// Widgets to bind.
@@ -214,6 +246,70 @@ async fn main() -> anyhow::Result<()> {
                     f.bench_cpu_percent
                 );
             }
+        }
+        Command::Reliability {
+            chaos,
+            cycles,
+            seed,
+            offline_every,
+            offline_burst,
+            max_gap_ms,
+            max_fault_ms,
+            json,
+        } => {
+            let bins = pinchat_bench::reliability::Bins {
+                server: pinchat_bench::scale::server_binary()?,
+                daemon: pinchat_bench::footprint::daemon_binary()?,
+            };
+            let mut reports = vec![];
+            let mut clean = true;
+            for c in chaos {
+                let plan = pinchat_bench::reliability::Plan {
+                    chaos: c,
+                    cycles,
+                    seed,
+                    offline_every,
+                    offline_burst,
+                    max_gap_ms,
+                    max_fault_ms,
+                };
+                let r = pinchat_bench::reliability::run(&bins, &plan).await?;
+                println!(
+                    "{:?}: {} strikes in {:.0} s (settled {:.1} s after the last)",
+                    c, r.cycles, r.seconds, r.settle_seconds
+                );
+                println!(
+                    "  out: {} queued by the daemon ({} offline): lost {}, duplicated {}, left in outbox {}",
+                    r.queued_by_daemon,
+                    r.queued_offline,
+                    r.lost_outgoing,
+                    r.duplicated_outgoing,
+                    r.left_in_outbox
+                );
+                println!(
+                    "  in:  {} stored by the server ({} acknowledged, {} of those lost); {} checked in the widget: lost {}, duplicated {}",
+                    r.stored_by_server,
+                    r.acknowledged_by_server,
+                    r.lost_acknowledged,
+                    r.checked_in_widget,
+                    r.lost_incoming,
+                    r.duplicated_incoming
+                );
+                println!(
+                    "  widget vs server: {} unread and {} presence mismatches ({} presence changes)",
+                    r.unread_mismatches, r.state_mismatches, r.presence_changes
+                );
+                clean &= r.clean();
+                reports.push(r);
+            }
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&reports)?)?;
+                println!("reports written to {}", path.display());
+            }
+            anyhow::ensure!(
+                clean,
+                "something was lost, duplicated or left different (see above)"
+            );
         }
         Command::Footprint { widgets, idle } => {
             let bin = pinchat_bench::footprint::daemon_binary()?;
