@@ -222,21 +222,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self> {
-        let is_json = req
+        let content_type = req
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(';')
-                    .next()
-                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-            });
-        if !is_json {
-            return Err(error(
-                ErrorCode::Malformed,
-                "send the body as JSON with `Content-Type: application/json`",
-            ));
-        }
+            .map(str::to_owned);
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 error(
@@ -247,24 +237,45 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
                 error(ErrorCode::Malformed, format!("cannot read the request body: {e}"))
             }
         })?;
-        if let Err(e) = std::str::from_utf8(&bytes) {
-            return Err(error(
-                ErrorCode::InvalidUtf8,
-                format!("the request body is not valid UTF-8: {e}"),
-            ));
-        }
-        // Every body is an object. (serde would also read a struct from an array of its fields in
-        // order, which no client means.)
-        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return Err(error(
-                ErrorCode::Malformed,
-                "the request body must be a JSON object, like {\"field\": value}",
-            ));
-        }
-        serde_json::from_slice(&bytes)
+        parse_body(content_type.as_deref(), &bytes)
             .map(Body)
-            .map_err(|e| error(ErrorCode::Malformed, format!("invalid JSON body: {e}")))
+            .map_err(ApiError::from)
     }
+}
+
+/// Reads a JSON request body: the content type, UTF-8, an object, then the type's fields. Every
+/// failure is a protocol error. (Pure, so that the fuzzer runs exactly what the server runs.)
+pub fn parse_body<T: DeserializeOwned>(
+    content_type: Option<&str>,
+    bytes: &[u8],
+) -> std::result::Result<T, ErrorBody> {
+    let is_json = content_type.is_some_and(|v| {
+        v.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if !is_json {
+        return Err(ErrorBody::new(
+            ErrorCode::Malformed,
+            "send the body as JSON with `Content-Type: application/json`",
+        ));
+    }
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Err(ErrorBody::new(
+            ErrorCode::InvalidUtf8,
+            format!("the request body is not valid UTF-8: {e}"),
+        ));
+    }
+    // Every body is an object. (serde would also read a struct from an array of its fields in
+    // order, which no client means.)
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ErrorBody::new(
+            ErrorCode::Malformed,
+            "the request body must be a JSON object, like {\"field\": value}",
+        ));
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| ErrorBody::new(ErrorCode::Malformed, format!("invalid JSON body: {e}")))
 }
 
 /// Liveness and readiness: 200 `ok`, or 503 `unavailable` with the reason while the database cannot be
