@@ -18,6 +18,7 @@ const WORDS = {
     online: "online", offline: "offline", busy: "busy", idle: "away", do_not_disturb: "do not disturb",
     conn_online: "connected", conn_offline: "offline — showing what was last received",
     conn_connecting: "connecting…", conn_auth_required: "password needed",
+    storage: "cannot save new messages: disk full or read-only",
     queued: "queued", sent: "sent", read: "read", failed: "not sent", received: "",
     err: {
       "auth.bad_credentials": "Wrong account name or password.",
@@ -26,6 +27,8 @@ const WORDS = {
       "widget.too_many_pins": "Too many contacts picked.",
       "widget.not_contact": "That person is not among this account's contacts.",
       "keyring.unavailable": "The system keyring is locked or unavailable; unlock it and try again.",
+      "storage.full": "The disk is full, so the message was not saved. Free some space and try again.",
+      "storage.read_only": "pinchat's data folder cannot be written, so the message was not saved.",
       "widget.invalid": "Please check what you typed.",
       "ui.daemon_unreachable": "The pinchat daemon is not answering.",
     },
@@ -43,6 +46,7 @@ const WORDS = {
     online: "在线", offline: "离线", busy: "忙碌", idle: "离开", do_not_disturb: "请勿打扰",
     conn_online: "已连接", conn_offline: "离线——显示最后收到的内容",
     conn_connecting: "正在连接…", conn_auth_required: "需要密码",
+    storage: "无法保存新消息：磁盘已满或只读",
     queued: "待发送", sent: "已发送", read: "已读", failed: "发送失败", received: "",
     err: {
       "auth.bad_credentials": "账号或密码错误。",
@@ -51,6 +55,8 @@ const WORDS = {
       "widget.too_many_pins": "选择的联系人太多。",
       "widget.not_contact": "此人不是该账号的联系人。",
       "keyring.unavailable": "系统钥匙串已锁定或不可用，请解锁后重试。",
+      "storage.full": "磁盘已满，消息没有保存。请释放一些空间后重试。",
+      "storage.read_only": "pinchat 的数据文件夹无法写入，消息没有保存。",
       "widget.invalid": "请检查输入的内容。",
       "ui.daemon_unreachable": "pinchat 后台服务没有响应。",
     },
@@ -256,7 +262,10 @@ function widgetView() {
     list.append(row);
   }
   if (!v.pins.length) list.append(h("li", { class: "empty" }, t("noPins")));
-  const conn = h("span", { class: "conn " + v.connection, id: "connection" }, t("conn_" + v.connection));
+  // A disk that cannot take what arrives matters more than the link: say so (the daemon's words on hover).
+  const conn = v.storage
+    ? h("span", { class: "conn storage", id: "connection", title: v.storage }, t("storage"))
+    : h("span", { class: "conn " + v.connection, id: "connection" }, t("conn_" + v.connection));
   show(
     h("header", {}, avatar(me.name, me.state, me.avatar),
       h("h1", { id: "me" }, me.name, h("span", { class: "sub" }, me.signature || me.login)),
