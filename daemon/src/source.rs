@@ -898,9 +898,11 @@ async fn next_frame(ws: &mut Ws) -> Result<Incoming, Closed> {
             let (code, reason) = frame
                 .map(|f| (u16::from(f.code), f.reason.to_string()))
                 .unwrap_or((1005, String::new()));
+            // 4429 also means "too many streams for this account" (after a dead link, the server may
+            // still hold the old one for a while): only `limit.rate` is about our pace.
             Err(if close_needs_login(code) {
                 Closed::Auth(reason)
-            } else if code == CLOSE_TOO_MANY {
+            } else if code == CLOSE_TOO_MANY && reason.starts_with(ErrorCode::RateLimited.as_str()) {
                 Closed::RateLimited(format!("closed by the server ({code} {reason})"))
             } else {
                 Closed::Other(format!("closed by the server ({code} {reason})"))

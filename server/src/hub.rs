@@ -380,16 +380,38 @@ impl Hub {
                 "the server holds as many streams as it is configured for; try again later",
             ));
         }
-        let streams = self.by_account.entry(account).or_default();
-        if streams.len() >= self.config.max_per_account as usize {
-            return Err(ErrorBody::new(
-                ErrorCode::TooManyConnections,
-                format!(
-                    "this account already has {} open streams, the most the server allows; close one first",
-                    streams.len()
-                ),
-            ));
+        let held = self.by_account.get(&account).map_or(0, Vec::len);
+        if held >= self.config.max_per_account as usize {
+            // A stream silent for longer than one and a half keepalive intervals is most likely dead: its
+            // client lost the link in a way the server could not see (a frozen NAT), gave up on it and is
+            // reconnecting now. The new stream replaces the oldest such stream instead of being refused
+            // until the idle sweep (three intervals) would have closed it.
+            let now = mono_ms();
+            let silent_ms = self.config.keepalive.as_millis() as u64 * 3 / 2;
+            let dead = self.by_account[&account]
+                .iter()
+                .filter_map(|id| {
+                    let seen = self.conns.get(id)?.shared.last_seen.load(Ordering::Relaxed);
+                    (now.saturating_sub(seen) > silent_ms).then_some((seen, *id))
+                })
+                .min();
+            let Some((_, dead)) = dead else {
+                return Err(ErrorBody::new(
+                    ErrorCode::TooManyConnections,
+                    format!(
+                        "this account already has {held} open streams, the most the server allows; close one first"
+                    ),
+                ));
+            };
+            if let Some(entry) = self.conns.get(&dead) {
+                entry.shared.kill(ErrorBody::new(
+                    ErrorCode::IdleTimeout,
+                    "replaced by a newer stream of this account after a silence; send a ping every keepalive interval",
+                ));
+            }
+            self.disconnect(dead);
         }
+        let streams = self.by_account.entry(account).or_default();
         let id = self.next_id;
         self.next_id += 1;
         streams.push(id);

@@ -939,3 +939,35 @@ async fn latency_benchmark_smoke() {
     assert!(m.p50_ms <= m.p99_ms && m.p99_ms <= m.max_ms, "{l:?}");
     assert!(l.fanout[0].received_events_per_sec > 0.0, "{l:?}");
 }
+
+#[tokio::test]
+async fn a_new_stream_replaces_an_account_stream_silent_for_longer_than_a_keepalive() {
+    // A client whose link died where the server could not see it (a frozen NAT) reconnects at once; the
+    // server still holds its old, silent streams. The newcomer is not refused for them.
+    let s = Server::start_with("keepalive_secs = 5\n[limits]\nmax_connections_per_account = 2\n").await;
+    let demo = s.key("demo").await;
+    let mut old = s.stream(&demo, Encoding::Binary).await;
+    let mut alive = s.stream(&demo, Encoding::Binary).await;
+    // The limit holds while both streams are alive…
+    let mut refused = Stream::connect(s.addr, &demo, Encoding::Binary).await.unwrap();
+    refused.send(&ClientFrame::Hello { version: 1 }).await;
+    let (close, _) = refused.until_close().await;
+    assert_eq!(u16::from(close.unwrap().code), 4429);
+    // …then one keeps pinging and the other falls silent for more than 1.5 keepalive intervals (the
+    // behaviour under test is about time passing, so the test lets it pass).
+    let silent_for = std::time::Duration::from_millis(8_000);
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < silent_for {
+        alive.ping().await;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    let mut newcomer = s.stream(&demo, Encoding::Binary).await;
+    newcomer.subscribe(1, 0, &[], None).await;
+    let (close, _) = old.until_close().await;
+    let close = close.unwrap();
+    assert_eq!(u16::from(close.code), 4408, "{close:?}");
+    assert!(close.reason.contains("replaced"), "{close:?}");
+    // The stream that kept pinging is untouched.
+    alive.ping().await;
+    alive.subscribe(2, 0, &[], None).await;
+}
