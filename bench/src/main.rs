@@ -299,6 +299,10 @@ async fn main() -> anyhow::Result<()> {
                     "  widget vs server: {} unread and {} presence mismatches ({} presence changes)",
                     r.unread_mismatches, r.state_mismatches, r.presence_changes
                 );
+                println!(
+                    "  daemon: {} streams lost and resumed, told to slow down {} times",
+                    r.streams_lost, r.slowed_down
+                );
                 clean &= r.clean();
                 reports.push(r);
             }

@@ -116,6 +116,10 @@ pub struct Report {
     pub presence_changes: usize,
     /// Seconds from the last strike until the widget agreed with the server.
     pub settle_seconds: f64,
+    /// Streams the daemon lost and reconnected (from its log).
+    pub streams_lost: usize,
+    /// Times the daemon was told to send more slowly (from its log).
+    pub slowed_down: usize,
 }
 
 impl Report {
@@ -473,6 +477,9 @@ pub async fn run(bins: &Bins, plan: &Plan) -> anyhow::Result<Report> {
         report.duplicated_incoming += held_set.iter().filter(|id| !server_ids.contains(id)).count();
     }
     report.left_in_outbox = outbox_len(&db)?;
+    let log = std::fs::read_to_string(&daemon.log).unwrap_or_default();
+    report.streams_lost = log.matches("stream lost").count();
+    report.slowed_down = log.matches("limited our rate").count();
     report.presence_changes = presence_changes;
     report.chaos = Some(plan.chaos);
     report.cycles = plan.cycles;
