@@ -339,6 +339,51 @@ impl Server {
         .unwrap_or_else(|e| panic!("sending {text:?} failed: {e:?}"))
     }
 
+    /// Sends `count` messages from the account of `key` to `to` over HTTP, from `tasks` tasks at once
+    /// (texts "`tag` task-i"), in the background; the handle ends when all are stored.
+    pub fn flood(
+        &self,
+        key: &str,
+        to: AccountId,
+        count: usize,
+        tasks: usize,
+        tag: &str,
+    ) -> tokio::task::JoinHandle<()> {
+        let (http, url, key, tag) = (
+            self.http.clone(),
+            self.url("/v1/messages"),
+            key.to_owned(),
+            tag.to_owned(),
+        );
+        tokio::spawn(async move {
+            let mut all = tokio::task::JoinSet::new();
+            for t in 0..tasks {
+                let (http, url, key, tag) = (http.clone(), url.clone(), key.clone(), tag.clone());
+                let share = count / tasks + usize::from(t < count % tasks);
+                all.spawn(async move {
+                    for i in 0..share {
+                        let body = pinchat_proto::http::SendRequest {
+                            to,
+                            client_id: format!("{tag}{t}-{i}"),
+                            text: format!("{tag} {t}-{i}"),
+                        };
+                        let r = http
+                            .post(&url)
+                            .bearer_auth(&key)
+                            .json(&body)
+                            .send()
+                            .await
+                            .unwrap();
+                        assert!(r.status().is_success(), "{tag} {t}-{i}: {}", r.status());
+                    }
+                });
+            }
+            while let Some(done) = all.join_next().await {
+                done.unwrap();
+            }
+        })
+    }
+
     /// The account id of a login.
     pub async fn id_of(&self, key: &str, login: &str) -> AccountId {
         let list: pinchat_proto::http::ContactList = self.get(key, "/v1/contacts").await.unwrap();

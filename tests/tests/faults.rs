@@ -239,28 +239,9 @@ async fn eight_hundred_sends_in_push_mode_during_a_busy_stream_all_arrive_once_w
     let (_sent_watcher, sent_rx) = watcher(&d).await;
     let sent = collect_sent(sent_rx, 800);
 
-    // The stream is busy: Alice writes 400 messages and Bob changes state while 8 gadgets send.
+    // The stream is busy: Alice writes 400 messages while 8 gadgets send.
     let alice_key = s.key("alice").await;
-    let busy = {
-        let (http, url, key) = (s.http.clone(), s.url("/v1/messages"), alice_key.clone());
-        tokio::spawn(async move {
-            for i in 0..400 {
-                let body = pinchat_proto::http::SendRequest {
-                    to: AccountId(me),
-                    client_id: format!("busy{i}"),
-                    text: format!("busy {i}"),
-                };
-                let r = http
-                    .post(&url)
-                    .bearer_auth(&key)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(r.status().is_success());
-            }
-        })
-    };
+    let busy = s.flood(&alice_key, AccountId(me), 400, 1, "busy");
     let typed = type_messages(&d, &w, pins[0], 8, 100, "push").await;
     busy.await.unwrap();
     responsive(&d).await;
@@ -350,30 +331,9 @@ async fn unread_details_agree_with_the_count_after_a_restart_and_can_be_paged() 
 
     // 2,500 unread messages: more than the widget's database keeps per contact (1,000).
     let alice_key = s.key("alice").await;
-    let mut senders = vec![];
-    for t in 0..10 {
-        let (http, url, key) = (s.http.clone(), s.url("/v1/messages"), alice_key.clone());
-        senders.push(tokio::spawn(async move {
-            for i in 0..250 {
-                let body = pinchat_proto::http::SendRequest {
-                    to: AccountId(me),
-                    client_id: format!("u{t}-{i}"),
-                    text: format!("unread {t}-{i}"),
-                };
-                let r = http
-                    .post(&url)
-                    .bearer_auth(&key)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(r.status().is_success());
-            }
-        }));
-    }
-    for t in senders {
-        t.await.unwrap();
-    }
+    s.flood(&alice_key, AccountId(me), 2500, 10, "unread")
+        .await
+        .unwrap();
     loop {
         let v = snapshot(&c, &w).await;
         if v.pins[0].unread == 2500 {
