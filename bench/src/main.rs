@@ -287,13 +287,15 @@ async fn main() -> anyhow::Result<()> {
                     r.left_in_outbox
                 );
                 println!(
-                    "  in:  {} stored by the server ({} acknowledged, {} of those lost); {} checked in the widget: lost {}, duplicated {}",
+                    "  in:  {} stored by the server ({} acknowledged, {} of those lost); {} listed by the widget: lost {}, duplicated {}; {} of the newest {} held locally",
                     r.stored_by_server,
                     r.acknowledged_by_server,
                     r.lost_acknowledged,
-                    r.checked_in_widget,
+                    r.listed_by_widget,
                     r.lost_incoming,
-                    r.duplicated_incoming
+                    r.duplicated_incoming,
+                    r.held_locally,
+                    r.newest
                 );
                 println!(
                     "  widget vs server: {} unread and {} presence mismatches ({} presence changes)",

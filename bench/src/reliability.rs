@@ -100,12 +100,20 @@ pub struct Report {
     pub acknowledged_by_server: usize,
     /// Acknowledged messages the server does not have.
     pub lost_acknowledged: usize,
-    /// Messages compared with the widget's database (the newest 1,000 per contact).
-    pub checked_in_widget: usize,
-    /// Messages the server stored that the widget's database lacks.
+    /// Unread messages the widget lists (`widget.unread`: nothing is marked read during a run, so every
+    /// stored message should be there).
+    pub listed_by_widget: usize,
+    /// Messages the server stored that the widget does not list.
     pub lost_incoming: usize,
-    /// Messages in the widget's database that are not the server's, or twice.
+    /// Messages the widget lists, or holds in its database, twice or that the server does not have.
     pub duplicated_incoming: usize,
+    /// Of the newest 1,000 per contact (what the widget's database keeps), how many it holds locally.
+    /// The rest were skipped by a resume that would have carried more than the server's
+    /// `resume_max_messages` (the server then sends a full snapshot with a few hints, by design) and
+    /// are fetched from the server when listed.
+    pub held_locally: usize,
+    /// The newest 1,000 per contact: what `held_locally` is out of.
+    pub newest: usize,
     /// Pinned contacts whose unread count differs from the server's.
     pub unread_mismatches: usize,
     /// Pinned contacts whose presence differs from the server's.
@@ -424,6 +432,21 @@ pub async fn run(bins: &Bins, plan: &Plan) -> anyhow::Result<Report> {
     let settle_started = Instant::now();
     let mut report = settle(&daemon.socket, &http, &server, &demo_key, &widget, &pins).await?;
     report.settle_seconds = settle_started.elapsed().as_secs_f64();
+    // What the user sees behind each unread count.
+    let mut listed: HashMap<u64, Vec<u64>> = HashMap::new();
+    let client = Client::connect(&daemon.socket).await?;
+    for pin in &pins {
+        let list = client
+            .call::<Unread>(UnreadParams {
+                widget: widget.clone(),
+                contact: *pin,
+                before: None,
+                limit: None,
+            })
+            .await?;
+        listed.insert(*pin, list.iter().map(|m| m.id).collect());
+    }
+    drop(client);
     daemon.stop().await;
 
     // The widget's database against the server's truth.
@@ -467,12 +490,18 @@ pub async fn run(bins: &Bins, plan: &Plan) -> anyhow::Result<Report> {
             .map(|m| m.id.0)
             .collect();
         truth.sort_unstable();
+        let shown: Vec<u64> = listed.get(pin).cloned().unwrap_or_default();
+        let shown_set: HashSet<u64> = shown.iter().copied().collect();
+        report.listed_by_widget += shown.len();
+        report.lost_incoming += truth.iter().filter(|id| !shown_set.contains(id)).count();
+        report.duplicated_incoming += shown.len() - shown_set.len();
+        report.duplicated_incoming += shown_set.iter().filter(|id| !server_ids.contains(id)).count();
         let keep = truth.len().min(KEEP_PER_CONTACT);
-        let expected: HashSet<u64> = truth[truth.len() - keep..].iter().copied().collect();
+        let newest: HashSet<u64> = truth[truth.len() - keep..].iter().copied().collect();
         let held: Vec<u64> = stored.get(pin).cloned().unwrap_or_default();
-        report.checked_in_widget += expected.len();
-        report.lost_incoming += expected.iter().filter(|id| !held.contains(id)).count();
         let held_set: HashSet<u64> = held.iter().copied().collect();
+        report.newest += newest.len();
+        report.held_locally += newest.iter().filter(|id| held_set.contains(id)).count();
         report.duplicated_incoming += held.len() - held_set.len();
         report.duplicated_incoming += held_set.iter().filter(|id| !server_ids.contains(id)).count();
     }

@@ -1006,22 +1006,29 @@ impl Widget {
         {
             return Err(err(ErrorCode::Invalid, "limit must be at least 1"));
         }
-        let mut found: BTreeMap<u64, (u64, i64, String)> = self
-            .messages
-            .iter()
-            .rev()
-            .filter(|(_, m)| m.0 == contact)
-            .take(unread)
-            .map(|(id, m)| (*id, m.clone()))
-            .collect();
-        if found.len() < unread
+        // The cache's messages from the contact after `after`, the newest `unread` of them.
+        let cached = |this: &Self, after: u64| -> BTreeMap<u64, (u64, i64, String)> {
+            this.messages
+                .range(after.saturating_add(1)..)
+                .rev()
+                .filter(|(_, m)| m.0 == contact)
+                .take(unread)
+                .map(|(id, m)| (*id, m.clone()))
+                .collect()
+        };
+        // Offline, the cache is the best there is.
+        let mut found = cached(self, 0);
+        if unread > 0
             && let Ok(key) = self.key()
         {
-            // The cache holds what arrived while the widget watched (and at most
-            // `db::KEEP_PER_CONTACT` per contact); the server has the rest.
+            // Only the server knows which messages are unread (its read marker), and the cache may have
+            // gaps (a long absence resumes with a full snapshot and a few hints): the first page says
+            // where the marker is; if the cache holds every message after it, that is the list;
+            // otherwise the pages go on until the count is reached.
             let mut fetched: BTreeMap<u64, (u64, i64, String)> = BTreeMap::new();
             let mut page_before = None;
-            for _ in 0..MAX_PAGES {
+            let mut complete_in_cache = false;
+            for page_number in 0..MAX_PAGES {
                 let page = match self.remote.history(&key, contact, page_before, 200).await {
                     Ok(page) => page,
                     Err(e) => {
@@ -1029,6 +1036,14 @@ impl Widget {
                         break;
                     }
                 };
+                if page_number == 0 {
+                    let in_cache = cached(self, page.read_up_to.0);
+                    if in_cache.len() == unread {
+                        found = in_cache;
+                        complete_in_cache = true;
+                        break;
+                    }
+                }
                 for m in page.messages.iter().filter(|m| m.from.0 == contact) {
                     fetched.insert(m.id.0, (m.from.0, m.ts, m.text.clone()));
                 }
@@ -1039,25 +1054,27 @@ impl Widget {
                 }
                 page_before = oldest;
             }
-            let keep: Vec<(u64, u64, i64, String)> = fetched
-                .iter()
-                .rev()
-                .take(crate::db::KEEP_PER_CONTACT as usize)
-                .map(|(id, (from, ts, text))| (*id, *from, *ts, text.clone()))
-                .collect();
-            let change = Change {
-                messages: keep.clone(),
-                ..Change::default()
-            };
-            if self.persist(change).await.is_ok() {
-                for (id, from, ts, text) in keep {
-                    self.messages.insert(id, (from, ts, text));
+            if !complete_in_cache && !fetched.is_empty() {
+                let keep: Vec<(u64, u64, i64, String)> = fetched
+                    .iter()
+                    .rev()
+                    .take(crate::db::KEEP_PER_CONTACT as usize)
+                    .map(|(id, (from, ts, text))| (*id, *from, *ts, text.clone()))
+                    .collect();
+                let change = Change {
+                    messages: keep.clone(),
+                    ..Change::default()
+                };
+                if self.persist(change).await.is_ok() {
+                    for (id, from, ts, text) in keep {
+                        self.messages.insert(id, (from, ts, text));
+                    }
+                    self.trim_cache(contact);
                 }
-                self.trim_cache(contact);
-            }
-            found.extend(fetched);
-            while found.len() > unread {
-                found.pop_first();
+                found = fetched;
+                while found.len() > unread {
+                    found.pop_first();
+                }
             }
         }
         let before = before.unwrap_or(u64::MAX);

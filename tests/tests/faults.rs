@@ -899,3 +899,51 @@ async fn the_server_on_a_full_disk_acknowledges_only_what_it_stored_and_resumes_
         "every acknowledged message, once, and nothing else"
     );
 }
+
+#[tokio::test]
+async fn unread_details_skip_read_messages_when_the_cache_has_a_gap() {
+    // A resume that would carry more than 5 messages gets a full snapshot with a few hints instead, so
+    // the widget's cache can hold read messages and then a gap.
+    let s = Server::start_with("resume_max_messages = 5\n").await;
+    let mut d = Daemon::start();
+    let client = d.client().await;
+    let (w, me, pins) = bind(&client, &format!("http://{}", s.addr), "demo", &["alice"]).await;
+    let alice = pins[0];
+    let (c, mut rx) = watcher(&d).await;
+    until_current(&c, &mut rx, &w).await;
+    let alice_key = s.key("alice").await;
+    s.flood(&alice_key, AccountId(me), 20, 1, "early").await.unwrap();
+    while snapshot(&c, &w).await.pins[0].unread < 20 {
+        until(&mut rx, |n| {
+            matches!(n, Notification::UnreadChanged { .. }).then_some(())
+        })
+        .await;
+    }
+    c.call::<MarkRead>(MarkReadParams {
+        widget: w.clone(),
+        contact: alice,
+        up_to: None,
+    })
+    .await
+    .unwrap();
+    drop((c, rx, client));
+    d.kill();
+    s.flood(&alice_key, AccountId(me), 10, 1, "late").await.unwrap();
+    d.restart();
+    let (c, mut rx) = watcher(&d).await;
+    let view = until_current(&c, &mut rx, &w).await;
+    assert_eq!(view.pins[0].unread, 10);
+    let listed = c
+        .call::<Unread>(UnreadParams::from(ContactRef {
+            widget: w.clone(),
+            contact: alice,
+        }))
+        .await
+        .unwrap();
+    let texts: Vec<&str> = listed.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts.len(), 10, "{texts:?}");
+    assert!(
+        texts.iter().all(|t| t.starts_with("late")),
+        "read messages are not unread: {texts:?}"
+    );
+}
