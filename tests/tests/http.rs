@@ -181,7 +181,17 @@ async fn avatars_are_served_with_an_etag_and_only_downloaded_when_changed() {
 
     // Only whole images of a sensible size: the first bytes are not enough.
     let huge = png_declaring(65535, 65535);
-    let cases: [(&str, Vec<u8>, &str); 3] = [
+    // Found by the fuzzer: a JPEG that trips an assertion inside the decoder.
+    let decoder_crash = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../server/tests/fixtures/avatar-jpeg-decoder-panic.jpg"
+    ));
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "a JPEG that crashes the decoder",
+            decoder_crash.to_vec(),
+            "cannot be decoded",
+        ),
         (
             "PNG magic and nothing else",
             b"\x89PNG\r\n\x1a\nnot really an image".to_vec(),
