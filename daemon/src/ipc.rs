@@ -2,12 +2,18 @@
 //! requests, one per line, and forwards notifications to connections that subscribed.
 //!
 //! Each connection has a reader (this task) and a writer task fed by a bounded channel; answers and
-//! notifications share it, so lines never interleave. A request line over 1 MiB is skipped without being
+//! notifications share it, so lines never interleave. This module is also the one place where the
+//! daemon's model ([`WidgetState`], [`Message`], [`Event`], [`WidgetError`]) becomes the API's views,
+//! notifications and errors. A request line over 1 MiB is skipped without being
 //! buffered and answered with `rpc.line_too_long`; anything unreadable gets a JSON-RPC error; neither
 //! affects other connections. Parameters are never logged (they may hold passwords).
 
 use crate::Daemon;
-use crate::widget::Cmd;
+use crate::db::Problem;
+use crate::error::WidgetError;
+use crate::events::{Delivery as EventDelivery, Event, Message, WidgetState};
+use crate::model::{Link, Pin, UpdateMode};
+use crate::widget::{Cmd, Reply};
 use pinchat_ipc::api::*;
 use pinchat_ipc::jsonrpc::{Call, Line, MAX_LINE, Response, RpcError, parse_call, read_line};
 use pinchat_ipc::transport::Listener;
@@ -126,6 +132,12 @@ fn ok<T: Serialize>(value: T) -> Result<Value, RpcError> {
     serde_json::to_value(value).map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))
 }
 
+/// Sends a request to the widget the parameters name and waits for its answer.
+async fn ask<T>(daemon: &Daemon, widget: &str, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, RpcError> {
+    let handle = daemon.widget(widget).await.map_err(rpc)?;
+    handle.ask(make).await.map_err(rpc)
+}
+
 async fn dispatch(
     daemon: &Daemon,
     call: Call,
@@ -136,93 +148,103 @@ async fn dispatch(
     match call.method.as_str() {
         Status::NAME => {
             params::<Status>(p)?;
-            ok(daemon.status().await)
+            ok(DaemonStatus {
+                version: env!("CARGO_PKG_VERSION").into(),
+                api_version: pinchat_ipc::API_VERSION,
+                uptime_secs: daemon.uptime().as_secs(),
+                pid: std::process::id(),
+                widgets: daemon.list().await.iter().map(summary).collect(),
+            })
         }
         ListWidgets::NAME => {
             params::<ListWidgets>(p)?;
-            ok(daemon.list().await)
+            ok(daemon.list().await.iter().map(summary).collect::<Vec<_>>())
         }
-        CreateWidget::NAME => ok(daemon.create(params::<CreateWidget>(p)?).await?),
-        RemoveWidget::NAME => ok(daemon.remove(&params::<RemoveWidget>(p)?.widget).await?),
-        RebindWidget::NAME => ok(daemon.rebind(params::<RebindWidget>(p)?).await?),
+        CreateWidget::NAME => ok(created(
+            daemon.create(params::<CreateWidget>(p)?).await.map_err(rpc)?,
+        )),
+        RemoveWidget::NAME => {
+            daemon
+                .remove(&params::<RemoveWidget>(p)?.widget)
+                .await
+                .map_err(rpc)?;
+            ok(Done {})
+        }
+        RebindWidget::NAME => ok(created(
+            daemon.rebind(params::<RebindWidget>(p)?).await.map_err(rpc)?,
+        )),
         Contacts::NAME => {
             let r = params::<Contacts>(p)?;
-            ok(daemon.widget(&r.widget).await?.ask(Cmd::Contacts).await?)
+            let list = ask(daemon, &r.widget, Cmd::Contacts).await?;
+            ok(list.into_iter().map(identity).collect::<Vec<_>>())
         }
         Avatar::NAME => {
+            use base64::Engine;
             let r = params::<Avatar>(p)?;
-            ok(daemon
-                .widget(&r.widget)
-                .await?
-                .ask(|reply| Cmd::Avatar(r.hash, reply))
-                .await?)
+            let widget = r.widget.clone();
+            let (mime, bytes) = ask(daemon, &widget, |reply| Cmd::Avatar(r, reply)).await?;
+            ok(AvatarView {
+                mime,
+                data: base64::engine::general_purpose::STANDARD.encode(bytes),
+            })
         }
         SetPins::NAME => {
             let r = params::<SetPins>(p)?;
-            ok(daemon
-                .widget(&r.widget)
-                .await?
-                .ask(|reply| Cmd::SetPins(r.pins, reply))
-                .await?)
+            let widget = r.widget.clone();
+            ok(widget_view(
+                &ask(daemon, &widget, |reply| Cmd::SetPins(r, reply)).await?,
+            ))
         }
-        Snapshot::NAME => ok(daemon
-            .widget(&params::<Snapshot>(p)?.widget)
-            .await?
-            .view()
-            .await?),
-        Refresh::NAME => ok(daemon
-            .widget(&params::<Refresh>(p)?.widget)
-            .await?
-            .ask(Cmd::Refresh)
-            .await?),
+        Snapshot::NAME => {
+            let r = params::<Snapshot>(p)?;
+            let handle = daemon.widget(&r.widget).await.map_err(rpc)?;
+            ok(widget_view(&handle.view().await.map_err(rpc)?))
+        }
+        Refresh::NAME => {
+            let r = params::<Refresh>(p)?;
+            ok(widget_view(&ask(daemon, &r.widget, Cmd::Refresh).await?))
+        }
         SetMode::NAME => {
             let r = params::<SetMode>(p)?;
-            ok(daemon
-                .widget(&r.widget)
-                .await?
-                .ask(|reply| Cmd::SetMode(r.mode, r.interval_secs, reply))
-                .await?)
+            let widget = r.widget.clone();
+            ok(widget_view(
+                &ask(daemon, &widget, |reply| Cmd::SetMode(r, reply)).await?,
+            ))
         }
         Unread::NAME => {
             let r = params::<Unread>(p)?;
-            ok(daemon
-                .widget(&r.widget)
-                .await?
-                .ask(|reply| Cmd::Unread(r.contact, r.before, r.limit, reply))
-                .await?)
+            let widget = r.widget.clone();
+            let list = ask(daemon, &widget, |reply| Cmd::Unread(r, reply)).await?;
+            ok(list.iter().map(message_view).collect::<Vec<_>>())
         }
         History::NAME => {
             let r = params::<History>(p)?;
-            let limit = r.limit.unwrap_or(50);
-            ok(daemon
-                .widget(&r.widget)
-                .await?
-                .ask(|reply| Cmd::History(r.contact, r.before, limit, reply))
-                .await?)
+            let widget = r.widget.clone();
+            let page = ask(daemon, &widget, |reply| Cmd::History(r, reply)).await?;
+            ok(HistoryView {
+                messages: page.messages.iter().map(message_view).collect(),
+                more: page.more,
+            })
         }
         SendMessage::NAME => {
             let r = params::<SendMessage>(p)?;
-            ok(daemon
-                .widget(&r.widget)
-                .await?
-                .ask(|reply| Cmd::Send(r.contact, r.text, reply))
-                .await?)
+            let widget = r.widget.clone();
+            ok(message_view(
+                &ask(daemon, &widget, |reply| Cmd::Send(r, reply)).await?,
+            ))
         }
         MarkRead::NAME => {
             let r = params::<MarkRead>(p)?;
-            ok(daemon
-                .widget(&r.widget)
-                .await?
-                .ask(|reply| Cmd::MarkRead(r.contact, r.up_to, reply))
-                .await?)
+            let widget = r.widget.clone();
+            let unread = ask(daemon, &widget, |reply| Cmd::MarkRead(r, reply)).await?;
+            ok(UnreadView { unread })
         }
         Reauth::NAME => {
             let r = params::<Reauth>(p)?;
-            ok(daemon
-                .widget(&r.widget)
-                .await?
-                .ask(|reply| Cmd::Reauth(r.password, reply))
-                .await?)
+            let widget = r.widget.clone();
+            ok(widget_view(
+                &ask(daemon, &widget, |reply| Cmd::Reauth(r, reply)).await?,
+            ))
         }
         Subscribe::NAME => {
             let r = params::<Subscribe>(p)?;
@@ -250,17 +272,17 @@ async fn dispatch(
 /// Forwards notifications to one connection. A client that does not keep up loses notifications (and
 /// is told so in the log) rather than slowing the daemon down; `widget.snapshot` brings it back in sync.
 async fn forward(
-    mut events: broadcast::Receiver<Notification>,
+    mut events: broadcast::Receiver<Event>,
     filter: Option<HashSet<WidgetId>>,
     out: mpsc::Sender<Vec<u8>>,
 ) {
     loop {
         match events.recv().await {
-            Ok(n) => {
-                if filter.as_ref().is_some_and(|f| !f.contains(n.widget())) {
+            Ok(e) => {
+                if filter.as_ref().is_some_and(|f| !f.contains(e.widget())) {
                     continue;
                 }
-                let Ok(mut value) = serde_json::to_value(&n) else {
+                let Ok(mut value) = serde_json::to_value(notification(&e)) else {
                     continue;
                 };
                 if let Value::Object(map) = &mut value {
@@ -281,5 +303,185 @@ async fn forward(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
+    }
+}
+
+// ---- the daemon's model as the local API shows it: the only place views are built ----
+
+/// The local API's error for a refused or failed request.
+fn rpc(e: WidgetError) -> RpcError {
+    let code = match &e {
+        WidgetError::NotFound(_) => ErrorCode::WidgetNotFound,
+        WidgetError::Exists(_) => ErrorCode::WidgetExists,
+        WidgetError::NotContact(_) => ErrorCode::NotContact,
+        WidgetError::TooManyPins(_) => ErrorCode::TooManyPins,
+        WidgetError::Invalid(_) => ErrorCode::Invalid,
+        WidgetError::BadCredentials(_) => ErrorCode::BadCredentials,
+        WidgetError::AuthRequired(_) => ErrorCode::AuthRequired,
+        WidgetError::Unreachable(_) => ErrorCode::ServerUnreachable,
+        WidgetError::Server(_) => ErrorCode::ServerError,
+        WidgetError::Keyring(_) => ErrorCode::KeyringUnavailable,
+        WidgetError::Storage(Problem::Full, _) => ErrorCode::StorageFull,
+        WidgetError::Storage(Problem::ReadOnly, _) => ErrorCode::StorageReadOnly,
+        WidgetError::Storage(Problem::Other, _) => ErrorCode::StorageFailed,
+        WidgetError::Internal(_) => ErrorCode::Internal,
+    };
+    RpcError::new(code, e.to_string())
+}
+
+fn mode(m: UpdateMode) -> Mode {
+    match m {
+        UpdateMode::Push => Mode::Push,
+        UpdateMode::Poll => Mode::Poll,
+        UpdateMode::Manual => Mode::Manual,
+    }
+}
+
+fn link(l: Link) -> Connection {
+    match l {
+        Link::Connecting => Connection::Connecting,
+        Link::Online => Connection::Online,
+        Link::Offline => Connection::Offline,
+        Link::AuthRequired => Connection::AuthRequired,
+    }
+}
+
+fn contact_view(p: &Pin) -> ContactView {
+    ContactView {
+        id: p.contact.0,
+        name: p.name.clone(),
+        avatar: p.avatar.clone(),
+        signature: p.signature.clone(),
+        description: p.description.clone(),
+        state: p.state,
+        status: p.status.clone(),
+        unread: p.unread,
+        peer_read: p.peer_read.0,
+    }
+}
+
+fn widget_view(s: &WidgetState) -> WidgetView {
+    WidgetView {
+        id: s.id.clone(),
+        server: s.server.clone(),
+        account: AccountView {
+            id: s.account.id.0,
+            login: s.account.login.clone(),
+            name: s.account.name.clone(),
+            avatar: s.account.avatar.clone(),
+            signature: s.account.signature.clone(),
+            state: s.account.state,
+            status: s.account.status.clone(),
+        },
+        pins: s.pins.iter().map(contact_view).collect(),
+        mode: mode(s.mode),
+        poll_interval_secs: s.poll_interval_secs,
+        connection: link(s.link),
+        stale: s.stale,
+        max_pins: s.max_pins,
+        storage: s.storage.clone(),
+    }
+}
+
+fn summary(s: &WidgetState) -> WidgetSummary {
+    WidgetSummary {
+        id: s.id.clone(),
+        server: s.server.clone(),
+        login: s.account.login.clone(),
+        name: s.account.name.clone(),
+        connection: link(s.link),
+        unread: s.total_unread(),
+        pins: s.pins.len(),
+    }
+}
+
+fn identity(c: pinchat_proto::http::Identity) -> ContactIdentity {
+    ContactIdentity {
+        id: c.id.0,
+        login: c.login,
+        name: c.name,
+        avatar: c.avatar,
+        signature: c.signature,
+        description: c.description,
+    }
+}
+
+fn created(c: crate::Created) -> Created {
+    Created {
+        widget: widget_view(&c.widget),
+        contacts: c.contacts.into_iter().map(identity).collect(),
+        max_pins: c.max_pins,
+    }
+}
+
+fn message_view(m: &Message) -> MessageView {
+    MessageView {
+        id: m.id.0,
+        from: m.from.0,
+        to: m.to.0,
+        ts: m.ts,
+        text: m.text.clone(),
+        state: match m.state {
+            EventDelivery::Received => Delivery::Received,
+            EventDelivery::Queued => Delivery::Queued,
+            EventDelivery::Sent => Delivery::Sent,
+            EventDelivery::Read => Delivery::Read,
+            EventDelivery::Failed => Delivery::Failed,
+        },
+        client_id: m.client_id.clone(),
+    }
+}
+
+/// A widget's event as the local API's notification.
+fn notification(e: &Event) -> Notification {
+    match e {
+        Event::ContactChanged {
+            widget,
+            contact,
+            fields,
+        } => Notification::ContactChanged {
+            widget: widget.clone(),
+            contact: contact.0,
+            fields: fields.clone(),
+        },
+        Event::WidgetChanged(state) => Notification::WidgetChanged {
+            widget: Box::new(widget_view(state)),
+        },
+        Event::WidgetRemoved { widget } => Notification::WidgetRemoved {
+            widget: widget.clone(),
+        },
+        Event::MessageReceived { widget, message } => Notification::MessageReceived {
+            widget: widget.clone(),
+            message: message_view(message),
+        },
+        Event::MessageDelivery {
+            widget,
+            message,
+            error,
+        } => Notification::MessageDelivery {
+            widget: widget.clone(),
+            message: message_view(message),
+            error: error.clone(),
+        },
+        Event::UnreadChanged {
+            widget,
+            contact,
+            unread,
+            total,
+        } => Notification::UnreadChanged {
+            widget: widget.clone(),
+            contact: contact.0,
+            unread: *unread,
+            total: *total,
+        },
+        Event::ConnectionChanged { widget, link, stale } => Notification::ConnectionChanged {
+            widget: widget.clone(),
+            connection: self::link(*link),
+            stale: *stale,
+        },
+        Event::AuthRequired { widget, message } => Notification::AuthRequired {
+            widget: widget.clone(),
+            message: message.clone(),
+        },
     }
 }

@@ -3,12 +3,14 @@
 //! - [`Daemon`] owns the registry of widgets: it creates (log in, seal the key, create the widget's
 //!   database), loads (every database under `<data dir>/widgets/` at start-up, served at once from
 //!   disk and marked stale), rebinds and removes them, and routes requests to them.
-//! - [`widget`]: one actor per widget — its state in memory and in its own SQLite database
-//!   ([`db`]), changed together.
+//! - [`widget`]: one actor per widget — its state ([`model`]) in memory and in its own SQLite database
+//!   ([`db`]), changed together; it answers with [`events::WidgetState`] and [`error::WidgetError`] and
+//!   announces [`events::Event`]s.
 //! - [`source`]: where a widget's data comes from; today its own connection to its server ([`remote`]
 //!   for HTTP), in push, poll or manual mode.
 //! - [`vault`]: auth keys sealed with a key from the OS keyring.
-//! - [`ipc`]: the local API server (JSON-RPC over the per-user socket of `pinchat-ipc`).
+//! - [`ipc`]: the local API server (JSON-RPC over the per-user socket of `pinchat-ipc`), and the one
+//!   place where the daemon's model becomes the API's views, notifications and errors.
 //!
 //! The binary `pinchatd` is thin: it reads the configuration, binds the socket and calls [`run`].
 
@@ -17,7 +19,10 @@
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod error;
+pub mod events;
 pub mod ipc;
+pub mod model;
 pub mod remote;
 pub mod source;
 pub mod vault;
@@ -25,12 +30,13 @@ pub mod widget;
 
 use crate::config::DaemonConfig;
 use crate::db::{Stored, WidgetDb};
-use crate::remote::{Remote, RemoteError};
+use crate::error::WidgetError;
+use crate::events::{Event, WidgetState};
+use crate::model::{Account, UpdateMode};
+use crate::remote::Remote;
 use crate::vault::Vault;
 use crate::widget::{Start, WidgetHandle};
-use pinchat_ipc::api::*;
-use pinchat_ipc::jsonrpc::RpcError;
-use pinchat_proto::ErrorCode as WireCode;
+use pinchat_ipc::api::{Login, Rebind};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,15 +45,15 @@ use tokio::sync::{Mutex, RwLock, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Wall-clock milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn err(code: ErrorCode, message: impl Into<String>) -> RpcError {
-    RpcError::new(code, message)
+/// A widget just bound to an account, with the account's contacts to pick pins from.
+#[derive(Clone, Debug)]
+pub struct Created {
+    /// The widget.
+    pub widget: WidgetState,
+    /// The account's full contact list.
+    pub contacts: Vec<pinchat_proto::http::Identity>,
+    /// The most contacts that can be pinned.
+    pub max_pins: u16,
 }
 
 /// How long a stopping daemon waits for its widgets.
@@ -62,10 +68,10 @@ pub struct Daemon {
 struct Inner {
     widgets_dir: PathBuf,
     vault: Vault,
-    widgets: RwLock<HashMap<WidgetId, WidgetHandle>>,
+    widgets: RwLock<HashMap<String, WidgetHandle>>,
     /// Serialises create, rebind and remove, which check and change the registry across awaits.
     lifecycle: Mutex<()>,
-    events: broadcast::Sender<Notification>,
+    events: broadcast::Sender<Event>,
     started: Instant,
     tracker: TaskTracker,
 }
@@ -131,8 +137,8 @@ impl Daemon {
         Ok(daemon)
     }
 
-    /// Subscribes to every notification.
-    pub fn events(&self) -> broadcast::Receiver<Notification> {
+    /// Subscribes to every event of every widget.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
         self.inner.events.subscribe()
     }
 
@@ -156,41 +162,28 @@ impl Daemon {
         }
     }
 
-    async fn handle(&self, id: &str) -> Result<WidgetHandle, RpcError> {
-        self.inner.widgets.read().await.get(id).cloned().ok_or_else(|| {
-            err(
-                ErrorCode::WidgetNotFound,
-                format!("no widget {id:?}; widget.list shows the ids"),
-            )
-        })
+    async fn handle(&self, id: &str) -> Result<WidgetHandle, WidgetError> {
+        self.inner
+            .widgets
+            .read()
+            .await
+            .get(id)
+            .cloned()
+            .ok_or_else(|| WidgetError::NotFound(format!("no widget {id:?}; widget.list shows the ids")))
     }
 
-    /// The daemon's status.
-    pub async fn status(&self) -> DaemonStatus {
-        DaemonStatus {
-            version: env!("CARGO_PKG_VERSION").into(),
-            api_version: pinchat_ipc::API_VERSION,
-            uptime_secs: self.inner.started.elapsed().as_secs(),
-            pid: std::process::id(),
-            widgets: self.list().await,
-        }
+    /// How long the daemon has run.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.inner.started.elapsed()
     }
 
-    /// Every widget, summarised, ordered by id.
-    pub async fn list(&self) -> Vec<WidgetSummary> {
+    /// Every widget, ordered by id.
+    pub async fn list(&self) -> Vec<WidgetState> {
         let handles: Vec<WidgetHandle> = self.inner.widgets.read().await.values().cloned().collect();
         let mut out = Vec::with_capacity(handles.len());
         for h in handles {
             if let Ok(v) = h.view().await {
-                out.push(WidgetSummary {
-                    id: v.id.clone(),
-                    server: v.server.clone(),
-                    login: v.account.login.clone(),
-                    name: v.account.name.clone(),
-                    connection: v.connection,
-                    unread: v.pins.iter().map(|p| p.unread).sum(),
-                    pins: v.pins.len(),
-                });
+                out.push(v);
             }
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -198,12 +191,12 @@ impl Daemon {
     }
 
     /// A widget's request handle.
-    pub async fn widget(&self, id: &str) -> Result<WidgetHandle, RpcError> {
+    pub async fn widget(&self, id: &str) -> Result<WidgetHandle, WidgetError> {
         self.handle(id).await
     }
 
     /// Logs in and creates a widget.
-    pub async fn create(&self, login: Login) -> Result<Created, RpcError> {
+    pub async fn create(&self, login: Login) -> Result<Created, WidgetError> {
         let _guard = self.inner.lifecycle.lock().await;
         let id = new_widget_id();
         self.bind(id, login, None).await
@@ -213,14 +206,14 @@ impl Daemon {
     /// once the new login succeeded.
     async fn bind(
         &self,
-        id: WidgetId,
+        id: String,
         login: Login,
         replacing: Option<WidgetHandle>,
-    ) -> Result<Created, RpcError> {
-        let remote = Remote::new(&login.server).map_err(|m| err(ErrorCode::Invalid, m))?;
+    ) -> Result<Created, WidgetError> {
+        let remote = Remote::new(&login.server).map_err(WidgetError::Invalid)?;
         let account = login.account.trim().to_lowercase();
         if account.is_empty() {
-            return Err(err(ErrorCode::Invalid, "the account name is empty"));
+            return Err(WidgetError::Invalid("the account name is empty".into()));
         }
         {
             let widgets = self.inner.widgets.read().await;
@@ -228,25 +221,22 @@ impl Daemon {
                 .values()
                 .find(|w| w.server == remote.base() && w.login == account && w.id != id)
             {
-                return Err(err(
-                    ErrorCode::WidgetExists,
-                    format!(
-                        "{account} on {} already has a widget ({}); use that one",
-                        remote.base(),
-                        other.id
-                    ),
-                ));
+                return Err(WidgetError::Exists(format!(
+                    "{account} on {} already has a widget ({}); use that one",
+                    remote.base(),
+                    other.id
+                )));
             }
         }
         let logged_in = remote
             .login(&account, &login.password)
             .await
-            .map_err(remote_error)?;
+            .map_err(WidgetError::from_remote)?;
         let key = logged_in.key;
         let setup = async {
-            let list = remote.contacts(&key).await.map_err(remote_error)?;
-            let me = remote.me(&key).await.map_err(remote_error)?;
-            Ok::<_, RpcError>((list, me))
+            let list = remote.contacts(&key).await.map_err(WidgetError::from_remote)?;
+            let me = remote.me(&key).await.map_err(WidgetError::from_remote)?;
+            Ok::<_, WidgetError>((list, me))
         };
         let (list, me) = match setup.await {
             Ok(x) => x,
@@ -263,14 +253,13 @@ impl Daemon {
             Ok(s) => s,
             Err(e) => {
                 let _ = remote.logout(&key).await;
-                return Err(err(
-                    ErrorCode::KeyringUnavailable,
-                    format!("{e}; the key cannot be stored safely"),
-                ));
+                return Err(WidgetError::Keyring(format!(
+                    "{e}; the key cannot be stored safely"
+                )));
             }
         };
-        let account_view = AccountView {
-            id: me.identity.id.0,
+        let account_row = Account {
+            id: me.identity.id,
             login: me.identity.login.clone(),
             name: me.identity.name.clone(),
             avatar: me.identity.avatar.clone(),
@@ -281,8 +270,8 @@ impl Daemon {
         let stored = Stored {
             id: id.clone(),
             server: remote.base().to_owned(),
-            account: account_view,
-            mode: Mode::Push,
+            account: account_row,
+            mode: UpdateMode::Push,
             poll_interval_secs: 60,
             max_pins: list.max_pins,
             sealed: Some(sealed),
@@ -308,7 +297,7 @@ impl Daemon {
                 let _ = remote.logout(&key).await;
                 let _ = self.inner.vault.forget(&id).await;
                 let _ = tokio::fs::remove_file(&path).await;
-                return Err(widget::storage_error(&e, "the widget could not be created"));
+                return Err(WidgetError::storage(&e, "the widget could not be created"));
             }
         };
         let start = Start {
@@ -319,7 +308,7 @@ impl Daemon {
             vault: self.inner.vault.clone(),
             events: self.inner.events.clone(),
         };
-        let handle = widget::spawn(start, &self.inner.tracker).map_err(|m| err(ErrorCode::Internal, m))?;
+        let handle = widget::spawn(start, &self.inner.tracker).map_err(WidgetError::Internal)?;
         self.inner
             .widgets
             .write()
@@ -327,12 +316,13 @@ impl Daemon {
             .insert(id.clone(), handle.clone());
         let view = handle.view().await?;
         tracing::info!(widget = %id, server = %view.server, "widget bound");
-        let _ = self.inner.events.send(Notification::WidgetChanged {
-            widget: Box::new(view.clone()),
-        });
+        let _ = self
+            .inner
+            .events
+            .send(Event::WidgetChanged(Box::new(view.clone())));
         Ok(Created {
             widget: view,
-            contacts: list.contacts.into_iter().map(widget::identity).collect(),
+            contacts: list.contacts,
             max_pins: list.max_pins,
         })
     }
@@ -356,44 +346,25 @@ impl Daemon {
     }
 
     /// Removes a widget.
-    pub async fn remove(&self, id: &str) -> Result<Done, RpcError> {
+    pub async fn remove(&self, id: &str) -> Result<(), WidgetError> {
         let _guard = self.inner.lifecycle.lock().await;
         let handle = self.handle(id).await?;
         self.teardown(&handle).await;
-        let _ = self.inner.events.send(Notification::WidgetRemoved {
+        let _ = self.inner.events.send(Event::WidgetRemoved {
             widget: id.to_owned(),
         });
-        Ok(Done {})
+        Ok(())
     }
 
     /// Rebinds a widget to another account.
-    pub async fn rebind(&self, rebind: Rebind) -> Result<Created, RpcError> {
+    pub async fn rebind(&self, rebind: Rebind) -> Result<Created, WidgetError> {
         let _guard = self.inner.lifecycle.lock().await;
         let old = self.handle(&rebind.widget).await?;
         self.bind(rebind.widget, rebind.login, Some(old)).await
     }
 }
 
-/// Maps a failure of the server during login to an API error.
-fn remote_error(e: RemoteError) -> RpcError {
-    match e {
-        RemoteError::Unreachable(why) => err(
-            ErrorCode::ServerUnreachable,
-            format!("cannot reach the server: {why}"),
-        ),
-        RemoteError::Server(e) => match e.code {
-            WireCode::BadCredentials => err(ErrorCode::BadCredentials, e.message),
-            ref code if code.needs_login() => err(ErrorCode::AuthRequired, e.message),
-            _ => err(
-                ErrorCode::ServerError,
-                format!("the server said {}: {}", e.code, e.message),
-            ),
-        },
-        RemoteError::Decode(why) => err(ErrorCode::ServerError, why),
-    }
-}
-
-fn new_widget_id() -> WidgetId {
+fn new_widget_id() -> String {
     let mut raw = [0u8; 8];
     getrandom::fill(&mut raw).expect("the operating system's random number generator failed");
     format!("w{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>())

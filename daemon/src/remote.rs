@@ -3,9 +3,10 @@
 //! Errors are sorted into what the widget acts on: the server cannot be reached (retry later), the key
 //! was refused (`auth.invalid_key`: ask for the password), or the server said no for another reason.
 
+use crate::model::Position;
 use pinchat_proto::http::*;
 use pinchat_proto::stream::Snapshot;
-use pinchat_proto::{AccountId, CURSOR_HEADER, EPOCH_HEADER, ErrorBody, ErrorCode, MessageId};
+use pinchat_proto::{AccountId, CURSOR_HEADER, Cursor, EPOCH_HEADER, Epoch, ErrorBody, MessageId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -27,7 +28,7 @@ pub enum RemoteError {
 impl RemoteError {
     /// The server refused the key.
     pub fn is_auth(&self) -> bool {
-        matches!(self, RemoteError::Server(e) if matches!(e.code, ErrorCode::InvalidKey | ErrorCode::MissingKey | ErrorCode::AccountDisabled))
+        matches!(self, RemoteError::Server(e) if e.code.needs_login())
     }
 }
 
@@ -125,12 +126,12 @@ impl Remote {
     pub async fn send_message(
         &self,
         key: &str,
-        to: u64,
+        to: AccountId,
         client_id: &str,
         text: &str,
     ) -> Result<SendResponse, RemoteError> {
         let body = SendRequest {
-            to: AccountId(to),
+            to,
             client_id: client_id.into(),
             text: text.into(),
         };
@@ -141,13 +142,13 @@ impl Remote {
     pub async fn history(
         &self,
         key: &str,
-        contact: u64,
-        before: Option<u64>,
+        contact: AccountId,
+        before: Option<MessageId>,
         limit: u32,
     ) -> Result<HistoryPage, RemoteError> {
         let mut url = format!("{}/v1/messages/{contact}?limit={limit}", self.base);
         if let Some(b) = before {
-            url.push_str(&format!("&before={b}"));
+            url.push_str(&format!("&before={}", b.0));
         }
         self.send(self.http.get(url).bearer_auth(key)).await
     }
@@ -156,15 +157,13 @@ impl Remote {
     pub async fn mark_read(
         &self,
         key: &str,
-        contact: u64,
-        up_to: u64,
+        contact: AccountId,
+        up_to: MessageId,
     ) -> Result<MarkReadResponse, RemoteError> {
         self.post(
             key,
             &format!("/v1/messages/{contact}/read"),
-            &MarkReadRequest {
-                up_to: MessageId(up_to),
-            },
+            &MarkReadRequest { up_to },
         )
         .await
     }
@@ -173,14 +172,19 @@ impl Remote {
     pub async fn changes(
         &self,
         key: &str,
-        pins: &[u64],
-        since: Option<(u64, u64)>,
-        fresh: &[u64],
-    ) -> Result<(Option<Snapshot>, u64, u64), RemoteError> {
-        let list = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        pins: &[AccountId],
+        since: Option<Position>,
+        fresh: &[AccountId],
+    ) -> Result<(Option<Snapshot>, Epoch, Cursor), RemoteError> {
+        let list = |ids: &[AccountId]| ids.iter().map(AccountId::to_string).collect::<Vec<_>>().join(",");
         let mut url = format!("{}/v1/changes?pins={}", self.base, list(pins));
-        if let Some((epoch, cursor)) = since {
-            url.push_str(&format!("&epoch={epoch}&since={cursor}&fresh={}", list(fresh)));
+        if let Some(p) = since {
+            url.push_str(&format!(
+                "&epoch={}&since={}&fresh={}",
+                p.epoch,
+                p.cursor,
+                list(fresh)
+            ));
         }
         let response = self
             .http

@@ -28,13 +28,15 @@
 //! - **poll**: `GET /v1/changes` every interval (a `204` when nothing changed);
 //! - **manual**: a poll only when asked to refresh.
 
+use crate::model::{Link, Position, UpdateMode};
 use crate::remote::{Remote, RemoteError};
 use futures_util::{SinkExt, StreamExt};
-use pinchat_ipc::api::{Connection, Mode};
 use pinchat_proto::codec::{self, Encoding};
 use pinchat_proto::error::{CLOSE_TOO_MANY, close_needs_login};
 use pinchat_proto::stream::{Ack, ClientFrame, ReqId, Resume, ServerFrame, Snapshot};
-use pinchat_proto::{AccountId, ErrorBody, ErrorCode, Field, Message, PROTOCOL_VERSION};
+use pinchat_proto::{
+    AccountId, Cursor, Epoch, ErrorBody, ErrorCode, Field, Message, MessageId, PROTOCOL_VERSION,
+};
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -60,13 +62,13 @@ pub struct SourceConfig {
     /// The auth key.
     pub key: String,
     /// Pinned contacts.
-    pub pins: Vec<u64>,
+    pub pins: Vec<AccountId>,
     /// Pins the widget holds nothing for yet.
-    pub fresh: Vec<u64>,
-    /// `(epoch, cursor)` the widget's state is at.
-    pub position: Option<(u64, u64)>,
+    pub fresh: Vec<AccountId>,
+    /// Where the widget's state is.
+    pub position: Option<Position>,
     /// Update mode.
-    pub mode: Mode,
+    pub mode: UpdateMode,
     /// Poll interval.
     pub interval: Duration,
 }
@@ -77,7 +79,7 @@ pub struct Outgoing {
     /// Idempotency id.
     pub client_id: String,
     /// Recipient.
-    pub to: u64,
+    pub to: AccountId,
     /// Text.
     pub text: String,
 }
@@ -94,18 +96,18 @@ pub enum SourceCmd {
     Refresh,
     /// Fetch everything after this position again: the widget could not store what the source gave it
     /// since then (its disk was full or read-only).
-    Resync(Option<(u64, u64)>),
+    Resync(Option<Position>),
 }
 
 /// Events from a source, in the order they happened.
 #[derive(Debug)]
 pub enum SourceEvent {
     /// The link changed state.
-    Connection(Connection),
+    Connection(Link),
     /// The stream's greeting: the epoch, the account's own fields, the server's limits.
     Welcome {
         /// Database epoch.
-        epoch: u64,
+        epoch: Epoch,
         /// The account's own fields.
         me: Vec<Field>,
         /// Pin limit.
@@ -116,30 +118,28 @@ pub enum SourceEvent {
     /// A snapshot (full, or changes since the position).
     Snapshot {
         /// Its epoch.
-        epoch: u64,
+        epoch: Epoch,
         /// The snapshot.
         snapshot: Snapshot,
     },
     /// The server confirmed that nothing changed up to this position (a poll answered `204`).
     Synced {
-        /// Epoch.
-        epoch: u64,
-        /// Cursor.
-        cursor: u64,
+        /// Where the server's state is.
+        position: Position,
     },
     /// Fields of a pinned contact changed.
     Delta {
         /// Cursor.
-        cursor: u64,
+        cursor: Cursor,
         /// Contact.
-        contact: u64,
+        contact: AccountId,
         /// Changed fields.
         fields: Vec<Field>,
     },
     /// A message from a pinned contact.
     Message {
         /// Cursor.
-        cursor: u64,
+        cursor: Cursor,
         /// The message.
         message: Message,
     },
@@ -148,7 +148,7 @@ pub enum SourceEvent {
         /// Its client id.
         client_id: String,
         /// Server id.
-        id: u64,
+        id: MessageId,
         /// Server time.
         ts: i64,
     },
@@ -191,11 +191,11 @@ pub async fn run_server_source(
             None => return,
         }
     };
-    source.epoch = config.position.map(|p| p.0);
+    source.epoch = config.position.map(|p| p.epoch);
     loop {
         let next = match config.mode {
-            Mode::Push => source.push(&config, &mut cmds).await,
-            Mode::Poll | Mode::Manual => source.poll(&config, &mut cmds).await,
+            UpdateMode::Push => source.push(&config, &mut cmds).await,
+            UpdateMode::Poll | UpdateMode::Manual => source.poll(&config, &mut cmds).await,
         };
         match next {
             Next::Stop => return,
@@ -430,7 +430,7 @@ impl Source {
         // survive a reconnect, so it lives here rather than in one stream's loop.
         let mut current = config.clone();
         loop {
-            if !self.emit(SourceEvent::Connection(Connection::Connecting)).await {
+            if !self.emit(SourceEvent::Connection(Link::Connecting)).await {
                 return Next::Stop;
             }
             match self.connect(&current).await {
@@ -449,7 +449,7 @@ impl Source {
             }
             // The server could not be reached: whoever asked for a refresh gets the state as it is.
             self.refreshed().await;
-            if !self.emit(SourceEvent::Connection(Connection::Offline)).await {
+            if !self.emit(SourceEvent::Connection(Link::Offline)).await {
                 return Next::Stop;
             }
             let delay = self.backoff.next();
@@ -544,16 +544,16 @@ impl Source {
         let subscribe = |req: ReqId, current: &SourceConfig, epoch: Option<u64>| {
             let resume = current
                 .position
-                .filter(|(e, _)| Some(*e) == epoch)
-                .map(|(e, c)| Resume {
-                    epoch: e,
-                    cursor: c,
-                    fresh: current.fresh.iter().map(|f| AccountId(*f)).collect(),
+                .filter(|p| Some(p.epoch) == epoch)
+                .map(|p| Resume {
+                    epoch: p.epoch,
+                    cursor: p.cursor,
+                    fresh: current.fresh.clone(),
                 });
             ClientFrame::Subscribe {
                 req,
                 sub: 0,
-                pins: current.pins.iter().map(|p| AccountId(*p)).collect(),
+                pins: current.pins.clone(),
                 resume,
             }
         };
@@ -590,7 +590,7 @@ impl Source {
                     let epoch = self.epoch.unwrap_or(0);
                     let event = match frame {
                         ServerFrame::Snapshot(snapshot) => {
-                            current.position = Some((epoch, snapshot.cursor));
+                            current.position = Some(Position { epoch, cursor: snapshot.cursor });
                             current.fresh.clear();
                             let ev = SourceEvent::Snapshot { epoch, snapshot };
                             if !self.emit(ev).await {
@@ -598,7 +598,7 @@ impl Source {
                             }
                             if !online {
                                 online = true;
-                                if !self.emit(SourceEvent::Connection(Connection::Online)).await {
+                                if !self.emit(SourceEvent::Connection(Link::Online)).await {
                                     return Ended::Next(Next::Stop);
                                 }
                             }
@@ -606,17 +606,17 @@ impl Source {
                             continue;
                         }
                         ServerFrame::Delta { cursor, contact, fields, .. } => {
-                            current.position = Some((epoch, cursor));
-                            SourceEvent::Delta { cursor, contact: contact.0, fields }
+                            current.position = Some(Position { epoch, cursor });
+                            SourceEvent::Delta { cursor, contact, fields }
                         }
                         ServerFrame::Message { cursor, message, .. } => {
-                            current.position = Some((epoch, cursor));
+                            current.position = Some(Position { epoch, cursor });
                             SourceEvent::Message { cursor, message }
                         }
                         ServerFrame::Ack { req, result: Ack::Sent { id, ts, .. } } => match sends.remove(&req) {
                             Some(client_id) => {
                                 self.outbox.remove(&client_id);
-                                SourceEvent::Sent { client_id, id: id.0, ts }
+                                SourceEvent::Sent { client_id, id, ts }
                             }
                             None => continue,
                         },
@@ -653,7 +653,7 @@ impl Source {
                 cmd = cmds.recv() => match cmd {
                     None => return Ended::Next(Next::Stop),
                     Some(SourceCmd::Configure(new)) => {
-                        let same_link = new.key == current.key && new.mode == Mode::Push && new.remote.base() == current.remote.base();
+                        let same_link = new.key == current.key && new.mode == UpdateMode::Push && new.remote.base() == current.remote.base();
                         if !same_link {
                             let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.close(None)).await;
                             return Ended::Next(Next::Reconfigure(new));
@@ -691,7 +691,7 @@ impl Source {
                     let req = next_req;
                     next_req += 1;
                     sends.insert(req, m.client_id.clone());
-                    let frame = ClientFrame::Send { req, to: AccountId(m.to), client_id: m.client_id, text: m.text };
+                    let frame = ClientFrame::Send { req, to: m.to, client_id: m.client_id, text: m.text };
                     if let Err(e) = send(&mut ws, &frame).await {
                         return Ended::Lost(e);
                     }
@@ -725,13 +725,13 @@ impl Source {
         self.outbox.reset();
         // The first round polls at once in poll mode, and in manual mode only when there is nothing to show.
         // A re-pin ([0049]) fetches the new pins at once in every mode.
-        let mut due = config.mode == Mode::Poll || position.is_none() || !config.fresh.is_empty();
+        let mut due = config.mode == UpdateMode::Poll || position.is_none() || !config.fresh.is_empty();
         let mut next_poll: Option<Instant> = None;
 
         loop {
             if due {
                 due = false;
-                let since = position.filter(|(e, _)| *e != 0);
+                let since = position.filter(|p| p.epoch != 0);
                 match config
                     .remote
                     .changes(&config.key, &config.pins, since, &fresh)
@@ -740,14 +740,18 @@ impl Source {
                     Ok((snapshot, epoch, cursor)) => {
                         self.epoch = Some(epoch);
                         if let Some(snapshot) = snapshot {
-                            position = Some((epoch, snapshot.cursor));
+                            position = Some(Position {
+                                epoch,
+                                cursor: snapshot.cursor,
+                            });
                             fresh.clear();
                             if !self.emit(SourceEvent::Snapshot { epoch, snapshot }).await {
                                 return Next::Stop;
                             }
                         } else if position.is_some() {
-                            position = Some((epoch, cursor));
-                            if !self.emit(SourceEvent::Synced { epoch, cursor }).await {
+                            let p = Position { epoch, cursor };
+                            position = Some(p);
+                            if !self.emit(SourceEvent::Synced { position: p }).await {
                                 return Next::Stop;
                             }
                         }
@@ -756,7 +760,7 @@ impl Source {
                         retry_send = None;
                         if !online {
                             online = true;
-                            if !self.emit(SourceEvent::Connection(Connection::Online)).await {
+                            if !self.emit(SourceEvent::Connection(Link::Online)).await {
                                 return Next::Stop;
                             }
                         }
@@ -769,7 +773,7 @@ impl Source {
                         tracing::info!(error = %e, "poll failed");
                         if online || position.is_some() {
                             online = false;
-                            if !self.emit(SourceEvent::Connection(Connection::Offline)).await {
+                            if !self.emit(SourceEvent::Connection(Link::Offline)).await {
                                 return Next::Stop;
                             }
                         }
@@ -777,8 +781,8 @@ impl Source {
                 }
                 self.refreshed().await;
                 next_poll = match config.mode {
-                    Mode::Poll if online => Some(Instant::now() + config.interval),
-                    Mode::Poll => Some(Instant::now() + self.backoff.next().min(config.interval)),
+                    UpdateMode::Poll if online => Some(Instant::now() + config.interval),
+                    UpdateMode::Poll => Some(Instant::now() + self.backoff.next().min(config.interval)),
                     // Manual: nothing happens until asked.
                     _ => None,
                 };
@@ -810,7 +814,7 @@ impl Source {
                     match config.remote.send_message(&config.key, m.to, &m.client_id, &m.text).await {
                         Ok(r) => {
                             self.outbox.remove(&m.client_id);
-                            let sent = SourceEvent::Sent { client_id: m.client_id, id: r.id.0, ts: r.ts };
+                            let sent = SourceEvent::Sent { client_id: m.client_id, id: r.id, ts: r.ts };
                             if !self.emit(sent).await {
                                 return Next::Stop;
                             }
@@ -919,7 +923,7 @@ mod tests {
     fn msg(id: &str) -> Outgoing {
         Outgoing {
             client_id: id.into(),
-            to: 2,
+            to: AccountId(2),
             text: id.into(),
         }
     }

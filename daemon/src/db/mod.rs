@@ -1,5 +1,6 @@
 //! One SQLite database per widget (claims 7 and 8): everything the widget shows, its cursor, its sealed
-//! auth key, the messages it received and the messages waiting to be sent.
+//! auth key, the messages it received and the messages waiting to be sent — the daemon's model
+//! ([`crate::model`]) in columns, versioned and migrated by [`schema`].
 //!
 //! The widget actor changes memory and this database in the same step: every change is written (one
 //! transaction) before memory is updated and clients are told. After a crash the database holds at
@@ -19,47 +20,15 @@
 //! of trouble they are ([`Problem`]), because a full disk, a read-only one and a damaged file call for
 //! different words to the user.
 
+pub mod schema;
+
+use crate::model::{Account, Pin, Position, Queued, Received, UpdateMode};
 use crate::vault::Sealed;
-use pinchat_ipc::api::{AccountView, ContactView, Mode};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-const SCHEMA: &str = r#"
-CREATE TABLE meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-) STRICT;
-CREATE TABLE auth (
-    id     INTEGER PRIMARY KEY CHECK (id = 1),
-    nonce  BLOB NOT NULL,
-    sealed BLOB NOT NULL
-) STRICT;
--- The pinned contacts in display order, each as the widget last showed it (JSON of ContactView).
-CREATE TABLE pins (
-    pos     INTEGER PRIMARY KEY,
-    contact INTEGER NOT NULL UNIQUE,
-    view    TEXT NOT NULL
-) STRICT;
--- Messages received from pinned contacts. Ids are the server's, so replays are ignored.
-CREATE TABLE messages (
-    id     INTEGER PRIMARY KEY,
-    sender INTEGER NOT NULL,
-    ts     INTEGER NOT NULL,
-    text   TEXT NOT NULL
-) STRICT;
-CREATE INDEX messages_sender ON messages (sender, id);
--- Messages typed but not yet acknowledged by the server, in the order they were typed.
-CREATE TABLE outbox (
-    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
-    client_id TEXT NOT NULL UNIQUE,
-    recipient INTEGER NOT NULL,
-    ts        INTEGER NOT NULL,
-    text      TEXT NOT NULL
-) STRICT;
-"#;
 
 /// Received messages kept per contact (the newest); the server keeps them all.
 pub const KEEP_PER_CONTACT: i64 = 1000;
@@ -139,45 +108,43 @@ pub struct Stored {
     pub id: String,
     /// Server base URL.
     pub server: String,
-    /// The account's own view.
-    pub account: AccountView,
+    /// The bound account.
+    pub account: Account,
     /// Update mode.
-    pub mode: Mode,
+    pub mode: UpdateMode,
     /// Poll interval, seconds.
     pub poll_interval_secs: u32,
     /// The server's pin limit.
     pub max_pins: u16,
-    /// `(epoch, cursor)` of the last applied change.
-    pub position: Option<(u64, u64)>,
+    /// Where the state is in the server's history.
+    pub position: Option<Position>,
     /// The sealed auth key.
     pub sealed: Option<Sealed>,
     /// Pinned contacts, in order.
-    pub pins: Vec<ContactView>,
-    /// Received messages: (id, sender, ts, text).
-    pub messages: Vec<(u64, u64, i64, String)>,
-    /// Outbox: (client_id, recipient, ts, text), oldest first.
-    pub outbox: Vec<(String, u64, i64, String)>,
+    pub pins: Vec<Pin>,
+    /// Received messages, oldest first (the newest [`KEEP_PER_CONTACT`] per contact).
+    pub received: Vec<Received>,
+    /// Messages waiting to be sent, in the order typed.
+    pub outbox: Vec<Queued>,
 }
 
 /// A change to persist in one transaction.
 #[derive(Debug, Default)]
 pub struct Change {
     /// New position.
-    pub position: Option<(u64, u64)>,
+    pub position: Option<Position>,
     /// Replace the whole pin list with these (after a full snapshot or a re-pin).
-    pub replace_pins: Option<Vec<ContactView>>,
+    pub replace_pins: Option<Vec<Pin>>,
     /// Update these pins in place.
-    pub update_pins: Vec<ContactView>,
+    pub update_pins: Vec<Pin>,
     /// Store these received messages.
-    pub messages: Vec<(u64, u64, i64, String)>,
-    /// Forget all received messages (after rebinding, or a full snapshot that replaces everything).
-    pub clear_messages: bool,
+    pub received: Vec<Received>,
     /// Remove these client ids from the outbox (the server acknowledged them).
     pub sent: Vec<String>,
-    /// Account view.
-    pub account: Option<AccountView>,
+    /// The account's identity.
+    pub account: Option<Account>,
     /// Mode and poll interval.
-    pub mode: Option<(Mode, u32)>,
+    pub mode: Option<(UpdateMode, u32)>,
     /// Pin limit.
     pub max_pins: Option<u16>,
     /// A new sealed key.
@@ -204,23 +171,9 @@ impl WidgetDb {
             create_private(&p)?;
             let mut conn = Connection::open(&p)?;
             configure(&conn)?;
+            schema::migrate(&mut conn)?;
             let tx = conn.transaction()?;
-            tx.execute_batch(SCHEMA)?;
-            tx.pragma_update(None, "user_version", 1)?;
-            put_meta(&tx, "id", &stored.id)?;
-            put_meta(&tx, "server", &stored.server)?;
-            put_meta(&tx, "created_at", &pinchat_now().to_string())?;
-            write_change(
-                &tx,
-                &Change {
-                    account: Some(stored.account),
-                    mode: Some((stored.mode, stored.poll_interval_secs)),
-                    max_pins: Some(stored.max_pins),
-                    sealed: stored.sealed,
-                    replace_pins: Some(stored.pins),
-                    ..Change::default()
-                },
-            )?;
+            schema::create(&tx, &stored)?;
             tx.commit()?;
             Ok(conn)
         })
@@ -241,8 +194,9 @@ impl WidgetDb {
         let (conn, stored, problem) = blocking(&path, move || {
             make_private(&p);
             match open_writable(&p) {
-                Ok(conn) => {
-                    let stored = load(&conn)?;
+                Ok(mut conn) => {
+                    schema::migrate(&mut conn)?;
+                    let stored = schema::load(&conn)?;
                     Ok((conn, stored, None))
                 }
                 // A full or read-only disk: show what the database holds; writing is retried.
@@ -250,7 +204,7 @@ impl WidgetDb {
                     tracing::warn!(file = %p.display(), error = %e, "cannot open the widget database for writing; reading it");
                     let problem = problem_of(&e);
                     let conn = open_read_only(&p).map_err(|_| e)?;
-                    let stored = load(&conn)?;
+                    let stored = load_read_only(&conn, &p)?;
                     Ok((conn, stored, Some(problem)))
                 }
             }
@@ -299,13 +253,14 @@ impl WidgetDb {
                 // the new connection read-only too. Until writing works, there is no connection (the
                 // widget's state is in memory; every write fails as read-only).
                 guard.take();
-                let fresh = open_writable(&path)?;
-                reloaded = Some(load(&fresh)?);
+                let mut fresh = open_writable(&path)?;
+                schema::migrate(&mut fresh)?;
+                reloaded = Some(schema::load(&fresh)?);
                 *guard = Some(fresh);
                 writable.store(true, Ordering::Relaxed);
             }
             let conn = guard.as_mut().ok_or_else(closed)?;
-            put_meta(conn, "checked_at", &pinchat_now().to_string())?;
+            schema::checked(conn)?;
             Ok(reloaded)
         })
         .await
@@ -318,25 +273,22 @@ impl WidgetDb {
             let mut guard = conn.lock().unwrap_or_else(|e| e.into_inner());
             let conn = guard.as_mut().ok_or_else(closed)?;
             let tx = conn.transaction()?;
-            write_change(&tx, &change)?;
+            schema::write(&tx, &change)?;
             tx.commit()
         })
         .await
     }
 
     /// Adds a message to the outbox, durably (`synchronous=FULL` for this commit).
-    pub async fn queue(&self, client_id: String, to: u64, ts: i64, text: String) -> Result<(), DbError> {
+    pub async fn queue(&self, message: Queued) -> Result<(), DbError> {
         let conn = self.conn.clone();
         blocking(&self.path, move || {
             let guard = conn.lock().unwrap_or_else(|e| e.into_inner());
             let conn = guard.as_ref().ok_or_else(closed)?;
             conn.pragma_update(None, "synchronous", "FULL")?;
-            let result = conn.execute(
-                "INSERT OR IGNORE INTO outbox (client_id, recipient, ts, text) VALUES (?1, ?2, ?3, ?4)",
-                params![client_id, to as i64, ts, text],
-            );
+            let result = schema::queue(conn, &message);
             conn.pragma_update(None, "synchronous", "NORMAL")?;
-            result.map(|_| ())
+            result
         })
         .await
     }
@@ -362,10 +314,6 @@ impl WidgetDb {
     }
 }
 
-fn pinchat_now() -> i64 {
-    crate::now_ms()
-}
-
 async fn blocking<T: Send + 'static>(
     path: &Path,
     f: impl FnOnce() -> rusqlite::Result<T> + Send + 'static,
@@ -384,6 +332,24 @@ async fn blocking<T: Send + 'static>(
             problem: Problem::Other,
         }),
     }
+}
+
+/// Loads a database that can only be read. One from an older version cannot be migrated in place:
+/// a copy in the temporary directory is migrated and read instead (the real migration happens once the
+/// disk can be written, in [`WidgetDb::probe`]).
+fn load_read_only(conn: &Connection, path: &Path) -> rusqlite::Result<Stored> {
+    if schema::version(conn)? == schema::VERSION {
+        return schema::load(conn);
+    }
+    let copy = tempfile::Builder::new()
+        .prefix("pinchat-widget-")
+        .suffix(".db")
+        .tempfile()
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    std::fs::copy(path, copy.path()).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let mut migrated = Connection::open(copy.path())?;
+    schema::migrate(&mut migrated)?;
+    schema::load(&migrated)
 }
 
 /// The error of a write while there is no connection (the database is waiting to be writable again,
@@ -504,144 +470,4 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.busy_timeout(Duration::from_secs(5))?;
     Ok(())
-}
-
-fn put_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
-        params![key, value],
-    )?;
-    Ok(())
-}
-
-fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("views always serialise")
-}
-
-fn write_change(tx: &Connection, c: &Change) -> rusqlite::Result<()> {
-    if let Some((epoch, cursor)) = c.position {
-        put_meta(tx, "epoch", &epoch.to_string())?;
-        put_meta(tx, "cursor", &cursor.to_string())?;
-    }
-    if let Some(account) = &c.account {
-        put_meta(tx, "account", &json(account))?;
-    }
-    if let Some((mode, interval)) = c.mode {
-        put_meta(tx, "mode", &json(&mode))?;
-        put_meta(tx, "poll_interval_secs", &interval.to_string())?;
-    }
-    if let Some(max) = c.max_pins {
-        put_meta(tx, "max_pins", &max.to_string())?;
-    }
-    if let Some(sealed) = &c.sealed {
-        tx.execute(
-            "INSERT INTO auth (id, nonce, sealed) VALUES (1, ?1, ?2)
-             ON CONFLICT (id) DO UPDATE SET nonce = ?1, sealed = ?2",
-            params![sealed.nonce, sealed.data],
-        )?;
-    }
-    if c.clear_messages {
-        tx.execute("DELETE FROM messages", [])?;
-    }
-    if let Some(pins) = &c.replace_pins {
-        tx.execute("DELETE FROM pins", [])?;
-        for (pos, view) in pins.iter().enumerate() {
-            tx.execute(
-                "INSERT INTO pins (pos, contact, view) VALUES (?1, ?2, ?3)",
-                params![pos as i64, view.id as i64, json(view)],
-            )?;
-        }
-        // Messages from contacts no longer pinned are not shown any more.
-        let ids: Vec<String> = pins.iter().map(|p| p.id.to_string()).collect();
-        tx.execute(
-            &format!("DELETE FROM messages WHERE sender NOT IN ({})", ids.join(",")),
-            [],
-        )?;
-    }
-    for view in &c.update_pins {
-        tx.execute(
-            "UPDATE pins SET view = ?2 WHERE contact = ?1",
-            params![view.id as i64, json(view)],
-        )?;
-    }
-    for (id, sender, ts, text) in &c.messages {
-        tx.execute(
-            "INSERT OR IGNORE INTO messages (id, sender, ts, text) VALUES (?1, ?2, ?3, ?4)",
-            params![*id as i64, *sender as i64, ts, text],
-        )?;
-    }
-    if !c.messages.is_empty() {
-        // Keep the newest messages of each contact; the server has the rest.
-        tx.execute(
-            "DELETE FROM messages WHERE id IN (
-                 SELECT id FROM (
-                     SELECT id, row_number() OVER (PARTITION BY sender ORDER BY id DESC) AS n FROM messages
-                 ) WHERE n > ?1
-             )",
-            [KEEP_PER_CONTACT],
-        )?;
-    }
-    for client_id in &c.sent {
-        tx.execute("DELETE FROM outbox WHERE client_id = ?1", [client_id])?;
-    }
-    Ok(())
-}
-
-fn load(conn: &Connection) -> rusqlite::Result<Stored> {
-    let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version != 1 {
-        return Err(rusqlite::Error::InvalidParameterName(format!(
-            "unknown widget schema version {version}"
-        )));
-    }
-    let meta = |key: &str| -> rusqlite::Result<Option<String>> {
-        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()
-    };
-    let parse = |v: Option<String>| v.and_then(|v| v.parse::<u64>().ok());
-    let mut s = Stored {
-        id: meta("id")?.unwrap_or_default(),
-        server: meta("server")?.unwrap_or_default(),
-        account: meta("account")?
-            .and_then(|v| serde_json::from_str(&v).ok())
-            .unwrap_or_default(),
-        mode: meta("mode")?
-            .and_then(|v| serde_json::from_str(&v).ok())
-            .unwrap_or_default(),
-        poll_interval_secs: parse(meta("poll_interval_secs")?).unwrap_or(60) as u32,
-        max_pins: parse(meta("max_pins")?).unwrap_or(20) as u16,
-        position: parse(meta("epoch")?).zip(parse(meta("cursor")?)),
-        ..Stored::default()
-    };
-    s.sealed = conn
-        .query_row("SELECT nonce, sealed FROM auth WHERE id = 1", [], |r| {
-            Ok(Sealed {
-                nonce: r.get(0)?,
-                data: r.get(1)?,
-            })
-        })
-        .optional()?;
-    let mut stmt = conn.prepare("SELECT view FROM pins ORDER BY pos")?;
-    s.pins = stmt
-        .query_map([], |r| r.get::<_, String>(0))?
-        .filter_map(|v| v.ok().and_then(|v| serde_json::from_str(&v).ok()))
-        .collect();
-    let mut stmt = conn.prepare("SELECT id, sender, ts, text FROM messages ORDER BY id")?;
-    s.messages = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)? as u64,
-                r.get::<_, i64>(1)? as u64,
-                r.get(2)?,
-                r.get(3)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut stmt = conn.prepare("SELECT client_id, recipient, ts, text FROM outbox ORDER BY seq")?;
-    s.outbox = stmt
-        .query_map([], |r| {
-            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?, r.get(3)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(s)
 }
