@@ -667,13 +667,8 @@ async fn another_accounts_key_reaches_nothing_of_this_account() {
         up_to: MessageId(1000),
     })
     .await;
-    assert_eq!(
-        m.recv().await,
-        ServerFrame::Ack {
-            req: 2,
-            result: Ack::Read { unread: 0 }
-        }
-    );
+    // A stranger's mark-read is refused, as history is: it reaches nothing of the account.
+    assert_eq!(error_code(m.recv().await), ErrorCode::MessageNotContact);
     // Mallory's mark-read did not touch demo's unread count from Alice.
     let alice_key = s.key("alice").await;
     let demo_id = s.id_of(&alice_key, "demo").await;

@@ -39,7 +39,7 @@ pub enum UserEvent {
     /// The backend has something.
     Backend(ToUi),
     /// A panel's process wrote a line (`opened <widget>`).
-    FromPanel(PanelId, String),
+    FromPanel(PanelId, crate::control::FromPanel),
     /// A panel's process ended.
     PanelClosed(PanelId),
     /// An OS notification was activated: open that chat.
@@ -244,12 +244,10 @@ impl App {
             }
             UserEvent::Backend(ToUi::Show) => self.open_main(target),
             UserEvent::Backend(ToUi::Stop) => return true,
-            UserEvent::FromPanel(panel, line) => {
+            UserEvent::FromPanel(panel, crate::control::FromPanel::Opened(w)) => {
                 // An add-account panel that created a widget becomes that widget's panel.
-                if let Some(w) = line.strip_prefix("opened ")
-                    && let Some(p) = self.panels.get_mut(&panel)
-                {
-                    p.kind = PanelKind::Widget(w.to_owned());
+                if let Some(p) = self.panels.get_mut(&panel) {
+                    p.kind = PanelKind::Widget(w);
                 }
             }
             UserEvent::PanelClosed(panel) => {
@@ -355,9 +353,10 @@ impl App {
     fn open(&mut self, kind: PanelKind, chat: Option<u64>, target: &EventLoopWindowTarget<UserEvent>) {
         if let Some((&id, p)) = self.panels.iter_mut().find(|(_, p)| p.kind == kind) {
             let line = match chat {
-                Some(c) => format!("chat {c}\n"),
-                None => "show\n".to_owned(),
-            };
+                Some(c) => crate::control::ToPanel::Chat(c),
+                None => crate::control::ToPanel::Show,
+            }
+            .line();
             if p.control
                 .write_all(line.as_bytes())
                 .and_then(|()| p.control.flush())
@@ -445,7 +444,10 @@ impl App {
             .spawn(move || {
                 for line in BufReader::new(out).lines() {
                     let Ok(line) = line else { break };
-                    let _ = proxy.send_event(UserEvent::FromPanel(id, line));
+                    // Anything else a panel prints (a newer panel's messages) is not for this tray.
+                    if let Some(msg) = crate::control::FromPanel::parse(&line) {
+                        let _ = proxy.send_event(UserEvent::FromPanel(id, msg));
+                    }
                 }
                 let child = reaped.lock().unwrap_or_else(|e| e.into_inner()).take();
                 if let Some(mut child) = child {

@@ -10,6 +10,7 @@ pub mod backend;
 pub mod badge;
 #[cfg(target_os = "linux")]
 pub mod clicks;
+pub mod control;
 pub mod demo;
 #[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
 pub mod gui;

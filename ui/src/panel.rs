@@ -21,7 +21,6 @@
 use crate::assets;
 use crate::backend::{Backend, Options, ToUi};
 use crate::i18n::Lang;
-use serde_json::Value;
 use std::borrow::Cow;
 use std::io::BufRead;
 use tao::dpi::{LogicalSize, PhysicalPosition};
@@ -124,13 +123,10 @@ pub fn run(options: Options, lang: Lang, args: PanelArgs) -> anyhow::Result<std:
             .spawn(move || {
                 for line in std::io::stdin().lock().lines() {
                     let Ok(line) = line else { break };
-                    let event = match line.trim().split_once(' ') {
-                        Some(("chat", c)) => match c.parse() {
-                            Ok(c) => PanelEvent::Chat(c),
-                            Err(_) => continue,
-                        },
-                        _ if line.trim() == "show" => PanelEvent::Show,
-                        _ => continue,
+                    let event = match crate::control::ToPanel::parse(&line) {
+                        Some(crate::control::ToPanel::Chat(c)) => PanelEvent::Chat(c),
+                        Some(crate::control::ToPanel::Show) => PanelEvent::Show,
+                        None => continue,
                     };
                     if p.send_event(event).is_err() {
                         return;
@@ -236,31 +232,27 @@ impl Panel {
 
     /// A message from the page: `{id, method, params}`; `true` to close the panel.
     fn page_message(&mut self, body: &str) -> bool {
-        let parsed: Result<Value, _> = serde_json::from_str(body);
-        let Ok(msg) = parsed else {
+        use crate::control::{FromPanel, PageMessage};
+        let Some(msg) = PageMessage::parse(body) else {
             tracing::warn!("the panel's page sent a message that is not JSON");
             return false;
         };
-        let id = msg.get("id").and_then(Value::as_u64).unwrap_or(0);
-        let method = msg.get("method").and_then(Value::as_str).unwrap_or("").to_owned();
-        let params = msg.get("params").cloned().unwrap_or(Value::Null);
-        match method.as_str() {
-            "ui.close" => return true,
-            "ui.opened" => {
+        match msg {
+            PageMessage::Close { .. } => return true,
+            PageMessage::Opened { id, widget } => {
                 // An add-account panel has created its widget: the tray now counts it as that
                 // widget's panel.
-                if let Some(w) = params.get("widget").and_then(Value::as_str)
+                if let Some(line) = widget.and_then(|w| FromPanel::Opened(w).line())
                     && self.managed
-                    && !w.contains(char::is_whitespace)
                 {
                     // Not `println!`, which panics when the tray has gone (a closed pipe).
                     use std::io::Write;
                     let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "opened {w}").and_then(|()| out.flush());
+                    let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
                 }
                 self.reply(id, true, "{}");
             }
-            _ => {
+            PageMessage::Call { id, method, params } => {
                 let Some(backend) = &self.backend else {
                     return false;
                 };

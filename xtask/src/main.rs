@@ -50,7 +50,10 @@ fn test(extra: &[String]) -> ExitCode {
     } else {
         Command::new(cargo())
     };
-    command.args(["test", "--workspace"]).args(extra);
+    // Every test binary runs even when one fails, so that one run shows every failure.
+    command
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .args(extra);
     let status = command.status();
     match status {
         Ok(s) if s.success() => ExitCode::SUCCESS,

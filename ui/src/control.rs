@@ -1,0 +1,138 @@
+//! The messages between the tray and its panel processes, and between a panel and its page, as types.
+//!
+//! The tray and a panel are the same executable, talking over the panel's standard input and output one
+//! line each ([`ToPanel`], [`FromPanel`]); the page talks to its panel in JSON (`{id, method, params}`,
+//! [`PageMessage`]). Each has one place that writes it and one that reads it, here, so both ends agree.
+
+use serde_json::Value;
+
+/// What the tray tells a panel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToPanel {
+    /// Come forward.
+    Show,
+    /// Open the chat with this contact.
+    Chat(u64),
+}
+
+impl ToPanel {
+    /// The line on the panel's standard input (with its newline).
+    pub fn line(&self) -> String {
+        match self {
+            ToPanel::Show => "show\n".into(),
+            ToPanel::Chat(c) => format!("chat {c}\n"),
+        }
+    }
+
+    /// Reads a line; `None` for anything else (ignored, for a newer tray's commands).
+    pub fn parse(line: &str) -> Option<ToPanel> {
+        match line.trim().split_once(' ') {
+            Some(("chat", c)) => c.trim().parse().ok().map(ToPanel::Chat),
+            None if line.trim() == "show" => Some(ToPanel::Show),
+            _ => None,
+        }
+    }
+}
+
+/// What a panel tells the tray.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FromPanel {
+    /// An add-account panel created this widget and is its panel from now on.
+    Opened(String),
+}
+
+impl FromPanel {
+    /// The line on the panel's standard output (with its newline); `None` when it cannot be one line.
+    pub fn line(&self) -> Option<String> {
+        match self {
+            FromPanel::Opened(w) if !w.is_empty() && !w.contains(char::is_whitespace) => {
+                Some(format!("opened {w}\n"))
+            }
+            FromPanel::Opened(_) => None,
+        }
+    }
+
+    /// Reads a line; `None` for anything else.
+    pub fn parse(line: &str) -> Option<FromPanel> {
+        let w = line.trim().strip_prefix("opened ")?;
+        (!w.is_empty() && !w.contains(char::is_whitespace)).then(|| FromPanel::Opened(w.to_owned()))
+    }
+}
+
+/// What the page asks of its panel.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PageMessage {
+    /// Close this panel.
+    Close {
+        /// Request id.
+        id: u64,
+    },
+    /// This add-account panel created a widget (the tray learns it through [`FromPanel::Opened`]).
+    Opened {
+        /// Request id.
+        id: u64,
+        /// The widget.
+        widget: Option<String>,
+    },
+    /// A call of the local API, passed on to the daemon (if it is one of the allowed methods).
+    Call {
+        /// Request id.
+        id: u64,
+        /// The method.
+        method: String,
+        /// Its parameters.
+        params: Value,
+    },
+}
+
+impl PageMessage {
+    /// Reads what the page posted; `None` when it is not JSON.
+    pub fn parse(body: &str) -> Option<PageMessage> {
+        let msg: Value = serde_json::from_str(body).ok()?;
+        let id = msg.get("id").and_then(Value::as_u64).unwrap_or(0);
+        let method = msg.get("method").and_then(Value::as_str).unwrap_or("").to_owned();
+        let params = msg.get("params").cloned().unwrap_or(Value::Null);
+        Some(match method.as_str() {
+            "ui.close" => PageMessage::Close { id },
+            "ui.opened" => PageMessage::Opened {
+                id,
+                widget: params.get("widget").and_then(Value::as_str).map(str::to_owned),
+            },
+            _ => PageMessage::Call { id, method, params },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_lines_round_trip_and_odd_lines_are_ignored() {
+        for m in [ToPanel::Show, ToPanel::Chat(42)] {
+            assert_eq!(ToPanel::parse(&m.line()), Some(m));
+        }
+        assert_eq!(ToPanel::parse("chat forty-two"), None);
+        assert_eq!(ToPanel::parse("dance"), None);
+        let o = FromPanel::Opened("w0123".into());
+        assert_eq!(FromPanel::parse(&o.line().unwrap()), Some(o));
+        assert_eq!(FromPanel::Opened("two words".into()).line(), None);
+        assert_eq!(FromPanel::parse("opened "), None);
+        assert_eq!(
+            PageMessage::parse(r#"{"id":3,"method":"ui.opened","params":{"widget":"w1"}}"#),
+            Some(PageMessage::Opened {
+                id: 3,
+                widget: Some("w1".into())
+            })
+        );
+        assert_eq!(
+            PageMessage::parse(r#"{"id":4,"method":"ui.close"}"#),
+            Some(PageMessage::Close { id: 4 })
+        );
+        assert!(matches!(
+            PageMessage::parse(r#"{"id":5,"method":"widget.snapshot","params":{"widget":"w1"}}"#),
+            Some(PageMessage::Call { id: 5, .. })
+        ));
+        assert_eq!(PageMessage::parse("not json"), None);
+    }
+}
