@@ -6,8 +6,11 @@
 //! answers, notifications and the widget list come back through the `sink` given to [`Backend::start`],
 //! which the GUI turns into event-loop events.
 
+use crate::model::TrayModel;
+use pinchat_ipc::api::ErrorCode;
 use pinchat_ipc::api::{
-    ListWidgets, Mode, NoParams, Notification, Snapshot, Subscribe, SubscribeParams, WidgetRef, WidgetSummary,
+    ListWidgets, Mode, NoParams, Notification, Snapshot, Subscribe, SubscribeParams, WidgetRef,
+    WidgetSummary, WidgetView,
 };
 use pinchat_ipc::client::{Client, ClientError};
 use serde_json::Value;
@@ -274,30 +277,32 @@ async fn serve(
         sink(ToUi::Lost(e.to_string()));
         return;
     }
-    let refresh = {
-        let (client, sink) = (client.clone(), sink.clone());
-        move || {
-            let (client, sink) = (client.clone(), sink.clone());
-            tokio::spawn(async move {
-                let list = match client.call::<ListWidgets>(NoParams {}).await {
-                    Ok(list) => list,
-                    Err(e) => return sink(ToUi::Lost(e.to_string())),
-                };
-                let mut out = Vec::with_capacity(list.len());
-                for w in list {
-                    let mode = client
-                        .call::<Snapshot>(WidgetRef { widget: w.id.clone() })
-                        .await
-                        .map_or(Mode::Push, |v| v.mode);
-                    out.push((w, mode));
-                }
-                sink(ToUi::Widgets(out));
-            });
-        }
-    };
+    // The tray's copy of the widgets: loaded once (after subscribing, so that nothing is missed
+    // between the two), then kept current from notifications (`model.rs`).
+    let mut model = TrayModel::default();
     if tray {
-        refresh();
+        match load(&client).await {
+            Ok(views) => {
+                model.replace(views);
+            }
+            Err(e) => return sink(ToUi::Lost(e.to_string())),
+        }
+        sink(ToUi::Widgets(model.summaries()));
     }
+    // Widgets fetched again because their copy may be wrong; answered into the loop, which owns the
+    // model (the fetching task waits on this loop, never the other way round).
+    let (resynced_tx, mut resynced) = mpsc::channel::<(String, Result<WidgetView, ClientError>)>(16);
+    let resync = |widget: String| {
+        let (client, tx) = (client.clone(), resynced_tx.clone());
+        tokio::spawn(async move {
+            let view = client
+                .call::<Snapshot>(WidgetRef {
+                    widget: widget.clone(),
+                })
+                .await;
+            let _ = tx.send((widget, view)).await;
+        });
+    };
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -312,40 +317,63 @@ async fn serve(
                     sink(ToUi::Reply { id: r.id, result });
                 });
             }
+            Some((widget, view)) = resynced.recv() => {
+                let changed = match view {
+                    Ok(view) => model.set(view),
+                    Err(e) if e.code() == Some(ErrorCode::WidgetNotFound.as_str()) => model.remove(&widget),
+                    Err(e) => {
+                        tracing::warn!(widget, error = %e, "could not fetch a widget again");
+                        false
+                    }
+                };
+                if changed {
+                    sink(ToUi::Widgets(model.summaries()));
+                }
+            }
             n = notifications.recv() => {
                 let Some(n) = n else {
                     sink(ToUi::Lost("the daemon closed the connection".into()));
                     return;
                 };
-                // The tray shows accounts, unread totals, connection states and modes: only changes
-                // to those fetch the widget list again, not the pinned contacts' presence changes or
-                // delivery reports, which are the frequent ones.
-                let affects_tray = match &n {
-                    Notification::ContactChanged { fields, .. } => {
-                        fields.iter().any(|f| matches!(f, pinchat_proto::Field::Unread(_)))
-                    }
-                    Notification::MessageDelivery { .. } => false,
-                    _ => true,
-                };
                 if let Ok(v) = serde_json::to_value(&n) {
                     sink(ToUi::Notification(v));
                 }
-                if tray && let Notification::MessageReceived { widget, message } = n {
-                    // The notification names the sender: their name is in the widget's view. Looked
-                    // up before the widget list is refreshed, so that the tray learns of the message
-                    // before it sees the new unread count (do-not-disturb decisions stay in order).
-                    if let Ok(view) = client.call::<Snapshot>(WidgetRef { widget: widget.clone() }).await
-                        && let Some(c) = view.pins.iter().find(|c| c.id == message.from)
-                    {
-                        sink(ToUi::Incoming { widget, contact: c.id, name: c.name.clone(), text: message.text });
-                    }
+                if !tray {
+                    continue;
                 }
-                if tray && affects_tray {
-                    refresh();
+                let applied = model.apply(&n);
+                if let Notification::MessageReceived { widget, message } = n {
+                    // Sent before the new unread count reaches the tray (it comes with the
+                    // `unread.changed` that follows), so that do-not-disturb decisions stay in order.
+                    let name = model
+                        .sender(&widget, message.from)
+                        .map_or_else(|| message.from.to_string(), str::to_owned);
+                    sink(ToUi::Incoming { widget, contact: message.from, name, text: message.text });
+                }
+                if applied.tray_changed {
+                    sink(ToUi::Widgets(model.summaries()));
+                }
+                if let Some(widget) = applied.resync {
+                    resync(widget);
                 }
             }
         }
     }
+}
+
+/// Every widget, whole: the list, then each one's snapshot.
+async fn load(client: &Client) -> Result<Vec<WidgetView>, ClientError> {
+    let list = client.call::<ListWidgets>(NoParams {}).await?;
+    let mut views = Vec::with_capacity(list.len());
+    for w in list {
+        match client.call::<Snapshot>(WidgetRef { widget: w.id }).await {
+            Ok(view) => views.push(view),
+            // Removed in between: its `widget.removed` is on its way.
+            Err(e) if e.code() == Some(ErrorCode::WidgetNotFound.as_str()) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(views)
 }
 
 #[cfg(test)]
