@@ -27,6 +27,25 @@ pub struct Footprint {
     pub idle_switches_per_sec: f64,
     /// Milliseconds from process start to the first snapshot answered from the databases.
     pub start_to_snapshot_ms: f64,
+    /// Where the resident memory is, kB by kind of mapping.
+    pub breakdown: Breakdown,
+}
+
+/// Resident memory by kind of mapping (`/proc/PID/smaps`), kB.
+#[derive(Serialize, Debug, Default, Clone, Copy)]
+pub struct Breakdown {
+    /// The daemon's own executable (code and read-only data, shared with other copies).
+    pub executable: u64,
+    /// Shared libraries (libc, libm, …).
+    pub libraries: u64,
+    /// The main heap (`[heap]`, malloc's main arena).
+    pub heap: u64,
+    /// Other anonymous memory: malloc's per-thread arenas, thread stacks, large allocations.
+    pub anonymous: u64,
+    /// Files mapped by SQLite (the WAL index, `*.db-shm`).
+    pub sqlite_shm: u64,
+    /// Everything else (stack of the main thread, vdso, …).
+    pub other: u64,
 }
 
 /// `pinchatd` next to the running binary.
@@ -108,6 +127,7 @@ pub async fn run(bin: &Path, widgets: usize, settle_secs: u64, idle_secs: u64) -
     let after = switches(pid);
     f.idle_switches_per_sec = after.saturating_sub(before) as f64 / idle_secs.max(1) as f64;
     (f.rss_kb, f.peak_rss_kb, f.threads) = memory(pid);
+    f.breakdown = breakdown(pid, bin);
     stop(&mut daemon)?;
 
     // Start again: how soon is a widget served from its database?
@@ -175,4 +195,41 @@ fn memory(pid: u32) -> (u64, u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"), field("Threads:"))
+}
+
+/// Resident memory of `pid` by kind of mapping, from `/proc/PID/smaps` (Linux).
+fn breakdown(pid: u32, bin: &Path) -> Breakdown {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let exe = std::fs::canonicalize(bin).unwrap_or_else(|_| bin.to_path_buf());
+    let mut b = Breakdown::default();
+    let mut current: Option<String> = None;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            // A mapping's header: address perms offset dev inode [path].
+            current = Some(words.nth(4).unwrap_or("").to_owned());
+            continue;
+        }
+        if first != "Rss:" {
+            continue;
+        }
+        let kb: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let path = current.as_deref().unwrap_or("");
+        let slot = if path.is_empty() {
+            &mut b.anonymous
+        } else if path == "[heap]" {
+            &mut b.heap
+        } else if Path::new(path) == exe {
+            &mut b.executable
+        } else if path.ends_with("-shm") {
+            &mut b.sqlite_shm
+        } else if path.contains(".so") {
+            &mut b.libraries
+        } else {
+            &mut b.other
+        };
+        *slot += kb;
+    }
+    b
 }

@@ -117,9 +117,9 @@ enum Command {
     },
     /// The daemon: memory with widgets bound and idle, idle wake-ups, start-up to first snapshot.
     Footprint {
-        /// Widgets to bind.
-        #[arg(long, default_value_t = 3)]
-        widgets: usize,
+        /// Widgets to bind, one run each (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 3, 10])]
+        widgets: Vec<usize>,
         /// Seconds to count idle wake-ups over.
         #[arg(long, default_value_t = 60)]
         idle: u64,
@@ -319,25 +319,57 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Footprint { widgets, idle } => {
             let bin = pinchat_bench::footprint::daemon_binary()?;
-            let f = pinchat_bench::footprint::run(&bin, widgets, 12, idle).await?;
-            println!("daemon footprint ({} widgets bound, push mode, idle):", f.widgets);
-            println!(
-                "  resident memory   {:>8.1} MB (peak {:.1} MB), {} threads",
-                f.rss_kb as f64 / 1024.0,
-                f.peak_rss_kb as f64 / 1024.0,
-                f.threads
-            );
-            println!(
-                "  idle wake-ups     {:>8.2} context switches/s over {idle} s",
-                f.idle_switches_per_sec
-            );
-            println!(
-                "  start → snapshot  {:>8.1} ms (served from the widget databases)",
-                f.start_to_snapshot_ms
-            );
+            let mut runs = Vec::new();
+            for n in widgets {
+                let f = pinchat_bench::footprint::run(&bin, n, 12, idle).await?;
+                println!("daemon footprint ({} widgets bound, push mode, idle):", f.widgets);
+                println!(
+                    "  resident memory   {:>8.1} MB (peak {:.1} MB), {} threads",
+                    mb(f.rss_kb),
+                    mb(f.peak_rss_kb),
+                    f.threads
+                );
+                let b = f.breakdown;
+                println!(
+                    "    executable {:.1} MB, libraries {:.1} MB, heap {:.1} MB, other anonymous {:.1} MB, SQLite WAL index {:.1} MB, other {:.1} MB",
+                    mb(b.executable),
+                    mb(b.libraries),
+                    mb(b.heap),
+                    mb(b.anonymous),
+                    mb(b.sqlite_shm),
+                    mb(b.other)
+                );
+                println!(
+                    "  idle wake-ups     {:>8.2} context switches/s over {idle} s",
+                    f.idle_switches_per_sec
+                );
+                println!(
+                    "  start → snapshot  {:>8.1} ms (served from the widget databases)",
+                    f.start_to_snapshot_ms
+                );
+                runs.push(f);
+            }
+            if let (Some(first), Some(last)) = (runs.first(), runs.last())
+                && last.widgets > first.widgets
+            {
+                let extra = (last.widgets - first.widgets) as f64;
+                println!(
+                    "per extra widget ({} → {}): {:.2} MB resident, {:.2} MB private (heap and anonymous)",
+                    first.widgets,
+                    last.widgets,
+                    (mb(last.rss_kb) - mb(first.rss_kb)) / extra,
+                    (mb(last.breakdown.heap + last.breakdown.anonymous)
+                        - mb(first.breakdown.heap + first.breakdown.anonymous))
+                        / extra
+                );
+            }
         }
     }
     Ok(())
+}
+
+fn mb(kb: u64) -> f64 {
+    kb as f64 / 1024.0
 }
 
 fn human(bytes: f64) -> String {

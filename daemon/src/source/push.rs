@@ -56,7 +56,12 @@ impl Source {
         } else {
             Some(tokio_tungstenite::Connector::Plain)
         };
-        let connect = tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector);
+        // A small read buffer: tungstenite's default (128 KiB) is zeroed and so resident for every
+        // widget's stream, although the server's frames are small; a larger frame grows the buffer.
+        let ws_config =
+            tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+        let connect =
+            tokio_tungstenite::connect_async_tls_with_config(request, Some(ws_config), false, connector);
         let (mut ws, _) = match tokio::time::timeout(Duration::from_secs(15), connect).await {
             Err(_) => return Err(ConnectError::Other("timed out".into())),
             Ok(Err(tokio_tungstenite::tungstenite::Error::Http(r)))
