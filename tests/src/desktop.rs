@@ -610,8 +610,10 @@ pub struct Shown {
 
 /// A stand-in for the desktop's notification server: owns `org.freedesktop.Notifications` on the
 /// session bus (the test's private one), records what it is asked to show, and can "click" a
-/// notification by emitting `ActionInvoked`, as a real server does. It runs on a thread of its own
-/// (with its own runtime), so that it answers while the test blocks.
+/// notification by emitting `ActionInvoked` — as real servers do, **only to the connection that sent
+/// `Notify`** (a stand-in that broadcast it once hid that the app listened on another connection).
+/// It runs on a thread of its own (with its own runtime), so that it answers while the test blocks.
+/// [`Dunst`] is the real thing.
 pub struct FakeNotifications {
     signals: tokio::sync::mpsc::UnboundedSender<(Signal, std::sync::mpsc::Sender<()>)>,
     shown: std::sync::Arc<std::sync::Mutex<Vec<Shown>>>,
@@ -628,6 +630,8 @@ enum Signal {
 
 struct NotificationServer {
     shown: std::sync::Arc<std::sync::Mutex<Vec<Shown>>>,
+    /// Who sent each notification (its unique bus name): signals about it go there alone.
+    senders: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u32, String>>>,
 }
 
 #[zbus::interface(name = "org.freedesktop.Notifications")]
@@ -635,8 +639,9 @@ impl NotificationServer {
     #[allow(clippy::too_many_arguments)]
     fn notify(
         &self,
+        #[zbus(header)] header: zbus::message::Header<'_>,
         _app_name: String,
-        _replaces_id: u32,
+        replaces_id: u32,
         _app_icon: String,
         summary: String,
         body: String,
@@ -645,7 +650,21 @@ impl NotificationServer {
         _expire_timeout: i32,
     ) -> u32 {
         let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
+        // A replacement keeps its id and takes the place of the one it replaces, as the
+        // specification says.
+        if let Some(old) = shown.iter_mut().find(|n| replaces_id != 0 && n.id == replaces_id) {
+            old.summary = summary;
+            old.body = body;
+            old.actions = actions;
+            return replaces_id;
+        }
         let id = shown.len() as u32 + 1;
+        if let Some(sender) = header.sender() {
+            self.senders
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, sender.to_string());
+        }
         shown.push(Shown {
             id,
             summary,
@@ -673,26 +692,42 @@ impl FakeNotifications {
         let (signals, mut requests) =
             tokio::sync::mpsc::unbounded_channel::<(Signal, std::sync::mpsc::Sender<()>)>();
         let (ready, started) = std::sync::mpsc::channel();
-        let server = NotificationServer { shown: shown.clone() };
+        let senders = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let server = NotificationServer {
+            shown: shown.clone(),
+            senders: senders.clone(),
+        };
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("a runtime");
             runtime.block_on(async move {
-                let connection = match async {
-                    zbus::connection::Builder::session()?
-                        .serve_at("/org/freedesktop/Notifications", server)?
-                        .name("org.freedesktop.Notifications")?
-                        .build()
-                        .await
-                }
-                .await
-                {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = ready.send(Err(e.to_string()));
-                        return;
+                // A real server a previous test ran (dunst) may still hold the name for a moment
+                // after its process ended: retried until the deadline.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let connection = loop {
+                    let server = NotificationServer {
+                        shown: server.shown.clone(),
+                        senders: server.senders.clone(),
+                    };
+                    match async {
+                        zbus::connection::Builder::session()?
+                            .serve_at("/org/freedesktop/Notifications", server)?
+                            .name("org.freedesktop.Notifications")?
+                            .build()
+                            .await
+                    }
+                    .await
+                    {
+                        Ok(c) => break c,
+                        Err(_) if Instant::now() < deadline => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(e.to_string()));
+                            return;
+                        }
                     }
                 };
                 let _ = ready.send(Ok(()));
@@ -700,14 +735,22 @@ impl FakeNotifications {
                 while let Some((signal, done)) = requests.recv().await {
                     let (path, interface) =
                         ("/org/freedesktop/Notifications", "org.freedesktop.Notifications");
+                    let id = match signal {
+                        Signal::Clicked(id) | Signal::Expired(id) => id,
+                    };
+                    let to = senders
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&id)
+                        .cloned();
                     match signal {
                         Signal::Clicked(id) => connection
-                            .emit_signal(None::<&str>, path, interface, "ActionInvoked", &(id, "default"))
+                            .emit_signal(to.as_deref(), path, interface, "ActionInvoked", &(id, "default"))
                             .await
                             .expect("emit ActionInvoked"),
                         // Reason 1: it expired.
                         Signal::Expired(id) => connection
-                            .emit_signal(None::<&str>, path, interface, "NotificationClosed", &(id, 1u32))
+                            .emit_signal(to.as_deref(), path, interface, "NotificationClosed", &(id, 1u32))
                             .await
                             .expect("emit NotificationClosed"),
                     }
@@ -743,5 +786,69 @@ impl FakeNotifications {
             .send((signal, done))
             .expect("the notification server runs");
         emitted.recv().expect("the signal emitted");
+    }
+}
+
+/// The real notification server dunst (Debian's `dunst`), on the test's X display and session bus.
+/// Like GNOME Shell and KDE Plasma, it sends `ActionInvoked` only to the connection that showed the
+/// notification. `dunstctl` drives it as a user's click or shortcut would.
+pub struct Dunst {
+    child: std::process::Child,
+}
+
+impl Dunst {
+    /// Starts dunst and waits until it serves `org.freedesktop.Notifications`.
+    pub fn start(display: &str) -> Dunst {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut child = std::process::Command::new("dunst")
+                .env("DISPLAY", display)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("dunst (Debian's dunst package; ./run deps installs it)");
+            // Up to a few seconds for it to take the name; it exits at once when the name is still
+            // held by a previous test's server that is going away, and is started again.
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if Self::ctl(&["is-paused"]).is_some() {
+                    return Dunst { child };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(Instant::now() < deadline, "dunst did not start");
+        }
+    }
+
+    fn ctl(args: &[&str]) -> Option<String> {
+        let out = std::process::Command::new("dunstctl").args(args).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// How many notifications are on screen.
+    pub fn displayed(&self) -> u32 {
+        Self::ctl(&["count", "displayed"])
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Invokes the default action of the newest notification on screen (what a click does when
+    /// dunst is configured so, or its `do_action` shortcut).
+    pub fn act_on_newest(&self) {
+        Self::ctl(&["action", "0"]).expect("dunstctl action");
+    }
+}
+
+impl Drop for Dunst {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -5,8 +5,8 @@
 use pinchat_ipc::api::{CreateWidget, Login, SetPins, SetPinsParams};
 use pinchat_tests::Server;
 use pinchat_tests::desktop::{
-    App, ENTER, FakeNotifications, WebDriver, Xvfb, ensure_tray_host, eventually, registered_items, serial,
-    window_titles,
+    App, Dunst, ENTER, FakeNotifications, WebDriver, Xvfb, ensure_tray_host, eventually, registered_items,
+    serial, window_titles,
 };
 
 /// Binds the demo account through the same local API the app uses.
@@ -558,6 +558,17 @@ async fn a_message_raises_a_notification_naming_the_sender_and_activating_it_ope
     assert_eq!(shown.body, "Lunch at noon?");
     assert!(shown.actions.iter().any(|a| a == "default"), "{shown:?}");
 
+    // A second message from Alice replaces her notification rather than stacking a new one.
+    server.send_text(&alice_key, demo_id, "n-3", "Or at one?").await;
+    eventually("the notification to be replaced", || {
+        notifications
+            .shown()
+            .first()
+            .is_some_and(|n| n.body == "Or at one?")
+            .then_some(())
+    });
+    assert_eq!(notifications.shown().len(), 1, "{:?}", notifications.shown());
+
     // Clicking it opens the widget's panel on the chat with Alice (clicked again until the app has
     // heard of it: the server records a notification before the app learns its id).
     assert!(
@@ -581,6 +592,52 @@ async fn a_message_raises_a_notification_naming_the_sender_and_activating_it_ope
         .await
         .unwrap();
     assert!(history["peer_read_up_to"].as_u64().unwrap_or(0) > 0, "{history}");
+    assert!(!app.log().contains("panicked"), "{}", app.log());
+}
+
+/// The same with a real notification server, dunst: it sends the click (`ActionInvoked`) only to the
+/// bus connection that showed the notification, so the app must show and listen on one connection.
+#[tokio::test]
+async fn a_click_on_a_notification_of_the_real_server_dunst_opens_the_chat() {
+    let _serial = serial().await;
+    let _host = ensure_tray_host();
+    let x = Xvfb::start();
+    let dunst = Dunst::start(&x.display);
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(&x.display, dir.path());
+    let client = pinchat_ipc::Client::connect(&app.socket).await.unwrap();
+    bind_demo_with_alice(&client, &server).await;
+    let alice_key = server.key("alice").await;
+    let demo_id = server.id_of(&alice_key, "demo").await;
+    eventually("the account in the tray", || {
+        app.tray_property("ToolTip").contains("(0 unread)").then_some(())
+    });
+
+    server
+        .send_text(&alice_key, demo_id, "d-1", "Are you there?")
+        .await;
+    eventually("dunst to show the notification", || {
+        (dunst.displayed() == 1).then_some(())
+    });
+    eventually("the tooltip to count 1 unread", || {
+        app.tray_property("ToolTip").contains("(1 unread)").then_some(())
+    });
+    assert!(
+        !window_titles(&x.display)
+            .iter()
+            .any(|t| t.starts_with("pinchat — "))
+    );
+    dunst.act_on_newest();
+    eventually("the panel to open on the chat", || {
+        window_titles(&x.display)
+            .iter()
+            .any(|t| t.starts_with("pinchat — Demo User"))
+            .then_some(())
+    });
+    eventually("the tooltip to count 0 unread", || {
+        app.tray_property("ToolTip").contains("(0 unread)").then_some(())
+    });
     assert!(!app.log().contains("panicked"), "{}", app.log());
 }
 
@@ -693,10 +750,11 @@ async fn a_hung_panel_is_killed_when_closed() {
     assert!(app.log().contains("did not end; killing it"), "{}", app.log());
 }
 
-/// Clicks on notifications are heard by one listener, not a waiting thread per notification: after
-/// 40 notifications no thread is left over, and a click on the oldest still opens its chat.
+/// Notifications are shown and their clicks heard by one thread on one bus connection, not a waiting
+/// thread per notification; 40 messages from one contact make one notification (each replaces the
+/// one before), and a click on it opens the chat.
 #[tokio::test]
-async fn forty_notifications_leave_no_thread_behind_and_the_oldest_still_opens_its_chat() {
+async fn forty_messages_from_one_contact_make_one_notification_and_leave_no_thread_behind() {
     let _serial = serial().await;
     let _host = ensure_tray_host();
     let notifications = FakeNotifications::start();
@@ -713,19 +771,18 @@ async fn forty_notifications_leave_no_thread_behind_and_the_oldest_still_opens_i
             .send_text(&alice_key, demo_id, &format!("b-{i}"), &format!("message {i}"))
             .await;
     }
-    eventually("40 notifications", || {
-        (notifications.shown().len() == 40).then_some(())
+    eventually("the newest message in the notification", || {
+        notifications
+            .shown()
+            .first()
+            .is_some_and(|n| n.body == "message 39")
+            .then_some(())
     });
-    // The threads that showed them end; one listener hears every click.
-    eventually("no thread left showing or waiting", || {
-        (app.threads_named("pinchat-notif") == 0).then_some(())
-    });
-    assert_eq!(app.threads_named("pinchat-clicks"), 1);
-    // A burst of expiries (as when many notifications time out together), then a click on the first.
     let shown = notifications.shown();
-    for n in &shown[1..] {
-        notifications.expire(n.id);
-    }
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    // One thread shows and listens; none is left per notification.
+    assert_eq!(app.threads_named("pinchat-notify"), 1);
+    assert_eq!(app.threads_named("pinchat-notifi"), 0);
     assert!(
         !window_titles(&x.display)
             .iter()

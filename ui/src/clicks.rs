@@ -1,101 +1,197 @@
-//! Clicks on the app's notifications (Linux): one thread and one session-bus connection listen for
-//! `ActionInvoked` and `NotificationClosed` from the notification server, for every notification the
-//! app has shown, and turn a click into "open this chat".
+//! OS notifications on Linux, shown and heard on **one** session-bus connection: `Notify` is sent from
+//! the connection that listens for `ActionInvoked` and `NotificationClosed`, and a click becomes "open
+//! this chat".
 //!
-//! notify-rust's own way waits per notification, on a thread and a bus connection each, until that
-//! notification is clicked or closed; some servers never report an expired one, and a burst of signals
-//! can slip past its waiters. An app left running for months must not pile those up: here the cost is
-//! one map entry per shown notification (at most [`REMEMBERED`], oldest forgotten first).
+//! Real notification servers (dunst, GNOME Shell, KDE Plasma) send `ActionInvoked` only to the bus
+//! connection that sent `Notify`, not to everyone: a notification shown from one connection and
+//! listened for on another is never heard clicked. notify-rust's own way waits per notification, on a
+//! thread and a bus connection each, until that notification is clicked or closed; some servers never
+//! report an expired one, and an app left running for months must not pile those up. Here one thread
+//! owns the connection; the cost is one map entry per shown notification (at most [`REMEMBERED`],
+//! oldest forgotten first).
+//!
+//! Notifications are grouped per contact: a newer message from the same contact replaces the
+//! notification still shown for the older one (`replaces_id`), instead of stacking up.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
 
 /// At most this many shown notifications are remembered for their clicks.
 const REMEMBERED: usize = 256;
 
-/// The notifications shown and not yet closed: id → (widget, contact), and their order.
+/// Notifications waiting to be shown; more are dropped (and logged) rather than queued without end.
+const QUEUE: usize = 64;
+
+/// How long a notification stays, in milliseconds (the server may choose otherwise).
+const EXPIRE_MS: i32 = 10_000;
+
+/// A notification to show.
+#[derive(Debug, Clone)]
+pub struct Show {
+    /// Its title.
+    pub title: String,
+    /// Its text.
+    pub body: String,
+    /// The widget the message arrived in.
+    pub widget: String,
+    /// The sender.
+    pub contact: u64,
+}
+
+/// The notifications shown and not yet closed: id → (widget, contact), their order, and the newest
+/// one per contact (which the next message from that contact replaces).
 #[derive(Default)]
 struct Shown {
     targets: HashMap<u32, (String, u64)>,
     order: VecDeque<u32>,
+    latest: HashMap<(String, u64), u32>,
 }
 
-/// The handle: remembers shown notifications for the listener.
-#[derive(Clone)]
-pub struct Clicks {
-    shown: Arc<Mutex<Shown>>,
-}
-
-impl Clicks {
-    /// Starts the listener; `open(widget, contact)` is called (on its thread) for each click.
-    pub fn start(open: impl Fn(String, u64) + Send + 'static) -> Clicks {
-        let shown = Arc::new(Mutex::new(Shown::default()));
-        let heard = shown.clone();
-        let started = std::thread::Builder::new()
-            .name("pinchat-clicks".into())
-            .spawn(move || {
-                if let Err(e) = zbus_notify::block_on(listen(&heard, &open)) {
-                    tracing::warn!(error = %e, "cannot listen for clicks on notifications");
-                }
-            });
-        if let Err(e) = started {
-            tracing::warn!(error = %e, "cannot listen for clicks on notifications");
-        }
-        Clicks { shown }
+impl Shown {
+    /// The notification a new one about `widget`/`contact` replaces (0: none).
+    fn replaces(&self, widget: &str, contact: u64) -> u32 {
+        self.latest
+            .get(&(widget.to_owned(), contact))
+            .copied()
+            .unwrap_or(0)
     }
 
-    /// Remembers that notification `id` is about a message in `widget` from `contact`.
-    pub fn shown(&self, id: u32, widget: String, contact: u64) {
-        let mut s = self.shown.lock().unwrap_or_else(|e| e.into_inner());
-        if s.targets.insert(id, (widget, contact)).is_none() {
-            s.order.push_back(id);
+    fn remember(&mut self, id: u32, widget: String, contact: u64) {
+        self.latest.insert((widget.clone(), contact), id);
+        if self.targets.insert(id, (widget, contact)).is_none() {
+            self.order.push_back(id);
         }
-        while s.order.len() > REMEMBERED {
-            if let Some(old) = s.order.pop_front() {
-                s.targets.remove(&old);
+        while self.order.len() > REMEMBERED {
+            if let Some(old) = self.order.pop_front() {
+                self.forget(old);
             }
         }
     }
+
+    /// Notification `id` was clicked or closed: what it was about.
+    fn closed(&mut self, id: u32) -> Option<(String, u64)> {
+        let target = self.forget(id);
+        if target.is_some() {
+            self.order.retain(|&o| o != id);
+        }
+        target
+    }
+
+    fn forget(&mut self, id: u32) -> Option<(String, u64)> {
+        let target = self.targets.remove(&id)?;
+        if self.latest.get(&target) == Some(&id) {
+            self.latest.remove(&target);
+        }
+        Some(target)
+    }
 }
 
-async fn listen(shown: &Mutex<Shown>, open: &impl Fn(String, u64)) -> zbus_notify::Result<()> {
+/// The handle: hands notifications to the thread that shows them and hears their clicks.
+#[derive(Clone)]
+pub struct Clicks {
+    show: mpsc::Sender<Show>,
+}
+
+impl Clicks {
+    /// Starts the thread; `open(widget, contact)` is called (on it) for each click.
+    pub fn start(open: impl Fn(String, u64) + Send + 'static) -> Clicks {
+        let (show, requests) = mpsc::channel(QUEUE);
+        let started = std::thread::Builder::new()
+            // Short enough for the OS's 15-character thread names.
+            .name("pinchat-notify".into())
+            .spawn(move || {
+                if let Err(e) = zbus_notify::block_on(serve(requests, &open)) {
+                    tracing::warn!(error = %e, "cannot show notifications or hear their clicks");
+                }
+            });
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "cannot show notifications or hear their clicks");
+        }
+        Clicks { show }
+    }
+
+    /// Shows a notification (never blocks: the thread shows it).
+    pub fn show(&self, notification: Show) {
+        if let Err(e) = self.show.try_send(notification) {
+            tracing::warn!(error = %e, "a notification was not shown");
+        }
+    }
+}
+
+async fn serve(mut requests: mpsc::Receiver<Show>, open: &impl Fn(String, u64)) -> zbus_notify::Result<()> {
     use futures_util::StreamExt;
     let connection = zbus_notify::Connection::session().await?;
     let rule = zbus_notify::MatchRule::builder()
         .msg_type(zbus_notify::message::Type::Signal)
         .interface("org.freedesktop.Notifications")
         .build()?;
-    // One stream for the connection's life: no signal is missed between two waits.
+    // One stream for the connection's life: no signal is missed between two waits, and signals sent
+    // to this connection alone (as real servers send them) arrive here too.
     let mut signals = zbus_notify::MessageStream::for_match_rule(rule, &connection, None).await?;
-    while let Some(message) = signals.next().await {
-        let Ok(message) = message else { continue };
-        let header = message.header();
-        let member = header.member().map(|m| m.as_str().to_owned());
-        let body = message.body();
-        let (id, clicked) = match member.as_deref() {
-            Some("ActionInvoked") => match body.deserialize::<(u32, String)>() {
-                Ok((id, action)) => (id, action == "default"),
-                Err(_) => continue,
-            },
-            Some("NotificationClosed") => match body.deserialize::<(u32, u32)>() {
-                Ok((id, _reason)) => (id, false),
-                Err(_) => continue,
-            },
-            _ => continue,
-        };
-        let target = {
-            let mut s = shown.lock().unwrap_or_else(|e| e.into_inner());
-            let target = s.targets.remove(&id);
-            if target.is_some() {
-                s.order.retain(|&o| o != id);
+    let mut shown = Shown::default();
+    loop {
+        tokio::select! {
+            request = requests.recv() => {
+                // The app is quitting.
+                let Some(request) = request else { return Ok(()) };
+                let replaces = shown.replaces(&request.widget, request.contact);
+                match notify(&connection, &request, replaces).await {
+                    Ok(id) => shown.remember(id, request.widget, request.contact),
+                    Err(e) => tracing::warn!(error = %e, "cannot show a notification"),
+                }
             }
-            target
-        };
-        if let (true, Some((widget, contact))) = (clicked, target) {
-            open(widget, contact);
+            message = signals.next() => {
+                let Some(message) = message else { return Ok(()) };
+                let Ok(message) = message else { continue };
+                let header = message.header();
+                let member = header.member().map(|m| m.as_str().to_owned());
+                let body = message.body();
+                let (id, clicked) = match member.as_deref() {
+                    Some("ActionInvoked") => match body.deserialize::<(u32, String)>() {
+                        Ok((id, action)) => (id, action == "default"),
+                        Err(_) => continue,
+                    },
+                    Some("NotificationClosed") => match body.deserialize::<(u32, u32)>() {
+                        Ok((id, _reason)) => (id, false),
+                        Err(_) => continue,
+                    },
+                    _ => continue,
+                };
+                if let (true, Some((widget, contact))) = (clicked, shown.closed(id)) {
+                    open(widget, contact);
+                }
+            }
         }
     }
-    Ok(())
+}
+
+/// `org.freedesktop.Notifications.Notify` on this connection: the server's id for the notification.
+async fn notify(connection: &zbus_notify::Connection, n: &Show, replaces: u32) -> zbus_notify::Result<u32> {
+    use zbus_notify::Variant as Value;
+    let mut hints: HashMap<&str, Value<'_>> = HashMap::new();
+    hints.insert("category", Value::from("im.received"));
+    hints.insert("desktop-entry", Value::from("pinchat"));
+    // The default action is a click on the notification.
+    let actions = ["default", n.title.as_str()];
+    let reply = connection
+        .call_method(
+            Some("org.freedesktop.Notifications"),
+            "/org/freedesktop/Notifications",
+            Some("org.freedesktop.Notifications"),
+            "Notify",
+            &(
+                "pinchat",
+                replaces,
+                "",
+                n.title.as_str(),
+                n.body.as_str(),
+                &actions[..],
+                hints,
+                EXPIRE_MS,
+            ),
+        )
+        .await?;
+    reply.body().deserialize::<u32>()
 }
 
 #[cfg(test)]
@@ -104,16 +200,35 @@ mod tests {
 
     #[test]
     fn only_so_many_notifications_are_remembered_oldest_forgotten_first() {
-        let clicks = Clicks {
-            shown: Arc::new(Mutex::new(Shown::default())),
-        };
+        let mut s = Shown::default();
         for id in 0..(REMEMBERED as u32 + 10) {
-            clicks.shown(id, "w".into(), u64::from(id));
+            s.remember(id, "w".into(), u64::from(id));
         }
-        let s = clicks.shown.lock().unwrap();
         assert_eq!(s.targets.len(), REMEMBERED);
         assert_eq!(s.order.len(), REMEMBERED);
+        assert_eq!(s.latest.len(), REMEMBERED);
         assert!(!s.targets.contains_key(&9));
         assert_eq!(s.targets.get(&10), Some(&("w".to_owned(), 10)));
+    }
+
+    #[test]
+    fn a_newer_message_from_the_same_contact_replaces_the_shown_notification() {
+        let mut s = Shown::default();
+        assert_eq!(s.replaces("w", 2), 0);
+        s.remember(7, "w".into(), 2);
+        s.remember(8, "w".into(), 3);
+        assert_eq!(s.replaces("w", 2), 7);
+        assert_eq!(
+            s.replaces("v", 2),
+            0,
+            "another account's contact is another group"
+        );
+        // The server keeps the id when it replaces.
+        s.remember(7, "w".into(), 2);
+        assert_eq!(s.order.len(), 2);
+        // Once closed (clicked, dismissed, expired), the next one is new.
+        assert_eq!(s.closed(7), Some(("w".to_owned(), 2)));
+        assert_eq!(s.replaces("w", 2), 0);
+        assert_eq!(s.closed(7), None);
     }
 }

@@ -615,11 +615,25 @@ type ClickTarget = crate::clicks::Clicks;
 #[cfg(not(target_os = "linux"))]
 type ClickTarget = EventLoopProxy<UserEvent>;
 
-/// Raises an OS notification for a new message; activating it opens the chat.
+/// Raises an OS notification for a new message; activating it opens the chat. On Linux the one
+/// notification thread shows it, on the bus connection that hears its click (`clicks.rs`).
+#[cfg(target_os = "linux")]
 fn notify(clicked: ClickTarget, lang: Lang, widget: String, contact: u64, name: String, text: String) {
     let title = format!("{} {name}", lang.words().new_message_from);
-    // Showing is a blocking call (D-Bus on Linux, the notification center on macOS — answered on the
-    // main thread, which the event loop keeps running): off the event loop.
+    clicked.show(crate::clicks::Show {
+        title,
+        body: text,
+        widget,
+        contact,
+    });
+}
+
+/// Raises an OS notification for a new message; activating it opens the chat.
+#[cfg(not(target_os = "linux"))]
+fn notify(clicked: ClickTarget, lang: Lang, widget: String, contact: u64, name: String, text: String) {
+    let title = format!("{} {name}", lang.words().new_message_from);
+    // Showing is a blocking call (the notification center on macOS — answered on the main thread,
+    // which the event loop keeps running): off the event loop.
     let spawned = std::thread::Builder::new()
         .name("pinchat-notification".into())
         .spawn(move || {
@@ -633,9 +647,6 @@ fn notify(clicked: ClickTarget, lang: Lang, widget: String, contact: u64, name: 
             #[cfg(not(target_os = "macos"))]
             n.action("default", &title);
             match n.show() {
-                #[cfg(target_os = "linux")]
-                Ok(handle) => clicked.shown(handle.id(), widget, contact),
-                #[cfg(not(target_os = "linux"))]
                 Ok(handle) => {
                     // Each wait holds this thread until the notification is clicked or closed: only
                     // so many wait at once; beyond that, a notification is shown without acting on

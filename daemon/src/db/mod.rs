@@ -197,6 +197,9 @@ impl WidgetDb {
                 Ok(mut conn) => {
                     schema::migrate(&mut conn)?;
                     let stored = schema::load(&conn)?;
+                    // Loading read every page once; the actor holds the state now, so the pages
+                    // need not stay cached.
+                    let _ = conn.execute_batch("PRAGMA shrink_memory");
                     Ok((conn, stored, None))
                 }
                 // A full or read-only disk: show what the database holds; writing is retried.
@@ -469,5 +472,8 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.busy_timeout(Duration::from_secs(5))?;
+    // A widget's database is small and its writes are appends: a 256 KiB page cache holds what is
+    // hot, and bounds what a daemon that runs for months keeps per widget (SQLite's default is 2 MB).
+    conn.pragma_update(None, "cache_size", -256)?;
     Ok(())
 }
