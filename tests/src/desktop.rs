@@ -206,7 +206,7 @@ impl App {
             .env("PINCHAT_LANG", "en")
             // The app's settings and any autostart entry stay in the test's directory.
             .env("XDG_CONFIG_HOME", dir.join("config"))
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", "warn,pinchat_ui=debug");
         c
     }
 

@@ -592,6 +592,15 @@ async fn a_message_raises_a_notification_naming_the_sender_and_activating_it_ope
         .await
         .unwrap();
     assert!(history["peer_read_up_to"].as_u64().unwrap_or(0) > 0, "{history}");
+
+    // While the chat with Alice is on screen, her messages raise no notification.
+    server.send_text(&alice_key, demo_id, "n-4", "I see you").await;
+    eventually("the tray to hold back the notification", || {
+        app.log().contains("the chat is on screen").then_some(())
+    });
+    let now = notifications.shown();
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_eq!(now[0].body, "Or at one?");
     assert!(!app.log().contains("panicked"), "{}", app.log());
 }
 

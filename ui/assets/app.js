@@ -15,7 +15,7 @@ const WORDS = {
     olderLoading: "Loading older messages…", noMessages: "No messages yet.",
     reauthTitle: "Password needed", reauthText: "The server no longer accepts this account's key. Enter the password to log in again.",
     unread: "unread", limit: "You can pin up to {max} contacts.",
-    online: "online", offline: "offline", busy: "busy", idle: "away", do_not_disturb: "do not disturb",
+    online: "online", offline: "offline", busy: "busy", idle: "idle", do_not_disturb: "do not disturb",
     conn_online: "connected", conn_offline: "offline — showing what was last received",
     conn_connecting: "connecting…", conn_auth_required: "password needed",
     storage: "cannot save new messages: disk full or read-only",
@@ -43,7 +43,7 @@ const WORDS = {
     olderLoading: "正在加载更早的消息…", noMessages: "还没有消息。",
     reauthTitle: "需要密码", reauthText: "服务器不再接受该账号的密钥，请输入密码重新登录。",
     unread: "条未读", limit: "最多可以挂出 {max} 位联系人。",
-    online: "在线", offline: "离线", busy: "忙碌", idle: "离开", do_not_disturb: "请勿打扰",
+    online: "在线", offline: "离线", busy: "忙碌", idle: "空闲", do_not_disturb: "请勿打扰",
     conn_online: "已连接", conn_offline: "离线——显示最后收到的内容",
     conn_connecting: "正在连接…", conn_auth_required: "需要密码",
     storage: "无法保存新消息：磁盘已满或只读",
@@ -114,9 +114,23 @@ function h(tag, attrs, ...children) {
   for (const c of children.flat()) if (c != null) el.append(c.nodeType ? c : String(c));
   return el;
 }
+// A panel is not a web page: the engine's menu (back, reload, inspect) is of no use, except to copy and
+// paste in a text field.
+document.addEventListener("contextmenu", (e) => {
+  if (!e.target.closest || !e.target.closest("input, textarea")) e.preventDefault();
+});
+// The tray shows no OS notification for the chat on screen: it is told which one that is.
+let viewing = null;
+function tellViewing() {
+  const now = state.screen === "chat" ? state.chatWith : null;
+  if (now === viewing) return;
+  viewing = now;
+  call("ui.viewing", { contact: now }).catch(() => {});
+}
 function show(...nodes) {
   const app = document.getElementById("app");
   app.replaceChildren(...nodes);
+  tellViewing();
   // Keyboard focus starts on what the view is about: a marked field, else a field, a row, a button.
   const first = ["[autofocus]", "input", "li[tabindex]", "button"].map((q) => app.querySelector(q)).find(Boolean);
   if (first) first.focus();
@@ -141,7 +155,7 @@ function avatar(name, state_, image) {
       if (src) el.prepend(h("img", { src, alt: "" }));
     });
   }
-  if (state_) el.append(h("span", { class: "state " + state_ }));
+  if (state_) el.append(h("span", { class: "state " + state_, title: t(state_) }));
   return el;
 }
 function when(ts) {
@@ -298,6 +312,7 @@ async function detailsView(contact) {
 // ---- Chat (Fig. 5) ---------------------------------------------------------------------------
 async function chatView(contact) {
   state.screen = "chat";
+  state.chatWith = contact.id;
   const me = state.view.account;
   const box = h("div", { class: "msgs", id: "messages", role: "log" });
   const scroller = h("div", { class: "scroll" }, box);

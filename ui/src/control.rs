@@ -39,6 +39,8 @@ impl ToPanel {
 pub enum FromPanel {
     /// An add-account panel created this widget and is its panel from now on.
     Opened(String),
+    /// The chat on screen (`None`: no chat): its messages need no OS notification.
+    Viewing(Option<u64>),
 }
 
 impl FromPanel {
@@ -49,12 +51,21 @@ impl FromPanel {
                 Some(format!("opened {w}\n"))
             }
             FromPanel::Opened(_) => None,
+            FromPanel::Viewing(Some(c)) => Some(format!("viewing {c}\n")),
+            FromPanel::Viewing(None) => Some("viewing -\n".into()),
         }
     }
 
     /// Reads a line; `None` for anything else.
     pub fn parse(line: &str) -> Option<FromPanel> {
-        let w = line.trim().strip_prefix("opened ")?;
+        let line = line.trim();
+        if let Some(c) = line.strip_prefix("viewing ") {
+            return match c.trim() {
+                "-" => Some(FromPanel::Viewing(None)),
+                c => c.parse().ok().map(|c| FromPanel::Viewing(Some(c))),
+            };
+        }
+        let w = line.strip_prefix("opened ")?;
         (!w.is_empty() && !w.contains(char::is_whitespace)).then(|| FromPanel::Opened(w.to_owned()))
     }
 }
@@ -73,6 +84,13 @@ pub enum PageMessage {
         id: u64,
         /// The widget.
         widget: Option<String>,
+    },
+    /// The page shows this contact's chat now (`None`: no chat).
+    Viewing {
+        /// Request id.
+        id: u64,
+        /// The contact.
+        contact: Option<u64>,
     },
     /// A call of the local API, passed on to the daemon (if it is one of the allowed methods).
     Call {
@@ -98,6 +116,10 @@ impl PageMessage {
                 id,
                 widget: params.get("widget").and_then(Value::as_str).map(str::to_owned),
             },
+            "ui.viewing" => PageMessage::Viewing {
+                id,
+                contact: params.get("contact").and_then(Value::as_u64),
+            },
             _ => PageMessage::Call { id, method, params },
         })
     }
@@ -118,6 +140,21 @@ mod tests {
         assert_eq!(FromPanel::parse(&o.line().unwrap()), Some(o));
         assert_eq!(FromPanel::Opened("two words".into()).line(), None);
         assert_eq!(FromPanel::parse("opened "), None);
+        for v in [FromPanel::Viewing(Some(7)), FromPanel::Viewing(None)] {
+            assert_eq!(FromPanel::parse(&v.line().unwrap()), Some(v));
+        }
+        assert_eq!(FromPanel::parse("viewing seven"), None);
+        assert_eq!(
+            PageMessage::parse(r#"{"id":6,"method":"ui.viewing","params":{"contact":9}}"#),
+            Some(PageMessage::Viewing {
+                id: 6,
+                contact: Some(9)
+            })
+        );
+        assert_eq!(
+            PageMessage::parse(r#"{"id":6,"method":"ui.viewing","params":{"contact":null}}"#),
+            Some(PageMessage::Viewing { id: 6, contact: None })
+        );
         assert_eq!(
             PageMessage::parse(r#"{"id":3,"method":"ui.opened","params":{"widget":"w1"}}"#),
             Some(PageMessage::Opened {

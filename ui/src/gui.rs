@@ -62,6 +62,8 @@ struct Panel {
     control: ChildStdin,
     /// The process while it runs; its reader thread takes it out to reap it once its output ends.
     process: Arc<Mutex<Option<Child>>>,
+    /// The chat it shows, if any: no OS notification for its messages.
+    viewing: Option<u64>,
 }
 
 /// How long a closed panel has to end before it is killed.
@@ -250,6 +252,11 @@ impl App {
                     p.kind = PanelKind::Widget(w);
                 }
             }
+            UserEvent::FromPanel(panel, crate::control::FromPanel::Viewing(contact)) => {
+                if let Some(p) = self.panels.get_mut(&panel) {
+                    p.viewing = contact;
+                }
+            }
             UserEvent::PanelClosed(panel) => {
                 self.panels.remove(&panel);
             }
@@ -269,7 +276,20 @@ impl App {
                 name,
                 text,
             }) => {
-                if !self.settings.do_not_disturb.contains(&widget) {
+                // None for the chat on screen: the user sees the message arrive.
+                let on_screen = self
+                    .panels
+                    .values()
+                    .any(|p| p.kind == PanelKind::Widget(widget.clone()) && p.viewing == Some(contact));
+                // With several accounts, the title says which one the message is for.
+                let account = (self.widgets.len() > 1)
+                    .then(|| self.widgets.iter().find(|(w, _)| w.id == widget))
+                    .flatten()
+                    .map(|(w, _)| w.name.clone());
+                let title = notification_title(self.lang, &name, account.as_deref());
+                if on_screen {
+                    tracing::debug!(widget, contact, "no notification: the chat is on screen");
+                } else if !self.settings.do_not_disturb.contains(&widget) {
                     #[cfg(target_os = "linux")]
                     let clicked = self
                         .clicks
@@ -285,7 +305,7 @@ impl App {
                         .clone();
                     #[cfg(not(target_os = "linux"))]
                     let clicked = self.proxy.clone();
-                    notify(clicked, self.lang, widget, contact, name, text);
+                    notify(clicked, title, widget, contact, text);
                 }
             }
             UserEvent::OpenChat(widget, contact) => {
@@ -461,6 +481,7 @@ impl App {
                 kind,
                 control,
                 process,
+                viewing: None,
             },
         );
         Ok(())
@@ -615,11 +636,19 @@ type ClickTarget = crate::clicks::Clicks;
 #[cfg(not(target_os = "linux"))]
 type ClickTarget = EventLoopProxy<UserEvent>;
 
+/// A message notification's title: the sender, and the account it came to when there are several.
+fn notification_title(lang: Lang, sender: &str, account: Option<&str>) -> String {
+    let from = lang.words().new_message_from;
+    match account {
+        Some(account) => format!("{from} {sender} ({account})"),
+        None => format!("{from} {sender}"),
+    }
+}
+
 /// Raises an OS notification for a new message; activating it opens the chat. On Linux the one
 /// notification thread shows it, on the bus connection that hears its click (`clicks.rs`).
 #[cfg(target_os = "linux")]
-fn notify(clicked: ClickTarget, lang: Lang, widget: String, contact: u64, name: String, text: String) {
-    let title = format!("{} {name}", lang.words().new_message_from);
+fn notify(clicked: ClickTarget, title: String, widget: String, contact: u64, text: String) {
     clicked.show(crate::clicks::Show {
         title,
         body: text,
@@ -630,8 +659,7 @@ fn notify(clicked: ClickTarget, lang: Lang, widget: String, contact: u64, name: 
 
 /// Raises an OS notification for a new message; activating it opens the chat.
 #[cfg(not(target_os = "linux"))]
-fn notify(clicked: ClickTarget, lang: Lang, widget: String, contact: u64, name: String, text: String) {
-    let title = format!("{} {name}", lang.words().new_message_from);
+fn notify(clicked: ClickTarget, title: String, widget: String, contact: u64, text: String) {
     // Showing is a blocking call (the notification center on macOS — answered on the main thread,
     // which the event loop keeps running): off the event loop.
     let spawned = std::thread::Builder::new()
@@ -697,6 +725,18 @@ fn toggle_autostart() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_notification_names_the_account_only_when_there_are_several() {
+        assert_eq!(
+            notification_title(Lang::En, "Alice", None),
+            "New message from Alice"
+        );
+        assert_eq!(
+            notification_title(Lang::En, "Alice", Some("Work")),
+            "New message from Alice (Work)"
+        );
+    }
 
     fn icon(x: f64, y: f64) -> Anchor {
         Anchor::Icon(tray_icon::Rect {

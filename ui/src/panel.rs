@@ -230,6 +230,18 @@ impl Panel {
         self.window.set_focus();
     }
 
+    /// A line to the tray that started this panel (none when the panel runs on its own).
+    fn tell_tray(&self, msg: &crate::control::FromPanel) {
+        if let Some(line) = msg.line()
+            && self.managed
+        {
+            // Not `println!`, which panics when the tray has gone (a closed pipe).
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
+        }
+    }
+
     /// A message from the page: `{id, method, params}`; `true` to close the panel.
     fn page_message(&mut self, body: &str) -> bool {
         use crate::control::{FromPanel, PageMessage};
@@ -242,14 +254,14 @@ impl Panel {
             PageMessage::Opened { id, widget } => {
                 // An add-account panel has created its widget: the tray now counts it as that
                 // widget's panel.
-                if let Some(line) = widget.and_then(|w| FromPanel::Opened(w).line())
-                    && self.managed
-                {
-                    // Not `println!`, which panics when the tray has gone (a closed pipe).
-                    use std::io::Write;
-                    let mut out = std::io::stdout().lock();
-                    let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
+                if let Some(w) = widget {
+                    self.tell_tray(&FromPanel::Opened(w));
                 }
+                self.reply(id, true, "{}");
+            }
+            PageMessage::Viewing { id, contact } => {
+                // The tray shows no notification for the chat on screen.
+                self.tell_tray(&FromPanel::Viewing(contact));
                 self.reply(id, true, "{}");
             }
             PageMessage::Call { id, method, params } => {
@@ -289,7 +301,9 @@ fn build_webview(
         .with_navigation_handler(|url| {
             url.starts_with("pinchat://") || url.starts_with("http://pinchat.localhost/")
         })
-        .with_url(url);
+        .with_url(url)
+        // The web inspector is for developers' builds only.
+        .with_devtools(cfg!(debug_assertions));
     #[cfg(target_os = "linux")]
     {
         use tao::platform::unix::WindowExtUnix;
