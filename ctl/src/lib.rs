@@ -418,7 +418,7 @@ fn describe(n: &Notification) -> String {
             format!("{} changed: {} pins", widget.id, widget.pins.len())
         }
         Notification::WidgetRemoved { widget } => format!("{widget} removed"),
-        Notification::MessageReceived { widget, message } => {
+        Notification::MessageReceived { widget, message, .. } => {
             format!("{widget} message from {}: {}", message.from, message.text)
         }
         Notification::MessageDelivery {

@@ -120,6 +120,8 @@ pub enum Event {
         widget: String,
         /// The message.
         message: Message,
+        /// It was already waiting when its contact was pinned: old news, not a new arrival.
+        backlog: bool,
     },
     /// An outgoing message was queued, sent or refused.
     MessageDelivery {

@@ -450,9 +450,14 @@ fn notification(e: &Event) -> Notification {
         Event::WidgetRemoved { widget } => Notification::WidgetRemoved {
             widget: widget.clone(),
         },
-        Event::MessageReceived { widget, message } => Notification::MessageReceived {
+        Event::MessageReceived {
+            widget,
+            message,
+            backlog,
+        } => Notification::MessageReceived {
             widget: widget.clone(),
             message: message_view(message),
+            backlog: *backlog,
         },
         Event::MessageDelivery {
             widget,

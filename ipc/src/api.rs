@@ -523,6 +523,10 @@ pub enum Notification {
         widget: WidgetId,
         /// The message.
         message: MessageView,
+        /// `true` when the message was already waiting when its contact was pinned (it came with the
+        /// contact's first state): old news, for the list but not for an alert. Absent when `false`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        backlog: bool,
     },
     /// An outgoing message changed delivery state (queued → sent, or failed).
     #[serde(rename = "message.delivery")]

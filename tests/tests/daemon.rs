@@ -1106,3 +1106,48 @@ async fn avatars_are_fetched_through_the_daemon_and_bad_hashes_refused() {
         .unwrap_err();
     assert_eq!(code(e), "server.error");
 }
+
+/// Messages that were waiting when their contact was pinned come as `message.received` with
+/// `backlog: true` (listed, not announced: the tray raises no notification for them); a message that
+/// arrives afterwards is news (`backlog` absent, false).
+#[tokio::test]
+async fn messages_waiting_when_a_contact_is_pinned_are_backlog_and_later_ones_are_news() {
+    let s = Server::start().await;
+    let d = Daemon::start();
+    let mut client = d.client().await;
+    let mut events = client.notifications().unwrap();
+    client
+        .call::<Subscribe>(SubscribeParams::default())
+        .await
+        .unwrap();
+    let created = create(&client, &s, "demo").await;
+    let w = created.widget.id.clone();
+    let bob = id_in(&created.contacts, "bob");
+    let bob_key = s.key("bob").await;
+    let demo_id = s.id_of(&bob_key, "demo").await;
+    s.send_text(&bob_key, demo_id, "old-1", "sent before the pin")
+        .await;
+
+    client
+        .call::<SetPins>(SetPinsParams {
+            widget: w.clone(),
+            pins: vec![bob],
+        })
+        .await
+        .unwrap();
+    let (text, backlog) = until(&mut events, |n| match n {
+        Notification::MessageReceived { message, backlog, .. } => Some((message.text.clone(), *backlog)),
+        _ => None,
+    })
+    .await;
+    assert_eq!((text.as_str(), backlog), ("sent before the pin", true));
+
+    s.send_text(&bob_key, demo_id, "new-1", "sent after the pin")
+        .await;
+    let (text, backlog) = until(&mut events, |n| match n {
+        Notification::MessageReceived { message, backlog, .. } => Some((message.text.clone(), *backlog)),
+        _ => None,
+    })
+    .await;
+    assert_eq!((text.as_str(), backlog), ("sent after the pin", false));
+}

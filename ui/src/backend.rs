@@ -342,7 +342,8 @@ async fn serve(
                     continue;
                 }
                 let applied = model.apply(&n);
-                if let Notification::MessageReceived { widget, message } = n {
+                // Messages that were waiting when their contact was pinned are listed, not announced.
+                if let Notification::MessageReceived { widget, message, backlog: false } = n {
                     // Sent before the new unread count reaches the tray (it comes with the
                     // `unread.changed` that follows), so that do-not-disturb decisions stay in order.
                     let name = model

@@ -127,6 +127,7 @@ impl Widget {
                     self.notify(Event::MessageReceived {
                         widget: self.id.clone(),
                         message,
+                        backlog: false,
                     });
                 }
             }
@@ -229,8 +230,13 @@ impl Widget {
                 self.notify(Event::MessageReceived {
                     widget: self.id.clone(),
                     message,
+                    backlog: self.newly_pinned.contains(&from),
                 });
             }
+        }
+        // A pin's first state has come: what follows about it is news.
+        for update in &snapshot.contacts {
+            self.newly_pinned.remove(&update.id);
         }
         if was_stale {
             self.notify_connection();

@@ -28,7 +28,7 @@ use pinchat_ipc::api::{
     UnreadParams,
 };
 use pinchat_proto::{AccountId, MessageId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -170,6 +170,7 @@ pub fn spawn(start: Start, tracker: &tokio_util::task::TaskTracker) -> Result<Wi
         trouble: None,
         unsaved_sent: vec![],
         configured: false,
+        newly_pinned: HashSet::new(),
     };
     if let Some(problem) = read_only {
         widget.start_in_trouble(problem);
@@ -212,6 +213,9 @@ struct Widget {
     /// Whether the source has been given a configuration (a widget whose database is read-only at
     /// start connects only once it can store what it receives).
     configured: bool,
+    /// Contacts pinned whose first state has not arrived yet: the messages that come with it were
+    /// waiting before the pin (`backlog` in `message.received`).
+    newly_pinned: HashSet<AccountId>,
 }
 
 /// Sleeps until `at`, or forever.

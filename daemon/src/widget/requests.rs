@@ -180,6 +180,8 @@ impl Widget {
             return Err(WidgetError::storage(&e, "the pins could not be saved"));
         }
         self.received.retain(|_, m| pins.contains(&m.from));
+        self.newly_pinned.retain(|c| pins.contains(c));
+        self.newly_pinned.extend(fresh.iter().copied());
         self.pins = new_pins;
         self.widget_changed();
         self.configure_source(fresh);
