@@ -214,6 +214,34 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
         alice.0
     );
     assert_eq!(wd.js(&state).await, "state offline");
+    // The state is a word on hover too, the one pinchatctl uses.
+    assert_eq!(
+        wd.js(&format!(
+            "return document.querySelector(\"#pins li[data-contact='{}'] .state\").title",
+            alice.0
+        ))
+        .await,
+        "offline"
+    );
+
+    // "Change account" says what it replaces, offers the widget's own server, and can be cancelled.
+    wd.click("#change-account").await;
+    wd.until(
+        "the change-account form",
+        "return !!document.querySelector('#replaces')",
+    )
+    .await;
+    assert!(
+        wd.text("#replaces").await.contains("demo"),
+        "{}",
+        wd.text("#replaces").await
+    );
+    assert_eq!(
+        wd.js("return document.querySelector('#server').value").await,
+        server.url("")
+    );
+    wd.click("#cancel").await;
+    wd.find(&format!("#pins li[data-contact='{}']", alice.0)).await;
 
     // Alice comes online: the panel shows it without a reload.
     let mut alice_stream = server.stream(&alice_key, pinchat_proto::Encoding::Json).await;

@@ -6,7 +6,8 @@
 
 const WORDS = {
   en: {
-    addAccount: "Add an account", server: "Server", account: "Account", password: "Password",
+    addAccount: "Add an account", server: "Server", account: "Account", password: "Password", cancel: "Cancel",
+    replacesAccount: "The account you log in with replaces {login} in this widget; its pinned contacts go with it.",
     logIn: "Log in", loggingIn: "Logging in…", pick: "Pick contacts", picked: "{n} of {max} picked",
     search: "Search contacts", done: "Done", refresh: "Refresh", changeAccount: "Change account",
     pickAgain: "Pick contacts", back: "Back", close: "Close", unreadFrom: "Unread from {name}",
@@ -34,7 +35,8 @@ const WORDS = {
     },
   },
   zh: {
-    addAccount: "添加账号", server: "服务器", account: "账号", password: "密码",
+    addAccount: "添加账号", server: "服务器", account: "账号", password: "密码", cancel: "取消",
+    replacesAccount: "登录的账号将替换此挂件中的 {login}，原来挂出的联系人也会一并移除。",
     logIn: "登录", loggingIn: "正在登录…", pick: "选择联系人", picked: "已选 {n} / {max}",
     search: "搜索联系人", done: "完成", refresh: "刷新", changeAccount: "切换账号",
     pickAgain: "选择联系人", back: "返回", close: "关闭", unreadFrom: "{name} 的未读消息",
@@ -175,7 +177,15 @@ const state = { widget: params.get("widget"), view: null, screen: null, chat: nu
 function loginView(rebind) {
   state.screen = "login";
   const err = h("div", { class: "error", role: "alert" });
-  const server = h("input", { type: "text", id: "server", value: "http://127.0.0.1:8080", autocomplete: "url" });
+  // The server is one the app knows: this widget's own when changing its account, else that of the
+  // newest account added (the demo's own in the demo); empty, with an example, when there is none.
+  let touched = false;
+  const server = h("input", { type: "text", id: "server", placeholder: "https://chat.example.com", autocomplete: "url",
+    onfocus: () => { touched = true; } });
+  if (rebind && state.view) server.value = state.view.server;
+  else call("widget.list").then((list) => {
+    if (!touched && !server.value && list.length) server.value = list[list.length - 1].server;
+  }).catch(() => {});
   const account = h("input", { type: "text", id: "account", autofocus: true, autocomplete: "username" });
   const password = h("input", { type: "password", id: "password", autocomplete: "current-password" });
   const submit = h("button", { class: "primary", type: "submit", id: "login" }, t("logIn"));
@@ -203,8 +213,16 @@ function loginView(rebind) {
     h("label", { for: "server" }, t("server")), server,
     h("label", { for: "account" }, t("account")), account,
     h("label", { for: "password" }, t("password")), password,
-    err, submit);
-  show(h("header", {}, h("h1", {}, rebind ? t("changeAccount") : t("addAccount"))), h("div", { class: "scroll" }, form));
+    err,
+    rebind
+      ? h("div", { class: "row-buttons" },
+        h("button", { type: "button", id: "cancel", onclick: widgetView }, t("cancel")), submit)
+      : submit);
+  // Changing the account replaces the current one in this widget: say so before it happens.
+  const replaces = rebind && state.view
+    ? h("p", { class: "note pad", id: "replaces" }, t("replacesAccount").replace("{login}", state.view.account.login))
+    : null;
+  show(h("header", {}, h("h1", {}, rebind ? t("changeAccount") : t("addAccount"))), h("div", { class: "scroll" }, replaces, form));
 }
 
 // ---- Contact picker (Fig. 3) -----------------------------------------------------------------
