@@ -90,6 +90,19 @@ window.pinchat = {
     ok ? w.resolve(value) : w.reject(value);
   },
   event(n) { onEvent(n); },
+  // The tray's language changed: the page comes back in it, on the same widget and chat.
+  setLang(code) {
+    if (code === lang || !WORDS[code]) return;
+    const p = new URLSearchParams(location.search);
+    p.set("lang", code);
+    p.delete("chat");
+    if (state.widget) {
+      p.set("view", "widget");
+      p.set("widget", state.widget);
+      if (state.screen === "chat" && state.chatWith != null) p.set("chat", state.chatWith);
+    }
+    location.search = p.toString();
+  },
   // An activated notification: show the chat with this contact.
   async openChat(contact) {
     if (!state.view) await loadWidget();

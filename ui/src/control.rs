@@ -13,6 +13,8 @@ pub enum ToPanel {
     Show,
     /// Open the chat with this contact.
     Chat(u64),
+    /// Speak this language from now on.
+    Lang(crate::i18n::Lang),
 }
 
 impl ToPanel {
@@ -21,6 +23,7 @@ impl ToPanel {
         match self {
             ToPanel::Show => "show\n".into(),
             ToPanel::Chat(c) => format!("chat {c}\n"),
+            ToPanel::Lang(l) => format!("lang {}\n", l.code()),
         }
     }
 
@@ -28,6 +31,7 @@ impl ToPanel {
     pub fn parse(line: &str) -> Option<ToPanel> {
         match line.trim().split_once(' ') {
             Some(("chat", c)) => c.trim().parse().ok().map(ToPanel::Chat),
+            Some(("lang", l)) => crate::i18n::Lang::from_code(l.trim()).map(ToPanel::Lang),
             None if line.trim() == "show" => Some(ToPanel::Show),
             _ => None,
         }
@@ -131,7 +135,11 @@ mod tests {
 
     #[test]
     fn control_lines_round_trip_and_odd_lines_are_ignored() {
-        for m in [ToPanel::Show, ToPanel::Chat(42)] {
+        for m in [
+            ToPanel::Show,
+            ToPanel::Chat(42),
+            ToPanel::Lang(crate::i18n::Lang::Zh),
+        ] {
             assert_eq!(ToPanel::parse(&m.line()), Some(m));
         }
         assert_eq!(ToPanel::parse("chat forty-two"), None);

@@ -93,6 +93,8 @@ impl Drop for Panel {
 
 struct App {
     lang: Lang,
+    /// `pinchat demo`: starting at login is the real app's business, not the demo's.
+    demo: bool,
     /// Taken (and stopped) when the loop ends.
     backend: Option<Backend>,
     /// The local API's socket, for the panels.
@@ -152,6 +154,7 @@ pub fn run(
     on_exit: Box<dyn FnOnce() + Send>,
 ) -> anyhow::Result<std::convert::Infallible> {
     let (settings, settings_path) = settings;
+    let demo = options.demo.is_some();
     let (event_loop, backend) = crate::panel::event_loop_with_backend(options, UserEvent::Backend)?;
     let proxy = event_loop.create_proxy();
     let socket = backend.socket.clone();
@@ -167,6 +170,7 @@ pub fn run(
     }
     let mut app = App {
         lang,
+        demo,
         backend: Some(backend),
         socket,
         proxy,
@@ -345,6 +349,14 @@ impl App {
             self.lang = if code == "zh" { Lang::Zh } else { Lang::En };
             self.settings.lang = Some(self.lang);
             self.save_settings();
+            // Open panels switch at once.
+            let line = crate::control::ToPanel::Lang(self.lang).line();
+            for p in self.panels.values_mut() {
+                let _ = p
+                    .control
+                    .write_all(line.as_bytes())
+                    .and_then(|()| p.control.flush());
+            }
         } else if id == "autostart"
             && let Err(e) = toggle_autostart()
         {
@@ -580,7 +592,7 @@ impl App {
         let _ = menu.append(&CheckMenuItem::with_id(
             "autostart",
             words.start_at_login,
-            true,
+            !self.demo,
             autostart,
             None,
         ));

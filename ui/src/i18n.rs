@@ -38,6 +38,15 @@ impl Lang {
         }
     }
 
+    /// The language of a code [`Lang::code`] gives; `None` for another.
+    pub fn from_code(code: &str) -> Option<Lang> {
+        match code {
+            "en" => Some(Lang::En),
+            "zh" => Some(Lang::Zh),
+            _ => None,
+        }
+    }
+
     /// The words of this language.
     pub fn words(self) -> &'static Words {
         match self {

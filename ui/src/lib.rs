@@ -43,11 +43,12 @@ struct Cli {
     /// Where the daemon keeps widget databases when this app starts it.
     #[arg(long, env = "PINCHAT_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Language of the user interface (default: the system's).
-    #[arg(long, value_enum, env = "PINCHAT_LANG")]
+    /// Language of the user interface (default: the system's). Before or after the command
+    /// (`pinchat demo --lang zh`).
+    #[arg(long, value_enum, env = "PINCHAT_LANG", global = true)]
     lang: Option<Lang>,
     /// Show the widgets in the terminal even when a display is available.
-    #[arg(long)]
+    #[arg(long, global = true)]
     terminal: bool,
     /// Let a WebDriver drive a panel (the end-to-end tests; with `panel`).
     #[arg(long, hide = true, env = "PINCHAT_AUTOMATION")]
@@ -129,8 +130,8 @@ pub fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    let settings_path = settings::Settings::default_path();
-    let settings = settings_path
+    let mut settings_path = settings::Settings::default_path();
+    let mut settings = settings_path
         .as_deref()
         .map(settings::Settings::load)
         .unwrap_or_default();
@@ -202,6 +203,10 @@ pub fn main() -> ExitCode {
         options.data_dir = Some(dir.path().join("daemon"));
         options.single_instance = false;
         options.demo = Some(server.url.clone());
+        // The demo keeps its settings to itself: it starts in the language the app uses, and what is
+        // chosen in it (language, do not disturb) goes with its directory.
+        settings.do_not_disturb.clear();
+        settings_path = Some(dir.path().join("settings.json"));
         on_exit = Box::new(move || {
             server.stop();
             drop(dir);
@@ -258,5 +263,22 @@ fn demo_socket(dir: &std::path::Path) -> PathBuf {
         PathBuf::from(format!(r"\\.\pipe\pinchat-demo-{}", std::process::id()))
     } else {
         dir.join("run").join("daemon.sock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_language_can_follow_the_command_as_the_readme_says() {
+        for args in [
+            &["pinchat", "demo", "--lang", "zh"][..],
+            &["pinchat", "--lang", "zh", "demo"][..],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(cli.lang, Some(Lang::Zh), "{args:?}");
+            assert!(matches!(cli.command, Some(Command::Demo { .. })));
+        }
     }
 }

@@ -57,6 +57,8 @@ enum PanelEvent {
     Show,
     /// The tray asked to show the chat with this contact.
     Chat(u64),
+    /// The tray's language changed.
+    Lang(Lang),
     /// The tray closed the control channel (or went away).
     Close,
 }
@@ -126,6 +128,7 @@ pub fn run(options: Options, lang: Lang, args: PanelArgs) -> anyhow::Result<std:
                     let event = match crate::control::ToPanel::parse(&line) {
                         Some(crate::control::ToPanel::Chat(c)) => PanelEvent::Chat(c),
                         Some(crate::control::ToPanel::Show) => PanelEvent::Show,
+                        Some(crate::control::ToPanel::Lang(l)) => PanelEvent::Lang(l),
                         None => continue,
                     };
                     if p.send_event(event).is_err() {
@@ -219,6 +222,12 @@ impl Panel {
             PanelEvent::Chat(contact) => {
                 self.show();
                 self.script(&format!("window.pinchat&&window.pinchat.openChat({contact})"));
+            }
+            PanelEvent::Lang(lang) => {
+                self.script(&format!(
+                    "window.pinchat&&window.pinchat.setLang('{}')",
+                    lang.code()
+                ));
             }
             PanelEvent::Close => return true,
         }
