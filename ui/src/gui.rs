@@ -534,6 +534,9 @@ impl App {
         self.shown = Some(now);
         let tooltip = if labels.is_empty() {
             words.no_accounts.to_owned()
+        } else if cfg!(target_os = "linux") {
+            // The StatusNotifierItem's tooltip has the title ("pinchat") above this text already.
+            labels.join("\n")
         } else {
             format!("pinchat\n{}", labels.join("\n"))
         };

@@ -1,11 +1,13 @@
 //! The view without a display: when there is no graphical session (a server, an SSH login, CI), the
 //! app says so and prints each widget — identity, pinned contacts with state, signature and unread
-//! count — again whenever something changes, until interrupted.
+//! count — and the newest message, whenever something changes, until interrupted. On a terminal the
+//! view is redrawn in place; into a pipe or a file each version is appended.
 
 use crate::backend::{Backend, ToUi};
 use crate::i18n::Lang;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::sync::mpsc::Receiver;
 
 /// Prints the widgets as they change, until the daemon goes away.
@@ -16,6 +18,22 @@ pub fn run(backend: Backend, events: Receiver<ToUi>, lang: Lang) -> std::process
     let mut views: BTreeMap<String, Value> = BTreeMap::new();
     // Printed again only when it changed: most notifications change nothing a line shows.
     let mut last = String::new();
+    // The newest message that arrived while this view runs: (sender, text).
+    let mut newest: Option<(String, String)> = None;
+    let in_place = std::io::stdout().is_terminal();
+    let draw = |text: String, last: &mut String| {
+        if text != *last {
+            if in_place {
+                // Home, then clear the screen: the view replaces the previous one.
+                print!("\x1b[H\x1b[2J{}\n{text}", words.no_display);
+            } else {
+                print!("{text}");
+            }
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            *last = text;
+        }
+    };
     let ask = |order: &[String]| {
         for (i, w) in order.iter().enumerate() {
             let _ = backend.request(
@@ -41,15 +59,15 @@ pub fn run(backend: Backend, events: Receiver<ToUi>, lang: Lang) -> std::process
             } => {
                 if let Some(w) = order.get(id as usize) {
                     views.insert(w.clone(), view);
-                    let text = render(&order, &views, lang);
-                    if text != last {
-                        print!("{text}");
-                        last = text;
-                    }
+                    draw(render(&order, &views, newest.as_ref(), lang), &mut last);
                 }
             }
             ToUi::Reply { result: Err(e), .. } => eprintln!("pinchat: {e}"),
-            ToUi::Show | ToUi::Incoming { .. } => {}
+            ToUi::Incoming { name, text, .. } => {
+                newest = Some((name, text));
+                draw(render(&order, &views, newest.as_ref(), lang), &mut last);
+            }
+            ToUi::Show => {}
             ToUi::Stop => {
                 backend.stop();
                 return std::process::ExitCode::SUCCESS;
@@ -65,8 +83,13 @@ pub fn run(backend: Backend, events: Receiver<ToUi>, lang: Lang) -> std::process
     std::process::ExitCode::SUCCESS
 }
 
-/// The text of every widget, in order.
-pub fn render(order: &[String], views: &BTreeMap<String, Value>, lang: Lang) -> String {
+/// The text of every widget, in order, and the newest message (sender, text) if any.
+pub fn render(
+    order: &[String],
+    views: &BTreeMap<String, Value>,
+    newest: Option<&(String, String)>,
+    lang: Lang,
+) -> String {
     let words = lang.words();
     let mut out = String::from("\n");
     for w in order {
@@ -103,6 +126,11 @@ pub fn render(order: &[String], views: &BTreeMap<String, Value>, lang: Lang) -> 
             );
         }
     }
+    if let Some((from, text)) = newest {
+        // One line: the text's first line, shortened.
+        let line: String = text.lines().next().unwrap_or("").chars().take(60).collect();
+        out += &format!("\n{} {from}: {line}\n", words.new_message_from);
+    }
     out
 }
 
@@ -129,8 +157,11 @@ mod tests {
         });
         let order = vec!["w1".to_owned()];
         let views = BTreeMap::from([("w1".to_owned(), view)]);
-        let text = render(&order, &views, Lang::En);
+        let text = render(&order, &views, None, Lang::En);
         assert!(text.contains("Demo (demo) · online · 2 unread"), "{text}");
+        let newest = ("Alice".to_owned(), "Lunch?\nat noon".to_owned());
+        let text = render(&order, &views, Some(&newest), Lang::En);
+        assert!(text.ends_with("New message from Alice: Lunch?\n"), "{text}");
         assert!(text.contains("● Alice") && text.contains("[2]"), "{text}");
         assert!(text.contains("○ Bob"), "{text}");
     }
