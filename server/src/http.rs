@@ -132,6 +132,12 @@ impl IntoResponse for ApiError {
             ErrorCode::RateLimited | ErrorCode::TooManyConnections => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
             }
+            // The rest of an oversized body is never read, so the connection cannot carry another
+            // request: say so, or a client reuses it and its next request fails with a broken pipe
+            // (seen in CI).
+            ErrorCode::BodyTooLarge => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             _ => {}
         }
         (status, headers, Json(ErrorResponse { error: self.0 })).into_response()
