@@ -5,11 +5,15 @@
 //! Widgets are named by id or by account login. Passwords are read from the terminal, or with
 //! `--password-stdin` from the first line of stdin — never from the command line.
 
+mod names;
+
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use erased::Show as _;
+use names::Names;
 use pinchat_ipc::api::*;
 use pinchat_ipc::{Client, ClientError};
+use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -121,11 +125,31 @@ pub fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             match e.downcast_ref::<ClientError>() {
-                Some(ClientError::Rpc(rpc)) => eprintln!("error: {} ({})", rpc.message, rpc.data.code),
+                Some(ClientError::Rpc(rpc)) => {
+                    eprintln!("error: {} ({})", rpc.message, rpc.data.code);
+                    if let Some(hint) = hint(&rpc.data.code) {
+                        eprintln!("{hint}");
+                    }
+                }
                 _ => eprintln!("error: {e:#}"),
             }
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// What to do about an error, for the codes where the message alone does not say it.
+fn hint(code: &str) -> Option<&'static str> {
+    match code {
+        "auth.required" => Some(
+            "the server no longer accepts this widget's key: log in again with `pinchatctl reauth <widget>`",
+        ),
+        "keyring.unavailable" => Some(
+            "pinchat keeps each widget's key in the system keyring, which is locked or missing in this session: \
+             unlock it (log in to your desktop, or on Linux start `gnome-keyring-daemon --unlock` in this \
+             D-Bus session) and try again",
+        ),
+        _ => None,
     }
 }
 
@@ -229,11 +253,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(w) = &widget {
                 print(&client.call::<Snapshot>(WidgetRef { widget: w.clone() }).await?);
             }
+            // Each widget's names, fetched once and kept from `widget.changed`.
+            let mut names: HashMap<String, Names> = HashMap::new();
             while let Some(n) = notifications.recv().await {
                 if json {
                     println!("{}", serde_json::to_string(&n)?);
                 } else {
-                    println!("{}", describe(&n));
+                    let w = n.widget().to_owned();
+                    if let Notification::WidgetChanged { widget } = &n {
+                        names.insert(w.clone(), Names::of(widget));
+                    } else if !names.contains_key(&w)
+                        && !matches!(n, Notification::WidgetRemoved { .. })
+                        && let Ok(view) = client.call::<Snapshot>(WidgetRef { widget: w.clone() }).await
+                    {
+                        names.insert(w.clone(), Names::of(&view));
+                    }
+                    let known = names.get(&w).cloned().unwrap_or_default();
+                    println!("{}", describe(&n, &known));
                 }
                 let _ = std::io::stdout().flush();
             }
@@ -247,15 +283,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let widget = resolve(&client, &widget).await?;
             let contact = resolve_contact(&client, &widget, &contact).await?;
             let text = text.join(" ");
-            print(
-                &client
-                    .call::<SendMessage>(SendParams {
-                        widget,
-                        contact,
-                        text,
-                    })
-                    .await?,
-            );
+            let sent = client
+                .call::<SendMessage>(SendParams {
+                    widget: widget.clone(),
+                    contact,
+                    text,
+                })
+                .await?;
+            if json {
+                print(&sent);
+            } else {
+                let names = names_of(&client, &widget).await;
+                println!("{}", names.message(&sent, chrono::Local::now()));
+            }
         }
         Command::Read {
             widget,
@@ -270,7 +310,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     contact,
                 }))
                 .await?;
-            print(&messages);
+            show_messages(&client, &widget, &messages, json).await;
             if !keep_unread && let Some(last) = messages.last() {
                 client
                     .call::<MarkRead>(MarkReadParams {
@@ -290,14 +330,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let contact = resolve_contact(&client, &widget, &contact).await?;
             let mut page = client
                 .call::<History>(HistoryParams {
-                    widget,
+                    widget: widget.clone(),
                     contact,
                     before: None,
                     limit: Some(limit),
                 })
                 .await?;
             page.messages.reverse();
-            print(&page.messages);
+            show_messages(&client, &widget, &page.messages, json).await;
         }
         Command::Refresh { widget } => {
             let widget = resolve(&client, &widget).await?;
@@ -364,6 +404,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A widget's names (empty when its snapshot cannot be had: ids are printed then).
+async fn names_of(client: &Client, widget: &str) -> Names {
+    client
+        .call::<Snapshot>(WidgetRef {
+            widget: widget.to_owned(),
+        })
+        .await
+        .map(|v| Names::of(&v))
+        .unwrap_or_default()
+}
+
+/// Messages, oldest first: one line each with names and local times, or JSON.
+async fn show_messages(client: &Client, widget: &str, messages: &[MessageView], json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(messages).unwrap_or_default());
+        return;
+    }
+    if messages.is_empty() {
+        println!("no messages");
+        return;
+    }
+    let names = names_of(client, widget).await;
+    let now = chrono::Local::now();
+    for m in messages {
+        println!("{}", names.message(m, now));
+    }
+}
+
 /// A widget id, from an id or an account login.
 async fn resolve(client: &Client, name: &str) -> anyhow::Result<String> {
     let widgets = client.call::<ListWidgets>(NoParams {}).await?;
@@ -402,7 +470,8 @@ fn state(s: pinchat_proto::Presence) -> &'static str {
     }
 }
 
-fn describe(n: &Notification) -> String {
+fn describe(n: &Notification, names: &Names) -> String {
+    let now = chrono::Local::now();
     match n {
         Notification::ContactChanged {
             widget,
@@ -410,7 +479,8 @@ fn describe(n: &Notification) -> String {
             fields,
         } => {
             format!(
-                "{widget} contact {contact}: {}",
+                "{widget} {}: {}",
+                names.name(*contact),
                 serde_json::to_string(fields).unwrap_or_default()
             )
         }
@@ -419,7 +489,7 @@ fn describe(n: &Notification) -> String {
         }
         Notification::WidgetRemoved { widget } => format!("{widget} removed"),
         Notification::MessageReceived { widget, message, .. } => {
-            format!("{widget} message from {}: {}", message.from, message.text)
+            format!("{widget} {}", names.message(message, now))
         }
         Notification::MessageDelivery {
             widget,
@@ -427,10 +497,9 @@ fn describe(n: &Notification) -> String {
             error,
         } => {
             format!(
-                "{widget} message to {} is {:?}{}",
-                message.to,
-                message.state,
-                error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+                "{widget} {}{}",
+                names.message(message, now),
+                error.as_deref().map(|e| format!(" — {e}")).unwrap_or_default()
             )
         }
         Notification::UnreadChanged {
@@ -439,7 +508,10 @@ fn describe(n: &Notification) -> String {
             unread,
             total,
         } => {
-            format!("{widget} unread from {contact}: {unread} (total {total})")
+            format!(
+                "{widget} unread from {}: {unread} (total {total})",
+                names.name(*contact)
+            )
         }
         Notification::ConnectionChanged {
             widget,
@@ -535,18 +607,6 @@ mod erased {
                     unread,
                     p.signature
                 );
-            }
-        }
-        json_of!();
-    }
-
-    impl Show for Vec<MessageView> {
-        fn show(&self) {
-            if self.is_empty() {
-                println!("no messages");
-            }
-            for m in self {
-                println!("[{}] {} → {} ({:?}): {}", m.id, m.from, m.to, m.state, m.text);
             }
         }
         json_of!();

@@ -1035,7 +1035,16 @@ async fn pinchatctl_drives_a_widget() {
     let (ok, out, _) = ctl(&["refresh", "demo"], None);
     assert!(ok && out.contains("Coffee first, code second."), "{out}");
     let (ok, out, err) = ctl(&["send", "demo", "alice", "hello", "from", "ctl"], None);
-    assert!(ok && out.contains("Queued"), "{out} {err}");
+    // People's names and a local time, not ids and milliseconds.
+    assert!(
+        ok && out.contains("→ Alice Chen (queued): hello from ctl"),
+        "{out} {err}"
+    );
+    let time = out.split_whitespace().next().unwrap_or_default();
+    assert!(
+        time.len() == 5 && time.as_bytes()[2] == b':',
+        "a time of day first: {out}"
+    );
     let (ok, out, _) = ctl(&["--json", "mode", "demo", "poll", "--interval", "30"], None);
     assert!(ok && out.contains("\"mode\": \"poll\""), "{out}");
     let (ok, _, err) = ctl(&["pin", "demo", "nobody"], None);
