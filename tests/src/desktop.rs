@@ -393,6 +393,12 @@ pub struct WebDriver {
 
 /// The key WebDriver sends for Enter.
 pub const ENTER: &str = "\u{E007}";
+/// The down arrow key, for [`WebDriver::press`].
+pub const ARROW_DOWN: &str = "\u{E015}";
+/// The up arrow key.
+pub const ARROW_UP: &str = "\u{E013}";
+/// The Escape key.
+pub const ESCAPE: &str = "\u{E00C}";
 
 impl WebDriver {
     /// Starts the tray app (and so its daemon), then WebKitWebDriver with the app's environment, and
@@ -525,6 +531,17 @@ impl WebDriver {
             "POST",
             &format!("/element/{id}/value"),
             Some(serde_json::json!({"text": text})),
+        )
+        .await;
+    }
+
+    /// Presses keys on the element matching `css` (which takes the focus), as a user does.
+    pub async fn press(&self, css: &str, keys: &str) {
+        let id = self.find(css).await;
+        self.raw(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(serde_json::json!({"text": keys})),
         )
         .await;
     }

@@ -5,8 +5,8 @@
 use pinchat_ipc::api::{CreateWidget, Login, SetPins, SetPinsParams};
 use pinchat_tests::Server;
 use pinchat_tests::desktop::{
-    App, Dunst, ENTER, FakeNotifications, WebDriver, Xvfb, ensure_tray_host, eventually, registered_items,
-    serial, window_titles,
+    ARROW_DOWN, ARROW_UP, App, Dunst, ENTER, ESCAPE, FakeNotifications, WebDriver, Xvfb, ensure_tray_host,
+    eventually, registered_items, serial, window_titles,
 };
 
 /// Binds the demo account through the same local API the app uses.
@@ -243,10 +243,23 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
     wd.click("#cancel").await;
     wd.find(&format!("#pins li[data-contact='{}']", alice.0)).await;
 
+    // Keyboard focus on Bob's row stays there through a live update.
+    let bob_row = format!("#pins li[data-contact='{}']", bob.0);
+    wd.js(&format!("document.querySelector(\"{bob_row}\").focus()"))
+        .await;
+    let focused = "return document.activeElement.getAttribute('data-contact')";
+
     // Alice comes online: the panel shows it without a reload.
     let mut alice_stream = server.stream(&alice_key, pinchat_proto::Encoding::Json).await;
     wd.until("alice online", &format!("{state} === 'state online'"))
         .await;
+    assert_eq!(wd.js(focused).await, bob.0.to_string(), "focus stays on Bob");
+    // The arrow keys move between rows.
+    wd.press(&bob_row, ARROW_UP).await;
+    assert_eq!(wd.js(focused).await, alice.0.to_string());
+    wd.press(&format!("#pins li[data-contact='{}']", alice.0), ARROW_DOWN)
+        .await;
+    assert_eq!(wd.js(focused).await, bob.0.to_string());
     // Alice writes: the count appears; the details list the message; a click opens the chat.
     let demo_id = server.id_of(&alice_key, "demo").await;
     server
@@ -324,7 +337,8 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
     // Scrolling back through a long conversation: 40 more messages from Alice while the widget shows;
     // opening the chat again shows the newest page, and scrolling to the top brings the older ones,
     // in order, up to the first.
-    wd.click("#back").await;
+    // Esc goes back from the chat to the widget.
+    wd.press("#text", ESCAPE).await;
     wd.find(&format!("#pins li[data-contact='{}']", alice.0)).await;
     for i in 0..40 {
         server

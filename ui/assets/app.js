@@ -142,10 +142,31 @@ function tellViewing() {
   viewing = now;
   call("ui.viewing", { contact: now }).catch(() => {});
 }
+// What identifies an element across a re-render of its view, for keeping keyboard focus on it.
+function focusKey(el) {
+  if (!el || !el.getAttribute) return null;
+  if (el.id) return "#" + CSS.escape(el.id);
+  for (const a of ["data-contact", "data-unread", "data-message"]) {
+    if (el.hasAttribute(a)) return `${el.tagName.toLowerCase()}[${a}="${CSS.escape(el.getAttribute(a))}"]`;
+  }
+  return null;
+}
+let shownScreen = null;
 function show(...nodes) {
   const app = document.getElementById("app");
+  // A live update redraws the view on screen: keyboard focus (and the list's scroll) stay put.
+  const same = shownScreen === state.screen;
+  const focused = app.contains(document.activeElement) ? focusKey(document.activeElement) : null;
+  const scrolled = same ? [...app.querySelectorAll(".scroll")].map((s) => s.scrollTop) : [];
   app.replaceChildren(...nodes);
+  shownScreen = state.screen;
   tellViewing();
+  if (same) {
+    app.querySelectorAll(".scroll").forEach((s, i) => { if (scrolled[i] != null) s.scrollTop = scrolled[i]; });
+    const again = focused && app.querySelector(focused);
+    if (again) again.focus();
+    return;
+  }
   // Keyboard focus starts on what the view is about: a marked field, else a field, a row, a button.
   const first = ["[autofocus]", "input", "li[tabindex]", "button"].map((q) => app.querySelector(q)).find(Boolean);
   if (first) first.focus();
@@ -182,6 +203,24 @@ function activate(el, fn) {
   el.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); fn(); } });
   return el;
 }
+
+// Keyboard: arrows move between rows, Esc goes back (and closes the panel from its first view).
+document.addEventListener("keydown", (e) => {
+  const el = document.activeElement;
+  if ((e.key === "ArrowDown" || e.key === "ArrowUp") && el && el.matches && el.matches("li[tabindex]")) {
+    const rows = [...el.parentElement.querySelectorAll(":scope > li[tabindex]")];
+    const next = rows[rows.indexOf(el) + (e.key === "ArrowDown" ? 1 : -1)];
+    if (next) { e.preventDefault(); next.focus(); }
+  } else if (e.key === "Escape") {
+    e.preventDefault();
+    if (state.screen === "chat" || state.screen === "details" || (state.screen === "picker" && state.view)) {
+      state.chat = null;
+      widgetView();
+    } else {
+      call("ui.close").catch(() => {});
+    }
+  }
+});
 
 // ---- State -----------------------------------------------------------------------------------
 const state = { widget: params.get("widget"), view: null, screen: null, chat: null };
