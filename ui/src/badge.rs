@@ -2,7 +2,10 @@
 //! then "99+") and a dimmed look when every connection is down.
 //!
 //! Drawn by hand into an RGBA buffer: the digits come from a 3×5 bitmap font scaled up, so the icon
-//! needs no font files and looks the same on every platform.
+//! needs no font files and looks the same on every platform. Trays show it at 16–32 px, a quarter to
+//! half of its size: the count is drawn large (each stroke at least 5 of its 64 pixels, so at least
+//! one whole pixel at 16 px), in white on a dark red (or, offline, a dark grey) badge over most of the
+//! bubble — a count must be readable at a glance, and the bubble is recognisable from its edge.
 
 /// Width and height of the icon, in pixels.
 pub const SIZE: u32 = 64;
@@ -42,26 +45,36 @@ pub fn render(unread: u32, online: bool) -> Vec<u8> {
     };
     img.disc(30.0, 28.0, 24.0, body);
     img.triangle((10.0, 40.0), (22.0, 50.0), (6.0, 58.0), body);
-    // Three dots inside, as on a chat bubble.
-    for x in [20.0, 30.0, 40.0] {
-        img.disc(x, 28.0, 3.5, [0xff, 0xff, 0xff, 0xff]);
-    }
-    if let Some(text) = label(unread) {
-        let scale = if text.len() > 2 { 3 } else { 4 };
+    let Some(text) = label(unread) else {
+        // Three dots inside, as on a chat bubble.
+        for x in [20.0, 30.0, 40.0] {
+            img.disc(x, 28.0, 3.5, [0xff, 0xff, 0xff, 0xff]);
+        }
+        return img.pixels;
+    };
+    {
+        // Strokes of 7, 6 or 5 pixels for one, two or three characters; the gap between digits is
+        // as wide as a stroke, so that "11" stays two ones when scaled down.
+        let scale = match text.len() {
+            1 => 7,
+            2 => 6,
+            _ => 5,
+        };
         let glyph_w = 3 * scale;
         let gap = scale;
         let text_w = text.len() as u32 * glyph_w + (text.len() as u32 - 1) * gap;
         let text_h = 5 * scale;
-        let pad = 4;
-        let w = (text_w + 2 * pad).max(text_h + 2 * pad);
+        let pad = 3;
+        let w = (text_w + 2 * pad).max(text_h + 2 * pad).min(SIZE);
         let h = text_h + 2 * pad;
         let (x0, y0) = (SIZE - w, SIZE - h);
-        let red = if online {
-            [0xe5, 0x39, 0x35, 0xff]
+        // White on these is 5.6:1 (red) and 7.6:1 (grey): readable on light and dark panels.
+        let badge = if online {
+            [0xc6, 0x28, 0x28, 0xff]
         } else {
-            [0x9e, 0x6b, 0x6a, 0xff]
+            [0x4b, 0x50, 0x58, 0xff]
         };
-        img.pill(x0, y0, w, h, red);
+        img.pill(x0, y0, w, h, badge);
         let mut x = x0 + (w - text_w) / 2;
         for c in text.chars() {
             img.glyph(c, x, y0 + pad, scale, [0xff, 0xff, 0xff, 0xff]);
@@ -189,9 +202,93 @@ mod tests {
         let on = render(3, true);
         let off = render(3, false);
         let blue = |img: &[u8]| img.chunks(4).filter(|p| p == &[0x25, 0x8c, 0xf4, 0xff]).count();
-        assert!(blue(&on) > 500);
+        assert!(blue(&on) > 300);
         assert_eq!(blue(&off), 0);
         // The same digits are drawn either way.
         assert_eq!(white_pixels(&on), white_pixels(&off));
+    }
+
+    /// The icon scaled down to `size` pixels the way a tray does (each pixel the mean of the ones it
+    /// covers).
+    fn scaled(img: &[u8], size: u32) -> Vec<u8> {
+        let mut out = vec![0u8; (size * size * 4) as usize];
+        let f = SIZE as f64 / size as f64;
+        for y in 0..size {
+            for x in 0..size {
+                let (sx0, sx1) = (
+                    (x as f64 * f) as u32,
+                    (((x + 1) as f64 * f).ceil() as u32).min(SIZE),
+                );
+                let (sy0, sy1) = (
+                    (y as f64 * f) as u32,
+                    (((y + 1) as f64 * f).ceil() as u32).min(SIZE),
+                );
+                let mut sum = [0u64; 4];
+                for sy in sy0..sy1 {
+                    for sx in sx0..sx1 {
+                        let i = ((sy * SIZE + sx) * 4) as usize;
+                        for c in 0..4 {
+                            sum[c] += u64::from(img[i + c]);
+                        }
+                    }
+                }
+                let n = u64::from((sx1 - sx0) * (sy1 - sy0));
+                let o = ((y * size + x) * 4) as usize;
+                for c in 0..4 {
+                    out[o + c] = (sum[c] / n) as u8;
+                }
+            }
+        }
+        out
+    }
+
+    /// At every size trays use, every count keeps strokes that are whole white pixels (not a blur of
+    /// pink), and a count of 10 shows two separate digits. The images are written for people to look
+    /// at: `target/badge/<count>-<size>px.png`.
+    #[test]
+    fn counts_stay_readable_at_tray_sizes() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/badge");
+        let _ = std::fs::create_dir_all(&dir);
+        for count in [1, 4, 8, 10, 11, 42, 99, 100] {
+            for online in [true, false] {
+                let img = render(count, online);
+                for size in [16, 20, 22, 24, 32] {
+                    let small = scaled(&img, size);
+                    let whitest = small
+                        .chunks(4)
+                        .map(|p| p[0].min(p[1]).min(p[2]))
+                        .max()
+                        .unwrap_or(0);
+                    assert!(
+                        whitest >= 225,
+                        "{count} at {size} px ({online}): the digits blur (whitest {whitest})"
+                    );
+                    if online {
+                        let _ = write_png(&dir.join(format!("{count}-{size}px.png")), &small, size);
+                    }
+                }
+            }
+        }
+        // "10" at 22 px: along the digits' middle row, white, then not, then white again.
+        let small = scaled(&render(10, true), 22);
+        let runs = (0..22u32)
+            .map(|x| {
+                let i = ((17 * 22 + x) * 4) as usize;
+                small[i].min(small[i + 1]).min(small[i + 2]) > 200
+            })
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[0] != w[1])
+            .count();
+        assert!(runs >= 4, "the two digits of 10 merge at 22 px");
+    }
+
+    fn write_png(path: &std::path::Path, rgba: &[u8], size: u32) -> std::io::Result<()> {
+        let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+        let mut encoder = png::Encoder::new(file, size, size);
+        encoder.set_color(png::ColorType::Rgba);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(std::io::Error::other)?;
+        writer.write_image_data(rgba).map_err(std::io::Error::other)
     }
 }
