@@ -641,6 +641,8 @@ pub struct FakeNotifications {
 enum Signal {
     /// A click on notification `id` (`ActionInvoked`, "default").
     Clicked(u32),
+    /// The action with this key chosen on notification `id` (`ActionInvoked`).
+    Invoked(u32, &'static str),
     /// Notification `id` expired (`NotificationClosed`, reason 1).
     Expired(u32),
 }
@@ -753,7 +755,7 @@ impl FakeNotifications {
                     let (path, interface) =
                         ("/org/freedesktop/Notifications", "org.freedesktop.Notifications");
                     let id = match signal {
-                        Signal::Clicked(id) | Signal::Expired(id) => id,
+                        Signal::Clicked(id) | Signal::Expired(id) | Signal::Invoked(id, _) => id,
                     };
                     let to = senders
                         .lock()
@@ -763,6 +765,10 @@ impl FakeNotifications {
                     match signal {
                         Signal::Clicked(id) => connection
                             .emit_signal(to.as_deref(), path, interface, "ActionInvoked", &(id, "default"))
+                            .await
+                            .expect("emit ActionInvoked"),
+                        Signal::Invoked(id, action) => connection
+                            .emit_signal(to.as_deref(), path, interface, "ActionInvoked", &(id, action))
                             .await
                             .expect("emit ActionInvoked"),
                         // Reason 1: it expired.
@@ -790,6 +796,11 @@ impl FakeNotifications {
     /// Activates notification `id`, as a click on it does.
     pub fn activate(&self, id: u32) {
         self.signal(Signal::Clicked(id));
+    }
+
+    /// Chooses the action `key` of notification `id` (one of its buttons).
+    pub fn invoke(&self, id: u32, key: &'static str) {
+        self.signal(Signal::Invoked(id, key));
     }
 
     /// Says that notification `id` expired.

@@ -646,6 +646,50 @@ async fn a_message_raises_a_notification_naming_the_sender_and_activating_it_ope
     assert!(!app.log().contains("panicked"), "{}", app.log());
 }
 
+/// A notification's "Mark as read" button marks the chat read without opening a panel.
+#[tokio::test]
+async fn mark_as_read_on_a_notification_marks_the_chat_read_without_opening_it() {
+    let _serial = serial().await;
+    let _host = ensure_tray_host();
+    let notifications = FakeNotifications::start();
+    let x = Xvfb::start();
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(&x.display, dir.path());
+    let client = pinchat_ipc::Client::connect(&app.socket).await.unwrap();
+    bind_demo_with_alice(&client, &server).await;
+    let alice_key = server.key("alice").await;
+    let demo_id = server.id_of(&alice_key, "demo").await;
+    server.send_text(&alice_key, demo_id, "m-1", "ping").await;
+    let shown = eventually("a notification", || notifications.shown().first().cloned());
+    assert!(
+        shown
+            .actions
+            .windows(2)
+            .any(|a| a[0] == "mark-read" && a[1] == "Mark as read"),
+        "{shown:?}"
+    );
+    eventually("the tooltip to count 1 unread", || {
+        app.tray_property("ToolTip").contains("(1 unread)").then_some(())
+    });
+    notifications.invoke(shown.id, "mark-read");
+    eventually("the tooltip to count 0 unread", || {
+        app.tray_property("ToolTip").contains("(0 unread)").then_some(())
+    });
+    let history: serde_json::Value = server
+        .get(&alice_key, &format!("/v1/messages/{}", demo_id.0))
+        .await
+        .unwrap();
+    assert!(history["peer_read_up_to"].as_u64().unwrap_or(0) > 0, "{history}");
+    assert!(
+        !window_titles(&x.display)
+            .iter()
+            .any(|t| t.starts_with("pinchat — ")),
+        "no panel opened"
+    );
+    assert!(!app.log().contains("panicked"), "{}", app.log());
+}
+
 /// The same with a real notification server, dunst: it sends the click (`ActionInvoked`) only to the
 /// bus connection that showed the notification, so the app must show and listen on one connection.
 #[tokio::test]

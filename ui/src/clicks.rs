@@ -25,11 +25,25 @@ const QUEUE: usize = 64;
 /// How long a notification stays, in milliseconds (the server may choose otherwise).
 const EXPIRE_MS: i32 = 10_000;
 
+/// What the user did with a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clicked {
+    /// Clicked it: open the chat.
+    Open,
+    /// Chose "Mark as read".
+    MarkRead,
+}
+
+/// The action key of "Mark as read".
+const MARK_READ: &str = "mark-read";
+
 /// A notification to show.
 #[derive(Debug, Clone)]
 pub struct Show {
     /// Its title.
     pub title: String,
+    /// The label of its "Mark as read" action, in the app's language.
+    pub mark_read: String,
     /// Its text.
     pub body: String,
     /// The widget the message arrived in.
@@ -93,8 +107,8 @@ pub struct Clicks {
 }
 
 impl Clicks {
-    /// Starts the thread; `open(widget, contact)` is called (on it) for each click.
-    pub fn start(open: impl Fn(String, u64) + Send + 'static) -> Clicks {
+    /// Starts the thread; `clicked(widget, contact, what)` is called (on it) for each click or action.
+    pub fn start(open: impl Fn(String, u64, Clicked) + Send + 'static) -> Clicks {
         let (show, requests) = mpsc::channel(QUEUE);
         let started = std::thread::Builder::new()
             // Short enough for the OS's 15-character thread names.
@@ -118,7 +132,10 @@ impl Clicks {
     }
 }
 
-async fn serve(mut requests: mpsc::Receiver<Show>, open: &impl Fn(String, u64)) -> zbus_notify::Result<()> {
+async fn serve(
+    mut requests: mpsc::Receiver<Show>,
+    open: &impl Fn(String, u64, Clicked),
+) -> zbus_notify::Result<()> {
     use futures_util::StreamExt;
     let connection = zbus_notify::Connection::session().await?;
     let rule = zbus_notify::MatchRule::builder()
@@ -148,17 +165,23 @@ async fn serve(mut requests: mpsc::Receiver<Show>, open: &impl Fn(String, u64)) 
                 let body = message.body();
                 let (id, clicked) = match member.as_deref() {
                     Some("ActionInvoked") => match body.deserialize::<(u32, String)>() {
-                        Ok((id, action)) => (id, action == "default"),
+                        Ok((id, action)) if action == "default" => (id, Some(Clicked::Open)),
+                        Ok((id, action)) if action == MARK_READ => (id, Some(Clicked::MarkRead)),
+                        Ok((id, _)) => (id, None),
                         Err(_) => continue,
                     },
                     Some("NotificationClosed") => match body.deserialize::<(u32, u32)>() {
-                        Ok((id, _reason)) => (id, false),
+                        Ok((id, _reason)) => (id, None),
                         Err(_) => continue,
                     },
                     _ => continue,
                 };
-                if let (true, Some((widget, contact))) = (clicked, shown.closed(id)) {
-                    open(widget, contact);
+                if let (Some(what), Some((widget, contact))) = (clicked, shown.closed(id)) {
+                    if what == Clicked::MarkRead {
+                        // The server leaves it to the app to take the notification away.
+                        let _ = close(&connection, id).await;
+                    }
+                    open(widget, contact, what);
                 }
             }
         }
@@ -171,8 +194,9 @@ async fn notify(connection: &zbus_notify::Connection, n: &Show, replaces: u32) -
     let mut hints: HashMap<&str, Value<'_>> = HashMap::new();
     hints.insert("category", Value::from("im.received"));
     hints.insert("desktop-entry", Value::from("pinchat"));
-    // The default action is a click on the notification.
-    let actions = ["default", n.title.as_str()];
+    // The default action is a click on the notification; "Mark as read" a button where the server
+    // shows actions (servers that do not ignore it).
+    let actions = ["default", n.title.as_str(), MARK_READ, n.mark_read.as_str()];
     let reply = connection
         .call_method(
             Some("org.freedesktop.Notifications"),
@@ -192,6 +216,20 @@ async fn notify(connection: &zbus_notify::Connection, n: &Show, replaces: u32) -
         )
         .await?;
     reply.body().deserialize::<u32>()
+}
+
+/// `org.freedesktop.Notifications.CloseNotification`.
+async fn close(connection: &zbus_notify::Connection, id: u32) -> zbus_notify::Result<()> {
+    connection
+        .call_method(
+            Some("org.freedesktop.Notifications"),
+            "/org/freedesktop/Notifications",
+            Some("org.freedesktop.Notifications"),
+            "CloseNotification",
+            &(id,),
+        )
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

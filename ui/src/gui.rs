@@ -44,6 +44,8 @@ pub enum UserEvent {
     PanelClosed(PanelId),
     /// An OS notification was activated: open that chat.
     OpenChat(String, u64),
+    /// "Mark as read" on an OS notification: that chat, read, without opening it.
+    MarkRead(String, u64),
 }
 
 /// What a panel shows first.
@@ -299,21 +301,29 @@ impl App {
                         .clicks
                         .get_or_insert_with(|| {
                             let proxy = Mutex::new(self.proxy.clone());
-                            crate::clicks::Clicks::start(move |widget, contact| {
-                                let _ = proxy
-                                    .lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .send_event(UserEvent::OpenChat(widget, contact));
+                            crate::clicks::Clicks::start(move |widget, contact, what| {
+                                let event = match what {
+                                    crate::clicks::Clicked::Open => UserEvent::OpenChat(widget, contact),
+                                    crate::clicks::Clicked::MarkRead => UserEvent::MarkRead(widget, contact),
+                                };
+                                let _ = proxy.lock().unwrap_or_else(|e| e.into_inner()).send_event(event);
                             })
                         })
                         .clone();
                     #[cfg(not(target_os = "linux"))]
                     let clicked = self.proxy.clone();
-                    notify(clicked, title, widget, contact, text);
+                    notify(clicked, self.lang, title, widget, contact, text);
                 }
             }
             UserEvent::OpenChat(widget, contact) => {
                 self.open(PanelKind::Widget(widget), Some(contact), target);
+            }
+            UserEvent::MarkRead(widget, contact) => {
+                if let Some(backend) = &self.backend {
+                    // The new unread count comes back as a notification; the reply is not needed.
+                    let params = serde_json::json!({ "widget": widget, "contact": contact });
+                    let _ = backend.request(0, "widget.mark_read".into(), params);
+                }
             }
             UserEvent::Backend(ToUi::Lost(why)) => {
                 tracing::error!(%why, "lost the daemon");
@@ -663,9 +673,10 @@ fn notification_title(lang: Lang, sender: &str, account: Option<&str>) -> String
 /// Raises an OS notification for a new message; activating it opens the chat. On Linux the one
 /// notification thread shows it, on the bus connection that hears its click (`clicks.rs`).
 #[cfg(target_os = "linux")]
-fn notify(clicked: ClickTarget, title: String, widget: String, contact: u64, text: String) {
+fn notify(clicked: ClickTarget, lang: Lang, title: String, widget: String, contact: u64, text: String) {
     clicked.show(crate::clicks::Show {
         title,
+        mark_read: lang.words().mark_read.to_owned(),
         body: text,
         widget,
         contact,
@@ -674,7 +685,7 @@ fn notify(clicked: ClickTarget, title: String, widget: String, contact: u64, tex
 
 /// Raises an OS notification for a new message; activating it opens the chat.
 #[cfg(not(target_os = "linux"))]
-fn notify(clicked: ClickTarget, title: String, widget: String, contact: u64, text: String) {
+fn notify(clicked: ClickTarget, _lang: Lang, title: String, widget: String, contact: u64, text: String) {
     // Showing is a blocking call (the notification center on macOS — answered on the main thread,
     // which the event loop keeps running): off the event loop.
     let spawned = std::thread::Builder::new()

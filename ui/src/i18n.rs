@@ -76,6 +76,8 @@ pub struct Words {
     pub terminal_no_accounts: &'static str,
     /// The title of a new-message notification, before the sender's name.
     pub new_message_from: &'static str,
+    /// A notification's action that marks the chat read.
+    pub mark_read: &'static str,
     /// Presence states: online, offline, busy, idle, do not disturb (the words `pinchatctl` uses).
     pub states: [&'static str; 5],
     /// The account submenu's entry that opens the panel.
@@ -118,6 +120,7 @@ static EN: Words = Words {
     no_display: "No graphical display found, so there is no tray icon: showing your widgets here instead (Ctrl-C to quit).",
     terminal_no_accounts: "No account is bound yet: add one with `pinchatctl add`, or run pinchat in a graphical session.",
     new_message_from: "New message from",
+    mark_read: "Mark as read",
     states: ["online", "offline", "busy", "idle", "do not disturb"],
     open: "Open",
     mode_push: "Live updates (push)",
@@ -138,6 +141,7 @@ static ZH: Words = Words {
     no_display: "未找到图形显示环境，无法显示托盘图标：改为在此处显示你的挂件（按 Ctrl-C 退出）。",
     terminal_no_accounts: "尚未绑定账号：请用 `pinchatctl add` 添加，或在图形会话中运行 pinchat。",
     new_message_from: "新消息来自",
+    mark_read: "标为已读",
     states: ["在线", "离线", "忙碌", "空闲", "请勿打扰"],
     open: "打开",
     mode_push: "实时更新（推送）",
