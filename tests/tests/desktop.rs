@@ -283,6 +283,27 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
         "return document.querySelector('#messages')?.textContent.includes('Lunch at noon?')",
     )
     .await;
+    // Today's messages under a "Today" separator; a web link is a link (opened by the system's
+    // browser, not the panel).
+    assert_eq!(wd.text("#messages .day").await, "Today");
+    server
+        .send_text(
+            &alice_key,
+            demo_id,
+            "wd-link",
+            "The menu: https://example.com/menu.",
+        )
+        .await;
+    let href = wd
+        .until(
+            "the link",
+            "return document.querySelector('#messages a.link')?.getAttribute('href')",
+        )
+        .await;
+    assert_eq!(
+        href, "https://example.com/menu",
+        "the full stop is not part of it"
+    );
     wd.type_into("#text", &format!("Yes, see you there{ENTER}")).await;
     // Alice receives it.
     let history = || async {
@@ -375,11 +396,13 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
         .await;
     wd.until(
         "the older messages",
-        "return document.querySelectorAll('#messages .msg').length === 42",
+        "return document.querySelectorAll('#messages .msg').length === 43",
     )
     .await;
     let all = texts().await;
-    let expected: Vec<String> = ["Lunch at noon?".to_owned(), "Yes, see you there".to_owned()]
+    // (The link's message shows its text up to the link.)
+    let expected: Vec<String> = ["Lunch at noon?", "The menu: ", "Yes, see you there"]
+        .map(str::to_owned)
         .into_iter()
         .chain((0..40).map(|i| format!("note {i:02}")))
         .collect();

@@ -14,6 +14,7 @@ const WORDS = {
     noUnread: "No unread messages.", noPins: "No pinned contacts yet.", send: "Send",
     typeMessage: "Write a message (Enter sends, Shift+Enter for a new line)",
     olderLoading: "Loading older messages…", noMessages: "No messages yet.",
+    today: "Today", yesterday: "Yesterday",
     reauthTitle: "Password needed", reauthText: "The server no longer accepts this account's key. Enter the password to log in again.",
     unread: "unread", limit: "You can pin up to {max} contacts.",
     online: "online", offline: "offline", busy: "busy", idle: "idle", do_not_disturb: "do not disturb",
@@ -43,6 +44,7 @@ const WORDS = {
     noUnread: "没有未读消息。", noPins: "还没有挂出的联系人。", send: "发送",
     typeMessage: "输入消息（回车发送，Shift+回车换行）",
     olderLoading: "正在加载更早的消息…", noMessages: "还没有消息。",
+    today: "今天", yesterday: "昨天",
     reauthTitle: "需要密码", reauthText: "服务器不再接受该账号的密钥，请输入密码重新登录。",
     unread: "条未读", limit: "最多可以挂出 {max} 位联系人。",
     online: "在线", offline: "离线", busy: "忙碌", idle: "空闲", do_not_disturb: "请勿打扰",
@@ -194,9 +196,46 @@ function avatar(name, state_, image) {
   if (state_) el.append(h("span", { class: "state " + state_, title: t(state_) }));
   return el;
 }
-function when(ts) {
+const locale = lang === "zh" ? "zh-CN" : "en";
+function dayKey(d) { return `${d.getFullYear()}-${d.getMonth()}-${d.getDate()}`; }
+// "Today", "Yesterday", or the date (with the year when it is not this one).
+function dayLabel(ts) {
+  const d = new Date(ts), now = new Date(), yesterday = new Date(now);
+  yesterday.setDate(now.getDate() - 1);
+  if (dayKey(d) === dayKey(now)) return t("today");
+  if (dayKey(d) === dayKey(yesterday)) return t("yesterday");
+  const opts = { month: "short", day: "numeric", ...(d.getFullYear() === now.getFullYear() ? {} : { year: "numeric" }) };
+  return d.toLocaleDateString(locale, opts);
+}
+// The time of day; the day too when it is not today (in lists without day separators).
+function when(ts, withDay) {
   const d = new Date(ts);
-  return d.toLocaleTimeString(lang === "zh" ? "zh-CN" : "en", { hour: "2-digit", minute: "2-digit" });
+  const time = d.toLocaleTimeString(locale, { hour: "2-digit", minute: "2-digit" });
+  return withDay && dayKey(d) !== dayKey(new Date()) ? `${dayLabel(ts)} ${time}` : time;
+}
+// A message's text with its web links clickable; they open in the system's browser.
+function linked(text) {
+  const out = [];
+  let last = 0;
+  for (const m of text.matchAll(/\bhttps?:\/\/[^\s<>"]+[^\s<>".,;:!?)\]'"]/g)) {
+    if (m.index > last) out.push(text.slice(last, m.index));
+    const url = m[0];
+    out.push(h("a", { href: url, class: "link", onclick: (e) => { e.preventDefault(); call("ui.open_url", { url }).catch(() => {}); } }, url));
+    last = m.index + url.length;
+  }
+  if (last < text.length) out.push(text.slice(last));
+  return out;
+}
+// Day separators in a chat: one before the first message of each day.
+function separateDays(box) {
+  box.querySelectorAll(":scope > .day").forEach((d) => d.remove());
+  let previous = null;
+  for (const el of [...box.children]) {
+    if (!el.dataset.ts) continue;
+    const key = dayKey(new Date(Number(el.dataset.ts)));
+    if (key !== previous) el.before(h("div", { class: "day", role: "separator" }, dayLabel(Number(el.dataset.ts))));
+    previous = key;
+  }
 }
 function activate(el, fn) {
   el.addEventListener("click", fn);
@@ -370,7 +409,7 @@ async function detailsView(contact) {
   const list = h("ul", { class: "list", id: "unread" });
   for (const m of msgs) {
     const row = h("li", { tabindex: "0", "data-message": m.id },
-      h("div", { class: "who" }, h("div", { class: "sig" }, when(m.ts)), h("div", {}, m.text)));
+      h("div", { class: "who" }, h("div", { class: "sig" }, when(m.ts, true)), h("div", {}, linked(m.text))));
     activate(row, () => chatView(contact));
     list.append(row);
   }
@@ -418,6 +457,7 @@ async function loadOlder() {
   chat.more = page.more;
   const before = chat.scroller.scrollHeight;
   for (const m of page.messages) addMessage(m, true);
+  separateDays(chat.box);
   chat.scroller.scrollTop += chat.scroller.scrollHeight - before;
   if (!chat.box.children.length) chat.box.append(h("div", { class: "empty", id: "no-messages" }, t("noMessages")));
   chat.loading = false;
@@ -429,13 +469,16 @@ function addMessage(m, older) {
   const key = m.client_id || "s" + m.id;
   const mine = m.from === state.view.account.id;
   const meta = h("span", { class: "meta" }, when(m.ts) + (mine && t(m.state) ? " · " + t(m.state) : ""));
-  const el = h("div", { class: "msg" + (mine ? " mine" : ""), "data-message": m.id, "data-state": m.state }, m.text, meta);
+  const el = h("div", { class: "msg" + (mine ? " mine" : ""), "data-message": m.id, "data-state": m.state, "data-ts": m.ts }, linked(m.text), meta);
   const existing = chat.nodes.get(key) || chat.nodes.get("s" + m.id);
   if (existing) { existing.replaceWith(el); } else if (older) { chat.box.prepend(el); } else { chat.box.append(el); }
   chat.nodes.set(key, el);
   if (m.id && m.id > 0) chat.nodes.set("s" + m.id, el);
   if (m.id && (chat.oldest == null || m.id < chat.oldest)) chat.oldest = m.id;
-  if (!older) chat.scroller.scrollTop = chat.scroller.scrollHeight;
+  if (!older) {
+    separateDays(chat.box);
+    chat.scroller.scrollTop = chat.scroller.scrollHeight;
+  }
 }
 function markRead() {
   if (state.chat) call("widget.mark_read", { widget: state.widget, contact: state.chat.contact.id }).catch(() => {});

@@ -96,6 +96,13 @@ pub enum PageMessage {
         /// The contact.
         contact: Option<u64>,
     },
+    /// Open a link of a message in the system's browser.
+    OpenUrl {
+        /// Request id.
+        id: u64,
+        /// The link (only `http` and `https` are opened).
+        url: String,
+    },
     /// A call of the local API, passed on to the daemon (if it is one of the allowed methods).
     Call {
         /// Request id.
@@ -120,6 +127,10 @@ impl PageMessage {
                 id,
                 widget: params.get("widget").and_then(Value::as_str).map(str::to_owned),
             },
+            "ui.open_url" => PageMessage::OpenUrl {
+                id,
+                url: params.get("url").and_then(Value::as_str).unwrap_or("").to_owned(),
+            },
             "ui.viewing" => PageMessage::Viewing {
                 id,
                 contact: params.get("contact").and_then(Value::as_u64),
@@ -127,6 +138,19 @@ impl PageMessage {
             _ => PageMessage::Call { id, method, params },
         })
     }
+}
+
+/// Whether a message's link may be handed to the system's browser: a web address, nothing else (no
+/// `file:`, no custom schemes that start programs), of sane length, without spaces or control
+/// characters.
+pub fn openable(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    let host = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"));
+    host.is_some_and(|h| !h.is_empty() && !h.starts_with('/'))
+        && url.len() <= 2048
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 #[cfg(test)]
@@ -179,5 +203,29 @@ mod tests {
             Some(PageMessage::Call { id: 5, .. })
         ));
         assert_eq!(PageMessage::parse("not json"), None);
+        assert_eq!(
+            PageMessage::parse(r#"{"id":7,"method":"ui.open_url","params":{"url":"https://a.example/x"}}"#),
+            Some(PageMessage::OpenUrl {
+                id: 7,
+                url: "https://a.example/x".into()
+            })
+        );
+    }
+
+    #[test]
+    fn only_web_links_are_opened() {
+        assert!(openable("https://example.com/a?b=c"));
+        assert!(openable("HTTP://example.com"));
+        for bad in [
+            "file:///etc/passwd",
+            "javascript:alert(1)",
+            "smb://host/share",
+            "https://",
+            "https://a b",
+            "https://a\nb",
+            "",
+        ] {
+            assert!(!openable(bad), "{bad:?}");
+        }
     }
 }

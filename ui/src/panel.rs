@@ -268,6 +268,25 @@ impl Panel {
                 }
                 self.reply(id, true, "{}");
             }
+            PageMessage::OpenUrl { id, url } => {
+                if !crate::control::openable(&url) {
+                    tracing::warn!("the page asked to open a link that is not a web address; refused");
+                    self.reply(
+                        id,
+                        false,
+                        r#"{"code":"ui.invalid_link","message":"only web links open"}"#,
+                    );
+                } else if let Err(e) = open::that_detached(&url) {
+                    tracing::warn!(error = %e, "cannot open a link in the browser");
+                    self.reply(
+                        id,
+                        false,
+                        r#"{"code":"ui.cannot_open","message":"no browser could open it"}"#,
+                    );
+                } else {
+                    self.reply(id, true, "{}");
+                }
+            }
             PageMessage::Viewing { id, contact } => {
                 // The tray shows no notification for the chat on screen.
                 self.tell_tray(&FromPanel::Viewing(contact));
