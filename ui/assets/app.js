@@ -33,6 +33,8 @@ const WORDS = {
       "storage.read_only": "pinchat's data folder cannot be written, so the message was not saved.",
       "widget.invalid": "Please check what you typed.",
       "ui.daemon_unreachable": "The pinchat daemon is not answering.",
+      "ui.invalid_link": "Only web links (http or https) are opened.",
+      "ui.cannot_open": "No web browser could open the link. Copy it into your browser instead.",
     },
   },
   zh: {
@@ -63,6 +65,8 @@ const WORDS = {
       "storage.read_only": "pinchat 的数据文件夹无法写入，消息没有保存。",
       "widget.invalid": "请检查输入的内容。",
       "ui.daemon_unreachable": "pinchat 后台服务没有响应。",
+      "ui.invalid_link": "只会打开网页链接（http 或 https）。",
+      "ui.cannot_open": "没有浏览器能打开此链接，请复制到浏览器中打开。",
     },
   },
 };
@@ -220,7 +224,7 @@ function linked(text) {
   for (const m of text.matchAll(/\bhttps?:\/\/[^\s<>"]+[^\s<>".,;:!?)\]'"]/g)) {
     if (m.index > last) out.push(text.slice(last, m.index));
     const url = m[0];
-    out.push(h("a", { href: url, class: "link", onclick: (e) => { e.preventDefault(); call("ui.open_url", { url }).catch(() => {}); } }, url));
+    out.push(h("a", { href: url, class: "link", onclick: (e) => { e.preventDefault(); call("ui.open_url", { url }).catch((err) => alert(errorText(err))); } }, url));
     last = m.index + url.length;
   }
   if (last < text.length) out.push(text.slice(last));

@@ -274,14 +274,14 @@ impl Panel {
                     self.reply(
                         id,
                         false,
-                        r#"{"code":"ui.invalid_link","message":"only web links open"}"#,
+                        r#"{"code":"ui.invalid_link","message":"only web links (http or https) are opened"}"#,
                     );
                 } else if let Err(e) = open::that_detached(&url) {
                     tracing::warn!(error = %e, "cannot open a link in the browser");
                     self.reply(
                         id,
                         false,
-                        r#"{"code":"ui.cannot_open","message":"no browser could open it"}"#,
+                        r#"{"code":"ui.cannot_open","message":"no web browser could open the link; copy it into your browser instead"}"#,
                     );
                 } else {
                     self.reply(id, true, "{}");
