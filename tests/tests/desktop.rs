@@ -43,6 +43,37 @@ async fn bind_demo_with_alice(
     alice
 }
 
+/// What the notification tests start from: the real tray app on display `x` with its own daemon, the
+/// demo user bound with Alice pinned, and Alice's key to write with.
+struct WithAlice {
+    server: Server,
+    dir: tempfile::TempDir,
+    app: App,
+    client: pinchat_ipc::Client,
+    alice: pinchat_ipc::api::ContactIdentity,
+    alice_key: String,
+    demo_id: pinchat_proto::AccountId,
+}
+
+async fn with_alice(x: &Xvfb) -> WithAlice {
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(&x.display, dir.path());
+    let client = pinchat_ipc::Client::connect(&app.socket).await.unwrap();
+    let alice = bind_demo_with_alice(&client, &server).await;
+    let alice_key = server.key("alice").await;
+    let demo_id = server.id_of(&alice_key, "demo").await;
+    WithAlice {
+        server,
+        dir,
+        app,
+        client,
+        alice,
+        alice_key,
+        demo_id,
+    }
+}
+
 #[tokio::test]
 async fn the_tray_shows_unread_counts_a_click_opens_the_widget_panel_and_a_second_launch_adds_nothing() {
     let _serial = serial().await;
@@ -582,13 +613,15 @@ async fn a_message_raises_a_notification_naming_the_sender_and_activating_it_ope
     let _host = ensure_tray_host();
     let notifications = FakeNotifications::start();
     let x = Xvfb::start();
-    let server = Server::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let app = App::start(&x.display, dir.path());
-    let client = pinchat_ipc::Client::connect(&app.socket).await.unwrap();
-    let alice = bind_demo_with_alice(&client, &server).await;
-    let alice_key = server.key("alice").await;
-    let demo_id = server.id_of(&alice_key, "demo").await;
+    let WithAlice {
+        server,
+        dir: _dir,
+        app,
+        client: _client,
+        alice,
+        alice_key,
+        demo_id,
+    } = with_alice(&x).await;
 
     // Do not disturb: the message is counted, and nothing is shown.
     eventually("the account's submenu", || {
@@ -676,13 +709,15 @@ async fn mark_as_read_on_a_notification_marks_the_chat_read_without_opening_it()
     let _host = ensure_tray_host();
     let notifications = FakeNotifications::start();
     let x = Xvfb::start();
-    let server = Server::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let app = App::start(&x.display, dir.path());
-    let client = pinchat_ipc::Client::connect(&app.socket).await.unwrap();
-    bind_demo_with_alice(&client, &server).await;
-    let alice_key = server.key("alice").await;
-    let demo_id = server.id_of(&alice_key, "demo").await;
+    let WithAlice {
+        server,
+        dir: _dir,
+        app,
+        client: _client,
+        alice: _,
+        alice_key,
+        demo_id,
+    } = with_alice(&x).await;
     server.send_text(&alice_key, demo_id, "m-1", "ping").await;
     let shown = eventually("a notification", || notifications.shown().first().cloned());
     assert!(
@@ -721,13 +756,15 @@ async fn a_click_on_a_notification_of_the_real_server_dunst_opens_the_chat() {
     let _host = ensure_tray_host();
     let x = Xvfb::start();
     let dunst = Dunst::start(&x.display);
-    let server = Server::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let app = App::start(&x.display, dir.path());
-    let client = pinchat_ipc::Client::connect(&app.socket).await.unwrap();
-    bind_demo_with_alice(&client, &server).await;
-    let alice_key = server.key("alice").await;
-    let demo_id = server.id_of(&alice_key, "demo").await;
+    let WithAlice {
+        server,
+        dir: _dir,
+        app,
+        client: _client,
+        alice: _,
+        alice_key,
+        demo_id,
+    } = with_alice(&x).await;
     eventually("the account in the tray", || {
         app.tray_property("ToolTip").contains("(0 unread)").then_some(())
     });
@@ -877,13 +914,15 @@ async fn forty_messages_from_one_contact_make_one_notification_and_leave_no_thre
     let _host = ensure_tray_host();
     let notifications = FakeNotifications::start();
     let x = Xvfb::start();
-    let server = Server::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let app = App::start(&x.display, dir.path());
-    let client = pinchat_ipc::Client::connect(&app.socket).await.unwrap();
-    bind_demo_with_alice(&client, &server).await;
-    let alice_key = server.key("alice").await;
-    let demo_id = server.id_of(&alice_key, "demo").await;
+    let WithAlice {
+        server,
+        dir: _dir,
+        app,
+        client: _client,
+        alice: _,
+        alice_key,
+        demo_id,
+    } = with_alice(&x).await;
     for i in 0..40 {
         server
             .send_text(&alice_key, demo_id, &format!("b-{i}"), &format!("message {i}"))
