@@ -3,9 +3,14 @@
 //! runs inside this process too, with its data in a temporary directory and its keys in memory — the
 //! demo never touches the user's keyring or real widgets — and the app binds the demo user and pins
 //! five contacts, so the tray and the widget come alive at once.
+//!
+//! The demo server is linked in only with the `demo` feature (on by default, so `./run demo` and
+//! `cargo run -p pinchat-ui -- demo` work from a checkout). Installed packages leave it out: the server
+//! is most of the app's code and no user of an installed app needs a server inside it.
 
 use pinchat_ipc::api::{CreateWidget, Login, SetPins, SetPinsParams};
 use pinchat_ipc::client::Client;
+#[cfg(feature = "demo")]
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -25,6 +30,7 @@ pub struct DemoServer {
 impl DemoServer {
     /// Starts the demo server with its database in `dir`, on 127.0.0.1:`port` (0: any free port), with
     /// demo events every `every` seconds (0: none).
+    #[cfg(feature = "demo")]
     pub fn start(dir: &Path, port: u16, every: u64) -> anyhow::Result<DemoServer> {
         let config = pinchat_server::config::Config {
             database: dir.join("server.db"),
@@ -71,6 +77,15 @@ impl DemoServer {
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// Without the `demo` feature there is no server to start: says so, and what to do instead.
+    #[cfg(not(feature = "demo"))]
+    pub fn start(_dir: &Path, _port: u16, _every: u64) -> anyhow::Result<DemoServer> {
+        anyhow::bail!(
+            "this build of pinchat has no demo server (installed packages leave it out). \
+             Add your account from the tray icon instead, or try the demo from a source checkout: ./run demo"
+        )
     }
 
     /// Stops the server, letting it finish its writes.

@@ -43,8 +43,7 @@ struct Cli {
     /// Where the daemon keeps widget databases when this app starts it.
     #[arg(long, env = "PINCHAT_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Language of the user interface (default: the system's). Before or after the command
-    /// (`pinchat demo --lang zh`).
+    /// Language of the user interface (default: the system's), before or after a command.
     #[arg(long, value_enum, env = "PINCHAT_LANG", global = true)]
     lang: Option<Lang>,
     /// Show the widgets in the terminal even when a display is available.
@@ -61,6 +60,8 @@ struct Cli {
 enum Command {
     /// Try pinchat: a demo server with a demo world in this process, the daemon, and the tray app
     /// logged in as the demo user with five contacts pinned. Touches none of your real data or keys.
+    // Hidden where the demo server is not built in (installed packages): it would only explain that.
+    #[cfg_attr(not(feature = "demo"), command(hide = true))]
     Demo {
         /// Port of the demo server on 127.0.0.1 (0: any free port).
         #[arg(long, default_value_t = 7420)]

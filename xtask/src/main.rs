@@ -5,7 +5,10 @@
 //!   newcomer all run exactly the same thing. On Linux it runs inside a private D-Bus session with a
 //!   fresh, unlocked gnome-keyring, so that the daemon's tests use a real Secret Service without ever
 //!   touching the developer's own keyring. On macOS and Windows the tests use the real Keychain and
-//!   Credential Manager.
+//!   Credential Manager. On Linux it then builds the .deb and checks it ([`package`]).
+//! - `package deb [--profile P] [--check] [--system-test]`: the Linux package ([`package`]).
+
+mod package;
 
 use std::process::{Command, ExitCode};
 
@@ -13,8 +16,32 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
+        Some("package") => match (
+            args.get(1).map(String::as_str),
+            package::Options::parse(&args[2..]),
+        ) {
+            (Some("deb"), Ok(options)) => match package::deb(&options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("xtask: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            (_, Err(e)) => {
+                eprintln!("xtask: {e}");
+                ExitCode::from(2)
+            }
+            _ => {
+                eprintln!(
+                    "usage: cargo xtask package deb [--profile dist|release|dev] [--check] [--system-test]"
+                );
+                ExitCode::from(2)
+            }
+        },
         _ => {
-            eprintln!("usage: cargo xtask test [extra cargo test arguments]");
+            eprintln!(
+                "usage: cargo xtask test [extra cargo test arguments]\n       cargo xtask package deb [--profile P] [--check] [--system-test]"
+            );
             ExitCode::from(2)
         }
     }
@@ -56,6 +83,22 @@ fn test(extra: &[String]) -> ExitCode {
         .args(extra);
     let status = command.status();
     match status {
+        // The whole suite (no filter given) ends with the Linux package: built, linted, its programs run;
+        // with PINCHAT_SYSTEM_TESTS=1 (CI's disposable machine) also installed with apt and purged.
+        Ok(s) if s.success() && extra.iter().all(|a| a == "--locked") && cfg!(target_os = "linux") => {
+            let options = package::Options {
+                profile: "dev".into(),
+                check: true,
+                system_test: std::env::var("PINCHAT_SYSTEM_TESTS").as_deref() == Ok("1"),
+            };
+            match package::deb(&options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("xtask: the package check failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Ok(s) if s.success() => ExitCode::SUCCESS,
         Ok(s) => {
             eprintln!("xtask: the test suite failed ({s})");

@@ -1,0 +1,316 @@
+//! `cargo xtask package deb`: the Linux package, and the checks that prove it installs what users need.
+//!
+//! The programs are built first (the tray app without its demo server, the daemon, `pinchatctl`), then
+//! cargo-deb assembles the package from `[package.metadata.deb]` in `ui/Cargo.toml`, and the path of the
+//! .deb is printed. With `--check`, the package is then linted (lintian, desktop-file-validate), its
+//! file list compared with what it must hold, and its programs run from an unpacked copy: `pinchat
+//! --version`, and a daemon answering `pinchatctl status` on a socket of its own. With `--system-test`
+//! (CI only: it changes the machine) it is also installed with apt, run from `/usr/bin`, and purged,
+//! and the machine's file list is compared before and after.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// What the .deb must hold, besides directories and Debian's own documentation files.
+const DEB_FILES: &[&str] = &[
+    "./usr/bin/pinchat",
+    "./usr/bin/pinchatctl",
+    "./usr/bin/pinchatd",
+    "./usr/share/applications/pinchat.desktop",
+    "./usr/share/doc/pinchat/README",
+    "./usr/share/doc/pinchat/copyright",
+    "./usr/share/icons/hicolor/128x128/apps/pinchat.png",
+    "./usr/share/icons/hicolor/16x16/apps/pinchat.png",
+    "./usr/share/icons/hicolor/22x22/apps/pinchat.png",
+    "./usr/share/icons/hicolor/24x24/apps/pinchat.png",
+    "./usr/share/icons/hicolor/256x256/apps/pinchat.png",
+    "./usr/share/icons/hicolor/32x32/apps/pinchat.png",
+    "./usr/share/icons/hicolor/48x48/apps/pinchat.png",
+    "./usr/share/icons/hicolor/512x512/apps/pinchat.png",
+    "./usr/share/icons/hicolor/64x64/apps/pinchat.png",
+    "./usr/share/metainfo/io.pinchat.pinchat.metainfo.xml",
+];
+
+pub struct Options {
+    /// The cargo profile the programs are built with: `dist` (what users get) unless told. The test
+    /// suite checks a `dev` build: the same files, built mostly from what the tests already compiled
+    /// (about 4 minutes, where a profile of its own takes 16 on two cores). cargo-deb warns that it is
+    /// meant for release profiles; the warning is expected there.
+    pub profile: String,
+    pub check: bool,
+    pub system_test: bool,
+}
+
+impl Options {
+    pub fn parse(args: &[String]) -> Result<Options, String> {
+        let mut options = Options {
+            profile: "dist".into(),
+            check: false,
+            system_test: false,
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            match arg.as_str() {
+                "--profile" => {
+                    options.profile = it
+                        .next()
+                        .ok_or("--profile needs a value (dist, release, dev)")?
+                        .clone();
+                }
+                "--check" => options.check = true,
+                "--system-test" => {
+                    options.check = true;
+                    options.system_test = true;
+                }
+                other => return Err(format!("unknown option {other:?}")),
+            }
+        }
+        Ok(options)
+    }
+}
+
+fn run(command: &mut Command) -> Result<(), String> {
+    let shown = format!("{command:?}");
+    eprintln!("xtask: {shown}");
+    match command.status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("{shown} failed ({s})")),
+        Err(e) => Err(format!("cannot run {shown}: {e}")),
+    }
+}
+
+fn output(command: &mut Command) -> Result<String, String> {
+    let shown = format!("{command:?}");
+    let out = command
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{shown} failed ({})", out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn need(tool: &str, package: &str) -> Result<(), String> {
+    if crate::on_path(tool) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{tool}` is missing; on Debian/Ubuntu: {}",
+            if package.starts_with("cargo ") {
+                package.to_owned()
+            } else {
+                format!("sudo apt-get install {package}")
+            }
+        ))
+    }
+}
+
+/// Builds the programs and the package; returns the .deb's path.
+fn build_deb(profile: &str) -> Result<PathBuf, String> {
+    need("cargo-deb", "cargo install cargo-deb --version 3.8.0 --locked")?;
+    need("dpkg-shlibdeps", "dpkg-dev")?;
+    let cargo = crate::cargo();
+    // The tray app without the demo server, the daemon and pinchatctl, in one build so that they share
+    // one set of dependencies (the daemon and pinchatctl have no default features to lose).
+    run(Command::new(&cargo).args([
+        "build",
+        "--locked",
+        "--profile",
+        profile,
+        "--no-default-features",
+        "-p",
+        "pinchat-ui",
+        "--bin",
+        "pinchat",
+        "-p",
+        "pinchat-daemon",
+        "--bin",
+        "pinchatd",
+        "-p",
+        "pinchatctl",
+        "--bin",
+        "pinchatctl",
+    ]))?;
+    let out = PathBuf::from("target/debian");
+    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    // cargo-deb maps the manifest's `target/release/` to the chosen profile's directory; the binaries
+    // are built above, with the features the package needs, so it must not build them again.
+    let printed = output(
+        Command::new(&cargo)
+            .args([
+                "deb",
+                "--no-build",
+                "--locked",
+                "-p",
+                "pinchat-ui",
+                "--profile",
+                profile,
+                "--strip",
+                "-o",
+            ])
+            .arg(&out),
+    )?;
+    let deb = printed
+        .lines()
+        .rev()
+        .find(|l| l.trim_end().ends_with(".deb"))
+        .map(|l| PathBuf::from(l.trim()))
+        .ok_or_else(|| format!("cargo deb printed no package path: {printed:?}"))?;
+    Ok(deb)
+}
+
+pub fn deb(options: &Options) -> Result<(), String> {
+    let deb = build_deb(&options.profile)?;
+    let size = std::fs::metadata(&deb).map(|m| m.len()).unwrap_or(0);
+    println!("{} ({:.1} MB)", deb.display(), size as f64 / 1e6);
+    if options.check {
+        check_deb(&deb)?;
+    }
+    if options.system_test {
+        system_test_deb(&deb)?;
+    }
+    Ok(())
+}
+
+fn check_deb(deb: &Path) -> Result<(), String> {
+    need("lintian", "lintian")?;
+    need("desktop-file-validate", "desktop-file-utils")?;
+    // Lintian's errors fail the check; its warnings are printed for a person to read.
+    run(Command::new("lintian")
+        .args(["--fail-on", "error", "--no-tag-display-limit", "--suppress-tags"])
+        .arg(LINTIAN_OVERRIDDEN.join(","))
+        .arg(deb))?;
+    run(Command::new("desktop-file-validate").arg("installers/linux/pinchat.desktop"))?;
+
+    let listing = output(Command::new("dpkg-deb").arg("-c").arg(deb))?;
+    let files: Vec<&str> = listing
+        .lines()
+        .filter(|l| !l.starts_with('d'))
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|f| !f.ends_with("changelog.Debian.gz"))
+        .collect();
+    let mut want = DEB_FILES.to_vec();
+    want.sort_unstable();
+    let mut got = files.clone();
+    got.sort_unstable();
+    if got != want {
+        return Err(format!("the package holds {got:#?}\nbut should hold {want:#?}"));
+    }
+    let control = output(Command::new("dpkg-deb").args(["-f"]).arg(deb))?;
+    let depends = control
+        .lines()
+        .find(|l| l.starts_with("Depends:"))
+        .ok_or("the package declares no dependencies")?;
+    for lib in ["libwebkit2gtk-4.1-0", "libgtk-3-0"] {
+        if !depends.contains(lib) {
+            return Err(format!("the package does not depend on {lib}: {depends}"));
+        }
+    }
+
+    // The programs, from an unpacked copy, as an installed system would run them.
+    let root = std::env::temp_dir().join(format!("pinchat-deb-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root))?;
+    let result = smoke(&root.join("usr/bin"));
+    let _ = std::fs::remove_dir_all(&root);
+    result
+}
+
+/// Tags lintian reports that do not apply, each with its reason.
+const LINTIAN_OVERRIDDEN: &[&str] = &[
+    // The changelog is the project's git history; cargo-deb writes none.
+    "no-changelog",
+];
+
+/// Runs the programs in `bin`: versions, then a daemon on a private socket asked for its status.
+fn smoke(bin: &Path) -> Result<(), String> {
+    let version = env!("CARGO_PKG_VERSION");
+    for program in ["pinchat", "pinchatd", "pinchatctl"] {
+        let out = output(Command::new(bin.join(program)).arg("--version"))?;
+        if !out.contains(version) {
+            return Err(format!(
+                "{program} --version printed {out:?}, not version {version}"
+            ));
+        }
+        println!("xtask: {program} --version: {}", out.trim());
+    }
+    let out = output(Command::new(bin.join("pinchat")).arg("--help"))?;
+    if out.lines().any(|l| l.trim_start().starts_with("demo ")) {
+        return Err("the packaged pinchat offers `demo`, which needs the server it leaves out".into());
+    }
+    let dir = std::env::temp_dir().join(format!("pinchat-deb-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let socket = dir.join("api.sock");
+    let mut daemon = Command::new(bin.join("pinchatd"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start pinchatd: {e}"))?;
+    // The daemon says when it listens; reading that line is the wait.
+    let ready = {
+        use std::io::BufRead;
+        let stdout = daemon.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        line
+    };
+    let status = if ready.starts_with("pinchatd listening on") {
+        output(
+            Command::new(bin.join("pinchatctl"))
+                .arg("--socket")
+                .arg(&socket)
+                .arg("status"),
+        )
+    } else {
+        Err(format!("pinchatd did not start: {ready:?}"))
+    };
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = status?;
+    println!("xtask: pinchatctl status (packaged daemon): {}", status.trim());
+    Ok(())
+}
+
+/// Installs the package with apt, runs it from /usr/bin, purges it, and checks nothing is left.
+fn system_test_deb(deb: &Path) -> Result<(), String> {
+    let before = installed_files()?;
+    let deb = deb.canonicalize().map_err(|e| e.to_string())?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .arg(&deb)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    let result = smoke(Path::new("/usr/bin"));
+    run(Command::new("dpkg").args(["--purge", "pinchat"]))?;
+    result?;
+    let after = installed_files()?;
+    let left: Vec<_> = after.iter().filter(|f| !before.contains(*f)).collect();
+    if !left.is_empty() {
+        return Err(format!("purging the package left {left:?}"));
+    }
+    println!("xtask: installed with apt, ran from /usr/bin, purged: nothing left behind");
+    Ok(())
+}
+
+/// The files in the places the package installs into (those that exist).
+fn installed_files() -> Result<std::collections::BTreeSet<String>, String> {
+    let places: Vec<&str> = [
+        "/usr/bin",
+        "/usr/share/applications",
+        "/usr/share/metainfo",
+        "/usr/share/icons/hicolor",
+        "/usr/share/doc",
+    ]
+    .into_iter()
+    .filter(|p| Path::new(p).exists())
+    .collect();
+    let out = output(Command::new("find").args(places))?;
+    Ok(out.lines().map(str::to_owned).collect())
+}
