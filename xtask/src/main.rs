@@ -7,41 +7,38 @@
 //!   touching the developer's own keyring. On macOS and Windows the tests use the real Keychain and
 //!   Credential Manager. On Linux it then builds the .deb and checks it ([`package`]).
 //! - `package deb [--profile P] [--check] [--system-test]`: the Linux package ([`package`]).
+//! - `package macos [--bin-dir DIR] [--check]`: the macOS bundle, and off macOS a structural DMG
+//!   ([`macos`]).
 
+mod macos;
 mod package;
 
 use std::process::{Command, ExitCode};
 
+const USAGE: &str = "usage: cargo xtask test [extra cargo test arguments]
+       cargo xtask package deb [--profile dist|release|dev] [--check] [--system-test]
+       cargo xtask package macos [--bin-dir DIR] [--check]";
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("test") => test(&args[1..]),
-        Some("package") => match (
-            args.get(1).map(String::as_str),
-            package::Options::parse(&args[2..]),
-        ) {
-            (Some("deb"), Ok(options)) => match package::deb(&options) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("xtask: {e}");
-                    ExitCode::FAILURE
-                }
-            },
-            (_, Err(e)) => {
+    let result = match (args.first().map(String::as_str), args.get(1).map(String::as_str)) {
+        (Some("test"), _) => return test(&args[1..]),
+        (Some("package"), Some("deb")) => package::Options::parse(&args[2..]).map(|o| package::deb(&o)),
+        (Some("package"), Some("macos")) => macos::Options::parse(&args[2..]).map(|o| macos::run(&o)),
+        _ => Err(String::new()),
+    };
+    match result {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+        // A command line that cannot be understood: what was wrong, and how to say it.
+        Err(e) => {
+            if !e.is_empty() {
                 eprintln!("xtask: {e}");
-                ExitCode::from(2)
             }
-            _ => {
-                eprintln!(
-                    "usage: cargo xtask package deb [--profile dist|release|dev] [--check] [--system-test]"
-                );
-                ExitCode::from(2)
-            }
-        },
-        _ => {
-            eprintln!(
-                "usage: cargo xtask test [extra cargo test arguments]\n       cargo xtask package deb [--profile P] [--check] [--system-test]"
-            );
+            eprintln!("{USAGE}");
             ExitCode::from(2)
         }
     }
@@ -83,15 +80,20 @@ fn test(extra: &[String]) -> ExitCode {
         .args(extra);
     let status = command.status();
     match status {
-        // The whole suite (no filter given) ends with the Linux package: built, linted, its programs run;
-        // with PINCHAT_SYSTEM_TESTS=1 (CI's disposable machine) also installed with apt and purged.
+        // The whole suite (no filter given) ends with the packages: the .deb built, linted and its
+        // programs run (with PINCHAT_SYSTEM_TESTS=1, CI's disposable machine, also installed with apt
+        // and purged), and the macOS bundle and DMG laid out and read back.
         Ok(s) if s.success() && extra.iter().all(|a| a == "--locked") && cfg!(target_os = "linux") => {
-            let options = package::Options {
+            let deb = package::Options {
                 profile: "dev".into(),
                 check: true,
                 system_test: std::env::var("PINCHAT_SYSTEM_TESTS").as_deref() == Ok("1"),
             };
-            match package::deb(&options) {
+            let macos = macos::Options {
+                bin_dir: None,
+                check: true,
+            };
+            match package::deb(&deb).and_then(|()| macos::run(&macos)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("xtask: the package check failed: {e}");
