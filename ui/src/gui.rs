@@ -157,6 +157,13 @@ pub fn run(
 ) -> anyhow::Result<std::convert::Infallible> {
     let (settings, settings_path) = settings;
     let demo = options.demo.is_some();
+    // Said once at start too (and on the console, when started from one): the tray works without
+    // WebView2, the panels do not.
+    #[cfg(windows)]
+    if let Err(e) = wry::webview_version() {
+        tracing::warn!(error = %e, "the WebView2 runtime is missing: panels cannot open until it is installed");
+        eprintln!("pinchat: {}", lang.words().webview_missing);
+    }
     let (event_loop, backend) = crate::panel::event_loop_with_backend(options, UserEvent::Backend)?;
     let proxy = event_loop.create_proxy();
     let socket = backend.socket.clone();
@@ -408,6 +415,18 @@ impl App {
             }
             // Its process is ending: start a new one.
             self.panels.remove(&id);
+        }
+        // Windows without WebView2 (it ships with Windows 11 and recent Windows 10, but can be missing):
+        // a panel could not show anything, so the user is told what to install instead.
+        #[cfg(windows)]
+        if let Err(e) = wry::webview_version() {
+            tracing::error!(error = %e, "the WebView2 runtime is missing: no panel can open");
+            let words = self.lang.words();
+            let _ = notify_rust::Notification::new()
+                .summary("pinchat")
+                .body(words.webview_missing)
+                .show();
+            return;
         }
         if let Err(e) = self.start_panel(kind, chat, target) {
             tracing::error!(error = %e, "cannot open a panel");

@@ -94,6 +94,8 @@ pub struct Words {
     pub language: &'static str,
     /// The autostart switch.
     pub start_at_login: &'static str,
+    /// Windows without the WebView2 runtime, which every panel needs: what to do.
+    pub webview_missing: &'static str,
 }
 
 impl Words {
@@ -129,6 +131,7 @@ static EN: Words = Words {
     do_not_disturb: "Do not disturb",
     language: "Language",
     start_at_login: "Start at login",
+    webview_missing: "pinchat needs the Microsoft Edge WebView2 Runtime to show its panels, and it is not installed. Install it from https://go.microsoft.com/fwlink/p/?LinkId=2124703 (Microsoft's Evergreen installer), then click the tray icon again.",
 };
 
 static ZH: Words = Words {
@@ -150,6 +153,7 @@ static ZH: Words = Words {
     do_not_disturb: "免打扰",
     language: "语言",
     start_at_login: "登录时启动",
+    webview_missing: "pinchat 需要 Microsoft Edge WebView2 运行时来显示面板，但它尚未安装。请从 https://go.microsoft.com/fwlink/p/?LinkId=2124703 安装（微软的 Evergreen 安装程序），然后再次点击托盘图标。",
 };
 
 #[cfg(test)]
