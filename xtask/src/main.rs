@@ -9,21 +9,26 @@
 //! - `package deb [--profile P] [--check] [--system-test]`: the Linux package ([`package`]).
 //! - `package macos [--bin-dir DIR] [--check]`: the macOS bundle, and off macOS a structural DMG
 //!   ([`macos`]).
+//! - `package msi [--profile P] [--check]`: the Windows installer, cross-built, and with `--check` its
+//!   end-to-end test under Wine ([`windows`]).
 
 mod macos;
 mod package;
+mod windows;
 
 use std::process::{Command, ExitCode};
 
 const USAGE: &str = "usage: cargo xtask test [extra cargo test arguments]
        cargo xtask package deb [--profile dist|release|dev] [--check] [--system-test]
-       cargo xtask package macos [--bin-dir DIR] [--check]";
+       cargo xtask package macos [--bin-dir DIR] [--check]
+       cargo xtask package msi [--profile release|dist] [--check]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match (args.first().map(String::as_str), args.get(1).map(String::as_str)) {
         (Some("test"), _) => return test(&args[1..]),
         (Some("package"), Some("deb")) => package::Options::parse(&args[2..]).map(|o| package::deb(&o)),
+        (Some("package"), Some("msi")) => windows::Options::parse(&args[2..]).map(|o| windows::run(&o)),
         (Some("package"), Some("macos")) => macos::Options::parse(&args[2..]).map(|o| macos::run(&o)),
         _ => Err(String::new()),
     };
@@ -44,7 +49,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn cargo() -> String {
+pub(crate) fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
@@ -113,7 +118,18 @@ fn test(extra: &[String]) -> ExitCode {
     }
 }
 
-fn on_path(tool: &str) -> bool {
+/// Runs a command, echoing it; its failure is an error naming it.
+pub(crate) fn run(command: &mut Command) -> Result<(), String> {
+    let shown = format!("{command:?}");
+    eprintln!("xtask: {shown}");
+    match command.status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("{shown} failed ({s})")),
+        Err(e) => Err(format!("cannot run {shown}: {e}")),
+    }
+}
+
+pub(crate) fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()))
 }

@@ -69,16 +69,6 @@ impl Options {
     }
 }
 
-fn run(command: &mut Command) -> Result<(), String> {
-    let shown = format!("{command:?}");
-    eprintln!("xtask: {shown}");
-    match command.status() {
-        Ok(s) if s.success() => Ok(()),
-        Ok(s) => Err(format!("{shown} failed ({s})")),
-        Err(e) => Err(format!("cannot run {shown}: {e}")),
-    }
-}
-
 fn output(command: &mut Command) -> Result<String, String> {
     let shown = format!("{command:?}");
     let out = command
@@ -113,7 +103,7 @@ fn build_deb(profile: &str) -> Result<PathBuf, String> {
     let cargo = crate::cargo();
     // The tray app without the demo server, the daemon and pinchatctl, in one build so that they share
     // one set of dependencies (the daemon and pinchatctl have no default features to lose).
-    run(Command::new(&cargo).args([
+    crate::run(Command::new(&cargo).args([
         "build",
         "--locked",
         "--profile",
@@ -177,11 +167,13 @@ fn check_deb(deb: &Path) -> Result<(), String> {
     need("lintian", "lintian")?;
     need("desktop-file-validate", "desktop-file-utils")?;
     // Lintian's errors fail the check; its warnings are printed for a person to read.
-    run(Command::new("lintian")
-        .args(["--fail-on", "error", "--no-tag-display-limit", "--suppress-tags"])
-        .arg(LINTIAN_OVERRIDDEN.join(","))
-        .arg(deb))?;
-    run(Command::new("desktop-file-validate").arg("installers/linux/pinchat.desktop"))?;
+    crate::run(
+        Command::new("lintian")
+            .args(["--fail-on", "error", "--no-tag-display-limit", "--suppress-tags"])
+            .arg(LINTIAN_OVERRIDDEN.join(","))
+            .arg(deb),
+    )?;
+    crate::run(Command::new("desktop-file-validate").arg("installers/linux/pinchat.desktop"))?;
 
     let listing = output(Command::new("dpkg-deb").arg("-c").arg(deb))?;
     let files: Vec<&str> = listing
@@ -211,7 +203,7 @@ fn check_deb(deb: &Path) -> Result<(), String> {
     // The programs, from an unpacked copy, as an installed system would run them.
     let root = std::env::temp_dir().join(format!("pinchat-deb-check-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root))?;
+    crate::run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root))?;
     let result = smoke(&root.join("usr/bin"));
     let _ = std::fs::remove_dir_all(&root);
     result
@@ -283,12 +275,14 @@ fn smoke(bin: &Path) -> Result<(), String> {
 fn system_test_deb(deb: &Path) -> Result<(), String> {
     let before = installed_files()?;
     let deb = deb.canonicalize().map_err(|e| e.to_string())?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .arg(&deb)
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    crate::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .arg(&deb)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
     let result = smoke(Path::new("/usr/bin"));
-    run(Command::new("dpkg").args(["--purge", "pinchat"]))?;
+    crate::run(Command::new("dpkg").args(["--purge", "pinchat"]))?;
     result?;
     let after = installed_files()?;
     let left: Vec<_> = after.iter().filter(|f| !before.contains(*f)).collect();

@@ -1,0 +1,379 @@
+//! The Windows build for real, under Wine: the MSI that `cargo xtask package msi` makes is installed
+//! into a private Wine prefix, and the installed `pinchatd.exe` and `pinchatctl.exe` talk to the Linux
+//! `pinchat-server` on loopback over the real named pipe, with the auth key kept by the Windows keyring
+//! store (Wine's Credential Manager): add a widget, pin, a presence change and a message arrive, one is
+//! sent. The installed `pinchat.exe` starts its tray under Xvfb and, with no WebView2 in Wine, says what
+//! to install. Then the next version upgrades in place keeping the widget, and uninstalling removes the
+//! programs and keeps the user's data.
+//!
+//! It needs the MSIs, so it is ignored by a plain `cargo test`; `cargo xtask test` (and `cargo xtask
+//! package msi --check`) builds them and runs it with `--ignored`, passing their paths in
+//! `PINCHAT_MSI`, `PINCHAT_MSI_NEXT` and `PINCHAT_MSI_NEXT_VERSION`.
+
+use pinchat_ipc::api::WidgetView;
+use pinchat_tests::desktop::{Xvfb, eventually};
+use pinchat_tests::pinchat_proto::Presence;
+use pinchat_tests::{Server, pinchat_proto::codec::Encoding};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// A private Wine prefix with the `ProcessPrng` shim that Rust programs need under Wine 8.
+struct Wine {
+    prefix: tempfile::TempDir,
+}
+
+impl Wine {
+    fn new() -> Wine {
+        let prefix = tempfile::Builder::new()
+            .prefix("pinchat-wine-")
+            .tempdir()
+            .unwrap();
+        let wine = Wine { prefix };
+        let out = wine
+            .command("wineboot")
+            .arg("--init")
+            .output()
+            .expect("run wineboot");
+        assert!(
+            out.status.success(),
+            "wineboot: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The shim is built from its source here, with MinGW, and lives only in this prefix.
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../installers/windows/wine");
+        let dll = wine.drive_c().join("windows/system32/bcryptprimitives.dll");
+        let out = Command::new("x86_64-w64-mingw32-gcc")
+            .args(["-shared", "-o"])
+            .arg(&dll)
+            .arg(source.join("processprng.c"))
+            .arg(source.join("processprng.def"))
+            .arg("-ladvapi32")
+            .output()
+            .expect("run x86_64-w64-mingw32-gcc");
+        assert!(
+            out.status.success(),
+            "the ProcessPrng shim: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wine
+    }
+
+    fn drive_c(&self) -> PathBuf {
+        self.prefix.path().join("drive_c")
+    }
+
+    fn program_files(&self) -> PathBuf {
+        self.drive_c().join("Program Files/pinchat")
+    }
+
+    /// `wine <program>` in this prefix, quiet, with the shim preferred over Wine's own DLL and no
+    /// Mono or Gecko installers popping up.
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("wine");
+        c.arg(program)
+            .env("WINEPREFIX", self.prefix.path())
+            .env("WINEDEBUG", "-all")
+            .env("WINEDLLOVERRIDES", "bcryptprimitives=n,b;mscoree,mshtml=")
+            .env_remove("DISPLAY")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// An installed program, by name.
+    fn installed(&self, exe: &str) -> Command {
+        self.command(&format!("C:\\Program Files\\pinchat\\{exe}"))
+    }
+
+    fn msiexec(&self, args: &[&str], msi: &Path) -> Output {
+        let windows_path = format!("Z:{}", msi.display()).replace('/', "\\");
+        let out = self
+            .command("msiexec")
+            .args(args)
+            .arg(windows_path)
+            .arg("/qn")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "msiexec {args:?}: {out:?}");
+        out
+    }
+
+    /// `pinchatctl.exe` with this test's pipe; its standard output.
+    fn ctl(&self, pipe: &str, args: &[&str], stdin: Option<&str>) -> String {
+        let mut child = self
+            .installed("pinchatctl.exe")
+            .args(["--socket", pipe])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "pinchatctl.exe {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts the installed `pinchatd.exe` on `pipe`, with its data in `data` (a Windows path); returns
+    /// once it listens.
+    fn daemon(&self, pipe: &str, data: &str) -> Child {
+        let mut child = self
+            .installed("pinchatd.exe")
+            .args(["--socket", pipe, "--data-dir", data])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(
+            line.starts_with("pinchatd listening on"),
+            "pinchatd.exe printed {line:?}"
+        );
+        child
+    }
+
+    /// The `DisplayVersion` of every installed product named pinchat.
+    fn uninstall_entries(&self) -> Vec<String> {
+        let out = self
+            .command("reg")
+            .args([
+                "query",
+                r"HKLM\Software\Microsoft\Windows\CurrentVersion\Uninstall",
+                "/s",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+        let mut entries = Vec::new();
+        for block in text.split("\n\n") {
+            if block
+                .lines()
+                .any(|l| l.trim().starts_with("DisplayName") && l.trim().ends_with("pinchat"))
+            {
+                let version = block
+                    .lines()
+                    .find(|l| l.trim().starts_with("DisplayVersion"))
+                    .and_then(|l| l.split_whitespace().last())
+                    .unwrap_or("?");
+                entries.push(version.to_owned());
+            }
+        }
+        entries
+    }
+}
+
+impl Drop for Wine {
+    fn drop(&mut self) {
+        let _ = Command::new("wineserver")
+            .arg("-k")
+            .env("WINEPREFIX", self.prefix.path())
+            .status();
+    }
+}
+
+fn stop(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn env_path(name: &str) -> PathBuf {
+    PathBuf::from(std::env::var_os(name).unwrap_or_else(|| {
+        panic!("{name} is not set: run this test through `cargo xtask package msi --check` (or `cargo xtask test`)")
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the MSIs and Wine: `cargo xtask test` builds them and runs it"]
+async fn the_windows_build_installs_runs_upgrades_and_uninstalls_under_wine() {
+    let msi = env_path("PINCHAT_MSI");
+    let next = env_path("PINCHAT_MSI_NEXT");
+    let next_version = std::env::var("PINCHAT_MSI_NEXT_VERSION").expect("PINCHAT_MSI_NEXT_VERSION");
+    let version = env!("CARGO_PKG_VERSION");
+    let wine = tokio::task::block_in_place(Wine::new);
+
+    // Install: the programs in Program Files, byte for byte, and one entry in Programs and Features.
+    tokio::task::block_in_place(|| wine.msiexec(&["/i"], &msi));
+    let installed = wine.program_files();
+    let staged = msi.parent().unwrap().join("bin");
+    for file in [
+        "pinchat.exe",
+        "pinchatd.exe",
+        "pinchatctl.exe",
+        "WebView2Loader.dll",
+    ] {
+        let got = std::fs::read(installed.join(file)).unwrap_or_else(|e| panic!("{file} not installed: {e}"));
+        assert!(
+            got == std::fs::read(staged.join(file)).unwrap(),
+            "{file} differs from the built one"
+        );
+    }
+    let shortcuts: Vec<PathBuf> = walk(&wine.drive_c())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("Start Menu") && p.extension().is_some_and(|e| e == "lnk"))
+        .collect();
+    assert!(
+        shortcuts.iter().any(|p| p.file_name().unwrap() == "pinchat.lnk"),
+        "no Start-menu shortcut: {shortcuts:?}"
+    );
+    assert_eq!(
+        tokio::task::block_in_place(|| wine.uninstall_entries()),
+        vec![version.to_owned()]
+    );
+
+    // The Linux server, with two accounts that are contacts.
+    let server = Server::start().await;
+    server.create_account("alice");
+    server.create_account("bob");
+    server.admin_ok(&["contacts", "link", "alice", "bob"]);
+    let bob = server.key("bob").await;
+    let alice_key = server.key("alice").await;
+    let alice = server.id_of(&bob, "alice").await;
+
+    // The installed daemon and pinchatctl over the named pipe: add alice's widget, pin bob.
+    let pipe = format!(r"\\.\pipe\pinchat-wine-{}", std::process::id());
+    let data = r"C:\users\Public\pinchat-data";
+    let daemon = tokio::task::block_in_place(|| wine.daemon(&pipe, data));
+    let added = tokio::task::block_in_place(|| {
+        wine.ctl(
+            &pipe,
+            &[
+                "--json",
+                "add",
+                "--server",
+                &server.url(""),
+                "--account",
+                "alice",
+                "--password-stdin",
+            ],
+            Some("demo\n"),
+        )
+    });
+    let added: serde_json::Value = serde_json::from_str(&added).expect("add answers JSON");
+    let widget = added["widget"]["id"].as_str().expect("a widget id").to_owned();
+    tokio::task::block_in_place(|| wine.ctl(&pipe, &["pin", &widget, "bob"], None));
+    let show = |wine: &Wine| -> WidgetView {
+        serde_json::from_str(&wine.ctl(&pipe, &["--json", "show", &widget], None)).expect("show answers JSON")
+    };
+
+    // Bob comes online: the change reaches the Windows widget.
+    let _bob_stream = server.stream(&bob, Encoding::Json).await;
+    tokio::task::block_in_place(|| {
+        eventually("bob online in the Windows widget", || {
+            let view = show(&wine);
+            (view.pins.first()?.state == Presence::Online).then_some(())
+        });
+    });
+    // Bob writes: the message is counted.
+    server.send_text(&bob, alice, "wine-1", "hello, Windows").await;
+    tokio::task::block_in_place(|| {
+        eventually("bob's message in the Windows widget", || {
+            (show(&wine).pins.first()?.unread == 1).then_some(())
+        });
+    });
+    // Alice answers from Windows: it reaches bob once.
+    tokio::task::block_in_place(|| wine.ctl(&pipe, &["send", &widget, "bob", "hello from Windows"], None));
+    let history: pinchat_proto::http::HistoryPage =
+        server.get(&bob, &format!("/v1/messages/{alice}")).await.unwrap();
+    let texts: Vec<&str> = history.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(
+        texts.iter().filter(|t| **t == "hello from Windows").count(),
+        1,
+        "{texts:?}"
+    );
+
+    // The auth key is in Wine's Credential Manager, never in the widget's files in clear.
+    let key_on_disk = walk(&wine.drive_c().join("users/Public/pinchat-data"))
+        .iter()
+        .any(|p| std::fs::read(p).is_ok_and(|b| contains(&b, alice_key.as_bytes())));
+    assert!(!key_on_disk, "the auth key is on disk in clear");
+    stop(daemon);
+
+    // The tray app under X: its tray starts, and without WebView2 it says what to install.
+    let x = Xvfb::start();
+    let mut app = wine
+        .installed("pinchat.exe")
+        .args(["--socket", &pipe])
+        .env("DISPLAY", &x.display)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = app.stderr.take().unwrap();
+    let said = tokio::task::block_in_place(|| {
+        let mut text = String::new();
+        let mut buf = [0u8; 4096];
+        while !text.contains("WebView2 Runtime") {
+            match stderr.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        text
+    });
+    assert!(
+        said.contains("WebView2 Runtime") && said.contains("go.microsoft.com"),
+        "pinchat.exe said {said:?}"
+    );
+    let mut out = String::new();
+    BufReader::new(app.stdout.take().unwrap())
+        .read_line(&mut out)
+        .unwrap();
+    assert_eq!(out.trim(), "pinchat tray ready", "pinchat.exe: {said}");
+    assert!(app.try_wait().unwrap().is_none(), "pinchat.exe exited");
+    stop(app);
+
+    // Upgrade in place: one entry, the new version, and the widget still there.
+    tokio::task::block_in_place(|| wine.msiexec(&["/i"], &next));
+    assert_eq!(
+        tokio::task::block_in_place(|| wine.uninstall_entries()),
+        vec![next_version]
+    );
+    let daemon = tokio::task::block_in_place(|| wine.daemon(&pipe, data));
+    let view = tokio::task::block_in_place(|| show(&wine));
+    assert_eq!(view.pins.len(), 1, "the pinned contact survives the upgrade");
+    stop(daemon);
+
+    // Uninstall: the programs go, the user's data stays.
+    tokio::task::block_in_place(|| wine.msiexec(&["/x"], &next));
+    assert!(
+        !installed.join("pinchat.exe").exists(),
+        "pinchat.exe is still there after uninstall"
+    );
+    assert!(tokio::task::block_in_place(|| wine.uninstall_entries()).is_empty());
+    assert!(
+        !walk(&wine.drive_c().join("users/Public/pinchat-data")).is_empty(),
+        "uninstalling removed the user's widgets"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
