@@ -87,7 +87,8 @@ fn test(extra: &[String]) -> ExitCode {
     match status {
         // The whole suite (no filter given) ends with the packages: the .deb built, linted and its
         // programs run (with PINCHAT_SYSTEM_TESTS=1, CI's disposable machine, also installed with apt
-        // and purged), and the macOS bundle and DMG laid out and read back.
+        // and purged), the macOS bundle and DMG laid out and read back, and the MSI built and run under
+        // Wine.
         Ok(s) if s.success() && extra.iter().all(|a| a == "--locked") && cfg!(target_os = "linux") => {
             let deb = package::Options {
                 profile: "dev".into(),
@@ -98,7 +99,14 @@ fn test(extra: &[String]) -> ExitCode {
                 bin_dir: None,
                 check: true,
             };
-            match package::deb(&deb).and_then(|()| macos::run(&macos)) {
+            let msi = windows::Options {
+                profile: "release".into(),
+                check: true,
+            };
+            match package::deb(&deb)
+                .and_then(|()| macos::run(&macos))
+                .and_then(|()| windows::run(&msi))
+            {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("xtask: the package check failed: {e}");
