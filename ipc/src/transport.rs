@@ -177,6 +177,11 @@ fn check_server(stream: &Stream, path: &Path) -> io::Result<()> {
     use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
     let server = stream.peer_creds()?.pid().unwrap_or(0);
     let me = std::process::id();
+    // The app serves its own daemon in-process: a pipe served by this very process cannot be an
+    // impersonator's (and under Wine, sysinfo cannot read this process's own owner).
+    if server == me {
+        return Ok(());
+    }
     let mut system = System::new();
     let pids = [Pid::from_u32(me), Pid::from_u32(server)];
     system.refresh_processes_specifics(
