@@ -8,7 +8,9 @@
 //!
 //! It needs the MSIs, so it is ignored by a plain `cargo test`; `cargo xtask test` (and `cargo xtask
 //! package msi --check`) builds them and runs it with `--ignored`, passing their paths in
-//! `PINCHAT_MSI`, `PINCHAT_MSI_NEXT` and `PINCHAT_MSI_NEXT_VERSION`.
+//! `PINCHAT_MSI`, `PINCHAT_MSI_NEXT` and `PINCHAT_MSI_NEXT_VERSION`. Wine runs on Linux, so this file
+//! is Linux's; on Windows itself the whole suite runs natively.
+#![cfg(target_os = "linux")]
 
 use pinchat_ipc::api::WidgetView;
 use pinchat_tests::desktop::{Xvfb, eventually};
