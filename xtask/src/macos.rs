@@ -314,9 +314,7 @@ fn list_dir(base: &Path, dir: &Path, out: &mut Listing) -> std::io::Result<()> {
 }
 
 fn check_script() -> Result<(), String> {
-    if !crate::on_path("shellcheck") {
-        return Err("`shellcheck` is missing; on Debian/Ubuntu: sudo apt-get install shellcheck".into());
-    }
+    crate::need("shellcheck", "shellcheck")?;
     let status = Command::new("shellcheck")
         .arg("installers/macos/make-dmg.sh")
         .status()

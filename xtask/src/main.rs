@@ -137,6 +137,46 @@ pub(crate) fn run(command: &mut Command) -> Result<(), String> {
     }
 }
 
+/// Fails with how to install `tool` when it is not on the PATH: `how` is a cargo command, or else the
+/// Debian package that has it.
+pub(crate) fn need(tool: &str, how: &str) -> Result<(), String> {
+    if on_path(tool) {
+        return Ok(());
+    }
+    let how = if how.starts_with("cargo ") {
+        how.to_owned()
+    } else {
+        format!("sudo apt-get install {how}")
+    };
+    Err(format!("`{tool}` is missing; on Debian/Ubuntu: {how}"))
+}
+
+/// Builds what the packages ship: the tray app without the demo server, the daemon and pinchatctl, in
+/// one build so that they share one set of dependencies (the daemon and pinchatctl have no default
+/// features to lose); for `target` when given (a cross-build).
+pub(crate) fn build_programs(profile: &str, target: Option<&str>) -> Result<(), String> {
+    let mut command = Command::new(cargo());
+    command.args(["build", "--locked", "--profile", profile, "--no-default-features"]);
+    if let Some(target) = target {
+        command.args(["--target", target]);
+    }
+    command.args([
+        "-p",
+        "pinchat-ui",
+        "--bin",
+        "pinchat",
+        "-p",
+        "pinchat-daemon",
+        "--bin",
+        "pinchatd",
+        "-p",
+        "pinchatctl",
+        "--bin",
+        "pinchatctl",
+    ]);
+    run(&mut command)
+}
+
 pub(crate) fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()))

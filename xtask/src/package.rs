@@ -81,47 +81,12 @@ fn output(command: &mut Command) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn need(tool: &str, package: &str) -> Result<(), String> {
-    if crate::on_path(tool) {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{tool}` is missing; on Debian/Ubuntu: {}",
-            if package.starts_with("cargo ") {
-                package.to_owned()
-            } else {
-                format!("sudo apt-get install {package}")
-            }
-        ))
-    }
-}
-
 /// Builds the programs and the package; returns the .deb's path.
 fn build_deb(profile: &str) -> Result<PathBuf, String> {
-    need("cargo-deb", "cargo install cargo-deb --version 3.8.0 --locked")?;
-    need("dpkg-shlibdeps", "dpkg-dev")?;
+    crate::need("cargo-deb", "cargo install cargo-deb --version 3.8.0 --locked")?;
+    crate::need("dpkg-shlibdeps", "dpkg-dev")?;
     let cargo = crate::cargo();
-    // The tray app without the demo server, the daemon and pinchatctl, in one build so that they share
-    // one set of dependencies (the daemon and pinchatctl have no default features to lose).
-    crate::run(Command::new(&cargo).args([
-        "build",
-        "--locked",
-        "--profile",
-        profile,
-        "--no-default-features",
-        "-p",
-        "pinchat-ui",
-        "--bin",
-        "pinchat",
-        "-p",
-        "pinchat-daemon",
-        "--bin",
-        "pinchatd",
-        "-p",
-        "pinchatctl",
-        "--bin",
-        "pinchatctl",
-    ]))?;
+    crate::build_programs(profile, None)?;
     let out = PathBuf::from("target/debian");
     std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     // cargo-deb maps the manifest's `target/release/` to the chosen profile's directory; the binaries
@@ -164,8 +129,8 @@ pub fn deb(options: &Options) -> Result<(), String> {
 }
 
 fn check_deb(deb: &Path) -> Result<(), String> {
-    need("lintian", "lintian")?;
-    need("desktop-file-validate", "desktop-file-utils")?;
+    crate::need("lintian", "lintian")?;
+    crate::need("desktop-file-validate", "desktop-file-utils")?;
     // Lintian's errors fail the check; its warnings are printed for a person to read.
     crate::run(
         Command::new("lintian")

@@ -45,19 +45,9 @@ impl Options {
     }
 }
 
-fn need(tool: &str, package: &str) -> Result<(), String> {
-    if crate::on_path(tool) {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{tool}` is missing; on Debian/Ubuntu: sudo apt-get install {package}"
-        ))
-    }
-}
-
 /// Builds the programs and stages them with the loader DLL; returns the staging folder.
 fn build(profile: &str) -> Result<PathBuf, String> {
-    need("x86_64-w64-mingw32-gcc", "gcc-mingw-w64-x86-64")?;
+    crate::need("x86_64-w64-mingw32-gcc", "gcc-mingw-w64-x86-64")?;
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
@@ -66,27 +56,7 @@ fn build(profile: &str) -> Result<PathBuf, String> {
     if !installed {
         crate::run(Command::new("rustup").args(["target", "add", TARGET]))?;
     }
-    crate::run(Command::new(crate::cargo()).args([
-        "build",
-        "--locked",
-        "--target",
-        TARGET,
-        "--profile",
-        profile,
-        "--no-default-features",
-        "-p",
-        "pinchat-ui",
-        "--bin",
-        "pinchat",
-        "-p",
-        "pinchat-daemon",
-        "--bin",
-        "pinchatd",
-        "-p",
-        "pinchatctl",
-        "--bin",
-        "pinchatctl",
-    ]))?;
+    crate::build_programs(profile, Some(TARGET))?;
     let dir = profile_dir(profile);
     let stage = PathBuf::from(OUT).join("bin");
     std::fs::create_dir_all(&stage).map_err(|e| format!("cannot create {}: {e}", stage.display()))?;
@@ -132,7 +102,7 @@ fn webview2_loader(profile_dir: &Path) -> Result<PathBuf, String> {
 
 /// Writes the MSI for `version` from the staged programs.
 fn msi(stage: &Path, version: &str, out: &Path) -> Result<(), String> {
-    need("wixl", "wixl")?;
+    crate::need("wixl", "wixl")?;
     crate::run(
         Command::new("wixl")
             .args(["--arch", "x64", "-D"])
@@ -162,15 +132,16 @@ pub fn run(options: &Options) -> Result<(), String> {
         std::fs::create_dir_all(&test_dir).map_err(|e| e.to_string())?;
         let next = test_dir.join(format!("pinchat-{next_version}-x64.msi"));
         msi(&stage, &next_version, &next)?;
-        need("wine", "wine64")?;
+        crate::need("wine", "wine64")?;
         let absolute = |p: &Path| p.canonicalize().map_err(|e| format!("{}: {e}", p.display()));
         crate::run(
             Command::new(crate::cargo())
+                // `--workspace`, as the suite builds, so that the dependencies it compiled are reused
+                // (with `-p pinchat-tests` cargo unifies features differently and compiles some again).
                 .args([
                     "test",
                     "--locked",
-                    "-p",
-                    "pinchat-tests",
+                    "--workspace",
                     "--test",
                     "windows",
                     "--",
