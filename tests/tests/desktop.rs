@@ -602,6 +602,40 @@ async fn the_tray_menu_sets_update_mode_do_not_disturb_and_language() {
         app.tray_property("ToolTip").contains("条未读").then_some(())
     });
     assert!(std::fs::read_to_string(&settings).unwrap().contains("\"zh\""));
+
+    // Start at login: an XDG autostart entry for this app, which `pinchat autostart` reports too; the
+    // entry names the program in TryExec, so a removed program is skipped at login.
+    let start_at_login = "登录时启动";
+    assert_eq!(toggled(start_at_login), Some(0));
+    app.click_menu(start_at_login);
+    let entry = dir
+        .path()
+        .join("config")
+        .join("autostart")
+        .join("pinchat.desktop");
+    let text = eventually("the autostart entry", || std::fs::read_to_string(&entry).ok());
+    let program = pinchat_tests::desktop::app_binary();
+    assert!(
+        text.lines()
+            .any(|l| l == format!("TryExec={}", program.display())),
+        "{text}"
+    );
+    eventually("the menu to show start at login", || {
+        (toggled(start_at_login) == Some(1)).then_some(())
+    });
+    let report = |dir: &std::path::Path| {
+        let out = std::process::Command::new(&program)
+            .arg("autostart")
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(report(dir.path()), "start at login: on\n");
+    app.click_menu(start_at_login);
+    eventually("the autostart entry to go", || (!entry.exists()).then_some(()));
+    assert_eq!(report(dir.path()), "start at login: off\n");
 }
 
 /// A message from a pinned contact raises an OS notification naming the sender (none while the

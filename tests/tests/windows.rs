@@ -154,6 +154,37 @@ impl Wine {
         child
     }
 
+    /// `pinchat.exe autostart [state]`: what it printed.
+    fn autostart(&self, state: &[&str]) -> String {
+        let out = self
+            .installed("pinchat.exe")
+            .arg("autostart")
+            .args(state)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pinchat.exe autostart {state:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// The `pinchat` value under `<root>\…\CurrentVersion\Run`, if there is one.
+    fn run_value(&self, root: &str) -> Option<String> {
+        let out = self
+            .command("reg")
+            .args([
+                "query",
+                &format!(r"{root}\Software\Microsoft\Windows\CurrentVersion\Run"),
+                "/v",
+                "pinchat",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix("pinchat")?.trim_start().strip_prefix("REG_SZ"))
+            .map(|v| v.trim().to_owned())
+    }
+
     /// The `DisplayVersion` of every installed product named pinchat.
     fn uninstall_entries(&self) -> Vec<String> {
         let out = self
@@ -213,6 +244,27 @@ async fn the_windows_build_installs_runs_upgrades_and_uninstalls_under_wine() {
     let version = env!("CARGO_PKG_VERSION");
     let x = Xvfb::start();
     let wine = tokio::task::block_in_place(|| Wine::new(&x.display));
+
+    // Uninstalling turns starting at login off, while the program is still there, and upgrading does not.
+    let sequence = msi_table(&msi, "InstallExecuteSequence");
+    let at = |action: &str| -> (String, u32) {
+        let row = sequence
+            .iter()
+            .find(|r| r[0] == action)
+            .unwrap_or_else(|| panic!("no {action} in InstallExecuteSequence: {sequence:?}"));
+        (row[1].clone(), row[2].parse().unwrap())
+    };
+    let (condition, order) = at("AutostartOff");
+    assert_eq!(condition, r#"REMOVE="ALL" AND NOT UPGRADINGPRODUCTCODE"#);
+    assert!(
+        at("InstallInitialize").1 < order && order < at("RemoveFiles").1,
+        "AutostartOff is not between InstallInitialize and RemoveFiles: {sequence:?}"
+    );
+    let actions = msi_table(&msi, "CustomAction");
+    let action = actions.iter().find(|r| r[0] == "AutostartOff").unwrap();
+    // 18 (a program installed by this package) + 64 (its exit code ignored) + 1024 (deferred); not 2048
+    // (no impersonation), so it runs as the user whose setting it is.
+    assert_eq!(&action[1..4], ["1106", "pinchat.exe", "autostart off"]);
 
     // Install: the programs in Program Files, byte for byte, and one entry in Programs and Features.
     tokio::task::block_in_place(|| wine.msiexec(&["/i"], &msi));
@@ -359,6 +411,22 @@ async fn the_windows_build_installs_runs_upgrades_and_uninstalls_under_wine() {
     assert!(app.try_wait().unwrap().is_none(), "pinchat.exe exited");
     stop(app);
 
+    // Starting at login is the user's choice, made by the app for this user only, with the path quoted
+    // (it has a space).
+    assert_eq!(
+        tokio::task::block_in_place(|| wine.autostart(&[])),
+        "start at login: off"
+    );
+    assert_eq!(
+        tokio::task::block_in_place(|| wine.autostart(&["on"])),
+        "start at login: on"
+    );
+    assert_eq!(
+        tokio::task::block_in_place(|| wine.run_value("HKCU")).as_deref(),
+        Some(r#""C:\Program Files\pinchat\pinchat.exe""#)
+    );
+    assert_eq!(tokio::task::block_in_place(|| wine.run_value("HKLM")), None);
+
     // Upgrade in place: one entry, the new version, and the widget still there.
     tokio::task::block_in_place(|| wine.msiexec(&["/i"], &next));
     assert_eq!(
@@ -369,6 +437,14 @@ async fn the_windows_build_installs_runs_upgrades_and_uninstalls_under_wine() {
     let view = tokio::task::block_in_place(|| show(&wine));
     assert_eq!(view.pins.len(), 1, "the pinned contact survives the upgrade");
     stop(daemon);
+    // On Windows the upgrade keeps starting at login: the old version is removed with
+    // UPGRADINGPRODUCTCODE set, which the uninstall action's condition excludes (checked on the MSI's
+    // tables above). Wine's RemoveExistingProducts runs `msiexec /i {code} REMOVE=ALL` without it, so
+    // here the old version's uninstall turns it off; turn it on again for the uninstall below.
+    assert_eq!(
+        tokio::task::block_in_place(|| wine.autostart(&["on"])),
+        "start at login: on"
+    );
 
     // Uninstall: the programs go, the user's data stays.
     tokio::task::block_in_place(|| wine.msiexec(&["/x"], &next));
@@ -377,10 +453,32 @@ async fn the_windows_build_installs_runs_upgrades_and_uninstalls_under_wine() {
         "pinchat.exe is still there after uninstall"
     );
     assert!(tokio::task::block_in_place(|| wine.uninstall_entries()).is_empty());
+    assert_eq!(
+        tokio::task::block_in_place(|| wine.run_value("HKCU")),
+        None,
+        "uninstalling left pinchat starting at login"
+    );
     assert!(
         !walk(&wine.drive_c().join("users/Public/pinchat-data")).is_empty(),
         "uninstalling removed the user's widgets"
     );
+}
+
+/// The rows of one table of an MSI (`msiinfo export`, without its three header lines).
+fn msi_table(msi: &Path, table: &str) -> Vec<Vec<String>> {
+    let out = Command::new("msiinfo")
+        .arg("export")
+        .arg(msi)
+        .arg(table)
+        .output()
+        .expect("msiinfo (Debian's msitools)");
+    assert!(out.status.success(), "msiinfo export {table}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .replace('\r', "")
+        .lines()
+        .skip(3)
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect()
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

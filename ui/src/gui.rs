@@ -375,7 +375,7 @@ impl App {
                     .and_then(|()| p.control.flush());
             }
         } else if id == "autostart"
-            && let Err(e) = toggle_autostart()
+            && let Err(e) = crate::autostart::enabled().and_then(|on| crate::autostart::set(!on))
         {
             tracing::error!(error = %e, "cannot change starting at login");
         }
@@ -548,7 +548,7 @@ impl App {
                 format!("{} ({} {}){state}", w.name, w.unread, words.unread)
             })
             .collect();
-        let autostart = autostart_enabled();
+        let autostart = crate::autostart::enabled().unwrap_or(false);
         let modes: Vec<String> = self.widgets.iter().map(|(_, m)| format!("{m:?}")).collect();
         let now = (
             total,
@@ -741,30 +741,6 @@ fn notify(clicked: ClickTarget, _lang: Lang, title: String, widget: String, cont
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot show a notification");
     }
-}
-
-fn autolaunch() -> Option<auto_launch::AutoLaunch> {
-    let exe = std::env::current_exe().ok()?;
-    auto_launch::AutoLaunchBuilder::new()
-        .set_app_name("pinchat")
-        .set_app_path(&exe.to_string_lossy())
-        .build()
-        .ok()
-}
-
-/// Whether the app starts at login (XDG autostart, a LaunchAgent, or the Run registry key).
-fn autostart_enabled() -> bool {
-    autolaunch().and_then(|a| a.is_enabled().ok()).unwrap_or(false)
-}
-
-fn toggle_autostart() -> anyhow::Result<()> {
-    let a = autolaunch().ok_or_else(|| anyhow::anyhow!("cannot find this program's path"))?;
-    if a.is_enabled()? {
-        a.disable()?;
-    } else {
-        a.enable()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! ([`terminal`]). The binary is one line calling [`main`].
 
 pub mod assets;
+pub mod autostart;
 pub mod backend;
 pub mod badge;
 #[cfg(target_os = "linux")]
@@ -70,6 +71,12 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         every: u64,
     },
+    /// Whether pinchat starts when you log in (for you only): `on`, `off`, or nothing to print it.
+    /// The tray menu's "Start at login" is the same setting.
+    Autostart {
+        #[arg(value_enum)]
+        state: Option<Switch>,
+    },
     /// One panel in a process of its own (the tray app starts these; it needs a running daemon).
     #[command(hide = true)]
     Panel {
@@ -92,6 +99,31 @@ enum Command {
         #[arg(long)]
         managed: bool,
     },
+}
+
+/// A setting's new state on the command line.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Switch {
+    On,
+    Off,
+}
+
+/// `pinchat autostart [on|off]`.
+fn autostart_command(state: Option<Switch>) -> ExitCode {
+    let result = match state {
+        Some(s) => autostart::set(matches!(s, Switch::On)).and_then(|()| autostart::enabled()),
+        None => autostart::enabled(),
+    };
+    match result {
+        Ok(on) => {
+            println!("start at login: {}", if on { "on" } else { "off" });
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot change starting at login: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// On Windows the binary is a GUI program (no console window pops up when it starts from the Start menu
@@ -124,6 +156,9 @@ pub fn main() -> ExitCode {
     #[cfg(windows)]
     attach_console();
     let cli = Cli::parse();
+    if let Some(Command::Autostart { state }) = cli.command {
+        return autostart_command(state);
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
