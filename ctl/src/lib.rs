@@ -53,22 +53,41 @@ enum Command {
         password_stdin: bool,
     },
     /// The account's contacts (to pick pins from).
-    Contacts { widget: String },
+    Contacts {
+        /// The widget: its id, or its account's login.
+        widget: String,
+    },
     /// Pin contacts (ids or logins, in display order); replaces the current pins.
-    Pin { widget: String, contacts: Vec<String> },
+    Pin {
+        /// The widget: its id, or its account's login.
+        widget: String,
+        /// Contacts to pin (ids or logins), in the order the widget shows them.
+        contacts: Vec<String>,
+    },
     /// The widget: the account and each pinned contact with state and unread count.
-    Show { widget: String },
+    Show {
+        /// The widget: its id, or its account's login.
+        widget: String,
+    },
     /// A live view: the widget, then every change as it happens (Ctrl-C to stop).
-    Watch { widget: Option<String> },
+    Watch {
+        /// The widget (id or account login); without it, every widget.
+        widget: Option<String>,
+    },
     /// Send a message to a pinned contact.
     Send {
+        /// The widget: its id, or its account's login.
         widget: String,
+        /// The contact: id or login.
         contact: String,
+        /// The message (several words are joined with spaces).
         text: Vec<String>,
     },
     /// Show the unread messages from a pinned contact and mark them read.
     Read {
+        /// The widget: its id, or its account's login.
         widget: String,
+        /// The contact: id or login.
         contact: String,
         /// Only show them.
         #[arg(long)]
@@ -76,16 +95,24 @@ enum Command {
     },
     /// The conversation with a pinned contact, newest last.
     History {
+        /// The widget: its id, or its account's login.
         widget: String,
+        /// The contact: id or login.
         contact: String,
+        /// How many of the latest messages.
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
     /// Fetch the pinned contacts' state from the server now.
-    Refresh { widget: String },
+    Refresh {
+        /// The widget: its id, or its account's login.
+        widget: String,
+    },
     /// How the widget keeps current: push, poll or manual.
     Mode {
+        /// The widget: its id, or its account's login.
         widget: String,
+        /// push, poll or manual.
         mode: String,
         /// Seconds between polls (poll mode).
         #[arg(long)]
@@ -93,22 +120,36 @@ enum Command {
     },
     /// Log in again after the server refused the widget's key.
     Reauth {
+        /// The widget: its id, or its account's login.
         widget: String,
+        /// Read the password from the first line of stdin.
         #[arg(long)]
         password_stdin: bool,
     },
     /// Bind the widget to another account (the old one is logged out and its data removed).
     Rebind {
+        /// The widget: its id, or its account's login.
         widget: String,
+        /// Server URL of the new account.
         #[arg(long)]
         server: String,
+        /// The new account's login.
         #[arg(long)]
         account: String,
+        /// Read the password from the first line of stdin.
         #[arg(long)]
         password_stdin: bool,
     },
     /// Remove the widget (logs out, deletes its data and keyring entry).
-    Remove { widget: String },
+    Remove {
+        /// The widget: its id, or its account's login.
+        widget: String,
+    },
+}
+
+/// The command line's definition (its man page is made from it).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 /// Runs `pinchatctl` with the process's arguments.

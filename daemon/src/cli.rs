@@ -26,6 +26,11 @@ struct Cli {
     socket: Option<PathBuf>,
 }
 
+/// The command line's definition (its man page is made from it).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 /// Runs the daemon with the process's arguments.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();

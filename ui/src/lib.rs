@@ -101,6 +101,11 @@ enum Command {
     },
 }
 
+/// The command line's definition (its man page is made from it).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 /// A setting's new state on the command line.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Switch {

@@ -5,13 +5,15 @@
 //! .deb is printed. With `--check`, the package is then linted (lintian, desktop-file-validate), its
 //! file list compared with what it must hold, and its programs run from an unpacked copy: `pinchat
 //! --version`, and a daemon answering `pinchatctl status` on a socket of its own. With `--system-test`
-//! (CI only: it changes the machine) it is also installed with apt, run from `/usr/bin`, and purged,
-//! and the machine's file list is compared before and after.
+//! (CI only: it changes the machine) it is also installed with apt and run from `/usr/bin`, *Start at
+//! login* turned on, upgraded to a second version (the user's files and choice kept), and purged; the
+//! machine's file list is compared before and after.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// What the .deb must hold, besides directories and Debian's own documentation files.
+/// What the .deb must hold, besides directories, Debian's own documentation files and the man pages
+/// (every page in `installers/linux/man`, gzipped).
 const DEB_FILES: &[&str] = &[
     "./usr/bin/pinchat",
     "./usr/bin/pinchatctl",
@@ -81,14 +83,11 @@ fn output(command: &mut Command) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Builds the programs and the package; returns the .deb's path.
-fn build_deb(profile: &str) -> Result<PathBuf, String> {
-    crate::need("cargo-deb", "cargo install cargo-deb --version 3.8.0 --locked")?;
-    crate::need("dpkg-shlibdeps", "dpkg-dev")?;
+/// Assembles the package from the built programs into `out`, as version `version` when given (the
+/// upgrade test's "next" package holds the same programs); returns its path.
+fn assemble(profile: &str, out: &Path, version: Option<&str>) -> Result<PathBuf, String> {
     let cargo = crate::cargo();
-    crate::build_programs(profile, None)?;
-    let out = PathBuf::from("target/debian");
-    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     // cargo-deb maps the manifest's `target/release/` to the chosen profile's directory; the binaries
     // are built above, with the features the package needs, so it must not build them again.
     let printed = output(
@@ -102,9 +101,10 @@ fn build_deb(profile: &str) -> Result<PathBuf, String> {
                 "--profile",
                 profile,
                 "--strip",
-                "-o",
             ])
-            .arg(&out),
+            .args(version.map(|v| ["--deb-version", v]).into_iter().flatten())
+            .arg("-o")
+            .arg(out),
     )?;
     let deb = printed
         .lines()
@@ -116,14 +116,28 @@ fn build_deb(profile: &str) -> Result<PathBuf, String> {
 }
 
 pub fn deb(options: &Options) -> Result<(), String> {
-    let deb = build_deb(&options.profile)?;
+    crate::need("cargo-deb", "cargo install cargo-deb --version 3.8.0 --locked")?;
+    crate::need("dpkg-shlibdeps", "dpkg-dev")?;
+    crate::build_programs(&options.profile, None)?;
+    // The upgrade test's second package comes first: cargo-deb deletes the other versions of a
+    // package it finds in target/debian, so this one goes elsewhere and the main one is made last.
+    let next = if options.system_test {
+        Some(assemble(
+            &options.profile,
+            Path::new("target/deb-upgrade-test"),
+            Some(NEXT_VERSION),
+        )?)
+    } else {
+        None
+    };
+    let deb = assemble(&options.profile, Path::new("target/debian"), None)?;
     let size = std::fs::metadata(&deb).map(|m| m.len()).unwrap_or(0);
     println!("{} ({:.1} MB)", deb.display(), size as f64 / 1e6);
     if options.check {
         check_deb(&deb)?;
     }
-    if options.system_test {
-        system_test_deb(&deb)?;
+    if let Some(next) = next {
+        system_test_deb(&deb, &next)?;
     }
     Ok(())
 }
@@ -134,7 +148,13 @@ fn check_deb(deb: &Path) -> Result<(), String> {
     // Lintian's errors fail the check; its warnings are printed for a person to read.
     crate::run(
         Command::new("lintian")
-            .args(["--fail-on", "error", "--no-tag-display-limit", "--suppress-tags"])
+            .args([
+                "--fail-on",
+                "error",
+                "--tag-display-limit",
+                "0",
+                "--suppress-tags",
+            ])
             .arg(LINTIAN_OVERRIDDEN.join(","))
             .arg(deb),
     )?;
@@ -147,9 +167,14 @@ fn check_deb(deb: &Path) -> Result<(), String> {
         .filter_map(|l| l.split_whitespace().nth(5))
         .filter(|f| !f.ends_with("changelog.Debian.gz"))
         .collect();
-    let mut want = DEB_FILES.to_vec();
+    let mut want: Vec<String> = DEB_FILES.iter().map(|f| (*f).to_owned()).collect();
+    want.extend(
+        man_pages()?
+            .iter()
+            .map(|p| format!("./usr/share/man/man1/{p}.gz")),
+    );
     want.sort_unstable();
-    let mut got = files.clone();
+    let mut got: Vec<String> = files.iter().map(|f| (*f).to_owned()).collect();
     got.sort_unstable();
     if got != want {
         return Err(format!("the package holds {got:#?}\nbut should hold {want:#?}"));
@@ -169,9 +194,25 @@ fn check_deb(deb: &Path) -> Result<(), String> {
     let root = std::env::temp_dir().join(format!("pinchat-deb-check-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     crate::run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root))?;
-    let result = smoke(&root.join("usr/bin"));
+    let result = smoke(&root.join("usr/bin"), &root.join("user"));
     let _ = std::fs::remove_dir_all(&root);
     result
+}
+
+/// The file names of the man pages the package ships.
+fn man_pages() -> Result<Vec<String>, String> {
+    let dir = Path::new("installers/linux/man");
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let mut pages: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".1"))
+        .collect();
+    pages.sort_unstable();
+    if pages.is_empty() {
+        return Err(format!("no man pages in {}", dir.display()));
+    }
+    Ok(pages)
 }
 
 /// Tags lintian reports that do not apply, each with its reason.
@@ -180,8 +221,9 @@ const LINTIAN_OVERRIDDEN: &[&str] = &[
     "no-changelog",
 ];
 
-/// Runs the programs in `bin`: versions, then a daemon on a private socket asked for its status.
-fn smoke(bin: &Path) -> Result<(), String> {
+/// Runs the programs in `bin`: versions, then a daemon on a socket in `user` (a stand-in for the user's
+/// home), with its data there, asked for its status.
+fn smoke(bin: &Path, user: &Path) -> Result<(), String> {
     let version = env!("CARGO_PKG_VERSION");
     for program in ["pinchat", "pinchatd", "pinchatctl"] {
         let out = output(Command::new(bin.join(program)).arg("--version"))?;
@@ -196,14 +238,13 @@ fn smoke(bin: &Path) -> Result<(), String> {
     if out.lines().any(|l| l.trim_start().starts_with("demo ")) {
         return Err("the packaged pinchat offers `demo`, which needs the server it leaves out".into());
     }
-    let dir = std::env::temp_dir().join(format!("pinchat-deb-smoke-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let socket = dir.join("api.sock");
+    std::fs::create_dir_all(user).map_err(|e| e.to_string())?;
+    let socket = user.join("api.sock");
     let mut daemon = Command::new(bin.join("pinchatd"))
         .arg("--socket")
         .arg(&socket)
         .arg("--data-dir")
-        .arg(dir.join("data"))
+        .arg(user.join("data"))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -230,32 +271,119 @@ fn smoke(bin: &Path) -> Result<(), String> {
     };
     let _ = daemon.kill();
     let _ = daemon.wait();
-    let _ = std::fs::remove_dir_all(&dir);
     let status = status?;
     println!("xtask: pinchatctl status (packaged daemon): {}", status.trim());
     Ok(())
 }
 
-/// Installs the package with apt, runs it from /usr/bin, purges it, and checks nothing is left.
-fn system_test_deb(deb: &Path) -> Result<(), String> {
+/// The version of the upgrade test's second package (the same programs).
+const NEXT_VERSION: &str = "0.1.1-1";
+
+/// Installs the package with apt and runs it from /usr/bin; turns *Start at login* on; upgrades to
+/// `next` (the user's files untouched, the choice kept); purges it; checks nothing is left but the
+/// user's files, whose login entry is then skipped (its `TryExec` program is gone).
+fn system_test_deb(deb: &Path, next: &Path) -> Result<(), String> {
     let before = installed_files()?;
-    let deb = deb.canonicalize().map_err(|e| e.to_string())?;
+    let user = std::env::temp_dir().join(format!("pinchat-deb-user-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&user);
+    let result = install_upgrade(deb, next, &user);
+    let purged = crate::run(Command::new("dpkg").args(["--purge", "pinchat"]));
+    let entry = user.join("config/autostart/pinchat.desktop");
+    let kept = result.and(purged).and_then(|()| {
+        if !entry.exists() {
+            return Err("purging the package removed the user's login entry".into());
+        }
+        if Path::new("/usr/bin/pinchat").exists() {
+            return Err("/usr/bin/pinchat is still there after purging".into());
+        }
+        Ok(())
+    });
+    let _ = std::fs::remove_dir_all(&user);
+    kept?;
+    let after = installed_files()?;
+    let left: Vec<_> = after.iter().filter(|f| !before.contains(*f)).collect();
+    if !left.is_empty() {
+        return Err(format!("purging the package left {left:?}"));
+    }
+    println!(
+        "xtask: installed with apt, ran from /usr/bin, upgraded to {NEXT_VERSION} keeping the user's files and Start at login, purged: nothing left behind, the login entry skipped"
+    );
+    Ok(())
+}
+
+fn install_upgrade(deb: &Path, next: &Path, user: &Path) -> Result<(), String> {
+    let version = format!("{}-1", env!("CARGO_PKG_VERSION"));
+    apt_install(deb, &version)?;
+    smoke(Path::new("/usr/bin"), user)?;
+    if autostart(user, Some("on"))? != "start at login: on" {
+        return Err("pinchat autostart on did not turn it on".into());
+    }
+    let entry = user.join("config/autostart/pinchat.desktop");
+    let text =
+        std::fs::read_to_string(&entry).map_err(|e| format!("no login entry at {}: {e}", entry.display()))?;
+    if !text.lines().any(|l| l == "TryExec=/usr/bin/pinchat") {
+        return Err(format!(
+            "the login entry does not name /usr/bin/pinchat in TryExec:\n{text}"
+        ));
+    }
+    let files = user_files(user)?;
+    apt_install(next, NEXT_VERSION)?;
+    if user_files(user)? != files {
+        return Err("upgrading the package changed the user's files".into());
+    }
+    if autostart(user, None)? != "start at login: on" {
+        return Err("upgrading the package turned Start at login off".into());
+    }
+    smoke(Path::new("/usr/bin"), user)
+}
+
+/// `apt-get install ./<deb>`, then checks dpkg has `version` installed.
+fn apt_install(deb: &Path, version: &str) -> Result<(), String> {
+    let deb = deb
+        .canonicalize()
+        .map_err(|e| format!("cannot find {}: {e}", deb.display()))?;
     crate::run(
         Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .arg(&deb)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
-    let result = smoke(Path::new("/usr/bin"));
-    crate::run(Command::new("dpkg").args(["--purge", "pinchat"]))?;
-    result?;
-    let after = installed_files()?;
-    let left: Vec<_> = after.iter().filter(|f| !before.contains(*f)).collect();
-    if !left.is_empty() {
-        return Err(format!("purging the package left {left:?}"));
+    let installed = output(Command::new("dpkg-query").args(["-W", "-f", "${Version}", "pinchat"]))?;
+    if installed != version {
+        return Err(format!("dpkg has pinchat {installed:?} installed, not {version}"));
     }
-    println!("xtask: installed with apt, ran from /usr/bin, purged: nothing left behind");
+    println!("xtask: apt installed pinchat {version}");
     Ok(())
+}
+
+/// `/usr/bin/pinchat autostart [state]` for the user whose configuration is in `user/config`.
+fn autostart(user: &Path, state: Option<&str>) -> Result<String, String> {
+    let out = output(
+        Command::new("/usr/bin/pinchat")
+            .arg("autostart")
+            .args(state)
+            .env("XDG_CONFIG_HOME", user.join("config")),
+    )?;
+    Ok(out.trim().to_owned())
+}
+
+/// Every file under `dir` with its contents.
+fn user_files(dir: &Path) -> Result<std::collections::BTreeMap<PathBuf, Vec<u8>>, String> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).map_err(|e| format!("cannot read {}: {e}", d.display()))? {
+            let e = e.map_err(|e| e.to_string())?;
+            let kind = e.file_type().map_err(|e| e.to_string())?;
+            if kind.is_dir() {
+                todo.push(e.path());
+            } else if kind.is_file() {
+                let bytes = std::fs::read(e.path()).map_err(|e| e.to_string())?;
+                files.insert(e.path(), bytes);
+            }
+        }
+    }
+    Ok(files)
 }
 
 /// The files in the places the package installs into (those that exist).
@@ -266,6 +394,7 @@ fn installed_files() -> Result<std::collections::BTreeSet<String>, String> {
         "/usr/share/metainfo",
         "/usr/share/icons/hicolor",
         "/usr/share/doc",
+        "/usr/share/man/man1",
     ]
     .into_iter()
     .filter(|p| Path::new(p).exists())
