@@ -60,8 +60,16 @@ fn build(profile: &str) -> Result<PathBuf, String> {
     let dir = profile_dir(profile);
     let stage = PathBuf::from(OUT).join("bin");
     std::fs::create_dir_all(&stage).map_err(|e| format!("cannot create {}: {e}", stage.display()))?;
+    // Shipped without debug information, as the .deb is (cargo-deb --strip): a third of the size.
+    crate::need("x86_64-w64-mingw32-strip", "binutils-mingw-w64-x86-64")?;
     for exe in ["pinchat.exe", "pinchatd.exe", "pinchatctl.exe"] {
-        copy(&dir.join(exe), &stage.join(exe))?;
+        crate::run(
+            Command::new("x86_64-w64-mingw32-strip")
+                .arg("--strip-debug")
+                .arg("-o")
+                .arg(stage.join(exe))
+                .arg(dir.join(exe)),
+        )?;
     }
     copy(&webview2_loader(&dir)?, &stage.join("WebView2Loader.dll"))?;
     Ok(stage)
