@@ -7,7 +7,9 @@
 //! - Windows: the value `pinchat` under `HKCU\Software\Microsoft\Windows\CurrentVersion\Run`, the
 //!   program's path quoted (it lies under *Program Files*). The MSI runs `pinchat.exe autostart off`
 //!   when pinchat is uninstalled, not when it is upgraded.
-//! - macOS: a LaunchAgent in `~/Library/LaunchAgents`.
+//! - macOS: the app bundle registers itself as a login item (`SMAppService.mainApp`, macOS 13+), which
+//!   the system drops when the app is moved to the Bin; a program outside a bundle (a checkout's build)
+//!   writes a LaunchAgent in `~/Library/LaunchAgents` instead.
 //!
 //! Windows and macOS go through the `auto-launch` crate; its Linux entry has neither `TryExec` nor
 //! quoting and ignores `XDG_CONFIG_HOME`, so Linux has its own few lines here.
@@ -116,7 +118,12 @@ mod imp {
         #[cfg(target_os = "macos")]
         {
             builder.set_app_path(&exe.to_string_lossy());
-            builder.set_macos_launch_mode(auto_launch::MacOSLaunchMode::LaunchAgent);
+            let in_bundle = exe.parent().is_some_and(|d| d.ends_with("Contents/MacOS"));
+            builder.set_macos_launch_mode(if in_bundle {
+                auto_launch::MacOSLaunchMode::SMAppService
+            } else {
+                auto_launch::MacOSLaunchMode::LaunchAgent
+            });
         }
         Ok(builder.build()?)
     }

@@ -176,9 +176,9 @@ fn check_bundle(app: &Path) -> Result<(), String> {
         .next()
         .and_then(|m| m.parse().ok())
         .unwrap_or(0);
-    if major < 12 {
+    if major < 13 {
         return Err(format!(
-            "LSMinimumSystemVersion {minimum} is older than 12 (wry's WKWebView needs it)"
+            "LSMinimumSystemVersion {minimum} is older than 13 (Start at login uses SMAppService)"
         ));
     }
     if info.get("LSUIElement").and_then(plist::Value::as_boolean) != Some(true) {
