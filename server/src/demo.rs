@@ -196,8 +196,37 @@ pub fn identicon(seed: &str) -> Vec<u8> {
     out
 }
 
+/// When the demo contacts write: a newcomer sees a message within the demo's first quarter minute,
+/// then about one a minute (more would bury them in notifications); every other tick a contact
+/// changes state.
+struct Schedule {
+    next_message: Duration,
+}
+
+/// The first demo message, counted from the start.
+const FIRST_MESSAGE: Duration = Duration::from_secs(10);
+/// Between two demo messages.
+const MESSAGE_EVERY: Duration = Duration::from_secs(60);
+
+impl Schedule {
+    fn new() -> Schedule {
+        Schedule {
+            next_message: FIRST_MESSAGE,
+        }
+    }
+
+    /// Whether the tick at `elapsed` since the start brings a message (else a change of state).
+    fn message_at(&mut self, elapsed: Duration) -> bool {
+        if elapsed < self.next_message {
+            return false;
+        }
+        self.next_message = elapsed + MESSAGE_EVERY;
+        true
+    }
+}
+
 /// Keeps the demo alive: every few seconds a contact changes state, and now and then one writes to the
-/// demo user. Runs until `stop`.
+/// demo user ([`Schedule`]). Runs until `stop`.
 pub async fn animate(store: Arc<dyn Store>, world: Seeded, every: Duration, stop: CancellationToken) {
     let texts = [
         "Hi! Are you free for a quick call?",
@@ -213,19 +242,20 @@ pub async fn animate(store: Arc<dyn Store>, world: Seeded, every: Duration, stop
         tracing::warn!(error = %e, "demo: cannot mark contacts connected");
     }
     let mut tick = tokio::time::interval(every);
-    tick.tick().await;
+    let start = tick.tick().await;
+    let mut schedule = Schedule::new();
     let mut n: u64 = now_ms() as u64;
     loop {
-        tokio::select! {
+        let now = tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+            now = tick.tick() => now,
+        };
         // A small linear congruential generator is random enough to pick who does what.
         n = n
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let who = world.contacts[(n >> 33) as usize % world.contacts.len()];
-        let result = if (n >> 20).is_multiple_of(4) {
+        let result = if schedule.message_at(now - start) {
             let text = texts[(n >> 40) as usize % texts.len()];
             store
                 .send_message(who, world.demo, &format!("demo-{n:x}"), text, now_ms())
@@ -243,6 +273,20 @@ pub async fn animate(store: Arc<dyn Store>, world: Seeded, every: Duration, stop
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn the_demo_writes_within_its_first_quarter_minute_then_about_once_a_minute() {
+        // `pinchat demo`'s default: a tick every 4 seconds.
+        let mut schedule = super::Schedule::new();
+        let messages: Vec<u64> = (1..=40)
+            .map(|k| Duration::from_secs(4 * k))
+            .filter(|&t| schedule.message_at(t))
+            .map(|t| t.as_secs())
+            .collect();
+        assert_eq!(messages, [12, 72, 132]);
+    }
+
     #[test]
     fn identicons_are_png_and_differ() {
         let a = super::identicon("alice");

@@ -454,6 +454,28 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
     wd.click("#reauth").await;
     wd.find(&format!("#pins li[data-contact='{}']", alice.0)).await;
     assert_eq!(wd.text("#connection").await, "connected");
+
+    // Emoji are drawn in colour with the page's own fonts (a colour emoji font is in the stack and
+    // installed: the package recommends it), not as outlines or empty boxes.
+    let coloured = wd
+        .js(
+            "const c = document.createElement('canvas'); c.width = c.height = 40;
+             const g = c.getContext('2d');
+             g.font = '32px ' + getComputedStyle(document.body).fontFamily;
+             g.fillText('\u{1F600}', 0, 34);
+             const d = g.getImageData(0, 0, 40, 40).data;
+             let n = 0;
+             for (let i = 0; i < d.length; i += 4) {
+               const [r, gr, b, a] = [d[i], d[i + 1], d[i + 2], d[i + 3]];
+               if (a > 200 && Math.max(r, gr, b) - Math.min(r, gr, b) > 80) n++;
+             }
+             return n",
+        )
+        .await;
+    assert!(
+        coloured.as_u64().is_some_and(|n| n > 100),
+        "the emoji has {coloured} coloured pixels: no colour emoji font"
+    );
 }
 
 /// Regenerates `docs/screenshots/` (every panel, light and dark, English and Chinese) when
