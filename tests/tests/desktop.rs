@@ -660,6 +660,66 @@ async fn the_tray_menu_sets_update_mode_do_not_disturb_and_language() {
     assert_eq!(report(dir.path()), "start at login: off\n");
 }
 
+/// "Do not disturb for 1 hour" is saved with its end, shown in the menu, and keeps a message quiet; a
+/// pinned contact let through still raises a notification.
+#[tokio::test]
+async fn do_not_disturb_for_an_hour_lets_chosen_contacts_through() {
+    let _serial = serial().await;
+    let _host = ensure_tray_host();
+    let notifications = FakeNotifications::start();
+    let x = Xvfb::start();
+    let WithAlice {
+        server,
+        dir,
+        app,
+        client: _client,
+        alice,
+        alice_key,
+        demo_id,
+    } = with_alice(&x).await;
+    let toggled = |label: &str| app.menu().iter().find(|(_, l, _)| l == label).map(|e| e.2);
+    eventually("Alice in the let-through submenu", || {
+        toggled(&alice.name).filter(|&t| t == 0)
+    });
+
+    let clicked_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    app.click_menu("Do not disturb for 1 hour");
+    let settings = dir.path().join("config").join("pinchat").join("settings.json");
+    let until = eventually("the end of the quiet hour to be saved", || {
+        let text = std::fs::read_to_string(&settings).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v["quiet_until"].as_object()?.values().next()?.as_u64()
+    });
+    let hour = 3_600_000;
+    assert!(
+        (clicked_at + hour..clicked_at + hour + 60_000).contains(&until),
+        "quiet until {until}, clicked at {clicked_at}"
+    );
+    eventually("the menu to show do not disturb and its end", || {
+        (toggled("Do not disturb") == Some(1)
+            && app.menu().iter().any(|(_, l, _)| l.starts_with("Quiet until ")))
+        .then_some(())
+    });
+    server.send_text(&alice_key, demo_id, "q-1", "shh").await;
+    eventually("the tooltip to count 1 unread", || {
+        app.tray_property("ToolTip").contains("(1 unread)").then_some(())
+    });
+    assert!(notifications.shown().is_empty(), "{:?}", notifications.shown());
+
+    // Alice gets through.
+    app.click_menu(&alice.name);
+    eventually("Alice to be let through", || {
+        (toggled(&alice.name) == Some(1)).then_some(())
+    });
+    server.send_text(&alice_key, demo_id, "q-2", "It is urgent").await;
+    let shown = eventually("a notification", || notifications.shown().first().cloned());
+    assert_eq!(shown.body, "It is urgent");
+    assert_eq!(notifications.shown().len(), 1);
+}
+
 /// A message from a pinned contact raises an OS notification naming the sender (none while the
 /// widget is in "do not disturb"); activating it opens the widget's panel on that chat, which marks
 /// the message read.

@@ -9,8 +9,8 @@
 use crate::model::TrayModel;
 use pinchat_ipc::api::ErrorCode;
 use pinchat_ipc::api::{
-    ListWidgets, Mode, NoParams, Notification, Snapshot, Subscribe, SubscribeParams, WidgetRef,
-    WidgetSummary, WidgetView,
+    ListWidgets, NoParams, Notification, Snapshot, Subscribe, SubscribeParams, WidgetRef, WidgetSummary,
+    WidgetView,
 };
 use pinchat_ipc::client::{Client, ClientError};
 use serde_json::Value;
@@ -32,7 +32,7 @@ pub enum ToUi {
     /// A notification from the daemon, as JSON (`{method, params}`).
     Notification(Value),
     /// The widgets, whenever they may have changed, with each one's update mode.
-    Widgets(Vec<(WidgetSummary, Mode)>),
+    Widgets(Vec<(WidgetSummary, crate::model::TrayDetails)>),
     /// A new message from a pinned contact, for an OS notification.
     Incoming {
         /// The widget.

@@ -103,7 +103,7 @@ struct App {
     socket: PathBuf,
     proxy: EventLoopProxy<UserEvent>,
     tray: Option<TrayIcon>,
-    widgets: Vec<(WidgetSummary, Mode)>,
+    widgets: Vec<(WidgetSummary, crate::model::TrayDetails)>,
     settings: Settings,
     settings_path: Option<PathBuf>,
     /// What the tray shows now: (total unread, any online, menu labels); rebuilt only when it changes.
@@ -196,18 +196,12 @@ pub fn run(
     };
     let mut on_exit = Some(on_exit);
     event_loop.run(move |event, target, control_flow| {
-        *control_flow = ControlFlow::Wait;
+        let mut quit = false;
         match event {
             // The tray is created once the loop runs (macOS requires it).
             Event::NewEvents(StartCause::Init) => app.update_tray(),
-            Event::UserEvent(e) => {
-                let quit = app.user_event(e, target);
-                *control_flow = if quit {
-                    ControlFlow::Exit
-                } else {
-                    ControlFlow::Wait
-                };
-            }
+            Event::NewEvents(StartCause::ResumeTimeReached { .. }) => app.quiet_time_over(),
+            Event::UserEvent(e) => quit = app.user_event(e, target),
             Event::LoopDestroyed => {
                 // Closing their control channels closes the panels.
                 app.panels.clear();
@@ -222,10 +216,29 @@ pub fn run(
             }
             _ => {}
         }
+        if quit || *control_flow == ControlFlow::Exit {
+            *control_flow = ControlFlow::Exit;
+            return;
+        }
+        // Asleep until something happens, or until the next "do not disturb" period ends.
+        *control_flow = match app.settings.next_expiry() {
+            Some(end) => ControlFlow::WaitUntil(
+                std::time::Instant::now() + std::time::Duration::from_millis(end.saturating_sub(now_ms())),
+            ),
+            None => ControlFlow::Wait,
+        };
     })
 }
 
 impl App {
+    /// A "do not disturb" period is over: the menu shows it off again.
+    fn quiet_time_over(&mut self) {
+        if self.settings.expire(now_ms()) {
+            self.save_settings();
+            self.update_tray();
+        }
+    }
+
     /// Handles one event; `true` to quit.
     fn user_event(&mut self, event: UserEvent, target: &EventLoopWindowTarget<UserEvent>) -> bool {
         match event {
@@ -302,7 +315,9 @@ impl App {
                 let title = notification_title(self.lang, &name, account.as_deref());
                 if on_screen {
                     tracing::debug!(widget, contact, "no notification: the chat is on screen");
-                } else if !self.settings.do_not_disturb.contains(&widget) {
+                } else if !self.settings.notify_for(&widget, contact, now_ms()) {
+                    tracing::debug!(widget, contact, "no notification: do not disturb");
+                } else {
                     #[cfg(target_os = "linux")]
                     let clicked = self
                         .clicks
@@ -348,10 +363,26 @@ impl App {
         } else if let Some(widget) = id.strip_prefix("open:") {
             self.open(PanelKind::Widget(widget.to_owned()), None, target);
         } else if let Some(widget) = id.strip_prefix("dnd:") {
-            if !self.settings.do_not_disturb.remove(widget) {
-                self.settings.do_not_disturb.insert(widget.to_owned());
+            if self.settings.quiet(widget, now_ms()) {
+                self.settings.clear_quiet(widget);
+            } else {
+                self.settings.set_quiet(widget, None);
             }
             self.save_settings();
+        } else if let Some(widget) = id.strip_prefix("dnd-hour:") {
+            self.settings
+                .set_quiet(widget, Some(now_ms() + crate::settings::HOUR_MS));
+            self.save_settings();
+        } else if let Some(widget) = id.strip_prefix("dnd-morning:") {
+            self.settings.set_quiet(widget, Some(next_morning(now_ms())));
+            self.save_settings();
+        } else if let Some(rest) = id.strip_prefix("through:") {
+            if let Some((widget, contact)) = rest.rsplit_once(':')
+                && let Ok(contact) = contact.parse()
+            {
+                self.settings.toggle_break_through(widget, contact);
+                self.save_settings();
+            }
         } else if let Some(rest) = id.strip_prefix("mode:") {
             let Some((widget, mode)) = rest.rsplit_once(':') else {
                 return;
@@ -549,7 +580,8 @@ impl App {
             })
             .collect();
         let autostart = crate::autostart::enabled().unwrap_or(false);
-        let modes: Vec<String> = self.widgets.iter().map(|(_, m)| format!("{m:?}")).collect();
+        // The modes and pinned contacts the submenus show.
+        let modes: Vec<String> = self.widgets.iter().map(|(_, d)| format!("{d:?}")).collect();
         let now = (
             total,
             online,
@@ -570,7 +602,8 @@ impl App {
             format!("pinchat\n{}", labels.join("\n"))
         };
         let menu = Menu::new();
-        for ((w, mode), label) in self.widgets.iter().zip(&labels) {
+        let now = now_ms();
+        for ((w, details), label) in self.widgets.iter().zip(&labels) {
             // One submenu per account: open its panel, how it keeps current, do not disturb.
             let sub = Submenu::new(label, true);
             let _ = sub.append(&MenuItem::with_id(
@@ -593,12 +626,12 @@ impl App {
                     format!("mode:{}:{api}", w.id),
                     word,
                     true,
-                    *mode == m,
+                    details.mode == m,
                     None,
                 ));
             }
             let _ = sub.append(&PredefinedMenuItem::separator());
-            let dnd = self.settings.do_not_disturb.contains(&w.id);
+            let dnd = self.settings.quiet(&w.id, now);
             let _ = sub.append(&CheckMenuItem::with_id(
                 format!("dnd:{}", w.id),
                 words.do_not_disturb,
@@ -606,6 +639,37 @@ impl App {
                 dnd,
                 None,
             ));
+            if let Some(end) = self.settings.quiet_until.get(&w.id).filter(|_| dnd) {
+                let _ = sub.append(&MenuItem::new(
+                    format!("{} {}", words.dnd_until, local_time(*end)),
+                    false,
+                    None,
+                ));
+            }
+            let _ = sub.append(&MenuItem::with_id(
+                format!("dnd-hour:{}", w.id),
+                words.dnd_hour,
+                true,
+                None,
+            ));
+            let _ = sub.append(&MenuItem::with_id(
+                format!("dnd-morning:{}", w.id),
+                words.dnd_morning,
+                true,
+                None,
+            ));
+            let through = Submenu::new(words.let_through, !details.pins.is_empty());
+            let allowed = self.settings.break_through.get(&w.id);
+            for (contact, name) in &details.pins {
+                let _ = through.append(&CheckMenuItem::with_id(
+                    format!("through:{}:{contact}", w.id),
+                    name,
+                    true,
+                    allowed.is_some_and(|a| a.contains(contact)),
+                    None,
+                ));
+            }
+            let _ = sub.append(&through);
             let _ = menu.append(&sub);
         }
         let _ = menu.append(&PredefinedMenuItem::separator());
@@ -743,9 +807,57 @@ fn notify(clicked: ClickTarget, _lang: Lang, title: String, widget: String, cont
     }
 }
 
+/// Now, in Unix milliseconds.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The next 8:00 local time after `now` (Unix ms): when "until tomorrow morning" ends.
+fn next_morning(now: u64) -> u64 {
+    use chrono::{Local, NaiveTime, TimeZone};
+    let fallback = now + 12 * crate::settings::HOUR_MS;
+    let Some(local) = Local.timestamp_millis_opt(now as i64).single() else {
+        return fallback;
+    };
+    let eight = NaiveTime::from_hms_opt(8, 0, 0).unwrap_or_default();
+    let today = local.date_naive();
+    [Some(today), today.succ_opt()]
+        .into_iter()
+        .flatten()
+        .filter_map(|day| Local.from_local_datetime(&day.and_time(eight)).earliest())
+        .map(|t| t.timestamp_millis() as u64)
+        .find(|&t| t > now)
+        .unwrap_or(fallback)
+}
+
+/// `at` (Unix ms) as a local time of day, `09:30`.
+fn local_time(at: u64) -> String {
+    use chrono::{Local, TimeZone};
+    Local
+        .timestamp_millis_opt(at as i64)
+        .single()
+        .map_or_else(String::new, |t| t.format("%H:%M").to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn until_tomorrow_morning_ends_at_the_next_eight_o_clock() {
+        use chrono::{Local, TimeZone, Timelike};
+        let now = now_ms();
+        let end = next_morning(now);
+        assert!(end > now && end <= now + 25 * crate::settings::HOUR_MS);
+        let local = Local.timestamp_millis_opt(end as i64).unwrap();
+        assert_eq!((local.hour(), local.minute()), (8, 0));
+        // From just after eight, the next day's.
+        assert_eq!(next_morning(end), next_morning(end + 1));
+        assert!(next_morning(end) > end + 20 * crate::settings::HOUR_MS);
+        assert_eq!(local_time(end), "08:00");
+    }
 
     #[test]
     fn a_notification_names_the_account_only_when_there_are_several() {

@@ -90,6 +90,14 @@ pub struct Words {
     pub mode_manual: &'static str,
     /// The account submenu's switch for notifications.
     pub do_not_disturb: &'static str,
+    /// "Do not disturb" for an hour.
+    pub dnd_hour: &'static str,
+    /// "Do not disturb" until the next morning (8:00).
+    pub dnd_morning: &'static str,
+    /// Before the time "do not disturb" ends ("Until 09:30").
+    pub dnd_until: &'static str,
+    /// The submenu of pinned contacts whose messages get through "do not disturb".
+    pub let_through: &'static str,
     /// The language submenu.
     pub language: &'static str,
     /// The autostart switch.
@@ -129,6 +137,10 @@ static EN: Words = Words {
     mode_poll: "Check every few minutes (poll)",
     mode_manual: "Only when I refresh (manual)",
     do_not_disturb: "Do not disturb",
+    dnd_hour: "Do not disturb for 1 hour",
+    dnd_morning: "Do not disturb until tomorrow morning",
+    dnd_until: "Quiet until",
+    let_through: "Let through while quiet",
     language: "Language",
     start_at_login: "Start at login",
     webview_missing: "pinchat needs the Microsoft Edge WebView2 Runtime to show its panels, and it is not installed. Install it from https://go.microsoft.com/fwlink/p/?LinkId=2124703 (Microsoft's Evergreen installer), then click the tray icon again.",
@@ -151,6 +163,10 @@ static ZH: Words = Words {
     mode_poll: "每隔几分钟检查（轮询）",
     mode_manual: "仅在我刷新时（手动）",
     do_not_disturb: "免打扰",
+    dnd_hour: "免打扰 1 小时",
+    dnd_morning: "免打扰到明天早上",
+    dnd_until: "免打扰至",
+    let_through: "免打扰时仍通知",
     language: "语言",
     start_at_login: "登录时启动",
     webview_missing: "pinchat 需要 Microsoft Edge WebView2 运行时来显示面板，但它尚未安装。请从 https://go.microsoft.com/fwlink/p/?LinkId=2124703 安装（微软的 Evergreen 安装程序），然后再次点击托盘图标。",

@@ -12,6 +12,16 @@
 use pinchat_ipc::api::{Mode, Notification, WidgetSummary, WidgetView};
 use std::collections::BTreeMap;
 
+/// What the tray shows of a widget besides its summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrayDetails {
+    /// How the widget keeps current.
+    pub mode: Mode,
+    /// The pinned contacts (id, name) in the widget's order: those that can get through "do not
+    /// disturb".
+    pub pins: Vec<(u64, String)>,
+}
+
 /// The widgets as the tray knows them, in the daemon's order (by id).
 #[derive(Debug, Default)]
 pub struct TrayModel {
@@ -122,7 +132,7 @@ impl TrayModel {
     }
 
     /// What the tray shows: each widget's summary and mode, in the daemon's order.
-    pub fn summaries(&self) -> Vec<(WidgetSummary, Mode)> {
+    pub fn summaries(&self) -> Vec<(WidgetSummary, TrayDetails)> {
         self.widgets
             .values()
             .map(|w| {
@@ -135,7 +145,8 @@ impl TrayModel {
                     unread: total_unread(w),
                     pins: w.pins.len(),
                 };
-                (summary, w.mode)
+                let pins = w.pins.iter().map(|c| (c.id, c.name.clone())).collect();
+                (summary, TrayDetails { mode: w.mode, pins })
             })
             .collect()
     }
@@ -222,14 +233,22 @@ mod tests {
     }
 
     #[test]
-    fn presence_changes_do_not_touch_the_tray_but_names_are_kept_for_notifications() {
+    fn presence_changes_do_not_touch_the_tray_but_names_do_and_are_kept_for_notifications() {
         let mut m = model();
         let a = m.apply(&Notification::ContactChanged {
             widget: "w1".into(),
             contact: 2,
-            fields: vec![Field::State(Presence::Busy), Field::Name("Alice L.".into())],
+            fields: vec![Field::State(Presence::Busy)],
         });
         assert_eq!(a, Applied::default());
+        // The tray menu lists pinned contacts by name (who gets through "do not disturb").
+        let a = m.apply(&Notification::ContactChanged {
+            widget: "w1".into(),
+            contact: 2,
+            fields: vec![Field::Name("Alice L.".into())],
+        });
+        assert!(a.tray_changed);
+        assert_eq!(m.summaries()[0].1.pins[0], (2, "Alice L.".to_owned()));
         assert_eq!(m.sender("w1", 2), Some("Alice L."));
         assert_eq!(m.sender("w1", 9), None);
     }
