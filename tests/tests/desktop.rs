@@ -303,9 +303,25 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
     )
     .await;
     assert_eq!(wd.text(&count).await, "1");
+    let history = || async {
+        let h: serde_json::Value = server
+            .get(&alice_key, &format!("/v1/messages/{}", demo_id.0))
+            .await
+            .unwrap();
+        h
+    };
     wd.click(&count).await;
     wd.find("#unread li").await;
     assert!(wd.text("#unread").await.contains("Lunch at noon?"));
+    // Seeing the details marks the message read: Alice's side sees the read marker move.
+    let deadline = std::time::Instant::now() + pinchat_tests::DEADLINE;
+    while history().await["peer_read_up_to"].as_u64().unwrap_or(0) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the details did not mark the message read"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     wd.click("#unread li").await;
 
     // The chat (Fig. 5): history, then a reply sent with Enter.
@@ -337,13 +353,6 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
     );
     wd.type_into("#text", &format!("Yes, see you there{ENTER}")).await;
     // Alice receives it.
-    let history = || async {
-        let h: serde_json::Value = server
-            .get(&alice_key, &format!("/v1/messages/{}", demo_id.0))
-            .await
-            .unwrap();
-        h
-    };
     let deadline = std::time::Instant::now() + pinchat_tests::DEADLINE;
     let sent_id = loop {
         let h = history().await;
@@ -361,15 +370,6 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    // Showing the chat marked Alice's message read: Alice's side sees the read marker move.
-    let deadline = std::time::Instant::now() + pinchat_tests::DEADLINE;
-    while history().await["peer_read_up_to"].as_u64().unwrap_or(0) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the chat did not mark the message read"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
     // Alice reads the reply: the panel shows it as read.
     let _: serde_json::Value = server
         .post(
@@ -407,7 +407,10 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
         &format!("return document.querySelector(\"{count}\")?.textContent === '40'"),
     )
     .await;
-    wd.click(&format!("#pins li[data-contact='{}']", alice.0)).await;
+    // A reply from the unread details opens the chat, with the reply at the bottom.
+    wd.click(&count).await;
+    wd.find("#reply").await;
+    wd.type_into("#reply", &format!("Reading them now{ENTER}")).await;
     // The chat's messages, top to bottom.
     let texts = || async {
         let v = wd
@@ -417,17 +420,23 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
     };
     wd.until(
         "the newest page",
-        "return document.querySelector('#messages')?.textContent.includes('note 39')",
+        "return document.querySelector('#messages')?.textContent.includes('Reading them now')",
     )
     .await;
+    // The newest page of history (30), with the reply at the end (from history, or just sent).
     let page = texts().await;
-    assert_eq!(page.len(), 30, "{page:?}");
-    assert_eq!(page[0], "note 10", "{page:?}");
+    assert!((30..=31).contains(&page.len()), "{page:?}");
+    assert_eq!(
+        page[page.len() - 2..],
+        ["note 39", "Reading them now"],
+        "{page:?}"
+    );
+    assert!(!page.contains(&"note 09".to_owned()), "{page:?}");
     wd.js("document.querySelector('#messages').parentElement.scrollTop = 0; return true")
         .await;
     wd.until(
         "the older messages",
-        "return document.querySelectorAll('#messages .msg').length === 43",
+        "return document.querySelectorAll('#messages .msg').length === 44",
     )
     .await;
     let all = texts().await;
@@ -436,6 +445,7 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
         .map(str::to_owned)
         .into_iter()
         .chain((0..40).map(|i| format!("note {i:02}")))
+        .chain(["Reading them now".to_owned()])
         .collect();
     assert_eq!(all, expected);
 

@@ -418,8 +418,24 @@ async function detailsView(contact) {
     list.append(row);
   }
   if (!msgs.length) list.append(h("li", { class: "empty" }, t("noUnread")));
+  // A reply from here goes to the contact and opens the chat, where it shows with the conversation.
+  const reply = h("textarea", { id: "reply", "aria-label": t("typeMessage"), placeholder: t("typeMessage") });
+  async function send() {
+    const body = reply.value.trim();
+    if (!body) return;
+    try {
+      await call("widget.send", { widget: state.widget, contact: contact.id, text: body });
+      reply.value = "";
+      chatView(contact);
+    } catch (e) { alert(errorText(e)); }
+  }
+  reply.addEventListener("keydown", (e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); send(); } });
   show(h("header", {}, h("button", { onclick: widgetView, "aria-label": t("back") }, "←"), avatar(contact.name, contact.state, contact.avatar),
-    h("h1", {}, t("unreadFrom", { name: contact.name }))), h("div", { class: "scroll" }, list));
+    h("h1", {}, t("unreadFrom", { name: contact.name }))), h("div", { class: "scroll" }, list),
+    h("div", { class: "compose" }, reply, h("button", { class: "primary", id: "reply-send", onclick: send }, t("send"))));
+  // They have been seen: the count goes (up to the newest shown, so one arriving now stays unread).
+  const newest = Math.max(0, ...msgs.map((m) => m.id || 0));
+  if (newest > 0) call("widget.mark_read", { widget: state.widget, contact: contact.id, up_to: newest }).catch(() => {});
 }
 
 // ---- Chat (Fig. 5) ---------------------------------------------------------------------------
