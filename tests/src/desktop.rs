@@ -204,8 +204,9 @@ impl App {
             .env("PINCHAT_SOCKET", socket)
             .env("PINCHAT_DATA_DIR", dir.join("data"))
             .env("PINCHAT_LANG", "en")
-            // The app's settings and any autostart entry stay in the test's directory.
+            // The app's settings, any autostart entry and its cache stay in the test's directory.
             .env("XDG_CONFIG_HOME", dir.join("config"))
+            .env("XDG_CACHE_HOME", dir.join("cache"))
             .env("RUST_LOG", "warn,pinchat_ui=debug");
         c
     }
@@ -623,6 +624,8 @@ pub struct Shown {
     pub body: String,
     /// Its actions, as (key, label) pairs flattened, as the protocol sends them.
     pub actions: Vec<String>,
+    /// Its `image-path` hint: the image shown with it.
+    pub image: Option<String>,
 }
 
 /// A stand-in for the desktop's notification server: owns `org.freedesktop.Notifications` on the
@@ -665,9 +668,12 @@ impl NotificationServer {
         summary: String,
         body: String,
         actions: Vec<String>,
-        _hints: std::collections::HashMap<String, zbus::zvariant::OwnedValue>,
+        hints: std::collections::HashMap<String, zbus::zvariant::OwnedValue>,
         _expire_timeout: i32,
     ) -> u32 {
+        let image = hints
+            .get("image-path")
+            .and_then(|v| String::try_from(v.clone()).ok());
         let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
         // A replacement keeps its id and takes the place of the one it replaces, as the
         // specification says.
@@ -675,6 +681,7 @@ impl NotificationServer {
             old.summary = summary;
             old.body = body;
             old.actions = actions;
+            old.image = image;
             return replaces_id;
         }
         let id = shown.len() as u32 + 1;
@@ -689,6 +696,7 @@ impl NotificationServer {
             summary,
             body,
             actions,
+            image,
         });
         id
     }

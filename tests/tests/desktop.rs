@@ -741,7 +741,7 @@ async fn a_message_raises_a_notification_naming_the_sender_and_activating_it_ope
     let x = Xvfb::start();
     let WithAlice {
         server,
-        dir: _dir,
+        dir,
         app,
         client: _client,
         alice,
@@ -772,7 +772,18 @@ async fn a_message_raises_a_notification_naming_the_sender_and_activating_it_ope
     app.click_menu("Do not disturb");
     eventually("do not disturb to be off", || (dnd() == Some(0)).then_some(()));
 
-    // The next one is shown, naming Alice, with a default action (a click on it).
+    // Alice's avatar is fetched ahead, for her notifications.
+    let avatars = dir.path().join("cache").join("pinchat").join("avatars");
+    let avatar = eventually("Alice's avatar in the cache", || {
+        std::fs::read_dir(&avatars)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "png"))
+    });
+    assert!(std::fs::read(&avatar).unwrap().starts_with(b"\x89PNG"));
+
+    // The next one is shown, naming Alice, with her avatar and a default action (a click on it).
     server
         .send_text(&alice_key, demo_id, "n-2", "Lunch at noon?")
         .await;
@@ -780,6 +791,7 @@ async fn a_message_raises_a_notification_naming_the_sender_and_activating_it_ope
     assert_eq!(notifications.shown().len(), 1, "{:?}", notifications.shown());
     assert_eq!(shown.summary, format!("New message from {}", alice.name));
     assert_eq!(shown.body, "Lunch at noon?");
+    assert_eq!(shown.image.as_deref(), avatar.to_str());
     assert!(shown.actions.iter().any(|a| a == "default"), "{shown:?}");
 
     // A second message from Alice replaces her notification rather than stacking a new one.

@@ -7,13 +7,15 @@
 //! which the GUI turns into event-loop events.
 
 use crate::model::TrayModel;
+use base64::Engine as _;
 use pinchat_ipc::api::ErrorCode;
 use pinchat_ipc::api::{
-    ListWidgets, NoParams, Notification, Snapshot, Subscribe, SubscribeParams, WidgetRef, WidgetSummary,
-    WidgetView,
+    Avatar, AvatarParams, ListWidgets, NoParams, Notification, Snapshot, Subscribe, SubscribeParams,
+    WidgetRef, WidgetSummary, WidgetView,
 };
 use pinchat_ipc::client::{Client, ClientError};
 use serde_json::Value;
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -43,6 +45,8 @@ pub enum ToUi {
         name: String,
         /// The text.
         text: String,
+        /// The sender's avatar as a file, when it has been fetched.
+        avatar: Option<std::path::PathBuf>,
     },
     /// The daemon went away.
     Lost(String),
@@ -303,6 +307,46 @@ async fn serve(
             let _ = tx.send((widget, view)).await;
         });
     };
+    // Pinned contacts' avatars as files for notifications, fetched ahead (see `avatars.rs`).
+    let avatars = if tray {
+        crate::avatars::Avatars::in_cache()
+    } else {
+        None
+    };
+    let mut fetched: HashSet<String> = HashSet::new();
+    let mut fetch_avatars = |model: &TrayModel| {
+        let Some(avatars) = &avatars else { return };
+        for (widget, hash) in model.avatars() {
+            if !fetched.insert(hash.clone()) || avatars.cached(&hash).is_some() {
+                continue;
+            }
+            let (client, avatars) = (client.clone(), avatars.clone());
+            tokio::spawn(async move {
+                let image = client
+                    .call::<Avatar>(AvatarParams {
+                        widget,
+                        hash: hash.clone(),
+                    })
+                    .await;
+                let stored = match image {
+                    Ok(image) => match base64::engine::general_purpose::STANDARD.decode(&image.data) {
+                        Ok(bytes) => {
+                            tokio::task::spawn_blocking(move || avatars.store(&hash, &image.mime, &bytes))
+                                .await
+                                .map_err(|e| e.to_string())
+                                .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+                        }
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(e) = stored {
+                    tracing::debug!(error = %e, "no avatar for notifications");
+                }
+            });
+        }
+    };
+    fetch_avatars(&model);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -329,6 +373,7 @@ async fn serve(
                 if changed {
                     sink(ToUi::Widgets(model.summaries()));
                 }
+                fetch_avatars(&model);
             }
             n = notifications.recv() => {
                 let Some(n) = n else {
@@ -349,8 +394,12 @@ async fn serve(
                     let name = model
                         .sender(&widget, message.from)
                         .map_or_else(|| message.from.to_string(), str::to_owned);
-                    sink(ToUi::Incoming { widget, contact: message.from, name, text: message.text });
+                    let avatar = model
+                        .avatar(&widget, message.from)
+                        .and_then(|hash| avatars.as_ref()?.cached(hash));
+                    sink(ToUi::Incoming { widget, contact: message.from, name, text: message.text, avatar });
                 }
+                fetch_avatars(&model);
                 if applied.tray_changed {
                     sink(ToUi::Widgets(model.summaries()));
                 }

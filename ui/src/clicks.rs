@@ -50,6 +50,8 @@ pub struct Show {
     pub widget: String,
     /// The sender.
     pub contact: u64,
+    /// The sender's avatar as a file, shown as the notification's image.
+    pub image: Option<std::path::PathBuf>,
 }
 
 /// The notifications shown and not yet closed: id → (widget, contact), their order, and the newest
@@ -194,6 +196,10 @@ async fn notify(connection: &zbus_notify::Connection, n: &Show, replaces: u32) -
     let mut hints: HashMap<&str, Value<'_>> = HashMap::new();
     hints.insert("category", Value::from("im.received"));
     hints.insert("desktop-entry", Value::from("pinchat"));
+    // The sender's avatar (the specification's `image-path`: a file path or a file:// URI).
+    if let Some(path) = n.image.as_deref().and_then(|p| p.to_str()) {
+        hints.insert("image-path", Value::from(path));
+    }
     // The default action is a click on the notification; "Mark as read" a button where the server
     // shows actions (servers that do not ignore it).
     let actions = ["default", n.title.as_str(), MARK_READ, n.mark_read.as_str()];

@@ -301,6 +301,7 @@ impl App {
                 contact,
                 name,
                 text,
+                avatar,
             }) => {
                 // None for the chat on screen: the user sees the message arrive.
                 let on_screen = self
@@ -334,7 +335,7 @@ impl App {
                         .clone();
                     #[cfg(not(target_os = "linux"))]
                     let clicked = self.proxy.clone();
-                    notify(clicked, self.lang, title, widget, contact, text);
+                    notify(clicked, self.lang, title, widget, contact, text, avatar);
                 }
             }
             UserEvent::OpenChat(widget, contact) => {
@@ -756,19 +757,36 @@ fn notification_title(lang: Lang, sender: &str, account: Option<&str>) -> String
 /// Raises an OS notification for a new message; activating it opens the chat. On Linux the one
 /// notification thread shows it, on the bus connection that hears its click (`clicks.rs`).
 #[cfg(target_os = "linux")]
-fn notify(clicked: ClickTarget, lang: Lang, title: String, widget: String, contact: u64, text: String) {
+fn notify(
+    clicked: ClickTarget,
+    lang: Lang,
+    title: String,
+    widget: String,
+    contact: u64,
+    text: String,
+    avatar: Option<PathBuf>,
+) {
     clicked.show(crate::clicks::Show {
         title,
         mark_read: lang.words().mark_read.to_owned(),
         body: text,
         widget,
         contact,
+        image: avatar,
     });
 }
 
 /// Raises an OS notification for a new message; activating it opens the chat.
 #[cfg(not(target_os = "linux"))]
-fn notify(clicked: ClickTarget, _lang: Lang, title: String, widget: String, contact: u64, text: String) {
+fn notify(
+    clicked: ClickTarget,
+    _lang: Lang,
+    title: String,
+    widget: String,
+    contact: u64,
+    text: String,
+    avatar: Option<PathBuf>,
+) {
     // Showing is a blocking call (the notification center on macOS — answered on the main thread,
     // which the event loop keeps running): off the event loop.
     let spawned = std::thread::Builder::new()
@@ -779,6 +797,10 @@ fn notify(clicked: ClickTarget, _lang: Lang, title: String, widget: String, cont
                 .summary(&title)
                 .body(&text)
                 .timeout(notify_rust::Timeout::Milliseconds(10_000));
+            // The sender's avatar, where the system shows an image.
+            if let Some(path) = avatar.as_deref().and_then(|p| p.to_str()) {
+                n.image_path(path);
+            }
             // The default action is a click on the notification. On macOS a click is reported as
             // "default" without it, and an action there would add a button.
             #[cfg(not(target_os = "macos"))]

@@ -7,6 +7,7 @@
 
 pub mod assets;
 pub mod autostart;
+pub mod avatars;
 pub mod backend;
 pub mod badge;
 #[cfg(target_os = "linux")]

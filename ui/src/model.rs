@@ -131,6 +131,24 @@ impl TrayModel {
         w.pins.iter().find(|c| c.id == contact).map(|c| c.name.as_str())
     }
 
+    /// The pinned contact's avatar hash.
+    pub fn avatar(&self, widget: &str, contact: u64) -> Option<&str> {
+        let w = self.widgets.get(widget)?;
+        w.pins.iter().find(|c| c.id == contact)?.avatar.as_deref()
+    }
+
+    /// Every pinned contact's avatar hash, with its widget (whose server has the image).
+    pub fn avatars(&self) -> Vec<(String, String)> {
+        self.widgets
+            .values()
+            .flat_map(|w| {
+                w.pins
+                    .iter()
+                    .filter_map(|c| Some((w.id.clone(), c.avatar.clone()?)))
+            })
+            .collect()
+    }
+
     /// What the tray shows: each widget's summary and mode, in the daemon's order.
     pub fn summaries(&self) -> Vec<(WidgetSummary, TrayDetails)> {
         self.widgets
