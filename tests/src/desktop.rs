@@ -648,6 +648,8 @@ enum Signal {
     Invoked(u32, &'static str),
     /// Notification `id` expired (`NotificationClosed`, reason 1).
     Expired(u32),
+    /// A reply typed in notification `id` (`NotificationReplied`).
+    Replied(u32, &'static str),
 }
 
 struct NotificationServer {
@@ -702,7 +704,8 @@ impl NotificationServer {
     }
 
     fn get_capabilities(&self) -> Vec<String> {
-        vec!["actions".into(), "body".into()]
+        // Like KDE Plasma's server, it takes replies in the notification.
+        vec!["actions".into(), "body".into(), "inline-reply".into()]
     }
 
     fn get_server_information(&self) -> (String, String, String, String) {
@@ -763,7 +766,10 @@ impl FakeNotifications {
                     let (path, interface) =
                         ("/org/freedesktop/Notifications", "org.freedesktop.Notifications");
                     let id = match signal {
-                        Signal::Clicked(id) | Signal::Expired(id) | Signal::Invoked(id, _) => id,
+                        Signal::Clicked(id)
+                        | Signal::Expired(id)
+                        | Signal::Invoked(id, _)
+                        | Signal::Replied(id, _) => id,
                     };
                     let to = senders
                         .lock()
@@ -779,6 +785,10 @@ impl FakeNotifications {
                             .emit_signal(to.as_deref(), path, interface, "ActionInvoked", &(id, action))
                             .await
                             .expect("emit ActionInvoked"),
+                        Signal::Replied(id, text) => connection
+                            .emit_signal(to.as_deref(), path, interface, "NotificationReplied", &(id, text))
+                            .await
+                            .expect("emit NotificationReplied"),
                         // Reason 1: it expired.
                         Signal::Expired(id) => connection
                             .emit_signal(to.as_deref(), path, interface, "NotificationClosed", &(id, 1u32))
@@ -809,6 +819,11 @@ impl FakeNotifications {
     /// Chooses the action `key` of notification `id` (one of its buttons).
     pub fn invoke(&self, id: u32, key: &'static str) {
         self.signal(Signal::Invoked(id, key));
+    }
+
+    /// Types `text` in notification `id`'s reply field and sends it.
+    pub fn reply(&self, id: u32, text: &'static str) {
+        self.signal(Signal::Replied(id, text));
     }
 
     /// Says that notification `id` expired.

@@ -886,6 +886,73 @@ async fn mark_as_read_on_a_notification_marks_the_chat_read_without_opening_it()
     assert!(!app.log().contains("panicked"), "{}", app.log());
 }
 
+/// Where the notification server takes replies in the notification (`inline-reply`, as KDE Plasma's
+/// does), the notification has a reply field; a reply typed there reaches the contact, and the chat is
+/// read, without a panel opening.
+#[tokio::test]
+async fn a_reply_typed_in_a_notification_reaches_the_contact() {
+    let _serial = serial().await;
+    let _host = ensure_tray_host();
+    let notifications = FakeNotifications::start();
+    let x = Xvfb::start();
+    let WithAlice {
+        server,
+        dir: _dir,
+        app,
+        client: _client,
+        alice: _,
+        alice_key,
+        demo_id,
+    } = with_alice(&x).await;
+    server.send_text(&alice_key, demo_id, "r-1", "Coffee?").await;
+    let shown = eventually("a notification", || notifications.shown().first().cloned());
+    assert!(
+        shown
+            .actions
+            .windows(2)
+            .any(|a| a[0] == "inline-reply" && a[1] == "Reply"),
+        "{shown:?}"
+    );
+    notifications.reply(shown.id, "Yes, in 5 minutes");
+    // Alice's history, asked until the reply is there.
+    let deadline = std::time::Instant::now() + pinchat_tests::DEADLINE;
+    let history = loop {
+        let h: serde_json::Value = server
+            .get(&alice_key, &format!("/v1/messages/{}", demo_id.0))
+            .await
+            .unwrap();
+        if h["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["text"] == "Yes, in 5 minutes"))
+        {
+            break h;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reply never reached Alice: {h}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let messages = history["messages"].as_array().unwrap();
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|m| m["text"] == "Yes, in 5 minutes")
+            .count(),
+        1,
+        "{history}"
+    );
+    eventually("the tooltip to count 0 unread", || {
+        app.tray_property("ToolTip").contains("(0 unread)").then_some(())
+    });
+    assert!(
+        !window_titles(&x.display)
+            .iter()
+            .any(|t| t.starts_with("pinchat — ")),
+        "no panel opened"
+    );
+}
+
 /// The same with a real notification server, dunst: it sends the click (`ActionInvoked`) only to the
 /// bus connection that showed the notification, so the app must show and listen on one connection.
 #[tokio::test]

@@ -10,6 +10,10 @@
 //! owns the connection; the cost is one map entry per shown notification (at most [`REMEMBERED`],
 //! oldest forgotten first).
 //!
+//! Where the server can take a reply in the notification itself (`inline-reply` in its capabilities,
+//! as KDE Plasma's does), the notification has a reply field and the typed text is sent to the contact;
+//! elsewhere a click opens the chat to reply there.
+//!
 //! Notifications are grouped per contact: a newer message from the same contact replaces the
 //! notification still shown for the older one (`replaces_id`), instead of stacking up.
 
@@ -26,13 +30,18 @@ const QUEUE: usize = 64;
 const EXPIRE_MS: i32 = 10_000;
 
 /// What the user did with a notification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Clicked {
     /// Clicked it: open the chat.
     Open,
     /// Chose "Mark as read".
     MarkRead,
+    /// Typed a reply in it (servers with `inline-reply`, such as KDE Plasma's).
+    Reply(String),
 }
+
+/// The action key of a reply typed in the notification (the specification's `inline-reply`).
+const INLINE_REPLY: &str = "inline-reply";
 
 /// The action key of "Mark as read".
 const MARK_READ: &str = "mark-read";
@@ -44,6 +53,8 @@ pub struct Show {
     pub title: String,
     /// The label of its "Mark as read" action, in the app's language.
     pub mark_read: String,
+    /// The label of its reply field, where the server has one.
+    pub reply: String,
     /// Its text.
     pub body: String,
     /// The widget the message arrived in.
@@ -147,6 +158,10 @@ async fn serve(
     // One stream for the connection's life: no signal is missed between two waits, and signals sent
     // to this connection alone (as real servers send them) arrive here too.
     let mut signals = zbus_notify::MessageStream::for_match_rule(rule, &connection, None).await?;
+    // Asked once: a server that types replies in the notification says so in its capabilities.
+    let inline_reply = capabilities(&connection)
+        .await
+        .is_ok_and(|c| c.iter().any(|c| c == INLINE_REPLY));
     let mut shown = Shown::default();
     loop {
         tokio::select! {
@@ -154,7 +169,7 @@ async fn serve(
                 // The app is quitting.
                 let Some(request) = request else { return Ok(()) };
                 let replaces = shown.replaces(&request.widget, request.contact);
-                match notify(&connection, &request, replaces).await {
+                match notify(&connection, &request, replaces, inline_reply).await {
                     Ok(id) => shown.remember(id, request.widget, request.contact),
                     Err(e) => tracing::warn!(error = %e, "cannot show a notification"),
                 }
@@ -172,6 +187,11 @@ async fn serve(
                         Ok((id, _)) => (id, None),
                         Err(_) => continue,
                     },
+                    Some("NotificationReplied") => match body.deserialize::<(u32, String)>() {
+                        Ok((id, text)) if !text.trim().is_empty() => (id, Some(Clicked::Reply(text))),
+                        Ok((id, _)) => (id, None),
+                        Err(_) => continue,
+                    },
                     Some("NotificationClosed") => match body.deserialize::<(u32, u32)>() {
                         Ok((id, _reason)) => (id, None),
                         Err(_) => continue,
@@ -179,7 +199,7 @@ async fn serve(
                     _ => continue,
                 };
                 if let (Some(what), Some((widget, contact))) = (clicked, shown.closed(id)) {
-                    if what == Clicked::MarkRead {
+                    if matches!(what, Clicked::MarkRead | Clicked::Reply(_)) {
                         // The server leaves it to the app to take the notification away.
                         let _ = close(&connection, id).await;
                     }
@@ -191,7 +211,12 @@ async fn serve(
 }
 
 /// `org.freedesktop.Notifications.Notify` on this connection: the server's id for the notification.
-async fn notify(connection: &zbus_notify::Connection, n: &Show, replaces: u32) -> zbus_notify::Result<u32> {
+async fn notify(
+    connection: &zbus_notify::Connection,
+    n: &Show,
+    replaces: u32,
+    inline_reply: bool,
+) -> zbus_notify::Result<u32> {
     use zbus_notify::Variant as Value;
     let mut hints: HashMap<&str, Value<'_>> = HashMap::new();
     hints.insert("category", Value::from("im.received"));
@@ -202,7 +227,10 @@ async fn notify(connection: &zbus_notify::Connection, n: &Show, replaces: u32) -
     }
     // The default action is a click on the notification; "Mark as read" a button where the server
     // shows actions (servers that do not ignore it).
-    let actions = ["default", n.title.as_str(), MARK_READ, n.mark_read.as_str()];
+    let mut actions = vec!["default", n.title.as_str(), MARK_READ, n.mark_read.as_str()];
+    if inline_reply {
+        actions.extend([INLINE_REPLY, n.reply.as_str()]);
+    }
     let reply = connection
         .call_method(
             Some("org.freedesktop.Notifications"),
@@ -222,6 +250,20 @@ async fn notify(connection: &zbus_notify::Connection, n: &Show, replaces: u32) -
         )
         .await?;
     reply.body().deserialize::<u32>()
+}
+
+/// `org.freedesktop.Notifications.GetCapabilities`.
+async fn capabilities(connection: &zbus_notify::Connection) -> zbus_notify::Result<Vec<String>> {
+    let reply = connection
+        .call_method(
+            Some("org.freedesktop.Notifications"),
+            "/org/freedesktop/Notifications",
+            Some("org.freedesktop.Notifications"),
+            "GetCapabilities",
+            &(),
+        )
+        .await?;
+    reply.body().deserialize::<Vec<String>>()
 }
 
 /// `org.freedesktop.Notifications.CloseNotification`.

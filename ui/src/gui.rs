@@ -46,6 +46,9 @@ pub enum UserEvent {
     OpenChat(String, u64),
     /// "Mark as read" on an OS notification: that chat, read, without opening it.
     MarkRead(String, u64),
+    /// A reply typed in an OS notification (Linux servers with inline reply): sent to that contact.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Reply(String, u64, String),
 }
 
 /// What a panel shows first.
@@ -328,6 +331,9 @@ impl App {
                                 let event = match what {
                                     crate::clicks::Clicked::Open => UserEvent::OpenChat(widget, contact),
                                     crate::clicks::Clicked::MarkRead => UserEvent::MarkRead(widget, contact),
+                                    crate::clicks::Clicked::Reply(text) => {
+                                        UserEvent::Reply(widget, contact, text)
+                                    }
                                 };
                                 let _ = proxy.lock().unwrap_or_else(|e| e.into_inner()).send_event(event);
                             })
@@ -340,6 +346,16 @@ impl App {
             }
             UserEvent::OpenChat(widget, contact) => {
                 self.open(PanelKind::Widget(widget), Some(contact), target);
+            }
+            UserEvent::Reply(widget, contact, text) => {
+                if let Some(backend) = &self.backend {
+                    // A reply typed in the notification: sent, and the chat is read. The sent message
+                    // shows in the chat like any other; the replies themselves are not needed.
+                    let send = serde_json::json!({ "widget": widget, "contact": contact, "text": text });
+                    let _ = backend.request(0, "widget.send".into(), send);
+                    let read = serde_json::json!({ "widget": widget, "contact": contact });
+                    let _ = backend.request(0, "widget.mark_read".into(), read);
+                }
             }
             UserEvent::MarkRead(widget, contact) => {
                 if let Some(backend) = &self.backend {
@@ -769,6 +785,7 @@ fn notify(
     clicked.show(crate::clicks::Show {
         title,
         mark_read: lang.words().mark_read.to_owned(),
+        reply: lang.words().reply.to_owned(),
         body: text,
         widget,
         contact,

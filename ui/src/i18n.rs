@@ -78,6 +78,8 @@ pub struct Words {
     pub new_message_from: &'static str,
     /// A notification's action that marks the chat read.
     pub mark_read: &'static str,
+    /// The reply field of a notification.
+    pub reply: &'static str,
     /// Presence states: online, offline, busy, idle, do not disturb (the words `pinchatctl` uses).
     pub states: [&'static str; 5],
     /// The account submenu's entry that opens the panel.
@@ -131,6 +133,7 @@ static EN: Words = Words {
     terminal_no_accounts: "No account is bound yet: add one with `pinchatctl add`, or run pinchat in a graphical session.",
     new_message_from: "New message from",
     mark_read: "Mark as read",
+    reply: "Reply",
     states: ["online", "offline", "busy", "idle", "do not disturb"],
     open: "Open",
     mode_push: "Live updates (push)",
@@ -157,6 +160,7 @@ static ZH: Words = Words {
     terminal_no_accounts: "尚未绑定账号：请用 `pinchatctl add` 添加，或在图形会话中运行 pinchat。",
     new_message_from: "新消息来自",
     mark_read: "标为已读",
+    reply: "回复",
     states: ["在线", "离线", "忙碌", "空闲", "请勿打扰"],
     open: "打开",
     mode_push: "实时更新（推送）",
