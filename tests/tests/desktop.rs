@@ -55,6 +55,60 @@ struct WithAlice {
     demo_id: pinchat_proto::AccountId,
 }
 
+/// The conversation the account of `key` has with `peer`, as the server lists it (messages, read
+/// markers).
+async fn conversation(server: &Server, key: &str, peer: pinchat_proto::AccountId) -> serde_json::Value {
+    server
+        .get(key, &format!("/v1/messages/{}", peer.0))
+        .await
+        .unwrap()
+}
+
+/// The same, asked again until `done` holds: the server has no event a test could await for it.
+async fn conversation_until(
+    server: &Server,
+    key: &str,
+    peer: pinchat_proto::AccountId,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + pinchat_tests::DEADLINE;
+    loop {
+        let c = conversation(server, key, peer).await;
+        if done(&c) {
+            return c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {c}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The message with this text in a conversation.
+fn message<'a>(conversation: &'a serde_json::Value, text: &str) -> Option<&'a serde_json::Value> {
+    conversation["messages"]
+        .as_array()?
+        .iter()
+        .find(|m| m["text"] == text)
+}
+
+/// Whether a shown notification has the action `key` labelled `label`.
+fn has_action(shown: &pinchat_tests::desktop::Shown, key: &str, label: &str) -> bool {
+    shown.actions.windows(2).any(|a| a[0] == key && a[1] == label)
+}
+
+/// No pinchat panel window is open on the display.
+fn assert_no_panel(x: &Xvfb) {
+    assert!(
+        !window_titles(&x.display)
+            .iter()
+            .any(|t| t.starts_with("pinchat — ")),
+        "no panel opened"
+    );
+}
+
 async fn with_alice(x: &Xvfb) -> WithAlice {
     let server = Server::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -303,25 +357,18 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
     )
     .await;
     assert_eq!(wd.text(&count).await, "1");
-    let history = || async {
-        let h: serde_json::Value = server
-            .get(&alice_key, &format!("/v1/messages/{}", demo_id.0))
-            .await
-            .unwrap();
-        h
-    };
     wd.click(&count).await;
     wd.find("#unread li").await;
     assert!(wd.text("#unread").await.contains("Lunch at noon?"));
     // Seeing the details marks the message read: Alice's side sees the read marker move.
-    let deadline = std::time::Instant::now() + pinchat_tests::DEADLINE;
-    while history().await["peer_read_up_to"].as_u64().unwrap_or(0) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the details did not mark the message read"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    conversation_until(
+        &server,
+        &alice_key,
+        demo_id,
+        "the details to mark the message read",
+        |c| c["peer_read_up_to"].as_u64().unwrap_or(0) > 0,
+    )
+    .await;
     wd.click("#unread li").await;
 
     // The chat (Fig. 5): history, then a reply sent with Enter.
@@ -353,23 +400,11 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
     );
     wd.type_into("#text", &format!("Yes, see you there{ENTER}")).await;
     // Alice receives it.
-    let deadline = std::time::Instant::now() + pinchat_tests::DEADLINE;
-    let sent_id = loop {
-        let h = history().await;
-        if let Some(m) = h["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["text"] == "Yes, see you there")
-        {
-            break m["id"].as_u64().unwrap();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "alice never received the reply: {h}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let c = conversation_until(&server, &alice_key, demo_id, "Alice to receive the reply", |c| {
+        message(c, "Yes, see you there").is_some()
+    })
+    .await;
+    let sent_id = message(&c, "Yes, see you there").unwrap()["id"].as_u64().unwrap();
     // Alice reads the reply: the panel shows it as read.
     let _: serde_json::Value = server
         .post(
@@ -823,10 +858,7 @@ async fn a_message_raises_a_notification_naming_the_sender_and_activating_it_ope
     eventually("the tooltip to count 0 unread", || {
         app.tray_property("ToolTip").contains("(0 unread)").then_some(())
     });
-    let history: serde_json::Value = server
-        .get(&alice_key, &format!("/v1/messages/{}", demo_id.0))
-        .await
-        .unwrap();
+    let history = conversation(&server, &alice_key, demo_id).await;
     assert!(history["peer_read_up_to"].as_u64().unwrap_or(0) > 0, "{history}");
 
     // While the chat with Alice is on screen, her messages raise no notification.
@@ -858,13 +890,7 @@ async fn mark_as_read_on_a_notification_marks_the_chat_read_without_opening_it()
     } = with_alice(&x).await;
     server.send_text(&alice_key, demo_id, "m-1", "ping").await;
     let shown = eventually("a notification", || notifications.shown().first().cloned());
-    assert!(
-        shown
-            .actions
-            .windows(2)
-            .any(|a| a[0] == "mark-read" && a[1] == "Mark as read"),
-        "{shown:?}"
-    );
+    assert!(has_action(&shown, "mark-read", "Mark as read"), "{shown:?}");
     eventually("the tooltip to count 1 unread", || {
         app.tray_property("ToolTip").contains("(1 unread)").then_some(())
     });
@@ -872,17 +898,9 @@ async fn mark_as_read_on_a_notification_marks_the_chat_read_without_opening_it()
     eventually("the tooltip to count 0 unread", || {
         app.tray_property("ToolTip").contains("(0 unread)").then_some(())
     });
-    let history: serde_json::Value = server
-        .get(&alice_key, &format!("/v1/messages/{}", demo_id.0))
-        .await
-        .unwrap();
+    let history = conversation(&server, &alice_key, demo_id).await;
     assert!(history["peer_read_up_to"].as_u64().unwrap_or(0) > 0, "{history}");
-    assert!(
-        !window_titles(&x.display)
-            .iter()
-            .any(|t| t.starts_with("pinchat — ")),
-        "no panel opened"
-    );
+    assert_no_panel(&x);
     assert!(!app.log().contains("panicked"), "{}", app.log());
 }
 
@@ -906,33 +924,12 @@ async fn a_reply_typed_in_a_notification_reaches_the_contact() {
     } = with_alice(&x).await;
     server.send_text(&alice_key, demo_id, "r-1", "Coffee?").await;
     let shown = eventually("a notification", || notifications.shown().first().cloned());
-    assert!(
-        shown
-            .actions
-            .windows(2)
-            .any(|a| a[0] == "inline-reply" && a[1] == "Reply"),
-        "{shown:?}"
-    );
+    assert!(has_action(&shown, "inline-reply", "Reply"), "{shown:?}");
     notifications.reply(shown.id, "Yes, in 5 minutes");
-    // Alice's history, asked until the reply is there.
-    let deadline = std::time::Instant::now() + pinchat_tests::DEADLINE;
-    let history = loop {
-        let h: serde_json::Value = server
-            .get(&alice_key, &format!("/v1/messages/{}", demo_id.0))
-            .await
-            .unwrap();
-        if h["messages"]
-            .as_array()
-            .is_some_and(|m| m.iter().any(|m| m["text"] == "Yes, in 5 minutes"))
-        {
-            break h;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the reply never reached Alice: {h}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let history = conversation_until(&server, &alice_key, demo_id, "the reply to reach Alice", |c| {
+        message(c, "Yes, in 5 minutes").is_some()
+    })
+    .await;
     let messages = history["messages"].as_array().unwrap();
     assert_eq!(
         messages
@@ -945,12 +942,7 @@ async fn a_reply_typed_in_a_notification_reaches_the_contact() {
     eventually("the tooltip to count 0 unread", || {
         app.tray_property("ToolTip").contains("(0 unread)").then_some(())
     });
-    assert!(
-        !window_titles(&x.display)
-            .iter()
-            .any(|t| t.starts_with("pinchat — ")),
-        "no panel opened"
-    );
+    assert_no_panel(&x);
 }
 
 /// The same with a real notification server, dunst: it sends the click (`ActionInvoked`) only to the

@@ -322,24 +322,22 @@ async fn serve(
             }
             let (client, avatars) = (client.clone(), avatars.clone());
             tokio::spawn(async move {
-                let image = client
-                    .call::<Avatar>(AvatarParams {
+                let stored: Result<(), String> = async {
+                    let params = AvatarParams {
                         widget,
                         hash: hash.clone(),
-                    })
-                    .await;
-                let stored = match image {
-                    Ok(image) => match base64::engine::general_purpose::STANDARD.decode(&image.data) {
-                        Ok(bytes) => {
-                            tokio::task::spawn_blocking(move || avatars.store(&hash, &image.mime, &bytes))
-                                .await
-                                .map_err(|e| e.to_string())
-                                .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string()))
-                        }
-                        Err(e) => Err(e.to_string()),
-                    },
-                    Err(e) => Err(e.to_string()),
-                };
+                    };
+                    let image = client.call::<Avatar>(params).await.map_err(|e| e.to_string())?;
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(&image.data)
+                        .map_err(|e| e.to_string())?;
+                    tokio::task::spawn_blocking(move || avatars.store(&hash, &image.mime, &bytes))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| e.to_string())?;
+                    Ok(())
+                }
+                .await;
                 if let Err(e) = stored {
                     tracing::debug!(error = %e, "no avatar for notifications");
                 }

@@ -619,7 +619,7 @@ impl App {
             format!("pinchat\n{}", labels.join("\n"))
         };
         let menu = Menu::new();
-        let now = now_ms();
+        let at = now_ms();
         for ((w, details), label) in self.widgets.iter().zip(&labels) {
             // One submenu per account: open its panel, how it keeps current, do not disturb.
             let sub = Submenu::new(label, true);
@@ -648,7 +648,7 @@ impl App {
                 ));
             }
             let _ = sub.append(&PredefinedMenuItem::separator());
-            let dnd = self.settings.quiet(&w.id, now);
+            let dnd = self.settings.quiet(&w.id, at);
             let _ = sub.append(&CheckMenuItem::with_id(
                 format!("dnd:{}", w.id),
                 words.do_not_disturb,
