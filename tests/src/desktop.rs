@@ -146,6 +146,88 @@ pub fn window_titles(display: &str) -> Vec<String> {
         .collect()
 }
 
+/// Runs `xdotool` on `display`; its output when it succeeded.
+pub fn xdotool(display: &str, args: &[&str]) -> Option<String> {
+    need("xdotool", "xdotool");
+    let out = Command::new("xdotool")
+        .args(args)
+        .env("DISPLAY", display)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The mapped (visible) top-level window whose title starts with `title` (the demo user's name goes
+/// on in Chinese), if there is one.
+pub fn visible_window(display: &str, title: &str) -> Option<u64> {
+    search_visible(display, &format!("^{}", regex_escape(title)))
+}
+
+/// The mapped top-level window titled exactly `title`, if there is one.
+pub fn visible_window_titled(display: &str, title: &str) -> Option<u64> {
+    search_visible(display, &format!("^{}$", regex_escape(title)))
+}
+
+fn search_visible(display: &str, pattern: &str) -> Option<u64> {
+    xdotool(display, &["search", "--onlyvisible", "--name", pattern])?
+        .lines()
+        .find_map(|l| l.trim().parse().ok())
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let special = "\\.^$|?*+()[]{}".contains(c);
+            special.then_some('\\').into_iter().chain(std::iter::once(c))
+        })
+        .collect()
+}
+
+/// The window with keyboard focus.
+pub fn focused_window(display: &str) -> Option<u64> {
+    xdotool(display, &["getwindowfocus"])?.trim().parse().ok()
+}
+
+/// The root window's id.
+pub fn root_window(display: &str) -> u64 {
+    let out = Command::new("xwininfo")
+        .args(["-root", "-display", display])
+        .output()
+        .expect("run xwininfo");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            let hex = l.split("Window id: 0x").nth(1)?.split_whitespace().next()?;
+            u64::from_str_radix(hex, 16).ok()
+        })
+        .expect("the root window")
+}
+
+/// A window's place and size: (x, y, width, height), physical pixels.
+pub fn window_geometry(display: &str, window: u64) -> (i32, i32, i32, i32) {
+    let out = xdotool(display, &["getwindowgeometry", "--shell", &window.to_string()])
+        .expect("the window's geometry");
+    let field = |name: &str| -> i32 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+    };
+    (field("X"), field("Y"), field("WIDTH"), field("HEIGHT"))
+}
+
+/// A window property as `xprop` prints it.
+pub fn xprop(display: &str, window: u64, property: &str) -> String {
+    need("xprop", "x11-utils");
+    let out = Command::new("xprop")
+        .args(["-display", display, "-id", &window.to_string(), property])
+        .output()
+        .expect("run xprop");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A running `pinchat` app.
 pub struct App {
     child: Child,
@@ -379,6 +461,15 @@ impl Drop for App {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failed test shows what the app (and its panels) said last.
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- the app's log, last lines ---");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
     }
 }
 
@@ -411,6 +502,11 @@ impl WebDriver {
 
     /// [`WebDriver::start`] with extra environment for the app (language, GTK theme).
     pub async fn start_with(display: &str, dir: &Path, env: &[(&str, &str)]) -> WebDriver {
+        WebDriver::start_panel(display, dir, env, &[]).await
+    }
+
+    /// [`WebDriver::start_with`] with extra arguments for the panel (e.g. `--popover`).
+    pub async fn start_panel(display: &str, dir: &Path, env: &[(&str, &str)], args: &[&str]) -> WebDriver {
         need("WebKitWebDriver", "webkit2gtk-driver");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -446,8 +542,10 @@ impl WebDriver {
             assert!(Instant::now() < deadline, "WebKitWebDriver did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let panel_args: Vec<&str> = ["--automation", "panel"].iter().chain(args).copied().collect();
         let caps = serde_json::json!({"capabilities": {"alwaysMatch": {"webkitgtk:browserOptions": {
-            "binary": app_binary(), "args": ["--automation", "panel"]
+            "binary": app_binary(),
+            "args": panel_args
         }}}});
         let session = wd.raw("POST", "/session", Some(caps)).await;
         let id = session["sessionId"].as_str().expect("a session id").to_owned();

@@ -6,7 +6,8 @@ use pinchat_ipc::api::{CreateWidget, Login, SetPins, SetPinsParams};
 use pinchat_tests::Server;
 use pinchat_tests::desktop::{
     ARROW_DOWN, ARROW_UP, App, Dunst, ENTER, ESCAPE, FakeNotifications, WebDriver, Xvfb, ensure_tray_host,
-    eventually, registered_items, serial, window_titles,
+    eventually, focused_window, registered_items, root_window, serial, visible_window, visible_window_titled,
+    window_geometry, window_titles, xdotool, xprop,
 };
 
 /// Binds the demo account through the same local API the app uses.
@@ -100,6 +101,22 @@ fn has_action(shown: &pinchat_tests::desktop::Shown, key: &str, label: &str) -> 
 }
 
 /// No pinchat panel window is open on the display.
+/// Waits for a window titled `title…` to be shown and gives it keyboard focus, as a window manager
+/// does with a new window (the bare X server of the tests has none); returns it.
+fn shown_with_focus(x: &Xvfb, title: &str) -> u64 {
+    let window = eventually("the panel to be shown", || visible_window(&x.display, title));
+    focus(x, window);
+    window
+}
+
+/// Gives `window` keyboard focus and waits until it has it.
+fn focus(x: &Xvfb, window: u64) {
+    xdotool(&x.display, &["windowfocus", "--sync", &window.to_string()]).expect("xdotool windowfocus");
+    eventually("the window to have keyboard focus", || {
+        (focused_window(&x.display) == Some(window)).then_some(())
+    });
+}
+
 fn assert_no_panel(x: &Xvfb) {
     assert!(
         !window_titles(&x.display)
@@ -190,6 +207,7 @@ async fn the_tray_shows_unread_counts_a_click_opens_the_widget_panel_and_a_secon
     eventually("the panel's web process", || {
         (web_processes(&app) == 1).then_some(())
     });
+    shown_with_focus(&x, "pinchat — Demo User");
     let open_rss = app.rss_kb();
     app.click_tray();
     eventually("the panel to close and its processes to end", || {
@@ -1081,12 +1099,7 @@ async fn a_hung_panel_is_killed_when_closed() {
     };
     app.click_tray();
     let panel = eventually("the panel's process", || panel_process(&app));
-    eventually("the panel's window", || {
-        window_titles(&x.display)
-            .iter()
-            .any(|t| t.starts_with("pinchat — Demo User"))
-            .then_some(())
-    });
+    shown_with_focus(&x, "pinchat — Demo User");
     let stopped = std::process::Command::new("kill")
         .args(["-STOP", &panel.to_string()])
         .status()
@@ -1153,4 +1166,197 @@ async fn forty_messages_from_one_contact_make_one_notification_and_leave_no_thre
         app.tray_property("ToolTip").contains("(0 unread)").then_some(())
     });
     assert!(!app.log().contains("panicked"), "{}", app.log());
+}
+
+/// The tray's panel is a popover: shown once its page has drawn, with no taskbar entry and with
+/// keyboard focus; gone when focus goes to another window (here, the add-account panel the menu
+/// opens, which itself stays open when it loses focus, and closes on Esc); and it comes back at the
+/// size and place the person gave it.
+#[tokio::test]
+async fn the_tray_panel_is_a_popover_and_remembers_its_size_and_place() {
+    let _serial = serial().await;
+    let _host = ensure_tray_host();
+    let x = Xvfb::start();
+    let s = with_alice(&x).await;
+    let app = &s.app;
+    let tray = app.tray_name();
+    eventually("the tray item to register with the host", || {
+        registered_items().contains(&tray).then_some(())
+    });
+    eventually("the tooltip to name the account", || {
+        app.tray_property("ToolTip").contains("Demo User").then_some(())
+    });
+    app.click_tray();
+    let title = "pinchat — Demo User";
+    let panel = shown_with_focus(&x, title);
+    let state = xprop(&x.display, panel, "_NET_WM_STATE");
+    assert!(
+        state.contains("_NET_WM_STATE_SKIP_TASKBAR"),
+        "a taskbar entry: {state}"
+    );
+
+    // Another window takes the focus: the popover closes itself. The add-account panel stays open
+    // while it is left for another window (the person may be looking up a password).
+    app.click_menu("Add account…");
+    let login = eventually("the add-account panel", || {
+        visible_window_titled(&x.display, "pinchat")
+    });
+    focus(&x, login);
+    eventually("the popover to close when it lost focus", || {
+        visible_window(&x.display, title).is_none().then_some(())
+    });
+    focus(&x, root_window(&x.display));
+    focus(&x, login);
+    assert_eq!(
+        visible_window_titled(&x.display, "pinchat"),
+        Some(login),
+        "the add-account panel stays"
+    );
+    let login_id = login.to_string();
+    // Esc on its first view closes it.
+    xdotool(&x.display, &["key", "--window", &login_id, "Escape"]).expect("press Esc");
+    eventually("Esc to close the add-account panel", || {
+        visible_window_titled(&x.display, "pinchat")
+            .is_none()
+            .then_some(())
+    });
+
+    // The person makes the panel bigger and moves it; a tray click closes it (it has the focus).
+    app.click_tray();
+    let panel = shown_with_focus(&x, title);
+    let shown = window_geometry(&x.display, panel);
+    let id = panel.to_string();
+    xdotool(&x.display, &["windowsize", "--sync", &id, "430", "620"]).expect("resize");
+    xdotool(&x.display, &["windowmove", "--sync", &id, "40", "50"]).expect("move");
+    app.click_tray();
+    eventually("a click to close the focused panel", || {
+        window_titles(&x.display)
+            .iter()
+            .all(|t| !t.starts_with("pinchat — "))
+            .then_some(())
+    });
+    let settings = eventually("the size and place to be saved", || {
+        let s = std::fs::read_to_string(s.dir.path().join("config/pinchat/settings.json")).ok()?;
+        s.contains("430").then_some(s)
+    });
+    assert!(settings.contains("620"), "{settings}");
+
+    // Next time it opens where and as big as the person left it, not next to the icon.
+    app.click_tray();
+    let panel = eventually("the panel to open a third time", || {
+        visible_window(&x.display, title)
+    });
+    let (x0, y0, w, h) = window_geometry(&x.display, panel);
+    assert_eq!(
+        (w, h),
+        (430, 620),
+        "the remembered size (first shown at {shown:?})"
+    );
+    assert!(
+        (x0 - 40).abs() <= 8 && (y0 - 50).abs() <= 8,
+        "the remembered place: {x0},{y0} (first shown at {shown:?})"
+    );
+    assert!(!app.log().contains("panicked"), "{}", app.log());
+}
+
+/// One panel reaches every account (a tab each, with its unread count; choosing one shows its
+/// widget and titles the window with it); a popover pinned open stays when it loses focus, and
+/// closes once unpinned.
+#[tokio::test]
+async fn one_panel_reaches_every_account_and_a_popover_pinned_open_survives_focus_loss() {
+    let _serial = serial().await;
+    let x = Xvfb::start();
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wd = WebDriver::start_panel(&x.display, dir.path(), &[], &["--popover"]).await;
+    let client = pinchat_ipc::Client::connect(&wd.app.socket).await.unwrap();
+    bind_demo_with_alice(&client, &server).await;
+    let second = client
+        .call::<CreateWidget>(Login {
+            server: server.url(""),
+            account: "bob".into(),
+            password: "demo".into(),
+        })
+        .await
+        .unwrap();
+    let bob_name = second.widget.account.name.clone();
+    // Alice writes to the demo user: the demo tab counts it.
+    let alice_key = server.key("alice").await;
+    let demo_id = server.id_of(&alice_key, "demo").await;
+    server.send_text(&alice_key, demo_id, "tabs-1", "hello").await;
+    let widgets = client
+        .call::<pinchat_ipc::api::ListWidgets>(pinchat_ipc::api::NoParams {})
+        .await
+        .unwrap();
+    let demo_widget = widgets.iter().find(|w| w.login == "demo").unwrap().id.clone();
+    wd.js(&format!(
+        "location.search = '?lang=en&view=widget&widget={demo_widget}'; return true;"
+    ))
+    .await;
+    wd.until(
+        "a tab per account",
+        "return document.querySelectorAll('#accounts [role=tab]').length === 2 || null;",
+    )
+    .await;
+    wd.until(
+        "the demo tab to count the unread message",
+        "const t = document.querySelector('#accounts [aria-selected=true]'); return (t && t.textContent.includes('Demo User') && t.textContent.includes('1')) || null;",
+    )
+    .await;
+    wd.click(&format!("#accounts [data-widget='{}']", second.widget.id))
+        .await;
+    wd.until(
+        "the second account's widget",
+        &format!(
+            "const me = document.getElementById('me'); return (me && me.textContent.includes({bob_name:?})) || null;"
+        ),
+    )
+    .await;
+    let title = format!("pinchat — {bob_name}");
+    let panel = eventually("the window to be titled with the chosen account", || {
+        visible_window(&x.display, &title)
+    });
+    let state = xprop(&x.display, panel, "_NET_WM_STATE");
+    assert!(state.contains("_NET_WM_STATE_SKIP_TASKBAR"), "{state}");
+
+    // Pinned open, it stays when the focus goes elsewhere.
+    let root = root_window(&x.display);
+    focus(&x, panel);
+    wd.until(
+        "the page to have the focus",
+        "return document.hasFocus() || null;",
+    )
+    .await;
+    wd.click("#keep-open").await;
+    wd.until(
+        "the pin to show it is on",
+        "return document.getElementById('keep-open').getAttribute('aria-pressed') === 'true' || null;",
+    )
+    .await;
+    focus(&x, root);
+    wd.until(
+        "the page to lose the focus",
+        "return !document.hasFocus() || null;",
+    )
+    .await;
+    // The panel handled the focus change before the page saw it; one more round trip, and it is there.
+    assert_eq!(wd.js("return 1;").await, serde_json::json!(1));
+    assert_eq!(
+        visible_window(&x.display, &title),
+        Some(panel),
+        "a pinned panel stays"
+    );
+
+    // Unpinned, it is a popover again.
+    wd.click("#keep-open").await;
+    focus(&x, panel);
+    wd.until(
+        "the page to have the focus again",
+        "return document.hasFocus() || null;",
+    )
+    .await;
+    focus(&x, root);
+    eventually("the unpinned popover to close on focus loss", || {
+        visible_window(&x.display, &title).is_none().then_some(())
+    });
 }

@@ -22,6 +22,7 @@ const WORDS = {
     conn_connecting: "connecting…", conn_auth_required: "password needed",
     storage: "cannot save new messages: disk full or read-only",
     queued: "queued", sent: "sent", read: "read", failed: "not sent", received: "",
+    keepOpen: "Keep this panel open when you click elsewhere", accounts: "Accounts",
     err: {
       "auth.bad_credentials": "Wrong account name or password.",
       "server.unreachable": "Cannot reach the server. Check its address and your network.",
@@ -54,6 +55,7 @@ const WORDS = {
     conn_connecting: "正在连接…", conn_auth_required: "需要密码",
     storage: "无法保存新消息：磁盘已满或只读",
     queued: "待发送", sent: "已发送", read: "已读", failed: "发送失败", received: "",
+    keepOpen: "点击其他地方时保持此面板打开", accounts: "账号",
     err: {
       "auth.bad_credentials": "账号或密码错误。",
       "server.unreachable": "无法连接服务器，请检查地址和网络。",
@@ -102,6 +104,7 @@ window.pinchat = {
     const p = new URLSearchParams(location.search);
     p.set("lang", code);
     p.delete("chat");
+    if (keepOpen) p.set("keep", "1"); else p.delete("keep");
     if (state.widget) {
       p.set("view", "widget");
       p.set("widget", state.widget);
@@ -157,6 +160,19 @@ function focusKey(el) {
   }
   return null;
 }
+// A panel opened from the tray is a popover: it closes when the person clicks elsewhere — except while
+// they log in or pick contacts (they may be looking up a password or a name elsewhere), or when they
+// have pinned it open.
+let keepOpen = params.get("keep") === "1";
+let toldKeepOpen = null;
+function tellKeepOpen() {
+  const keep = keepOpen || ["login", "picker", "reauth"].includes(state.screen);
+  if (keep === toldKeepOpen) return;
+  toldKeepOpen = keep;
+  call("ui.keep_open", { keep }).catch(() => {});
+}
+// The window stays hidden until the first view is in the page: no blank frame while it opens.
+let painted = false;
 let shownScreen = null;
 function show(...nodes) {
   const app = document.getElementById("app");
@@ -167,6 +183,11 @@ function show(...nodes) {
   app.replaceChildren(...nodes);
   shownScreen = state.screen;
   tellViewing();
+  tellKeepOpen();
+  if (!painted) {
+    painted = true;
+    call("ui.painted").catch(() => {});
+  }
   if (same) {
     app.querySelectorAll(".scroll").forEach((s, i) => { if (scrolled[i] != null) s.scrollTop = scrolled[i]; });
     const again = focused && app.querySelector(focused);
@@ -393,10 +414,18 @@ function widgetView() {
   const conn = v.storage
     ? h("span", { class: "conn storage", id: "connection", title: v.storage }, t("storage"))
     : h("span", { class: "conn " + v.connection, id: "connection" }, t("conn_" + v.connection));
+  const pin = h("button", { id: "keep-open", class: "icon", "aria-label": t("keepOpen"), title: t("keepOpen"),
+    "aria-pressed": keepOpen ? "true" : "false", onclick: () => {
+      keepOpen = !keepOpen;
+      pin.setAttribute("aria-pressed", keepOpen ? "true" : "false");
+      tellKeepOpen();
+    } }, "📌");
   show(
+    accountTabs(),
     h("header", {}, avatar(me.name, me.state, me.avatar),
       h("h1", { id: "me" }, me.name, h("span", { class: "sub" }, me.signature || me.login)),
-      h("button", { id: "refresh", "aria-label": t("refresh"), title: t("refresh"), onclick: async () => { state.view = await call("widget.refresh", { widget: state.widget }); widgetView(); } }, "⟳")),
+      pin,
+      h("button", { id: "refresh", class: "icon", "aria-label": t("refresh"), title: t("refresh"), onclick: async () => { state.view = await call("widget.refresh", { widget: state.widget }); widgetView(); } }, "⟳")),
     h("div", { class: "scroll" }, list),
     h("div", { class: "bar" }, conn, h("span", { class: "grow" }),
       h("button", { id: "repick", onclick: async () => {
@@ -404,6 +433,45 @@ function widgetView() {
         pickerView(contacts, v.max_pins, v.pins.map((p) => p.id));
       } }, t("pickAgain")),
       h("button", { id: "change-account", onclick: () => loginView(true) }, t("changeAccount"))));
+}
+
+// ---- Several accounts: one panel reaches each -------------------------------------------------
+// The daemon's widgets (id, name, unread), kept current from the notifications of the other widgets.
+let accounts = [];
+let accountsPending = false;
+function refreshAccounts() {
+  if (accountsPending) return;
+  accountsPending = true;
+  call("widget.list").then((list) => {
+    accountsPending = false;
+    const before = JSON.stringify(accounts.map((a) => [a.id, a.name, a.unread]));
+    accounts = list;
+    if (state.screen === "widget" && before !== JSON.stringify(accounts.map((a) => [a.id, a.name, a.unread]))) widgetView();
+  }).catch(() => { accountsPending = false; });
+}
+function accountTabs() {
+  if (accounts.length < 2) return null;
+  const tabs = h("nav", { class: "tabs", id: "accounts", role: "tablist", "aria-label": t("accounts") });
+  for (const a of accounts) {
+    const current = a.id === state.widget;
+    const tab = h("button", { role: "tab", "data-widget": a.id, "aria-selected": current ? "true" : "false",
+      onclick: () => { if (!current) switchAccount(a); } },
+      h("span", { class: "tab-name" }, a.name),
+      a.unread > 0 ? h("span", { class: "count" }, a.unread > 99 ? "99+" : a.unread) : null);
+    tabs.append(tab);
+  }
+  return tabs;
+}
+async function switchAccount(a) {
+  state.widget = a.id;
+  state.chat = null;
+  try {
+    await loadWidget();
+    widgetView();
+    // The tray counts this panel as the chosen account's from now on (a second click closes it, a
+    // notification of this account comes here).
+    call("ui.opened", { widget: a.id, name: a.name }).catch(() => {});
+  } catch (e) { show(h("div", { class: "pad error" }, errorText(e))); }
 }
 
 // ---- Unread details (claim 3) ----------------------------------------------------------------
@@ -524,6 +592,12 @@ function reauthView() {
 // ---- Live updates ----------------------------------------------------------------------------
 function onEvent(n) {
   const p = n.params || {};
+  const other = (typeof p.widget === "string" && p.widget !== state.widget) ||
+    (p.widget && typeof p.widget === "object" && p.widget.id !== state.widget);
+  // Another account's news changes at most its tab.
+  if (["unread.changed", "widget.changed", "widget.removed"].includes(n.method) && other) {
+    refreshAccounts();
+  }
   if (p.widget && typeof p.widget === "string" && p.widget !== state.widget) return;
   switch (n.method) {
     case "widget.changed":
@@ -582,6 +656,7 @@ function onEvent(n) {
 
 // ---- Start -----------------------------------------------------------------------------------
 (async () => {
+  refreshAccounts();
   if (params.get("view") === "widget" && state.widget) {
     try {
       await loadWidget();

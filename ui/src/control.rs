@@ -45,6 +45,15 @@ pub enum FromPanel {
     Opened(String),
     /// The chat on screen (`None`: no chat): its messages need no OS notification.
     Viewing(Option<u64>),
+    /// The panel's window got (`true`) or lost keyboard focus. A popover that lost it closes itself
+    /// right after saying so; the tray uses the time to tell "the tray click took the focus away"
+    /// from "the panel was left behind other windows".
+    Focus(bool),
+    /// The person resized the window: its inner size now, in logical pixels (remembered for next time).
+    Size(u32, u32),
+    /// The person moved the window away from where the tray put it: its top-left corner now, in
+    /// physical pixels (remembered for next time).
+    Moved(i32, i32),
 }
 
 impl FromPanel {
@@ -57,6 +66,9 @@ impl FromPanel {
             FromPanel::Opened(_) => None,
             FromPanel::Viewing(Some(c)) => Some(format!("viewing {c}\n")),
             FromPanel::Viewing(None) => Some("viewing -\n".into()),
+            FromPanel::Focus(on) => Some(format!("focus {}\n", if *on { "on" } else { "off" })),
+            FromPanel::Size(w, h) => Some(format!("size {w} {h}\n")),
+            FromPanel::Moved(x, y) => Some(format!("moved {x} {y}\n")),
         }
     }
 
@@ -68,6 +80,19 @@ impl FromPanel {
                 "-" => Some(FromPanel::Viewing(None)),
                 c => c.parse().ok().map(|c| FromPanel::Viewing(Some(c))),
             };
+        }
+        match line.split_once(' ') {
+            Some(("focus", "on")) => return Some(FromPanel::Focus(true)),
+            Some(("focus", "off")) => return Some(FromPanel::Focus(false)),
+            Some(("size", wh)) => {
+                let (w, h) = wh.split_once(' ')?;
+                return Some(FromPanel::Size(w.parse().ok()?, h.parse().ok()?));
+            }
+            Some(("moved", xy)) => {
+                let (x, y) = xy.split_once(' ')?;
+                return Some(FromPanel::Moved(x.parse().ok()?, y.parse().ok()?));
+            }
+            _ => {}
         }
         let w = line.strip_prefix("opened ")?;
         (!w.is_empty() && !w.contains(char::is_whitespace)).then(|| FromPanel::Opened(w.to_owned()))
@@ -82,12 +107,28 @@ pub enum PageMessage {
         /// Request id.
         id: u64,
     },
-    /// This add-account panel created a widget (the tray learns it through [`FromPanel::Opened`]).
+    /// This panel shows another widget now: an add-account panel created it, or the person chose
+    /// another account in the panel (the tray learns it through [`FromPanel::Opened`]).
     Opened {
         /// Request id.
         id: u64,
         /// The widget.
         widget: Option<String>,
+        /// The account's name, for the window's title.
+        name: Option<String>,
+    },
+    /// The page has drawn its first view: the window can be shown without a blank frame.
+    Painted {
+        /// Request id.
+        id: u64,
+    },
+    /// Whether the panel stays open when it loses focus: `true` while the person is logging in or
+    /// picking contacts, or has pinned the panel open; `false` makes it a popover again.
+    KeepOpen {
+        /// Request id.
+        id: u64,
+        /// Stay open on focus loss.
+        keep: bool,
     },
     /// The page shows this contact's chat now (`None`: no chat).
     Viewing {
@@ -126,6 +167,12 @@ impl PageMessage {
             "ui.opened" => PageMessage::Opened {
                 id,
                 widget: params.get("widget").and_then(Value::as_str).map(str::to_owned),
+                name: params.get("name").and_then(Value::as_str).map(str::to_owned),
+            },
+            "ui.painted" => PageMessage::Painted { id },
+            "ui.keep_open" => PageMessage::KeepOpen {
+                id,
+                keep: params.get("keep").and_then(Value::as_bool).unwrap_or(true),
             },
             "ui.open_url" => PageMessage::OpenUrl {
                 id,
@@ -176,6 +223,25 @@ mod tests {
             assert_eq!(FromPanel::parse(&v.line().unwrap()), Some(v));
         }
         assert_eq!(FromPanel::parse("viewing seven"), None);
+        for m in [
+            FromPanel::Focus(true),
+            FromPanel::Focus(false),
+            FromPanel::Size(420, 640),
+            FromPanel::Moved(-12, 300),
+        ] {
+            assert_eq!(FromPanel::parse(&m.line().unwrap()), Some(m));
+        }
+        assert_eq!(FromPanel::parse("focus maybe"), None);
+        assert_eq!(FromPanel::parse("size 420"), None);
+        assert_eq!(FromPanel::parse("moved a b"), None);
+        assert_eq!(
+            PageMessage::parse(r#"{"id":8,"method":"ui.keep_open","params":{"keep":false}}"#),
+            Some(PageMessage::KeepOpen { id: 8, keep: false })
+        );
+        assert_eq!(
+            PageMessage::parse(r#"{"id":9,"method":"ui.painted"}"#),
+            Some(PageMessage::Painted { id: 9 })
+        );
         assert_eq!(
             PageMessage::parse(r#"{"id":6,"method":"ui.viewing","params":{"contact":9}}"#),
             Some(PageMessage::Viewing {
@@ -191,7 +257,8 @@ mod tests {
             PageMessage::parse(r#"{"id":3,"method":"ui.opened","params":{"widget":"w1"}}"#),
             Some(PageMessage::Opened {
                 id: 3,
-                widget: Some("w1".into())
+                widget: Some("w1".into()),
+                name: None,
             })
         );
         assert_eq!(

@@ -69,7 +69,16 @@ struct Panel {
     process: Arc<Mutex<Option<Child>>>,
     /// The chat it shows, if any: no OS notification for its messages.
     viewing: Option<u64>,
+    /// Its window has keyboard focus.
+    focused: bool,
+    /// A tray click asked it to come forward, and it has not taken the focus since: the next click
+    /// closes it (a panel that cannot come forward, e.g. hung, is not stuck on screen).
+    asked_forward: bool,
 }
+
+/// A tray click this soon after a panel lost focus is the click that took the focus away: the person
+/// meant to close the popover (which closed itself, or is closed now), not to open it again.
+const CLICK_TOOK_FOCUS: Duration = Duration::from_millis(500);
 
 /// How long a closed panel has to end before it is killed.
 const PANEL_GRACE: Duration = Duration::from_secs(5);
@@ -115,6 +124,10 @@ struct App {
     next_panel: PanelId,
     /// Where the tray icon is, to place panels near it.
     anchor: Option<Anchor>,
+    /// When a panel last lost keyboard focus.
+    last_blur: Option<std::time::Instant>,
+    /// The panel's size or place changed since the settings were saved.
+    place_changed: bool,
     /// Listens for clicks on notifications (Linux), from the first notification on.
     #[cfg(target_os = "linux")]
     clicks: Option<crate::clicks::Clicks>,
@@ -194,6 +207,8 @@ pub fn run(
         panels: HashMap::new(),
         next_panel: 1,
         anchor: None,
+        last_blur: None,
+        place_changed: false,
         #[cfg(target_os = "linux")]
         clicks: None,
     };
@@ -209,6 +224,9 @@ pub fn run(
                 // Closing their control channels closes the panels.
                 app.panels.clear();
                 app.tray = None;
+                if app.place_changed {
+                    app.save_settings();
+                }
                 // An embedded daemon finishes its writes before the process ends.
                 if let Some(b) = app.backend.take() {
                     b.stop();
@@ -258,12 +276,7 @@ impl App {
                 } else {
                     Anchor::Click(position)
                 });
-                // Like a popover: a click opens the panel, the next one closes it.
-                if self.panels.is_empty() {
-                    self.open_main(target);
-                } else {
-                    self.panels.clear();
-                }
+                self.tray_clicked(target);
             }
             UserEvent::Tray(_) => {}
             UserEvent::Menu(e) => {
@@ -286,8 +299,30 @@ impl App {
                     p.viewing = contact;
                 }
             }
+            UserEvent::FromPanel(panel, crate::control::FromPanel::Focus(focused)) => {
+                if let Some(p) = self.panels.get_mut(&panel) {
+                    p.focused = focused;
+                    p.asked_forward &= !focused;
+                }
+                // Only the latest change counts: a panel that took the focus back was not closed by
+                // a click on the tray.
+                self.last_blur = (!focused).then(std::time::Instant::now);
+            }
+            UserEvent::FromPanel(_, crate::control::FromPanel::Size(w, h)) => {
+                self.settings.panel.size = Some((w, h));
+                self.place_changed = true;
+            }
+            UserEvent::FromPanel(_, crate::control::FromPanel::Moved(x, y)) => {
+                self.settings.panel.position = Some((x, y));
+                self.place_changed = true;
+            }
             UserEvent::PanelClosed(panel) => {
                 self.panels.remove(&panel);
+                // Saved once the panel is closed, not at every step of a drag.
+                if self.place_changed {
+                    self.save_settings();
+                    self.place_changed = false;
+                }
             }
             // Panels get their answers and notifications on their own connections.
             UserEvent::Backend(ToUi::Reply { .. } | ToUi::Notification(_)) => {}
@@ -439,8 +474,40 @@ impl App {
     }
 
     /// The tray click: the first widget's panel, or adding an account when there is none.
+    /// A left click on the tray icon, like on a popover's button: it opens the panel, closes it when
+    /// it is in front (or was until this click took the focus away), and brings forward a panel kept
+    /// open behind other windows.
+    fn tray_clicked(&mut self, target: &EventLoopWindowTarget<UserEvent>) {
+        let click_took_focus = self.last_blur.is_some_and(|t| t.elapsed() < CLICK_TOOK_FOCUS);
+        if self.panels.is_empty() {
+            if click_took_focus {
+                tracing::debug!("the click closed the popover; not opening it again");
+            } else {
+                self.open_main(target);
+            }
+        } else if click_took_focus || self.panels.values().any(|p| p.focused || p.asked_forward) {
+            self.panels.clear();
+        } else {
+            let line = crate::control::ToPanel::Show.line();
+            for p in self.panels.values_mut() {
+                p.asked_forward = true;
+                let _ = p
+                    .control
+                    .write_all(line.as_bytes())
+                    .and_then(|()| p.control.flush());
+            }
+        }
+    }
+
+    /// Opens the panel a tray click opens: the account with unread messages first (the page lets the
+    /// person switch to the others), or adding one when there is none.
     fn open_main(&mut self, target: &EventLoopWindowTarget<UserEvent>) {
-        match self.widgets.first() {
+        let first = self
+            .widgets
+            .iter()
+            .find(|(w, _)| w.unread > 0)
+            .or(self.widgets.first());
+        match first {
             Some((w, _)) => self.open(PanelKind::Widget(w.id.clone()), None, target),
             None => self.open(PanelKind::AddAccount, None, target),
         }
@@ -492,10 +559,13 @@ impl App {
         let id = self.next_panel;
         self.next_panel += 1;
         let mut command = Command::new(std::env::current_exe()?);
-        command
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(["--lang", self.lang.code(), "panel", "--managed"]);
+        command.arg("--socket").arg(&self.socket).args([
+            "--lang",
+            self.lang.code(),
+            "panel",
+            "--managed",
+            "--popover",
+        ]);
         let title = match &kind {
             PanelKind::Widget(w) => {
                 let name = self
@@ -512,22 +582,50 @@ impl App {
         if let Some(c) = chat {
             command.args(["--chat", &c.to_string()]);
         }
-        if let (Some(anchor), Some(monitor)) = (self.anchor, target.primary_monitor()) {
+        // The size the person last gave a panel, where they last moved it (kept on screen), else next
+        // to the tray icon.
+        let monitor = target.primary_monitor();
+        let (mut w, mut h) = self
+            .settings
+            .panel
+            .size
+            .map_or((crate::panel::SIZE.width, crate::panel::SIZE.height), |(w, h)| {
+                (f64::from(w), f64::from(h))
+            });
+        if let Some(m) = &monitor {
+            // Never larger than the screen (a settings file from a bigger one, or edited by hand).
+            let screen = m.size().to_logical::<f64>(m.scale_factor());
+            w = w.min(screen.width);
+            h = h.min(screen.height);
+        }
+        if self.settings.panel.size.is_some() {
+            command.args([
+                "--width",
+                &(w as u32).to_string(),
+                "--height",
+                &(h as u32).to_string(),
+            ]);
+        }
+        if let Some(monitor) = monitor {
             let scale = monitor.scale_factor();
             let screen = monitor.size();
-            let at = place(
-                anchor,
-                crate::panel::SIZE.width * scale,
-                crate::panel::SIZE.height * scale,
-                screen.width as f64,
-                screen.height as f64,
-            );
-            command.args([
-                "--x",
-                &(at.x as i32).to_string(),
-                "--y",
-                &(at.y as i32).to_string(),
-            ]);
+            let (sw, sh) = (f64::from(screen.width), f64::from(screen.height));
+            let at = match (self.settings.panel.position, self.anchor) {
+                (Some((x, y)), _) => Some(PhysicalPosition::new(
+                    f64::from(x).clamp(0.0, (sw - w * scale).max(0.0)),
+                    f64::from(y).clamp(0.0, (sh - h * scale).max(0.0)),
+                )),
+                (None, Some(anchor)) => Some(place(anchor, w * scale, h * scale, sw, sh)),
+                (None, None) => None,
+            };
+            if let Some(at) = at {
+                command.args([
+                    "--x",
+                    &(at.x as i32).to_string(),
+                    "--y",
+                    &(at.y as i32).to_string(),
+                ]);
+            }
         }
         #[cfg(windows)]
         {
@@ -571,6 +669,8 @@ impl App {
                 control,
                 process,
                 viewing: None,
+                focused: false,
+                asked_forward: false,
             },
         );
         Ok(())

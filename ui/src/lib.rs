@@ -96,9 +96,19 @@ enum Command {
         /// Where the window goes, in physical pixels (with --x).
         #[arg(long, requires = "x", allow_negative_numbers = true)]
         y: Option<i32>,
+        /// The window's inner width in logical pixels (with --height).
+        #[arg(long, requires = "height")]
+        width: Option<u32>,
+        /// The window's inner height in logical pixels (with --width).
+        #[arg(long, requires = "width")]
+        height: Option<u32>,
         /// Started by the tray app: standard input and output are its control channel.
         #[arg(long)]
         managed: bool,
+        /// Behave as the tray's popover: no taskbar entry, closed when it loses focus (unless the page
+        /// keeps it open).
+        #[arg(long)]
+        popover: bool,
     },
 }
 
@@ -186,12 +196,15 @@ pub fn main() -> ExitCode {
         title,
         x,
         y,
+        width,
+        height,
         managed,
+        popover,
     }) = cli.command
     {
         #[cfg(not(any(target_os = "linux", target_os = "windows", target_os = "macos")))]
         {
-            let _ = (widget, chat, title, x, y, managed);
+            let _ = (widget, chat, title, x, y, width, height, managed, popover);
             eprintln!("error: panels are not available on this platform");
             return ExitCode::FAILURE;
         }
@@ -208,7 +221,9 @@ pub fn main() -> ExitCode {
                 chat,
                 title,
                 position: x.zip(y),
+                size: width.zip(height),
                 managed,
+                popover,
                 automation: cli.automation,
             },
         );

@@ -38,10 +38,15 @@ pub struct PanelArgs {
     pub chat: Option<u64>,
     /// The window's title.
     pub title: String,
-    /// Where the window goes (next to the tray icon), in physical pixels.
+    /// Where the window goes (next to the tray icon, or where the person last moved it), in physical
+    /// pixels.
     pub position: Option<(i32, i32)>,
+    /// The window's inner size in logical pixels (the size the person last gave it); [`SIZE`] if `None`.
+    pub size: Option<(u32, u32)>,
     /// Started by the tray: standard input and output are the control channel.
     pub managed: bool,
+    /// A popover: no taskbar entry, closed when it loses focus (unless the page keeps it open).
+    pub popover: bool,
     /// Accept a WebDriver (WebKitWebDriver on Linux; the end-to-end tests).
     pub automation: bool,
 }
@@ -61,7 +66,17 @@ enum PanelEvent {
     Lang(Lang),
     /// The tray closed the control channel (or went away).
     Close,
+    /// The page has loaded (its scripts have run).
+    Loaded,
 }
+
+/// How long after its page has loaded a window is shown even if the page never said it had drawn
+/// (a page that failed): a window that never appears would be worse than one blank frame.
+const SHOW_ANYWAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How far (physical pixels) the window must move from where it was shown to count as moved by the
+/// person rather than adjusted by the window manager (frames, panels).
+const MOVED_BY_HAND: i32 = 48;
 
 /// The panel's size in logical pixels (the tray places it from this).
 pub const SIZE: LogicalSize<f64> = LogicalSize::new(360.0, 560.0);
@@ -138,12 +153,29 @@ pub fn run(options: Options, lang: Lang, args: PanelArgs) -> anyhow::Result<std:
                 let _ = p.send_event(PanelEvent::Close);
             })?;
     }
+    let size = args
+        .size
+        .map_or(SIZE, |(w, h)| LogicalSize::new(f64::from(w), f64::from(h)));
+    // Hidden until the page has drawn: no blank or black frame while the web engine starts.
     let mut window = WindowBuilder::new()
         .with_title(&args.title)
-        .with_inner_size(SIZE)
-        .with_min_inner_size(LogicalSize::new(300.0, 360.0));
+        .with_inner_size(size)
+        .with_min_inner_size(LogicalSize::new(300.0, 360.0))
+        .with_visible(false);
     if let Some((x, y)) = args.position {
         window = window.with_position(PhysicalPosition::new(x, y));
+    }
+    // A tray popover has no taskbar entry: the tray icon is how it is reached (macOS: the app is an
+    // accessory, with no Dock icon). A panel started by hand keeps its entry, or it could be lost.
+    #[cfg(target_os = "linux")]
+    {
+        use tao::platform::unix::WindowBuilderExtUnix;
+        window = window.with_skip_taskbar(args.popover);
+    }
+    #[cfg(windows)]
+    {
+        use tao::platform::windows::WindowBuilderExtWindows;
+        window = window.with_skip_taskbar(args.popover);
     }
     let window = window.build(&event_loop)?;
     let mut context = WebContext::new(None);
@@ -151,29 +183,48 @@ pub fn run(options: Options, lang: Lang, args: PanelArgs) -> anyhow::Result<std:
         // Lets WebKitWebDriver drive the real panel in the end-to-end tests (Linux; a no-op elsewhere).
         context.set_allows_automation(true);
     }
-    let webview = build_webview(&window, &mut context, &page_url(&page_query(&args, lang)), {
+    let loaded = proxy.clone();
+    let webview = build_webview(
+        &window,
+        &mut context,
+        &page_url(&page_query(&args, lang)),
         move |body| {
             let _ = proxy.send_event(PanelEvent::FromPage(body));
-        }
-    })?;
+        },
+        move || {
+            let _ = loaded.send_event(PanelEvent::Loaded);
+        },
+    )?;
     let mut panel = Some(Panel {
         webview,
         window,
         _context: context,
         backend: Some(backend),
         managed: args.managed,
+        popover: args.popover,
+        painted: false,
+        show_by: None,
+        // Until the page says otherwise (it does as soon as it runs), a panel stays open.
+        keep_open: true,
+        had_focus: false,
+        shown_at: None,
+        size: None,
     });
     event_loop.run(move |event, _, control_flow| {
-        *control_flow = ControlFlow::Wait;
         let Some(p) = panel.as_mut() else { return };
         let close = match event {
             Event::UserEvent(e) => p.event(e),
-            Event::WindowEvent {
-                event: WindowEvent::CloseRequested,
-                ..
-            } => true,
+            Event::NewEvents(tao::event::StartCause::ResumeTimeReached { .. }) => {
+                p.show_anyway();
+                false
+            }
+            Event::WindowEvent { event, .. } => p.window_event(event),
             Event::LoopDestroyed => true,
             _ => false,
+        };
+        *control_flow = match p.show_by {
+            Some(at) => ControlFlow::WaitUntil(at),
+            None => ControlFlow::Wait,
         };
         if close {
             *control_flow = ControlFlow::Exit;
@@ -195,6 +246,19 @@ struct Panel {
     _context: WebContext,
     backend: Option<Backend>,
     managed: bool,
+    popover: bool,
+    /// The page has drawn its first view (or was given up on): the window may be visible.
+    painted: bool,
+    /// When to show the window even though the page has not said it drew.
+    show_by: Option<std::time::Instant>,
+    /// Stay open when focus goes elsewhere (the page decides: logging in, picking, pinned open).
+    keep_open: bool,
+    /// The window has had keyboard focus since it was shown: only then does losing it mean anything.
+    had_focus: bool,
+    /// Where the window was when it was shown (physical pixels), to tell a move by the person.
+    shown_at: Option<(i32, i32)>,
+    /// The inner size last reported to the tray (logical pixels).
+    size: Option<(u32, u32)>,
 }
 
 impl Panel {
@@ -230,13 +294,75 @@ impl Panel {
                 ));
             }
             PanelEvent::Close => return true,
+            PanelEvent::Loaded => {
+                if !self.painted {
+                    self.show_by = Some(std::time::Instant::now() + SHOW_ANYWAY);
+                }
+            }
         }
         false
     }
 
-    fn show(&self) {
-        self.window.set_visible(true);
+    /// Handles one event of the window; `true` to close the panel.
+    fn window_event(&mut self, event: WindowEvent<'_>) -> bool {
+        match event {
+            WindowEvent::CloseRequested => return true,
+            WindowEvent::Focused(focused) => {
+                self.tell_tray(&crate::control::FromPanel::Focus(focused));
+                if focused {
+                    self.had_focus = true;
+                } else if self.popover && self.had_focus && !self.keep_open {
+                    // A popover: gone when the person turns to something else.
+                    tracing::debug!("the panel lost focus; closing it");
+                    return true;
+                }
+            }
+            WindowEvent::Resized(size) if self.painted => {
+                let size = size.to_logical::<f64>(self.window.scale_factor());
+                let size = (size.width.round() as u32, size.height.round() as u32);
+                if self.size.is_some_and(|s| s != size) {
+                    self.tell_tray(&crate::control::FromPanel::Size(size.0, size.1));
+                }
+                self.size = Some(size);
+            }
+            WindowEvent::Moved(at) if self.painted => {
+                if let Some((x, y)) = self.shown_at
+                    && ((at.x - x).abs() > MOVED_BY_HAND || (at.y - y).abs() > MOVED_BY_HAND)
+                {
+                    self.shown_at = Some((at.x, at.y));
+                    self.tell_tray(&crate::control::FromPanel::Moved(at.x, at.y));
+                }
+            }
+            _ => {}
+        }
+        false
+    }
+
+    /// Brings the window forward with keyboard focus, once its page has drawn.
+    fn show(&mut self) {
+        if !self.painted {
+            // The page's first view shows it.
+            return;
+        }
+        if !self.window.is_visible() {
+            self.window.set_visible(true);
+            self.shown_at = self.window.outer_position().ok().map(|p| (p.x, p.y));
+            let size = self
+                .window
+                .inner_size()
+                .to_logical::<f64>(self.window.scale_factor());
+            self.size = Some((size.width.round() as u32, size.height.round() as u32));
+        }
         self.window.set_focus();
+    }
+
+    /// The page has not said it drew within [`SHOW_ANYWAY`] of loading: shows the window regardless.
+    fn show_anyway(&mut self) {
+        if self.show_by.take().is_some() && !self.painted {
+            tracing::warn!("the panel's page did not say it had drawn; showing the window anyway");
+            self.painted = true;
+            self.show();
+        }
     }
 
     /// A line to the tray that started this panel (none when the panel runs on its own).
@@ -260,12 +386,27 @@ impl Panel {
         };
         match msg {
             PageMessage::Close { .. } => return true,
-            PageMessage::Opened { id, widget } => {
-                // An add-account panel has created its widget: the tray now counts it as that
-                // widget's panel.
+            PageMessage::Opened { id, widget, name } => {
+                // An add-account panel has created its widget, or the person chose another account:
+                // the tray now counts it as that widget's panel.
                 if let Some(w) = widget {
                     self.tell_tray(&FromPanel::Opened(w));
                 }
+                if let Some(name) = name {
+                    self.window.set_title(&format!("pinchat — {name}"));
+                }
+                self.reply(id, true, "{}");
+            }
+            PageMessage::Painted { id } => {
+                self.reply(id, true, "{}");
+                if !self.painted {
+                    self.painted = true;
+                    self.show_by = None;
+                    self.show();
+                }
+            }
+            PageMessage::KeepOpen { id, keep } => {
+                self.keep_open = keep;
                 self.reply(id, true, "{}");
             }
             PageMessage::OpenUrl { id, url } => {
@@ -321,10 +462,16 @@ fn build_webview(
     context: &mut WebContext,
     url: &str,
     on_message: impl Fn(String) + 'static,
+    on_loaded: impl Fn() + 'static,
 ) -> anyhow::Result<WebView> {
     let builder = WebViewBuilder::new_with_web_context(context)
         .with_custom_protocol("pinchat".into(), |_id, request| serve_asset(request.uri().path()))
         .with_ipc_handler(move |req| on_message(req.into_body()))
+        .with_on_page_load_handler(move |event, _| {
+            if matches!(event, wry::PageLoadEvent::Finished) {
+                on_loaded();
+            }
+        })
         // The panel never leaves its own pages.
         .with_navigation_handler(|url| {
             url.starts_with("pinchat://") || url.starts_with("http://pinchat.localhost/")

@@ -20,6 +20,19 @@ pub struct Settings {
     pub quiet_until: BTreeMap<String, u64>,
     /// Per widget, the pinned contacts whose messages are shown even in "do not disturb".
     pub break_through: BTreeMap<String, BTreeSet<u64>>,
+    /// The panel's size and place as the person last left them.
+    pub panel: PanelPlace,
+}
+
+/// A panel window's size and place, as the person left them.
+#[derive(Serialize, Deserialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(default)]
+pub struct PanelPlace {
+    /// Inner size in logical pixels; the default size when `None`.
+    pub size: Option<(u32, u32)>,
+    /// Top-left corner in physical pixels, when the person moved the panel away from the tray icon;
+    /// next to the icon when `None`.
+    pub position: Option<(i32, i32)>,
 }
 
 /// One hour, in milliseconds.
@@ -130,6 +143,10 @@ mod tests {
             do_not_disturb: ["w1".to_owned()].into(),
             quiet_until: [("w1".to_owned(), 5)].into(),
             break_through: [("w1".to_owned(), [7].into())].into(),
+            panel: PanelPlace {
+                size: Some((420, 640)),
+                position: Some((-8, 30)),
+            },
         };
         s.save(&path).unwrap();
         assert_eq!(Settings::load(&path), s);
