@@ -1360,3 +1360,73 @@ async fn one_panel_reaches_every_account_and_a_popover_pinned_open_survives_focu
         visible_window(&x.display, &title).is_none().then_some(())
     });
 }
+
+/// What in the page is clipped or wrapped where it should not be: a button whose words wrap or do not
+/// fit, a text whose ellipsis hides part of a button-like label, a text field whose placeholder does
+/// not fit in it. Empty when the layout holds.
+const LAYOUT_PROBLEMS: &str = r#"
+const problems = [];
+const canvas = document.createElement('canvas').getContext('2d');
+for (const b of document.querySelectorAll('button')) {
+  if (!b.offsetParent) continue;
+  const style = getComputedStyle(b);
+  const line = parseFloat(style.lineHeight) || parseFloat(style.fontSize) * 1.4;
+  const inner = b.clientHeight - parseFloat(style.paddingTop) - parseFloat(style.paddingBottom);
+  if (b.scrollWidth > b.clientWidth + 1) problems.push(`button ${b.id || b.textContent} is cut: ${b.scrollWidth} > ${b.clientWidth}`);
+  if (inner > line * 1.5) problems.push(`button ${b.id || b.textContent} wraps: ${inner}px for ${line}px lines`);
+}
+for (const f of document.querySelectorAll('input[placeholder], textarea[placeholder]')) {
+  if (!f.offsetParent || !f.placeholder) continue;
+  const style = getComputedStyle(f);
+  canvas.font = `${style.fontSize} ${style.fontFamily}`;
+  const width = f.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  const text = canvas.measureText(f.placeholder).width;
+  const line = parseFloat(style.lineHeight) || parseFloat(style.fontSize) * 1.4;
+  const height = f.clientHeight - parseFloat(style.paddingTop) - parseFloat(style.paddingBottom);
+  const lines = f.tagName === 'TEXTAREA' ? Math.max(1, Math.floor((height + 1) / line)) : 1;
+  if (text > width * lines) problems.push(`placeholder of ${f.id} is clipped: ${Math.round(text)}px in ${lines} line(s) of ${Math.round(width)}px`);
+}
+return problems;
+"#;
+
+/// In English and in Chinese, at the panel's default size, no view clips or wraps its buttons or the
+/// placeholders of its fields: login, contact picker, widget, chat.
+#[tokio::test]
+async fn no_view_clips_or_wraps_its_words_in_english_or_chinese() {
+    let _serial = serial().await;
+    let x = Xvfb::start();
+    let server = Server::start().await;
+    for lang in ["en", "zh"] {
+        let dir = tempfile::tempdir().unwrap();
+        let wd = WebDriver::start_with(&x.display, dir.path(), &[("PINCHAT_LANG", lang)]).await;
+        let mut problems = vec![];
+        let mut look = |view: &str, found: serde_json::Value| {
+            for p in found.as_array().into_iter().flatten() {
+                problems.push(format!("{lang} {view}: {}", p.as_str().unwrap_or_default()));
+            }
+        };
+        wd.find("#login").await;
+        look("login", wd.js(LAYOUT_PROBLEMS).await);
+        let client = pinchat_ipc::Client::connect(&wd.app.socket).await.unwrap();
+        let alice = bind_demo_with_alice(&client, &server).await;
+        let widgets = client
+            .call::<pinchat_ipc::api::ListWidgets>(pinchat_ipc::api::NoParams {})
+            .await
+            .unwrap();
+        wd.js(&format!(
+            "location.search = '?lang={lang}&view=widget&widget={}'; return true;",
+            widgets[0].id
+        ))
+        .await;
+        wd.find(&format!("li[data-contact='{}']", alice.id)).await;
+        look("widget", wd.js(LAYOUT_PROBLEMS).await);
+        wd.click("#repick").await;
+        wd.find("#done").await;
+        look("picker", wd.js(LAYOUT_PROBLEMS).await);
+        wd.click("#done").await;
+        wd.click(&format!("li[data-contact='{}']", alice.id)).await;
+        wd.find("#send").await;
+        look("chat", wd.js(LAYOUT_PROBLEMS).await);
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+}

@@ -12,7 +12,7 @@ const WORDS = {
     search: "Search contacts", done: "Done", refresh: "Refresh", changeAccount: "Change account",
     pickAgain: "Pick contacts", back: "Back", close: "Close", unreadFrom: "Unread from {name}",
     noUnread: "No unread messages.", noPins: "No pinned contacts yet.", send: "Send",
-    typeMessage: "Write a message (Enter sends, Shift+Enter for a new line)",
+    typeMessage: "Write a message", typeHint: "Enter sends, Shift+Enter starts a new line",
     olderLoading: "Loading older messages…", noMessages: "No messages yet.",
     today: "Today", yesterday: "Yesterday",
     reauthTitle: "Password needed", reauthText: "The server no longer accepts this account's key. Enter the password to log in again.",
@@ -45,7 +45,7 @@ const WORDS = {
     search: "搜索联系人", done: "完成", refresh: "刷新", changeAccount: "切换账号",
     pickAgain: "选择联系人", back: "返回", close: "关闭", unreadFrom: "{name} 的未读消息",
     noUnread: "没有未读消息。", noPins: "还没有挂出的联系人。", send: "发送",
-    typeMessage: "输入消息（回车发送，Shift+回车换行）",
+    typeMessage: "输入消息", typeHint: "回车发送，Shift+回车换行",
     olderLoading: "正在加载更早的消息…", noMessages: "还没有消息。",
     today: "今天", yesterday: "昨天",
     reauthTitle: "需要密码", reauthText: "服务器不再接受该账号的密钥，请输入密码重新登录。",
@@ -487,7 +487,8 @@ async function detailsView(contact) {
   }
   if (!msgs.length) list.append(h("li", { class: "empty" }, t("noUnread")));
   // A reply from here goes to the contact and opens the chat, where it shows with the conversation.
-  const reply = h("textarea", { id: "reply", "aria-label": t("typeMessage"), placeholder: t("typeMessage") });
+  // A short placeholder that fits the field; how the keys work is said on hover and to screen readers.
+  const reply = h("textarea", { id: "reply", "aria-label": `${t("typeMessage")} (${t("typeHint")})`, placeholder: t("typeMessage"), title: t("typeHint") });
   async function send() {
     const body = reply.value.trim();
     if (!body) return;
@@ -513,7 +514,7 @@ async function chatView(contact) {
   const me = state.view.account;
   const box = h("div", { class: "msgs", id: "messages", role: "log" });
   const scroller = h("div", { class: "scroll" }, box);
-  const text = h("textarea", { id: "text", "aria-label": t("typeMessage"), placeholder: t("typeMessage"), autofocus: true });
+  const text = h("textarea", { id: "text", "aria-label": `${t("typeMessage")} (${t("typeHint")})`, placeholder: t("typeMessage"), title: t("typeHint"), autofocus: true });
   const chat = { contact, box, scroller, oldest: null, more: true, loading: false, nodes: new Map() };
   state.chat = chat;
   async function send() {
