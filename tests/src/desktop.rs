@@ -300,16 +300,27 @@ impl App {
 
     /// The tray item's D-Bus name.
     pub fn tray_name(&self) -> String {
-        format!("org.kde.StatusNotifierItem-{}-1", self.pid())
+        self.item_name(1)
+    }
+
+    /// The D-Bus name of the app's `n`th tray item (1: the app's own icon; then contacts pinned to
+    /// the tray, in the order their icons were made).
+    pub fn item_name(&self, n: u32) -> String {
+        format!("org.kde.StatusNotifierItem-{}-{n}", self.pid())
     }
 
     /// A property of the tray item, as `busctl` prints it in JSON (text in UTF-8, not escaped).
     pub fn tray_property(&self, name: &str) -> String {
+        self.item_property(1, name)
+    }
+
+    /// A property of the `n`th tray item (see [`App::item_name`]).
+    pub fn item_property(&self, n: u32, name: &str) -> String {
         busctl(&[
             "--user",
             "--json=short",
             "get-property",
-            &self.tray_name(),
+            &self.item_name(n),
             "/StatusNotifierItem",
             "org.kde.StatusNotifierItem",
             name,
@@ -353,8 +364,18 @@ impl App {
 
     /// Clicks the tray menu entry labelled `label`, as a tray host does.
     pub fn click_menu(&self, label: &str) {
+        self.click_menu_in("", label);
+    }
+
+    /// Clicks the first entry labelled `label` after the submenu labelled `submenu` (its own entry,
+    /// as the layout lists a submenu's entries right after it; `""`: anywhere).
+    pub fn click_menu_in(&self, submenu: &str, label: &str) {
         let entries = self.menu();
-        let (id, _, _) = entries
+        let from = entries
+            .iter()
+            .position(|(_, l, _)| submenu.is_empty() || l == submenu)
+            .unwrap_or_else(|| panic!("no submenu {submenu:?} in {entries:?}"));
+        let (id, _, _) = entries[from..]
             .iter()
             .find(|(_, l, _)| l == label)
             .unwrap_or_else(|| panic!("no menu entry {label:?} in {entries:?}"));
@@ -378,10 +399,15 @@ impl App {
 
     /// Clicks the tray icon, as a tray host does.
     pub fn click_tray(&self) {
+        self.click_item(1);
+    }
+
+    /// Clicks the `n`th tray item (see [`App::item_name`]).
+    pub fn click_item(&self, n: u32) {
         busctl(&[
             "--user",
             "call",
-            &self.tray_name(),
+            &self.item_name(n),
             "/StatusNotifierItem",
             "org.kde.StatusNotifierItem",
             "Activate",

@@ -5,9 +5,9 @@
 use pinchat_ipc::api::{CreateWidget, Login, SetPins, SetPinsParams};
 use pinchat_tests::Server;
 use pinchat_tests::desktop::{
-    ARROW_DOWN, ARROW_UP, App, Dunst, ENTER, ESCAPE, FakeNotifications, WebDriver, Xvfb, ensure_tray_host,
-    eventually, focused_window, registered_items, root_window, serial, visible_window, visible_window_titled,
-    window_geometry, window_titles, xdotool, xprop,
+    ARROW_DOWN, ARROW_UP, App, Dunst, ENTER, ESCAPE, FakeNotifications, WebDriver, Xvfb, busctl,
+    ensure_tray_host, eventually, focused_window, registered_items, root_window, serial, visible_window,
+    visible_window_titled, window_geometry, window_titles, xdotool, xprop,
 };
 
 /// Binds the demo account through the same local API the app uses.
@@ -1429,4 +1429,86 @@ async fn no_view_clips_or_wraps_its_words_in_english_or_chinese() {
         look("chat", wd.js(LAYOUT_PROBLEMS).await);
         assert!(problems.is_empty(), "{problems:#?}");
     }
+}
+
+/// A pinned contact can have a tray icon of their own (as Windows 10's My People put people on the
+/// taskbar): chosen in the account's menu, it shows their name, state and unread count, a click on it
+/// opens the chat with them (which reads their messages), and its menu takes it away again.
+#[tokio::test]
+async fn a_contact_pinned_to_the_tray_has_an_icon_that_counts_and_opens_their_chat() {
+    let _serial = serial().await;
+    let _host = ensure_tray_host();
+    let x = Xvfb::start();
+    let WithAlice {
+        server,
+        dir: _dir,
+        app,
+        alice,
+        alice_key,
+        demo_id,
+        ..
+    } = with_alice(&x).await;
+    eventually("the account's submenu", || {
+        app.menu()
+            .iter()
+            .any(|(_, l, _)| l.starts_with("Demo User"))
+            .then_some(())
+    });
+    let contact_item = app.item_name(2);
+    assert!(!registered_items().contains(&contact_item));
+    app.click_menu_in("Own icon in the tray", &alice.name);
+    eventually("Alice's own tray item", || {
+        registered_items().contains(&contact_item).then_some(())
+    });
+    let tooltip = app.item_property(2, "ToolTip");
+    assert!(tooltip.contains(&format!("{} — ", alice.name)), "{tooltip}");
+    // Her picture is drawn in it: an icon of the app's size.
+    let pixmap = app.item_property(2, "IconPixmap");
+    assert!(pixmap.contains("[64,64,"), "{}", &pixmap[..pixmap.len().min(200)]);
+
+    // A message from Alice: her icon counts it.
+    server.send_text(&alice_key, demo_id, "own-1", "ping").await;
+    eventually("Alice's icon to count 1 unread", || {
+        app.item_property(2, "ToolTip")
+            .contains("(1 unread)")
+            .then_some(())
+    });
+
+    // A click on her icon opens the chat with her: the message is read, the counts go.
+    app.click_item(2);
+    eventually("the panel on Alice's chat", || {
+        visible_window(&x.display, "pinchat — Demo User")
+    });
+    eventually("Alice's icon to count nothing", || {
+        (!app.item_property(2, "ToolTip").contains("unread")).then_some(())
+    });
+    eventually("the app's tooltip to count 0 unread", || {
+        app.tray_property("ToolTip").contains("(0 unread)").then_some(())
+    });
+
+    // Her icon's menu takes it away.
+    let entries = busctl(&[
+        "--user",
+        "--json=short",
+        "call",
+        &contact_item,
+        "/MenuBar",
+        "com.canonical.dbusmenu",
+        "GetLayout",
+        "iias",
+        "--",
+        "0",
+        "-1",
+        "0",
+    ])
+    .unwrap_or_default();
+    assert!(
+        entries.contains("Open chat") && entries.contains("Remove from the tray"),
+        "{entries}"
+    );
+    app.click_menu_in("Own icon in the tray", &alice.name);
+    eventually("Alice's own tray item to go", || {
+        (!registered_items().contains(&contact_item)).then_some(())
+    });
+    assert!(!app.log().contains("panicked"), "{}", app.log());
 }

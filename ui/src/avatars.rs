@@ -61,6 +61,27 @@ impl Avatars {
     }
 }
 
+/// The picture in `path` as `size`×`size` RGBA (cropped to a square, then scaled), for a contact's own
+/// tray icon; `None` when it cannot be read or decoded. The cache holds what the daemon served (at most
+/// its avatar size limit), and decoding is bounded all the same.
+pub fn face(path: &Path, size: u32) -> Option<Vec<u8>> {
+    let mut reader = image::ImageReader::open(path).ok()?.with_guessed_format().ok()?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(4096);
+    limits.max_image_height = Some(4096);
+    limits.max_alloc = Some(64 * 1024 * 1024);
+    reader.limits(limits);
+    let img = reader.decode().ok()?;
+    let side = img.width().min(img.height());
+    let square = img.crop_imm((img.width() - side) / 2, (img.height() - side) / 2, side, side);
+    Some(
+        square
+            .resize_exact(size, size, image::imageops::FilterType::Triangle)
+            .to_rgba8()
+            .into_raw(),
+    )
+}
+
 /// A hash fit for a file name: 1–128 ASCII letters, digits, `-` or `_`.
 fn plain(hash: &str) -> bool {
     (1..=128).contains(&hash.len())
@@ -86,6 +107,8 @@ mod tests {
             assert_eq!(a.cached(hostile), None);
         }
         assert!(a.store("svg1", "image/svg+xml", b"<svg/>").is_err());
+        // Not a picture: no face, no panic.
+        assert_eq!(face(&a.cached("abc123").unwrap(), 64), None);
         assert_eq!(std::fs::read_dir(a.dir()).unwrap().count(), 1);
     }
 }

@@ -48,6 +48,9 @@ pub enum ToUi {
         /// The sender's avatar as a file, when it has been fetched.
         avatar: Option<std::path::PathBuf>,
     },
+    /// A pinned contact's picture (this hash) is now in the avatar cache: icons drawn without it can
+    /// be drawn again.
+    AvatarStored(String),
     /// The daemon went away.
     Lost(String),
     /// Another launch of the app asked this one to show itself.
@@ -320,13 +323,14 @@ async fn serve(
             if !fetched.insert(hash.clone()) || avatars.cached(&hash).is_some() {
                 continue;
             }
-            let (client, avatars) = (client.clone(), avatars.clone());
+            let (client, avatars, sink) = (client.clone(), avatars.clone(), sink.clone());
             tokio::spawn(async move {
                 let stored: Result<(), String> = async {
                     let params = AvatarParams {
                         widget,
                         hash: hash.clone(),
                     };
+                    let hash = hash.clone();
                     let image = client.call::<Avatar>(params).await.map_err(|e| e.to_string())?;
                     let bytes = base64::engine::general_purpose::STANDARD
                         .decode(&image.data)
@@ -338,8 +342,9 @@ async fn serve(
                     Ok(())
                 }
                 .await;
-                if let Err(e) = stored {
-                    tracing::debug!(error = %e, "no avatar for notifications");
+                match stored {
+                    Ok(()) => sink(ToUi::AvatarStored(hash)),
+                    Err(e) => tracing::debug!(error = %e, "no avatar for notifications"),
                 }
             });
         }

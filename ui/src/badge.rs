@@ -52,7 +52,110 @@ pub fn render(unread: u32, online: bool) -> Vec<u8> {
         }
         return img.pixels;
     };
-    {
+    img.count(&text, online);
+    img.pixels
+}
+
+/// A contact's own tray icon (a contact pinned to the tray): their picture (`face`, [`SIZE`]² RGBA)
+/// in a circle — or a disc of their colour (`hue`, 0–359) when there is none — their presence as a
+/// shape at the top right (the same shapes as in the panel: a full dot online, a square busy, a half
+/// dot idle, a dot with a bar do-not-disturb, a ring offline) and the unread count at the bottom
+/// right, drawn as on the app's icon.
+pub fn contact_icon(face: Option<&[u8]>, hue: u32, state: pinchat_proto::Presence, unread: u32) -> Vec<u8> {
+    use pinchat_proto::Presence;
+    let mut img = Canvas::new();
+    let fallback = hsl_to_rgb(hue % 360, 0.55, 0.45);
+    let (c, r) = (SIZE as f32 / 2.0, SIZE as f32 / 2.0 - 1.0);
+    for y in 0..SIZE {
+        for x in 0..SIZE {
+            let (dx, dy) = (x as f32 + 0.5 - c, y as f32 + 0.5 - c);
+            if dx * dx + dy * dy > r * r {
+                continue;
+            }
+            let i = ((y * SIZE + x) * 4) as usize;
+            let rgba = match face {
+                Some(f) if f.len() == (SIZE * SIZE * 4) as usize => [f[i], f[i + 1], f[i + 2], 0xff],
+                _ => [fallback[0], fallback[1], fallback[2], 0xff],
+            };
+            img.set(x, y, rgba);
+        }
+    }
+    // The presence mark, on a white ring so that it stands out of any picture.
+    let (mx, my, mr) = (49.0, 15.0, 13.0);
+    let white = [0xff, 0xff, 0xff, 0xff];
+    img.disc(mx, my, mr + 3.0, white);
+    match state {
+        Presence::Online => img.disc(mx, my, mr, [0x12, 0xb7, 0x6a, 0xff]),
+        Presence::Busy => {
+            let (x0, y0, side) = ((mx - mr) as u32 + 1, (my - mr) as u32 + 1, (2.0 * mr) as u32 - 1);
+            for y in y0..y0 + side {
+                for x in x0..x0 + side {
+                    img.set(x, y, [0xd9, 0x2d, 0x20, 0xff]);
+                }
+            }
+        }
+        Presence::Idle => {
+            let amber = [0xf7, 0x90, 0x09, 0xff];
+            img.disc(mx, my, mr, amber);
+            img.disc(mx, my, mr - 4.0, white);
+            // The left half filled: a half moon.
+            for y in 0..SIZE {
+                for x in 0..SIZE {
+                    let (dx, dy) = (x as f32 + 0.5 - mx, y as f32 + 0.5 - my);
+                    if dx < 0.0 && dx * dx + dy * dy <= mr * mr {
+                        img.set(x, y, amber);
+                    }
+                }
+            }
+        }
+        Presence::DoNotDisturb => {
+            img.disc(mx, my, mr, [0xb4, 0x23, 0x18, 0xff]);
+            for y in (my - 2.0) as u32..(my + 2.0) as u32 {
+                for x in (mx - mr + 4.0) as u32..(mx + mr - 4.0) as u32 {
+                    img.set(x, y, white);
+                }
+            }
+        }
+        Presence::Offline => {
+            img.disc(mx, my, mr, [0x66, 0x70, 0x85, 0xff]);
+            img.disc(mx, my, mr - 4.0, white);
+        }
+    }
+    if let Some(text) = label(unread) {
+        img.count(&text, true);
+    }
+    img.pixels
+}
+
+/// An RGB colour from hue (degrees), saturation and lightness (0–1), as CSS's `hsl()` — the panel
+/// colours a contact without a picture this way, from the same hue.
+fn hsl_to_rgb(h: u32, s: f32, l: f32) -> [u8; 3] {
+    let c = (1.0 - (2.0 * l - 1.0).abs()) * s;
+    let hp = h as f32 / 60.0;
+    let x = c * (1.0 - (hp % 2.0 - 1.0).abs());
+    let (r, g, b) = match hp as u32 {
+        0 => (c, x, 0.0),
+        1 => (x, c, 0.0),
+        2 => (0.0, c, x),
+        3 => (0.0, x, c),
+        4 => (x, 0.0, c),
+        _ => (c, 0.0, x),
+    };
+    let m = l - c / 2.0;
+    [r, g, b].map(|v| ((v + m) * 255.0).round() as u8)
+}
+
+/// The hue the panel gives a contact's name (its `avatar()`: a 31-based hash of the characters).
+pub fn name_hue(name: &str) -> u32 {
+    let name = if name.is_empty() { "?" } else { name };
+    name.chars()
+        .fold(0u32, |h, c| h.wrapping_mul(31).wrapping_add(c as u32))
+        % 360
+}
+
+impl Canvas {
+    /// The unread count's badge at the bottom right.
+    fn count(&mut self, text: &str, online: bool) {
         // Strokes of 7, 6 or 5 pixels for one, two or three characters; the gap between digits is
         // as wide as a stroke, so that "11" stays two ones when scaled down.
         let scale = match text.len() {
@@ -74,14 +177,13 @@ pub fn render(unread: u32, online: bool) -> Vec<u8> {
         } else {
             [0x4b, 0x50, 0x58, 0xff]
         };
-        img.pill(x0, y0, w, h, badge);
+        self.pill(x0, y0, w, h, badge);
         let mut x = x0 + (w - text_w) / 2;
         for c in text.chars() {
-            img.glyph(c, x, y0 + pad, scale, [0xff, 0xff, 0xff, 0xff]);
+            self.glyph(c, x, y0 + pad, scale, [0xff, 0xff, 0xff, 0xff]);
             x += glyph_w + gap;
         }
     }
-    img.pixels
 }
 
 /// The application's icon (menus, launchers, installers) at `size`×`size` pixels, RGBA with straight
@@ -326,6 +428,62 @@ mod tests {
             .filter(|w| w[0] != w[1])
             .count();
         assert!(runs >= 4, "the two digits of 10 merge at 22 px");
+    }
+
+    /// A contact's own icon: each presence has its own shape (not only a colour), a count shows, and a
+    /// picture is drawn when there is one. The images are written for people to look at:
+    /// `target/badge/contact-<state>-<size>px.png`.
+    #[test]
+    fn contact_icons_show_presence_by_shape_and_the_count() {
+        use pinchat_proto::Presence;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/badge");
+        let _ = std::fs::create_dir_all(&dir);
+        let states = [
+            Presence::Online,
+            Presence::Busy,
+            Presence::Idle,
+            Presence::DoNotDisturb,
+            Presence::Offline,
+        ];
+        let hue = name_hue("Alice Chen");
+        let icons: Vec<Vec<u8>> = states.iter().map(|&s| contact_icon(None, hue, s, 0)).collect();
+        // The presence marks differ in shape: compared in grey levels, no two are alike.
+        let grey = |img: &[u8]| -> Vec<u8> {
+            img.chunks(4)
+                .map(|p| ((u32::from(p[0]) + u32::from(p[1]) + u32::from(p[2])) / 3 / 32) as u8)
+                .collect()
+        };
+        for i in 0..icons.len() {
+            for j in i + 1..icons.len() {
+                assert_ne!(
+                    grey(&icons[i]),
+                    grey(&icons[j]),
+                    "{:?} and {:?}",
+                    states[i],
+                    states[j]
+                );
+            }
+        }
+        assert!(white_pixels(&contact_icon(None, hue, Presence::Online, 3)) > white_pixels(&icons[0]));
+        let face = vec![0x20u8; (SIZE * SIZE * 4) as usize];
+        assert_ne!(contact_icon(Some(&face), hue, Presence::Online, 0), icons[0]);
+        for (state, img) in states.iter().zip(&icons) {
+            for size in [16, 22, 32] {
+                let _ = write_png(
+                    &dir.join(format!("contact-{state:?}-{size}px.png")),
+                    &scaled(img, size),
+                    size,
+                );
+            }
+        }
+        let _ = write_png(
+            &dir.join("contact-Online-3-64px.png"),
+            &contact_icon(None, hue, Presence::Online, 3),
+            SIZE,
+        );
+        // The hue agrees with the panel's (app.js `avatar()`): "A" is 65.
+        assert_eq!(name_hue("A"), 65);
+        assert_eq!(name_hue(""), name_hue("?"));
     }
 
     fn write_png(path: &std::path::Path, rgba: &[u8], size: u32) -> std::io::Result<()> {

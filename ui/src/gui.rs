@@ -12,7 +12,7 @@ use crate::badge;
 use crate::i18n::Lang;
 use crate::settings::Settings;
 use pinchat_ipc::api::{Connection, Mode, WidgetSummary};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -126,11 +126,30 @@ struct App {
     anchor: Option<Anchor>,
     /// When a panel last lost keyboard focus.
     last_blur: Option<std::time::Instant>,
+    /// The tray icons of contacts pinned to the tray, by (widget, contact).
+    contact_trays: BTreeMap<(String, u64), ContactTray>,
+    /// Where pinned contacts' pictures are cached (the backend fetches them).
+    avatars: Option<crate::avatars::Avatars>,
     /// The panel's size or place changed since the settings were saved.
     place_changed: bool,
     /// Listens for clicks on notifications (Linux), from the first notification on.
     #[cfg(target_os = "linux")]
     clicks: Option<crate::clicks::Clicks>,
+}
+
+/// A contact's own tray icon, and what it shows (redrawn only when that changes).
+struct ContactTray {
+    icon: TrayIcon,
+    shown: ContactShown,
+}
+
+/// What a contact's tray icon shows: name, presence, unread count, whether their picture was drawn,
+/// and the language of its tooltip and menu.
+type ContactShown = (String, pinchat_proto::Presence, u32, Option<PathBuf>, Lang);
+
+/// The id of a contact's tray icon (and the prefix of its menu entries' ids).
+fn contact_tray_id(widget: &str, contact: u64) -> String {
+    format!("contact:{widget}:{contact}")
 }
 
 /// What is known of the tray icon's place.
@@ -208,6 +227,8 @@ pub fn run(
         next_panel: 1,
         anchor: None,
         last_blur: None,
+        contact_trays: BTreeMap::new(),
+        avatars: crate::avatars::Avatars::in_cache(),
         place_changed: false,
         #[cfg(target_os = "linux")]
         clicks: None,
@@ -264,6 +285,7 @@ impl App {
     fn user_event(&mut self, event: UserEvent, target: &EventLoopWindowTarget<UserEvent>) -> bool {
         match event {
             UserEvent::Tray(TrayIconEvent::Click {
+                id,
                 position,
                 rect,
                 button: tray_icon::MouseButton::Left,
@@ -276,7 +298,11 @@ impl App {
                 } else {
                     Anchor::Click(position)
                 });
-                self.tray_clicked(target);
+                // A contact's own icon opens the chat with them; the app's icon, the popover.
+                match parse_contact(id.0.strip_prefix("contact:").unwrap_or_default()) {
+                    Some((widget, contact)) => self.open(PanelKind::Widget(widget), Some(contact), target),
+                    None => self.tray_clicked(target),
+                }
             }
             UserEvent::Tray(_) => {}
             UserEvent::Menu(e) => {
@@ -399,6 +425,7 @@ impl App {
                     let _ = backend.request(0, "widget.mark_read".into(), params);
                 }
             }
+            UserEvent::Backend(ToUi::AvatarStored(_)) => self.update_contact_trays(),
             UserEvent::Backend(ToUi::Lost(why)) => {
                 tracing::error!(%why, "lost the daemon");
                 eprintln!("pinchat: lost the connection to the daemon ({why}); quitting");
@@ -428,6 +455,11 @@ impl App {
         } else if let Some(widget) = id.strip_prefix("dnd-morning:") {
             self.settings.set_quiet(widget, Some(next_morning(now_ms())));
             self.save_settings();
+        } else if let Some((widget, contact)) = id.strip_prefix("in-tray:").and_then(parse_contact) {
+            self.settings.toggle_in_tray(&widget, contact);
+            self.save_settings();
+        } else if let Some((widget, contact)) = id.strip_prefix("chat:").and_then(parse_contact) {
+            self.open(PanelKind::Widget(widget), Some(contact), target);
         } else if let Some(rest) = id.strip_prefix("through:") {
             if let Some((widget, contact)) = rest.rsplit_once(':')
                 && let Ok(contact) = contact.parse()
@@ -697,8 +729,17 @@ impl App {
             })
             .collect();
         let autostart = crate::autostart::enabled().unwrap_or(false);
-        // The modes and pinned contacts the submenus show.
-        let modes: Vec<String> = self.widgets.iter().map(|(_, d)| format!("{d:?}")).collect();
+        self.update_contact_trays();
+        // The modes and pinned contacts the submenus show (not their states or counts, which the
+        // menus do not show).
+        let modes: Vec<String> = self
+            .widgets
+            .iter()
+            .map(|(_, d)| {
+                let pins: Vec<(u64, &str)> = d.pins.iter().map(|p| (p.id, p.name.as_str())).collect();
+                format!("{:?} {pins:?}", d.mode)
+            })
+            .collect();
         let now = (
             total,
             online,
@@ -777,16 +818,27 @@ impl App {
             ));
             let through = Submenu::new(words.let_through, !details.pins.is_empty());
             let allowed = self.settings.break_through.get(&w.id);
-            for (contact, name) in &details.pins {
+            for pin in &details.pins {
                 let _ = through.append(&CheckMenuItem::with_id(
-                    format!("through:{}:{contact}", w.id),
-                    name,
+                    format!("through:{}:{}", w.id, pin.id),
+                    &pin.name,
                     true,
-                    allowed.is_some_and(|a| a.contains(contact)),
+                    allowed.is_some_and(|a| a.contains(&pin.id)),
                     None,
                 ));
             }
             let _ = sub.append(&through);
+            let in_tray = Submenu::new(words.in_tray, !details.pins.is_empty());
+            for pin in &details.pins {
+                let _ = in_tray.append(&CheckMenuItem::with_id(
+                    format!("in-tray:{}:{}", w.id, pin.id),
+                    &pin.name,
+                    true,
+                    self.settings.is_in_tray(&w.id, pin.id),
+                    None,
+                ));
+            }
+            let _ = sub.append(&in_tray);
             let _ = menu.append(&sub);
         }
         let _ = menu.append(&PredefinedMenuItem::separator());
@@ -845,6 +897,102 @@ impl App {
             },
         }
     }
+}
+
+impl App {
+    /// Gives each contact pinned to the tray an icon of their own — picture, presence, unread count —
+    /// and takes away the icons of contacts no longer pinned there (or no longer pinned at all).
+    fn update_contact_trays(&mut self) {
+        let words = self.lang.words();
+        let mut wanted = BTreeSet::new();
+        for (w, details) in &self.widgets {
+            for pin in details
+                .pins
+                .iter()
+                .filter(|p| self.settings.is_in_tray(&w.id, p.id))
+            {
+                let key = (w.id.clone(), pin.id);
+                wanted.insert(key.clone());
+                let face_path = pin
+                    .avatar
+                    .as_deref()
+                    .and_then(|h| self.avatars.as_ref()?.cached(h));
+                let shown: ContactShown = (
+                    pin.name.clone(),
+                    pin.state,
+                    pin.unread,
+                    face_path.clone(),
+                    self.lang,
+                );
+                if self.contact_trays.get(&key).is_some_and(|t| t.shown == shown) {
+                    continue;
+                }
+                let face = face_path
+                    .as_deref()
+                    .and_then(|p| crate::avatars::face(p, badge::SIZE));
+                let pixels =
+                    badge::contact_icon(face.as_deref(), badge::name_hue(&pin.name), pin.state, pin.unread);
+                let Ok(icon) = tray_icon::Icon::from_rgba(pixels, badge::SIZE, badge::SIZE) else {
+                    continue;
+                };
+                let state = serde_json::to_value(pin.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let mut tooltip = format!("{} — {}", pin.name, words.state(&state));
+                if pin.unread > 0 {
+                    tooltip.push_str(&format!(" ({} {})", pin.unread, words.unread));
+                }
+                if self.widgets.len() > 1 {
+                    tooltip.push_str(&format!("\n{}", w.name));
+                }
+                let id = contact_tray_id(&w.id, pin.id);
+                let menu = Menu::new();
+                let _ = menu.append(&MenuItem::with_id(
+                    format!("chat:{}:{}", w.id, pin.id),
+                    words.open_chat,
+                    true,
+                    None,
+                ));
+                let _ = menu.append(&MenuItem::with_id(
+                    format!("in-tray:{}:{}", w.id, pin.id),
+                    words.remove_from_tray,
+                    true,
+                    None,
+                ));
+                match self.contact_trays.get_mut(&key) {
+                    Some(t) => {
+                        let _ = t.icon.set_icon(Some(icon));
+                        let _ = t.icon.set_tooltip(Some(tooltip));
+                        t.icon.set_menu(Some(Box::new(menu)));
+                        t.shown = shown;
+                    }
+                    None => match TrayIconBuilder::new()
+                        .with_id(id)
+                        .with_icon(icon)
+                        .with_tooltip(tooltip)
+                        .with_title(&pin.name)
+                        .with_menu(Box::new(menu))
+                        .with_menu_on_left_click(false)
+                        .build()
+                    {
+                        Ok(icon) => {
+                            self.contact_trays.insert(key, ContactTray { icon, shown });
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot create a contact's tray icon"),
+                    },
+                }
+            }
+        }
+        // Dropping a tray icon takes it off the tray.
+        self.contact_trays.retain(|k, _| wanted.contains(k));
+    }
+}
+
+/// `<widget>:<contact>` from a menu entry's or icon's id.
+fn parse_contact(s: &str) -> Option<(String, u64)> {
+    let (widget, contact) = s.rsplit_once(':')?;
+    Some((widget.to_owned(), contact.parse().ok()?))
 }
 
 /// Notifications whose click is being waited for (Windows, macOS).

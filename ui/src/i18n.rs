@@ -100,6 +100,12 @@ pub struct Words {
     pub dnd_until: &'static str,
     /// The submenu of pinned contacts whose messages get through "do not disturb".
     pub let_through: &'static str,
+    /// The submenu of pinned contacts that get a tray icon of their own.
+    pub in_tray: &'static str,
+    /// A contact's tray icon's menu: open the chat.
+    pub open_chat: &'static str,
+    /// A contact's tray icon's menu: take the icon away.
+    pub remove_from_tray: &'static str,
     /// The language submenu.
     pub language: &'static str,
     /// The autostart switch.
@@ -144,6 +150,9 @@ static EN: Words = Words {
     dnd_morning: "Do not disturb until tomorrow morning",
     dnd_until: "Quiet until",
     let_through: "Let through while quiet",
+    in_tray: "Own icon in the tray",
+    open_chat: "Open chat",
+    remove_from_tray: "Remove from the tray",
     language: "Language",
     start_at_login: "Start at login",
     webview_missing: "pinchat needs the Microsoft Edge WebView2 Runtime to show its panels, and it is not installed. Install it from https://go.microsoft.com/fwlink/p/?LinkId=2124703 (Microsoft's Evergreen installer), then click the tray icon again.",
@@ -171,6 +180,9 @@ static ZH: Words = Words {
     dnd_morning: "免打扰到明天早上",
     dnd_until: "免打扰至",
     let_through: "免打扰时仍通知",
+    in_tray: "在托盘中单独显示",
+    open_chat: "打开聊天",
+    remove_from_tray: "从托盘中移除",
     language: "语言",
     start_at_login: "登录时启动",
     webview_missing: "pinchat 需要 Microsoft Edge WebView2 运行时来显示面板，但它尚未安装。请从 https://go.microsoft.com/fwlink/p/?LinkId=2124703 安装（微软的 Evergreen 安装程序），然后再次点击托盘图标。",

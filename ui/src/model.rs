@@ -17,9 +17,24 @@ use std::collections::BTreeMap;
 pub struct TrayDetails {
     /// How the widget keeps current.
     pub mode: Mode,
-    /// The pinned contacts (id, name) in the widget's order: those that can get through "do not
-    /// disturb".
-    pub pins: Vec<(u64, String)>,
+    /// The pinned contacts in the widget's order: those that can get through "do not disturb", and
+    /// be pinned to the tray with an icon of their own.
+    pub pins: Vec<PinSummary>,
+}
+
+/// A pinned contact as the tray shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinSummary {
+    /// The contact's id.
+    pub id: u64,
+    /// Display name.
+    pub name: String,
+    /// Presence.
+    pub state: pinchat_proto::Presence,
+    /// Unread messages from them.
+    pub unread: u32,
+    /// Their picture's hash, if they have one.
+    pub avatar: Option<String>,
 }
 
 /// The widgets as the tray knows them, in the daemon's order (by id).
@@ -163,7 +178,17 @@ impl TrayModel {
                     unread: total_unread(w),
                     pins: w.pins.len(),
                 };
-                let pins = w.pins.iter().map(|c| (c.id, c.name.clone())).collect();
+                let pins = w
+                    .pins
+                    .iter()
+                    .map(|c| PinSummary {
+                        id: c.id,
+                        name: c.name.clone(),
+                        state: c.state,
+                        unread: c.unread,
+                        avatar: c.avatar.clone(),
+                    })
+                    .collect();
                 (summary, TrayDetails { mode: w.mode, pins })
             })
             .collect()
@@ -251,12 +276,21 @@ mod tests {
     }
 
     #[test]
-    fn presence_changes_do_not_touch_the_tray_but_names_do_and_are_kept_for_notifications() {
+    fn presence_and_names_reach_the_tray_and_names_are_kept_for_notifications() {
         let mut m = model();
+        // A contact pinned to the tray shows their presence on their own icon.
         let a = m.apply(&Notification::ContactChanged {
             widget: "w1".into(),
             contact: 2,
             fields: vec![Field::State(Presence::Busy)],
+        });
+        assert!(a.tray_changed && a.resync.is_none());
+        assert_eq!(m.summaries()[0].1.pins[0].state, Presence::Busy);
+        // A signature is not shown in the tray.
+        let a = m.apply(&Notification::ContactChanged {
+            widget: "w1".into(),
+            contact: 2,
+            fields: vec![Field::Signature("away".into())],
         });
         assert_eq!(a, Applied::default());
         // The tray menu lists pinned contacts by name (who gets through "do not disturb").
@@ -266,7 +300,8 @@ mod tests {
             fields: vec![Field::Name("Alice L.".into())],
         });
         assert!(a.tray_changed);
-        assert_eq!(m.summaries()[0].1.pins[0], (2, "Alice L.".to_owned()));
+        let pin = &m.summaries()[0].1.pins[0];
+        assert_eq!((pin.id, pin.name.as_str()), (2, "Alice L."));
         assert_eq!(m.sender("w1", 2), Some("Alice L."));
         assert_eq!(m.sender("w1", 9), None);
     }

@@ -22,6 +22,8 @@ pub struct Settings {
     pub break_through: BTreeMap<String, BTreeSet<u64>>,
     /// The panel's size and place as the person last left them.
     pub panel: PanelPlace,
+    /// Per widget, the pinned contacts with a tray icon of their own.
+    pub in_tray: BTreeMap<String, BTreeSet<u64>>,
 }
 
 /// A panel window's size and place, as the person left them.
@@ -33,6 +35,17 @@ pub struct PanelPlace {
     /// Top-left corner in physical pixels, when the person moved the panel away from the tray icon;
     /// next to the icon when `None`.
     pub position: Option<(i32, i32)>,
+}
+
+/// Adds `contact` to `widget`'s set in `map`, or takes it out; no empty sets are kept.
+fn toggle(map: &mut BTreeMap<String, BTreeSet<u64>>, widget: &str, contact: u64) {
+    let contacts = map.entry(widget.to_owned()).or_default();
+    if !contacts.remove(&contact) {
+        contacts.insert(contact);
+    }
+    if contacts.is_empty() {
+        map.remove(widget);
+    }
 }
 
 /// One hour, in milliseconds.
@@ -70,13 +83,17 @@ impl Settings {
 
     /// Lets `contact`'s messages through "do not disturb" on `widget`, or stops doing so.
     pub fn toggle_break_through(&mut self, widget: &str, contact: u64) {
-        let contacts = self.break_through.entry(widget.to_owned()).or_default();
-        if !contacts.remove(&contact) {
-            contacts.insert(contact);
-        }
-        if contacts.is_empty() {
-            self.break_through.remove(widget);
-        }
+        toggle(&mut self.break_through, widget, contact);
+    }
+
+    /// Gives `contact` of `widget` a tray icon of their own, or takes it away.
+    pub fn toggle_in_tray(&mut self, widget: &str, contact: u64) {
+        toggle(&mut self.in_tray, widget, contact);
+    }
+
+    /// Whether `contact` of `widget` has a tray icon of their own.
+    pub fn is_in_tray(&self, widget: &str, contact: u64) -> bool {
+        self.in_tray.get(widget).is_some_and(|c| c.contains(&contact))
     }
 
     /// Ends the "do not disturb" periods that are over at `now`; `true` when one was.
@@ -147,6 +164,7 @@ mod tests {
                 size: Some((420, 640)),
                 position: Some((-8, 30)),
             },
+            in_tray: [("w1".to_owned(), [9].into())].into(),
         };
         s.save(&path).unwrap();
         assert_eq!(Settings::load(&path), s);

@@ -67,7 +67,7 @@ pub fn run(backend: Backend, events: Receiver<ToUi>, lang: Lang) -> std::process
                 newest = Some((name, text));
                 draw(render(&order, &views, newest.as_ref(), lang), &mut last);
             }
-            ToUi::Show => {}
+            ToUi::Show | ToUi::AvatarStored(_) => {}
             ToUi::Stop => {
                 backend.stop();
                 return std::process::ExitCode::SUCCESS;
