@@ -218,6 +218,65 @@ pub fn window_geometry(display: &str, window: u64) -> (i32, i32, i32, i32) {
     (field("X"), field("Y"), field("WIDTH"), field("HEIGHT"))
 }
 
+/// Saves the whole screen of `display` as a PNG file at `path`.
+pub fn screenshot_root(display: &str, path: &Path) {
+    need("import", "imagemagick");
+    let ok = Command::new("import")
+        .args(["-display", display, "-window", "root"])
+        .arg(path)
+        .status()
+        .expect("run import");
+    assert!(ok.success(), "import could not take a screenshot");
+}
+
+/// The bounding box (x, y, width, height) of what differs between two screenshots of one size;
+/// `None` when they are the same.
+pub fn changed_area(before: &Path, after: &Path) -> Option<(i32, i32, u32, u32)> {
+    let out = Command::new("convert")
+        .arg(before)
+        .arg(after)
+        .args([
+            "-compose",
+            "difference",
+            "-composite",
+            "-threshold",
+            "10%",
+            "-trim",
+            "-format",
+            "%w %h %X %Y",
+            "info:",
+        ])
+        .output()
+        .expect("run convert");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<i64> = text
+        .split_whitespace()
+        .filter_map(|t| t.trim_start_matches('+').parse().ok())
+        .collect();
+    match v[..] {
+        // An image with nothing left after trimming is reported as 1×1 at -1,-1.
+        [w, h, x, y] if x >= 0 && y >= 0 => Some((x as i32, y as i32, w as u32, h as u32)),
+        _ => None,
+    }
+}
+
+/// Cuts `(x, y, w, h)` out of the PNG at `from`, scaled by `scale` (percent), into `to`.
+pub fn crop(from: &Path, to: &Path, (x, y, w, h): (i32, i32, u32, u32), scale: u32) {
+    let ok = Command::new("convert")
+        .arg(from)
+        .args([
+            "-crop",
+            &format!("{w}x{h}+{x}+{y}"),
+            "+repage",
+            "-scale",
+            &format!("{scale}%"),
+        ])
+        .arg(to)
+        .status()
+        .expect("run convert");
+    assert!(ok.success(), "convert could not crop {from:?}");
+}
+
 /// A window property as `xprop` prints it.
 pub fn xprop(display: &str, window: u64, property: &str) -> String {
     need("xprop", "x11-utils");

@@ -6,8 +6,9 @@ use pinchat_ipc::api::{CreateWidget, Login, SetPins, SetPinsParams};
 use pinchat_tests::Server;
 use pinchat_tests::desktop::{
     ARROW_DOWN, ARROW_UP, App, Dunst, ENTER, ESCAPE, FakeNotifications, WebDriver, Xvfb, busctl,
-    ensure_tray_host, eventually, focused_window, registered_items, root_window, serial, visible_window,
-    visible_window_titled, window_geometry, window_titles, xdotool, xprop,
+    changed_area, crop, ensure_tray_host, eventually, focused_window, registered_items, root_window,
+    screenshot_root, serial, visible_window, visible_window_titled, window_geometry, window_titles, xdotool,
+    xprop,
 };
 
 /// Binds the demo account through the same local API the app uses.
@@ -1361,11 +1362,15 @@ async fn one_panel_reaches_every_account_and_a_popover_pinned_open_survives_focu
     });
 }
 
-/// What in the page is clipped or wrapped where it should not be: a button whose words wrap or do not
-/// fit, a text whose ellipsis hides part of a button-like label, a text field whose placeholder does
-/// not fit in it. Empty when the layout holds.
+/// What in the page is clipped, wrapped or stray where it should not be: a button whose words wrap or
+/// do not fit, a text field whose placeholder does not fit in it, text lying between a view's parts.
+/// Empty when the layout holds.
 const LAYOUT_PROBLEMS: &str = r#"
 const problems = [];
+// Stray text between a view's parts (a `null` printed as a word, say).
+for (const n of document.getElementById('app').childNodes) {
+  if (n.nodeType === Node.TEXT_NODE && n.textContent.trim()) problems.push(`stray text: ${n.textContent}`);
+}
 const canvas = document.createElement('canvas').getContext('2d');
 for (const b of document.querySelectorAll('button')) {
   if (!b.offsetParent) continue;
@@ -1511,4 +1516,113 @@ async fn a_contact_pinned_to_the_tray_has_an_icon_that_counts_and_opens_their_ch
         (!registered_items().contains(&contact_item)).then_some(())
     });
     assert!(!app.log().contains("panicked"), "{}", app.log());
+}
+
+/// Regenerates the screenshots of the tray in docs/screenshots: the icon with its count in a real
+/// Xfce panel (xfce4-panel, its default layout, whose notification area is a StatusNotifierItem host),
+/// the menu that panel shows on a right click, and a notification shown by the real server dunst.
+/// Run by ui/screenshots.sh; needs `xfce4-panel` besides what the suite installs.
+#[tokio::test]
+#[ignore = "regenerates the README's tray screenshots; run ui/screenshots.sh"]
+async fn tray_screenshots() {
+    let Some(out) = std::env::var_os("PINCHAT_SCREENSHOTS") else {
+        return;
+    };
+    let out = std::path::PathBuf::from(out);
+    let _serial = serial().await;
+    let x = Xvfb::start();
+    let work = tempfile::tempdir().unwrap();
+    // The panel with its default layout, in a configuration of its own.
+    let mut panel = std::process::Command::new("xfce4-panel")
+        .env("DISPLAY", &x.display)
+        .env("XDG_CONFIG_HOME", work.path().join("xfce"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("xfce4-panel (Debian's xfce4-panel)");
+    eventually("the panel's tray to host items", || {
+        busctl(&["--user", "status", "org.kde.StatusNotifierWatcher"]).map(|_| ())
+    });
+    let (before, after) = (work.path().join("before.png"), work.path().join("after.png"));
+    // The panel draws itself a moment after it takes the name: wait for a stable picture.
+    let mut last = work.path().join("0.png");
+    screenshot_root(&x.display, &last);
+    for i in 1.. {
+        let now = work.path().join(format!("{i}.png"));
+        screenshot_root(&x.display, &now);
+        if changed_area(&last, &now).is_none() {
+            std::fs::rename(&now, &before).unwrap();
+            break;
+        }
+        last = now;
+        assert!(i < 100, "the panel never settled");
+    }
+    let dunst = Dunst::start(&x.display);
+    let s = with_alice(&x).await;
+    let app = &s.app;
+    // Messages that arrive once the account is in step raise notifications (not a backlog).
+    eventually("the account in the tray", || {
+        app.tray_property("ToolTip").contains("(0 unread)").then_some(())
+    });
+    for (i, text) in ["Lunch at noon?", "Or at one?", "I'll book a table."]
+        .iter()
+        .enumerate()
+    {
+        s.server
+            .send_text(&s.alice_key, s.demo_id, &format!("tray-{i}"), text)
+            .await;
+    }
+    eventually("dunst to show the notification", || {
+        (dunst.displayed() > 0).then_some(())
+    });
+    eventually("the tooltip to count 3 unread", || {
+        app.tray_property("ToolTip").contains("(3 unread)").then_some(())
+    });
+    // What changed since the panel settled: the icon in the panel's row, the notification below it.
+    let part = |from: &std::path::Path, name: &str, area| {
+        let to = work.path().join(name);
+        crop(from, &to, area, 100);
+        to
+    };
+    let (row, below) = ((0, 0, 1024, 30), (0, 30, 1024, 738));
+    let (row_before, below_before) = (part(&before, "row0.png", row), part(&before, "below0.png", below));
+    let (icon, notification) = eventually("the icon and the notification on screen", || {
+        screenshot_root(&x.display, &after);
+        let icon = changed_area(&row_before, &part(&after, "row1.png", row))?;
+        let shown = changed_area(&below_before, &part(&after, "below1.png", below))?;
+        Some((icon, shown))
+    });
+    let (ix, _, iw, _) = icon;
+    let left = (ix - 200).max(0);
+    crop(
+        &after,
+        &out.join("tray-icon.png"),
+        (left, 0, (1024 - left) as u32, 30),
+        200,
+    );
+    let (nx, ny, nw, nh) = notification;
+    crop(
+        &after,
+        &out.join("notification.png"),
+        ((nx - 8).max(0), ny + 30 - 8, nw + 16, nh + 16),
+        100,
+    );
+    // A right click on the icon: the panel shows the app's menu.
+    let cx = (ix + iw as i32 / 2).to_string();
+    xdotool(&x.display, &["mousemove", &cx, "12", "click", "3"]).expect("right click");
+    let menu = work.path().join("menu.png");
+    let area = eventually("the menu", || {
+        screenshot_root(&x.display, &menu);
+        changed_area(&after, &menu).filter(|&(_, _, _, h)| h > 100)
+    });
+    let (mx, my, mw, mh) = area;
+    crop(
+        &menu,
+        &out.join("tray-menu.png"),
+        (mx - 8, my.max(0), mw + 16, mh + 8),
+        100,
+    );
+    let _ = xdotool(&x.display, &["key", "Escape"]);
+    let _ = panel.kill();
+    let _ = panel.wait();
 }

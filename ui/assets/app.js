@@ -180,7 +180,8 @@ function show(...nodes) {
   const same = shownScreen === state.screen;
   const focused = app.contains(document.activeElement) ? focusKey(document.activeElement) : null;
   const scrolled = same ? [...app.querySelectorAll(".scroll")].map((s) => s.scrollTop) : [];
-  app.replaceChildren(...nodes);
+  // A view's optional parts (the account tabs with one account) are null: nothing, not the word.
+  app.replaceChildren(...nodes.filter((n) => n != null));
   shownScreen = state.screen;
   tellViewing();
   tellKeepOpen();
