@@ -1073,6 +1073,14 @@ impl Dunst {
             .unwrap_or(0)
     }
 
+    /// The icon (image) path of the newest notification in dunst's history (the ones closed).
+    pub fn newest_closed_icon(&self) -> Option<String> {
+        let history: serde_json::Value = serde_json::from_str(&Self::ctl(&["history"])?).ok()?;
+        history["data"][0][0]["icon_path"]["data"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
     /// Invokes the default action of the newest notification on screen (what a click does when
     /// dunst is configured so, or its `do_action` shortcut).
     pub fn act_on_newest(&self) {

@@ -974,7 +974,7 @@ async fn a_click_on_a_notification_of_the_real_server_dunst_opens_the_chat() {
     let dunst = Dunst::start(&x.display);
     let WithAlice {
         server,
-        dir: _dir,
+        dir,
         app,
         client: _client,
         alice: _,
@@ -983,6 +983,14 @@ async fn a_click_on_a_notification_of_the_real_server_dunst_opens_the_chat() {
     } = with_alice(&x).await;
     eventually("the account in the tray", || {
         app.tray_property("ToolTip").contains("(0 unread)").then_some(())
+    });
+    let avatars = dir.path().join("cache").join("pinchat").join("avatars");
+    let avatar = eventually("Alice's avatar in the cache", || {
+        std::fs::read_dir(&avatars)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "png"))
     });
 
     server
@@ -1000,6 +1008,11 @@ async fn a_click_on_a_notification_of_the_real_server_dunst_opens_the_chat() {
             .any(|t| t.starts_with("pinchat — "))
     );
     dunst.act_on_newest();
+    // Clicked, it is closed; dunst showed it with Alice's picture.
+    let icon = eventually("the clicked notification in dunst's history", || {
+        dunst.newest_closed_icon()
+    });
+    assert_eq!(std::path::Path::new(&icon), avatar, "the sender's picture");
     eventually("the panel to open on the chat", || {
         window_titles(&x.display)
             .iter()
