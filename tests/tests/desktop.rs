@@ -1639,3 +1639,38 @@ async fn tray_screenshots() {
     let _ = panel.kill();
     let _ = panel.wait();
 }
+
+/// Choosing another language in the tray menu applies to a panel that is open at once: its page comes
+/// back in that language, on the same widget, and the menu speaks it too.
+#[tokio::test]
+async fn a_language_chosen_in_the_tray_reaches_the_open_panel_at_once() {
+    let _serial = serial().await;
+    let _host = ensure_tray_host();
+    let x = Xvfb::start();
+    let s = with_alice(&x).await;
+    let app = &s.app;
+    eventually("the account in the tray", || {
+        app.tray_property("ToolTip").contains("Demo User").then_some(())
+    });
+    app.click_tray();
+    let panel = eventually("the panel to be shown", || {
+        visible_window(&x.display, "pinchat — Demo User")
+    });
+    let drawn = |lang: &str| app.log().matches(&format!("lang=\"{lang}\"")).count();
+    eventually("the page to be drawn in English", || {
+        (drawn("en") > 0).then_some(())
+    });
+    assert_eq!(drawn("zh"), 0);
+    app.click_menu("简体中文");
+    eventually("the open panel's page to come back in Chinese", || {
+        (drawn("zh") > 0).then_some(())
+    });
+    // The same panel (not a new one), still on the same widget; the menu in Chinese.
+    assert_eq!(visible_window(&x.display, "pinchat — Demo User"), Some(panel));
+    eventually("the menu in Chinese", || {
+        app.menu()
+            .iter()
+            .any(|(_, l, _)| l == "退出 pinchat")
+            .then_some(())
+    });
+}

@@ -187,7 +187,7 @@ function show(...nodes) {
   tellKeepOpen();
   if (!painted) {
     painted = true;
-    call("ui.painted").catch(() => {});
+    call("ui.painted", { lang }).catch(() => {});
   }
   if (same) {
     app.querySelectorAll(".scroll").forEach((s, i) => { if (scrolled[i] != null) s.scrollTop = scrolled[i]; });

@@ -121,6 +121,8 @@ pub enum PageMessage {
     Painted {
         /// Request id.
         id: u64,
+        /// The language the page speaks (a page reloaded in another language says so again).
+        lang: Option<String>,
     },
     /// Whether the panel stays open when it loses focus: `true` while the person is logging in or
     /// picking contacts, or has pinned the panel open; `false` makes it a popover again.
@@ -169,7 +171,10 @@ impl PageMessage {
                 widget: params.get("widget").and_then(Value::as_str).map(str::to_owned),
                 name: params.get("name").and_then(Value::as_str).map(str::to_owned),
             },
-            "ui.painted" => PageMessage::Painted { id },
+            "ui.painted" => PageMessage::Painted {
+                id,
+                lang: params.get("lang").and_then(Value::as_str).map(str::to_owned),
+            },
             "ui.keep_open" => PageMessage::KeepOpen {
                 id,
                 keep: params.get("keep").and_then(Value::as_bool).unwrap_or(true),
@@ -240,7 +245,7 @@ mod tests {
         );
         assert_eq!(
             PageMessage::parse(r#"{"id":9,"method":"ui.painted"}"#),
-            Some(PageMessage::Painted { id: 9 })
+            Some(PageMessage::Painted { id: 9, lang: None })
         );
         assert_eq!(
             PageMessage::parse(r#"{"id":6,"method":"ui.viewing","params":{"contact":9}}"#),

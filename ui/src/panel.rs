@@ -397,7 +397,11 @@ impl Panel {
                 }
                 self.reply(id, true, "{}");
             }
-            PageMessage::Painted { id } => {
+            PageMessage::Painted { id, lang } => {
+                tracing::debug!(
+                    lang = lang.as_deref().unwrap_or("?"),
+                    "the panel's page has drawn"
+                );
                 self.reply(id, true, "{}");
                 if !self.painted {
                     self.painted = true;
