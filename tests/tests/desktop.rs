@@ -1202,7 +1202,14 @@ async fn the_tray_panel_is_a_popover_and_remembers_its_size_and_place() {
     });
     app.click_tray();
     let title = "pinchat — Demo User";
-    let panel = shown_with_focus(&x, title);
+    let panel = eventually("the panel to be shown", || visible_window(&x.display, title));
+    // No blank frame: the window was mapped only after its page said it had drawn.
+    assert!(
+        app.log().contains("the panel's page has drawn"),
+        "the window was shown before its page had drawn: {}",
+        app.log()
+    );
+    focus(&x, panel);
     let state = xprop(&x.display, panel, "_NET_WM_STATE");
     assert!(
         state.contains("_NET_WM_STATE_SKIP_TASKBAR"),
