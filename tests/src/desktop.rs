@@ -147,16 +147,25 @@ pub fn window_titles(display: &str) -> Vec<String> {
 }
 
 /// Runs `xdotool` on `display`; its output when it succeeded.
+///
+/// A window that goes away while xdotool looks at it (a closing panel's) makes it fail with an X
+/// error; it is asked again then, so that such a failure is not read as "no such window".
 pub fn xdotool(display: &str, args: &[&str]) -> Option<String> {
     need("xdotool", "xdotool");
-    let out = Command::new("xdotool")
-        .args(args)
-        .env("DISPLAY", display)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    for _ in 0..10 {
+        let out = Command::new("xdotool")
+            .args(args)
+            .env("DISPLAY", display)
+            .output()
+            .ok()?;
+        if out.status.success() {
+            return Some(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        if !String::from_utf8_lossy(&out.stderr).contains("X Error") {
+            return None;
+        }
+    }
+    None
 }
 
 /// The mapped (visible) top-level window whose title starts with `title` (the demo user's name goes

@@ -49,12 +49,13 @@ async fn bind_demo_with_alice(
 /// demo user bound with Alice pinned, and Alice's key to write with.
 struct WithAlice {
     server: Server,
-    dir: tempfile::TempDir,
     app: App,
     client: pinchat_ipc::Client,
     alice: pinchat_ipc::api::ContactIdentity,
     alice_key: String,
     demo_id: pinchat_proto::AccountId,
+    // Last: dropped after the app, whose log (in it) a failed test prints.
+    dir: tempfile::TempDir,
 }
 
 /// The conversation the account of `key` has with `peer`, as the server lists it (messages, read

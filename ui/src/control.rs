@@ -54,6 +54,9 @@ pub enum FromPanel {
     /// The person moved the window away from where the tray put it: its top-left corner now, in
     /// physical pixels (remembered for next time).
     Moved(i32, i32),
+    /// The panel is closing (Esc, its close button, focus lost): the tray no longer counts it, even
+    /// though its process takes a moment to end.
+    Closing,
 }
 
 impl FromPanel {
@@ -69,12 +72,16 @@ impl FromPanel {
             FromPanel::Focus(on) => Some(format!("focus {}\n", if *on { "on" } else { "off" })),
             FromPanel::Size(w, h) => Some(format!("size {w} {h}\n")),
             FromPanel::Moved(x, y) => Some(format!("moved {x} {y}\n")),
+            FromPanel::Closing => Some("closing\n".into()),
         }
     }
 
     /// Reads a line; `None` for anything else.
     pub fn parse(line: &str) -> Option<FromPanel> {
         let line = line.trim();
+        if line == "closing" {
+            return Some(FromPanel::Closing);
+        }
         if let Some(c) = line.strip_prefix("viewing ") {
             return match c.trim() {
                 "-" => Some(FromPanel::Viewing(None)),
@@ -233,6 +240,7 @@ mod tests {
             FromPanel::Focus(false),
             FromPanel::Size(420, 640),
             FromPanel::Moved(-12, 300),
+            FromPanel::Closing,
         ] {
             assert_eq!(FromPanel::parse(&m.line().unwrap()), Some(m));
         }

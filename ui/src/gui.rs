@@ -334,6 +334,11 @@ impl App {
                 // a click on the tray.
                 self.last_blur = (!focused).then(std::time::Instant::now);
             }
+            UserEvent::FromPanel(panel, crate::control::FromPanel::Closing) => {
+                // Gone for the person already: a tray click now opens a panel rather than closing
+                // this one (its process is reaped when it ends).
+                self.panels.remove(&panel);
+            }
             UserEvent::FromPanel(_, crate::control::FromPanel::Size(w, h)) => {
                 self.settings.panel.size = Some((w, h));
                 self.place_changed = true;

@@ -229,6 +229,7 @@ pub fn run(options: Options, lang: Lang, args: PanelArgs) -> anyhow::Result<std:
         if close {
             *control_flow = ControlFlow::Exit;
             if let Some(mut p) = panel.take() {
+                p.tell_tray(&crate::control::FromPanel::Closing);
                 // The webview and its window go first; then the local-API connection.
                 if let Some(b) = p.backend.take() {
                     drop(p);
