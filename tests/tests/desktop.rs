@@ -119,6 +119,18 @@ fn focus(x: &Xvfb, window: u64) {
     });
 }
 
+/// Waits for a pinned contact's avatar to be fetched into the app's cache (under `dir`); its file.
+fn cached_avatar(dir: &std::path::Path) -> std::path::PathBuf {
+    let avatars = dir.join("cache").join("pinchat").join("avatars");
+    eventually("an avatar in the cache", || {
+        std::fs::read_dir(&avatars)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "png"))
+    })
+}
+
 fn assert_no_panel(x: &Xvfb) {
     assert!(
         !window_titles(&x.display)
@@ -828,14 +840,7 @@ async fn a_message_raises_a_notification_naming_the_sender_and_activating_it_ope
     eventually("do not disturb to be off", || (dnd() == Some(0)).then_some(()));
 
     // Alice's avatar is fetched ahead, for her notifications.
-    let avatars = dir.path().join("cache").join("pinchat").join("avatars");
-    let avatar = eventually("Alice's avatar in the cache", || {
-        std::fs::read_dir(&avatars)
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "png"))
-    });
+    let avatar = cached_avatar(dir.path());
     assert!(std::fs::read(&avatar).unwrap().starts_with(b"\x89PNG"));
 
     // The next one is shown, naming Alice, with her avatar and a default action (a click on it).
@@ -985,14 +990,7 @@ async fn a_click_on_a_notification_of_the_real_server_dunst_opens_the_chat() {
     eventually("the account in the tray", || {
         app.tray_property("ToolTip").contains("(0 unread)").then_some(())
     });
-    let avatars = dir.path().join("cache").join("pinchat").join("avatars");
-    let avatar = eventually("Alice's avatar in the cache", || {
-        std::fs::read_dir(&avatars)
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "png"))
-    });
+    let avatar = cached_avatar(dir.path());
 
     server
         .send_text(&alice_key, demo_id, "d-1", "Are you there?")
