@@ -398,11 +398,16 @@ impl App {
 
     /// The tray menu's entries as (dbusmenu id, label, toggle state), depth first.
     pub fn menu(&self) -> Vec<(i64, String, i64)> {
+        self.item_menu(1)
+    }
+
+    /// The menu of the `n`th tray item (see [`App::item_name`]), as [`App::menu`] lists it.
+    pub fn item_menu(&self, n: u32) -> Vec<(i64, String, i64)> {
         let Some(out) = busctl(&[
             "--user",
             "--json=short",
             "call",
-            &self.tray_name(),
+            &self.item_name(n),
             "/MenuBar",
             "com.canonical.dbusmenu",
             "GetLayout",
@@ -428,6 +433,16 @@ impl App {
         let mut entries = vec![];
         walk(&v["data"][1], &mut entries);
         entries
+    }
+
+    /// Waits until the tray menu has the submenu of the account named `name…`.
+    pub fn wait_for_account_menu(&self, name: &str) {
+        eventually("the account's submenu", || {
+            self.menu()
+                .iter()
+                .any(|(_, l, _)| l.starts_with(name))
+                .then_some(())
+        });
     }
 
     /// Clicks the tray menu entry labelled `label`, as a tray host does.

@@ -656,12 +656,7 @@ async fn the_tray_menu_sets_update_mode_do_not_disturb_and_language() {
     let client = pinchat_ipc::Client::connect(&app.socket).await.unwrap();
     let created = bind_demo(&client, &server).await;
     let widget = created.widget.id.clone();
-    eventually("the account's submenu", || {
-        app.menu()
-            .iter()
-            .any(|(_, l, _)| l.starts_with("Demo User"))
-            .then_some(())
-    });
+    app.wait_for_account_menu("Demo User");
     let toggled = |label: &str| app.menu().iter().find(|(_, l, _)| l == label).map(|(_, _, t)| *t);
     assert_eq!(toggled("Live updates (push)"), Some(1));
 
@@ -817,12 +812,7 @@ async fn a_message_raises_a_notification_naming_the_sender_and_activating_it_ope
     } = with_alice(&x).await;
 
     // Do not disturb: the message is counted, and nothing is shown.
-    eventually("the account's submenu", || {
-        app.menu()
-            .iter()
-            .any(|(_, l, _)| l.starts_with("Demo User"))
-            .then_some(())
-    });
+    app.wait_for_account_menu("Demo User");
     let dnd = || {
         app.menu()
             .iter()
@@ -1472,12 +1462,7 @@ async fn a_contact_pinned_to_the_tray_has_an_icon_that_counts_and_opens_their_ch
         demo_id,
         ..
     } = with_alice(&x).await;
-    eventually("the account's submenu", || {
-        app.menu()
-            .iter()
-            .any(|(_, l, _)| l.starts_with("Demo User"))
-            .then_some(())
-    });
+    app.wait_for_account_menu("Demo User");
     let contact_item = app.item_name(2);
     assert!(!registered_items().contains(&contact_item));
     app.click_menu_in("Own icon in the tray", &alice.name);
@@ -1511,24 +1496,10 @@ async fn a_contact_pinned_to_the_tray_has_an_icon_that_counts_and_opens_their_ch
     });
 
     // Her icon's menu takes it away.
-    let entries = busctl(&[
-        "--user",
-        "--json=short",
-        "call",
-        &contact_item,
-        "/MenuBar",
-        "com.canonical.dbusmenu",
-        "GetLayout",
-        "iias",
-        "--",
-        "0",
-        "-1",
-        "0",
-    ])
-    .unwrap_or_default();
+    let entries: Vec<String> = app.item_menu(2).into_iter().map(|(_, l, _)| l).collect();
     assert!(
-        entries.contains("Open chat") && entries.contains("Remove from the tray"),
-        "{entries}"
+        entries.iter().any(|l| l == "Open chat") && entries.iter().any(|l| l == "Remove from the tray"),
+        "{entries:?}"
     );
     app.click_menu_in("Own icon in the tray", &alice.name);
     eventually("Alice's own tray item to go", || {

@@ -263,6 +263,8 @@ function separateDays(box) {
     previous = key;
   }
 }
+// An unread count as a badge says it: the number up to 99, then "99+" (as the tray icon).
+function countLabel(n) { return n > 99 ? "99+" : String(n); }
 function activate(el, fn) {
   el.addEventListener("click", fn);
   el.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); fn(); } });
@@ -401,7 +403,7 @@ function widgetView() {
   const list = h("ul", { class: "list", id: "pins" });
   for (const c of v.pins) {
     const count = c.unread > 0
-      ? h("button", { class: "count", "data-unread": c.id, "aria-label": `${c.unread} ${t("unread")}`, onclick: (e) => { e.stopPropagation(); detailsView(c); } }, c.unread > 99 ? "99+" : c.unread)
+      ? h("button", { class: "count", "data-unread": c.id, "aria-label": `${c.unread} ${t("unread")}`, onclick: (e) => { e.stopPropagation(); detailsView(c); } }, countLabel(c.unread))
       : null;
     const row = h("li", { tabindex: "0", "data-contact": c.id, "aria-label": `${c.name}, ${t(c.state)}` },
       avatar(c.name, c.state, c.avatar),
@@ -439,26 +441,36 @@ function widgetView() {
 // ---- Several accounts: one panel reaches each -------------------------------------------------
 // The daemon's widgets (id, name, unread), kept current from the notifications of the other widgets.
 let accounts = [];
+// One `widget.list` at a time; news that arrives meanwhile asks for one more afterwards, so the last
+// news is never lost.
 let accountsPending = false;
+let accountsAgain = false;
 function refreshAccounts() {
-  if (accountsPending) return;
+  if (accountsPending) { accountsAgain = true; return; }
   accountsPending = true;
-  call("widget.list").then((list) => {
+  const done = () => {
     accountsPending = false;
-    const before = JSON.stringify(accounts.map((a) => [a.id, a.name, a.unread]));
+    if (accountsAgain) { accountsAgain = false; refreshAccounts(); }
+  };
+  call("widget.list").then((list) => {
+    const key = (l) => JSON.stringify(l.map((a) => [a.id, a.name, a.unread]));
+    const changed = key(accounts) !== key(list);
     accounts = list;
-    if (state.screen === "widget" && before !== JSON.stringify(accounts.map((a) => [a.id, a.name, a.unread]))) widgetView();
-  }).catch(() => { accountsPending = false; });
+    if (changed && state.screen === "widget") widgetView();
+    done();
+  }).catch(done);
 }
 function accountTabs() {
   if (accounts.length < 2) return null;
   const tabs = h("nav", { class: "tabs", id: "accounts", role: "tablist", "aria-label": t("accounts") });
   for (const a of accounts) {
     const current = a.id === state.widget;
+    // The account on screen counts from its own view, which its notifications keep current.
+    const unread = current && state.view ? state.view.pins.reduce((n, c) => n + c.unread, 0) : a.unread;
     const tab = h("button", { role: "tab", "data-widget": a.id, "aria-selected": current ? "true" : "false",
       onclick: () => { if (!current) switchAccount(a); } },
       h("span", { class: "tab-name" }, a.name),
-      a.unread > 0 ? h("span", { class: "count" }, a.unread > 99 ? "99+" : a.unread) : null);
+      unread > 0 ? h("span", { class: "count" }, countLabel(unread)) : null);
     tabs.append(tab);
   }
   return tabs;

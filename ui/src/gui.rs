@@ -141,11 +141,21 @@ struct App {
 struct ContactTray {
     icon: TrayIcon,
     shown: ContactShown,
+    /// Their picture as drawn, decoded once (a new count or state redraws the icon, not the file).
+    face: Option<Vec<u8>>,
 }
 
-/// What a contact's tray icon shows: name, presence, unread count, whether their picture was drawn,
-/// and the language of its tooltip and menu.
-type ContactShown = (String, pinchat_proto::Presence, u32, Option<PathBuf>, Lang);
+/// What a contact's tray icon shows.
+#[derive(PartialEq)]
+struct ContactShown {
+    name: String,
+    state: pinchat_proto::Presence,
+    unread: u32,
+    /// Their picture's file, once it is in the cache.
+    picture: Option<PathBuf>,
+    /// The language of its tooltip and menu.
+    lang: Lang,
+}
 
 /// The id of a contact's tray icon (and the prefix of its menu entries' ids).
 fn contact_tray_id(widget: &str, contact: u64) -> String {
@@ -465,13 +475,9 @@ impl App {
             self.save_settings();
         } else if let Some((widget, contact)) = id.strip_prefix("chat:").and_then(parse_contact) {
             self.open(PanelKind::Widget(widget), Some(contact), target);
-        } else if let Some(rest) = id.strip_prefix("through:") {
-            if let Some((widget, contact)) = rest.rsplit_once(':')
-                && let Ok(contact) = contact.parse()
-            {
-                self.settings.toggle_break_through(widget, contact);
-                self.save_settings();
-            }
+        } else if let Some((widget, contact)) = id.strip_prefix("through:").and_then(parse_contact) {
+            self.settings.toggle_break_through(&widget, contact);
+            self.save_settings();
         } else if let Some(rest) = id.strip_prefix("mode:") {
             let Some((widget, mode)) = rest.rsplit_once(':') else {
                 return;
@@ -510,7 +516,6 @@ impl App {
         }
     }
 
-    /// The tray click: the first widget's panel, or adding an account when there is none.
     /// A left click on the tray icon, like on a popover's button: it opens the panel, closes it when
     /// it is in front (or was until this click took the focus away), and brings forward a panel kept
     /// open behind other windows.
@@ -922,29 +927,29 @@ impl App {
                     .avatar
                     .as_deref()
                     .and_then(|h| self.avatars.as_ref()?.cached(h));
-                let shown: ContactShown = (
-                    pin.name.clone(),
-                    pin.state,
-                    pin.unread,
-                    face_path.clone(),
-                    self.lang,
-                );
-                if self.contact_trays.get(&key).is_some_and(|t| t.shown == shown) {
+                let shown = ContactShown {
+                    name: pin.name.clone(),
+                    state: pin.state,
+                    unread: pin.unread,
+                    picture: face_path.clone(),
+                    lang: self.lang,
+                };
+                let current = self.contact_trays.get_mut(&key);
+                if current.as_ref().is_some_and(|t| t.shown == shown) {
                     continue;
                 }
-                let face = face_path
-                    .as_deref()
-                    .and_then(|p| crate::avatars::face(p, badge::SIZE));
+                let face = match current {
+                    Some(t) if t.shown.picture == face_path => t.face.take(),
+                    _ => face_path
+                        .as_deref()
+                        .and_then(|p| crate::avatars::face(p, badge::SIZE)),
+                };
                 let pixels =
                     badge::contact_icon(face.as_deref(), badge::name_hue(&pin.name), pin.state, pin.unread);
                 let Ok(icon) = tray_icon::Icon::from_rgba(pixels, badge::SIZE, badge::SIZE) else {
                     continue;
                 };
-                let state = serde_json::to_value(pin.state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                let mut tooltip = format!("{} — {}", pin.name, words.state(&state));
+                let mut tooltip = format!("{} — {}", pin.name, words.state(pin.state.as_str()));
                 if pin.unread > 0 {
                     tooltip.push_str(&format!(" ({} {})", pin.unread, words.unread));
                 }
@@ -971,6 +976,7 @@ impl App {
                         let _ = t.icon.set_tooltip(Some(tooltip));
                         t.icon.set_menu(Some(Box::new(menu)));
                         t.shown = shown;
+                        t.face = face;
                     }
                     None => match TrayIconBuilder::new()
                         .with_id(id)
@@ -982,7 +988,7 @@ impl App {
                         .build()
                     {
                         Ok(icon) => {
-                            self.contact_trays.insert(key, ContactTray { icon, shown });
+                            self.contact_trays.insert(key, ContactTray { icon, shown, face });
                         }
                         Err(e) => tracing::warn!(error = %e, "cannot create a contact's tray icon"),
                     },

@@ -319,8 +319,7 @@ impl Panel {
                 }
             }
             WindowEvent::Resized(size) if self.painted => {
-                let size = size.to_logical::<f64>(self.window.scale_factor());
-                let size = (size.width.round() as u32, size.height.round() as u32);
+                let size = self.logical(size);
                 if self.size.is_some_and(|s| s != size) {
                     self.tell_tray(&crate::control::FromPanel::Size(size.0, size.1));
                 }
@@ -339,6 +338,12 @@ impl Panel {
         false
     }
 
+    /// A size on screen in the logical pixels the tray remembers.
+    fn logical(&self, size: tao::dpi::PhysicalSize<u32>) -> (u32, u32) {
+        let size = size.to_logical::<f64>(self.window.scale_factor());
+        (size.width.round() as u32, size.height.round() as u32)
+    }
+
     /// Brings the window forward with keyboard focus, once its page has drawn.
     fn show(&mut self) {
         if !self.painted {
@@ -348,11 +353,7 @@ impl Panel {
         if !self.window.is_visible() {
             self.window.set_visible(true);
             self.shown_at = self.window.outer_position().ok().map(|p| (p.x, p.y));
-            let size = self
-                .window
-                .inner_size()
-                .to_logical::<f64>(self.window.scale_factor());
-            self.size = Some((size.width.round() as u32, size.height.round() as u32));
+            self.size = Some(self.logical(self.window.inner_size()));
         }
         self.window.set_focus();
     }
