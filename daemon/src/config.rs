@@ -15,6 +15,10 @@ pub struct DaemonConfig {
     pub data_dir: PathBuf,
     /// The local API's socket (or pipe).
     pub socket: PathBuf,
+    /// Whether a widget may borrow the connection of a running full client of its account.
+    pub borrow: bool,
+    /// Where full clients register (`pinchat_ipc::full`); by default beside the socket.
+    pub full_dir: Option<PathBuf>,
 }
 
 impl Default for DaemonConfig {
@@ -24,11 +28,20 @@ impl Default for DaemonConfig {
         DaemonConfig {
             data_dir,
             socket: pinchat_ipc::transport::default_socket(),
+            borrow: true,
+            full_dir: None,
         }
     }
 }
 
 impl DaemonConfig {
+    /// Where full clients register.
+    pub fn full_dir(&self) -> PathBuf {
+        self.full_dir
+            .clone()
+            .unwrap_or_else(|| pinchat_ipc::full::dir_for_socket(&self.socket))
+    }
+
     /// Reads a TOML file over the defaults; a missing `path` gives the defaults.
     pub fn load(path: Option<&Path>) -> anyhow::Result<DaemonConfig> {
         let Some(path) = path else {

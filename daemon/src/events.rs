@@ -2,7 +2,7 @@
 //! a message in a conversation, and the events that change them. `ipc.rs` turns them into the local
 //! API's views and notifications in one place.
 
-use crate::model::{Account, Link, Pin, Received, UpdateMode};
+use crate::model::{Account, Link, Pin, Received, UpdateMode, Via};
 use pinchat_proto::{AccountId, Field, MessageId};
 
 /// Everything a widget shows, at one moment.
@@ -22,6 +22,8 @@ pub struct WidgetState {
     pub poll_interval_secs: u32,
     /// The link to the server.
     pub link: Link,
+    /// Whose connection carries it.
+    pub via: Via,
     /// `true` until the server has confirmed the data (and whenever the link is not online).
     pub stale: bool,
     /// The server's pin limit.
@@ -149,6 +151,8 @@ pub enum Event {
         widget: String,
         /// The link.
         link: Link,
+        /// Whose connection it is.
+        via: Via,
         /// Whether the data is unconfirmed.
         stale: bool,
     },

@@ -12,7 +12,7 @@ use crate::Daemon;
 use crate::db::Problem;
 use crate::error::WidgetError;
 use crate::events::{Delivery as EventDelivery, Event, Message, WidgetState};
-use crate::model::{Link, Pin, UpdateMode};
+use crate::model::{self, Link, Pin, UpdateMode};
 use crate::widget::{Cmd, Reply};
 use pinchat_ipc::api::*;
 use pinchat_ipc::jsonrpc::{Call, Line, MAX_LINE, Response, RpcError, parse_call, read_line};
@@ -346,6 +346,13 @@ fn link(l: Link) -> Connection {
     }
 }
 
+fn via(v: model::Via) -> Via {
+    match v {
+        model::Via::Own => Via::Own,
+        model::Via::FullClient(pid) => Via::FullClient { pid },
+    }
+}
+
 fn contact_view(p: &Pin) -> ContactView {
     ContactView {
         id: p.contact.0,
@@ -377,6 +384,7 @@ fn widget_view(s: &WidgetState) -> WidgetView {
         mode: mode(s.mode),
         poll_interval_secs: s.poll_interval_secs,
         connection: link(s.link),
+        via: via(s.via),
         stale: s.stale,
         max_pins: s.max_pins,
         storage: s.storage.clone(),
@@ -390,6 +398,7 @@ fn summary(s: &WidgetState) -> WidgetSummary {
         login: s.account.login.clone(),
         name: s.account.name.clone(),
         connection: link(s.link),
+        via: via(s.via),
         unread: s.total_unread(),
         pins: s.pins.len(),
     }
@@ -479,9 +488,15 @@ fn notification(e: &Event) -> Notification {
             unread: *unread,
             total: *total,
         },
-        Event::ConnectionChanged { widget, link, stale } => Notification::ConnectionChanged {
+        Event::ConnectionChanged {
+            widget,
+            link,
+            via,
+            stale,
+        } => Notification::ConnectionChanged {
             widget: widget.clone(),
             connection: self::link(*link),
+            via: self::via(*via),
             stale: *stale,
         },
         Event::AuthRequired { widget, message } => Notification::AuthRequired {

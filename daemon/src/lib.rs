@@ -6,8 +6,9 @@
 //! - [`widget`]: one actor per widget — its state ([`model`]) in memory and in its own SQLite database
 //!   ([`db`]), changed together; it answers with [`events::WidgetState`] and [`error::WidgetError`] and
 //!   announces [`events::Event`]s.
-//! - [`source`]: where a widget's data comes from; today its own connection to its server ([`remote`]
-//!   for HTTP), in push, poll or manual mode.
+//! - [`source`]: where a widget's data comes from: its own connection to its server ([`remote`] for
+//!   HTTP), in push, poll or manual mode — or, in push mode, a running full client's connection,
+//!   found by [`borrow`].
 //! - [`vault`]: auth keys sealed with a key from the OS keyring.
 //! - [`ipc`]: the local API server (JSON-RPC over the per-user socket of `pinchat-ipc`), and the one
 //!   place where the daemon's model becomes the API's views, notifications and errors.
@@ -16,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod borrow;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -74,6 +76,10 @@ struct Inner {
     events: broadcast::Sender<Event>,
     started: Instant,
     tracker: TaskTracker,
+    /// Running full clients whose connection a widget may borrow.
+    full: borrow::FullClients,
+    /// Stops the full-client watcher.
+    stop_watching: CancellationToken,
 }
 
 impl Daemon {
@@ -90,6 +96,12 @@ impl Daemon {
             }
         }
         let (events, _) = broadcast::channel(1024);
+        let stop_watching = CancellationToken::new();
+        let full = if config.borrow {
+            borrow::FullClients::watch(config.full_dir(), stop_watching.clone())
+        } else {
+            borrow::FullClients::none()
+        };
         let daemon = Daemon {
             inner: Arc::new(Inner {
                 widgets_dir: widgets_dir.clone(),
@@ -99,6 +111,8 @@ impl Daemon {
                 events,
                 started: Instant::now(),
                 tracker: TaskTracker::new(),
+                full,
+                stop_watching,
             }),
         };
         let mut paths: Vec<PathBuf> = match std::fs::read_dir(&widgets_dir) {
@@ -122,6 +136,7 @@ impl Daemon {
                         key: None,
                         vault: daemon.inner.vault.clone(),
                         events: daemon.inner.events.clone(),
+                        full: daemon.inner.full.clone(),
                     };
                     match widget::spawn(start, &daemon.inner.tracker) {
                         Ok(handle) => {
@@ -146,6 +161,7 @@ impl Daemon {
     /// slow server call gets [`SHUTDOWN_GRACE`]; after that the daemon stops anyway — every change is
     /// already in the databases, so nothing is lost.
     pub async fn shutdown(&self) {
+        self.inner.stop_watching.cancel();
         let widgets: Vec<WidgetHandle> = self.inner.widgets.write().await.drain().map(|(_, w)| w).collect();
         let stop = async {
             for w in widgets {
@@ -307,6 +323,7 @@ impl Daemon {
             key: Some(key),
             vault: self.inner.vault.clone(),
             events: self.inner.events.clone(),
+            full: self.inner.full.clone(),
         };
         let handle = widget::spawn(start, &self.inner.tracker).map_err(WidgetError::Internal)?;
         self.inner

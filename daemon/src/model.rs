@@ -58,6 +58,16 @@ pub enum Link {
     AuthRequired,
 }
 
+/// Whose connection carries a widget (claims 9 and 12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Via {
+    /// The daemon's own connection to the server.
+    #[default]
+    Own,
+    /// A running full client's, borrowed; its process id.
+    FullClient(u32),
+}
+
 /// The widget account's own identity and state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Account {

@@ -32,6 +32,21 @@ impl RemoteError {
     }
 }
 
+/// An open push stream to a server.
+pub type ServerStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Why the push stream could not be opened.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StreamRefused {
+    /// The key was refused: log in again.
+    #[error("the server refused the key: {0}")]
+    Auth(String),
+    /// Anything else (unreachable, timed out, not a pinchat server): try again later.
+    #[error("{0}")]
+    Other(String),
+}
+
 /// A server's HTTP API.
 #[derive(Clone, Debug)]
 pub struct Remote {
@@ -68,6 +83,45 @@ impl Remote {
         match self.base.strip_prefix("https://") {
             Some(rest) => format!("wss://{rest}/v1/stream"),
             None => format!("ws://{}/v1/stream", self.base.trim_start_matches("http://")),
+        }
+    }
+
+    /// Opens the push stream with `key` (the WebSocket handshake only; `hello` is the caller's).
+    pub async fn open_stream(&self, key: &str) -> Result<ServerStream, StreamRefused> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = self
+            .stream_url()
+            .into_client_request()
+            .map_err(|e| StreamRefused::Other(e.to_string()))?;
+        let auth = format!("Bearer {key}")
+            .parse()
+            .map_err(|_| StreamRefused::Auth("the stored key is not valid".into()))?;
+        request.headers_mut().insert("authorization", auth);
+        let connector = if request.uri().scheme_str() == Some("wss") {
+            stream_tls().map(tokio_tungstenite::Connector::Rustls)
+        } else {
+            Some(tokio_tungstenite::Connector::Plain)
+        };
+        // A small read buffer: tungstenite's default (128 KiB) is zeroed and so resident for every
+        // widget's stream, although the server's frames are small; a larger frame grows the buffer.
+        let ws_config =
+            tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+        let connect =
+            tokio_tungstenite::connect_async_tls_with_config(request, Some(ws_config), false, connector);
+        match tokio::time::timeout(Duration::from_secs(15), connect).await {
+            Err(_) => Err(StreamRefused::Other("timed out".into())),
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(r)))
+                if r.status().as_u16() == 401 || r.status().as_u16() == 403 =>
+            {
+                let body = r
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                Err(StreamRefused::Auth(body))
+            }
+            Ok(Err(e)) => Err(StreamRefused::Other(e.to_string())),
+            Ok(Ok((ws, _))) => Ok(ws),
         }
     }
 

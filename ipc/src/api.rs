@@ -131,6 +131,21 @@ pub enum Connection {
     AuthRequired,
 }
 
+/// Whose connection a widget's data comes through (the patent's claims 9 and 12).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Via {
+    /// The daemon's own connection to the server.
+    #[default]
+    Own,
+    /// Borrowed: a running full client (`pinchat-full`) of the same account carries the widget's
+    /// subscription and sends over its one server connection.
+    FullClient {
+        /// The full client's process id.
+        pid: u32,
+    },
+}
+
 /// A widget in lists.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct WidgetSummary {
@@ -144,6 +159,9 @@ pub struct WidgetSummary {
     pub name: String,
     /// Link state.
     pub connection: Connection,
+    /// Whose connection carries it.
+    #[serde(default)]
+    pub via: Via,
     /// Unread messages from pinned contacts, in total.
     pub unread: u32,
     /// How many contacts are pinned.
@@ -345,6 +363,9 @@ pub struct WidgetView {
     pub poll_interval_secs: u32,
     /// Link state.
     pub connection: Connection,
+    /// Whose connection carries it.
+    #[serde(default)]
+    pub via: Via,
     /// `true` while the data comes from the local database and the server has not confirmed it yet
     /// (after a start, before the first sync).
     pub stale: bool,
@@ -558,6 +579,9 @@ pub enum Notification {
         widget: WidgetId,
         /// The new state.
         connection: Connection,
+        /// Whose connection carries it now.
+        #[serde(default)]
+        via: Via,
         /// Whether the data is still unconfirmed by the server.
         stale: bool,
     },

@@ -10,11 +10,13 @@
 //! - [`jsonrpc`]: envelopes and line framing, shared by the daemon and the client.
 //! - [`transport`]: where the socket is and who may connect.
 //! - [`client`]: the typed async client.
+//! - [`full`]: how a running full client offers its server connection to the daemon.
 
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod client;
+pub mod full;
 pub mod jsonrpc;
 pub mod transport;
 

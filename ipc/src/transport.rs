@@ -16,7 +16,9 @@
 //! `PINCHAT_SOCKET`, or a squatted `/tmp/pinchat-<uid>`, is refused with
 //! [`io::ErrorKind::PermissionDenied`] and nothing is written to it.
 
-use interprocess::local_socket::tokio::{Listener as IpListener, Stream};
+use interprocess::local_socket::tokio::Listener as IpListener;
+/// A connection on a local socket (or named pipe).
+pub use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::traits::tokio::{Listener as _, Stream as _};
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use std::io;
@@ -99,6 +101,13 @@ pub async fn connect(path: &Path) -> io::Result<Stream> {
     let stream = Stream::connect(path.to_fs_name::<GenericFilePath>()?).await?;
     check_server(&stream, path)?;
     Ok(stream)
+}
+
+/// The process id of the program serving `stream` (the other end), where the system tells it
+/// (Linux, Windows; `None` on macOS, which reports only the user).
+pub fn peer_pid(stream: &Stream) -> Option<u32> {
+    use interprocess::local_socket::traits::StreamCommon;
+    stream.peer_creds().ok().and_then(|c| c.pid()).and_then(|p| u32::try_from(p).ok())
 }
 
 /// Why a client refused a socket (inside an [`io::Error`] of kind `PermissionDenied`).

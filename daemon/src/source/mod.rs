@@ -28,18 +28,19 @@
 //! - **poll**: `GET /v1/changes` every interval (a `204` when nothing changed);
 //! - **manual**: a poll only when asked to refresh.
 
-use crate::model::{Link, Position, UpdateMode};
+use crate::model::{Link, Position, UpdateMode, Via};
 mod outbox;
 mod poll;
 mod push;
 
 use outbox::{Backoff, EntryState, Outbox, Pacer};
 
-use crate::remote::{Remote, RemoteError};
+use crate::borrow::{FullClient, FullClients};
+use crate::remote::{Remote, RemoteError, StreamRefused};
 use futures_util::{SinkExt, StreamExt};
 use pinchat_proto::codec::{self, Encoding};
 use pinchat_proto::error::{CLOSE_TOO_MANY, close_needs_login};
-use pinchat_proto::stream::{Ack, ClientFrame, ReqId, Resume, ServerFrame, Snapshot};
+use pinchat_proto::stream::{Ack, ClientFrame, ReqId, Resume, ServerFrame, Snapshot, Welcome};
 use pinchat_proto::{
     AccountId, Cursor, Epoch, ErrorBody, ErrorCode, Field, Message, MessageId, PROTOCOL_VERSION,
 };
@@ -48,7 +49,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Most messages sent and not yet acknowledged at once.
 pub const WINDOW: usize = 32;
@@ -67,6 +67,9 @@ pub struct SourceConfig {
     pub remote: Remote,
     /// The auth key.
     pub key: String,
+    /// The bound account's id, once the server has said it: a full client of this account on this
+    /// server may carry the widget.
+    pub account: Option<AccountId>,
     /// Pinned contacts.
     pub pins: Vec<AccountId>,
     /// Pins the widget holds nothing for yet.
@@ -110,6 +113,8 @@ pub enum SourceCmd {
 pub enum SourceEvent {
     /// The link changed state.
     Connection(Link),
+    /// The link is now carried by this connection (the daemon's own, or a full client's).
+    Carrier(Via),
     /// The stream's greeting: the epoch, the account's own fields, the server's limits.
     Welcome {
         /// Database epoch.
@@ -171,13 +176,17 @@ pub enum SourceEvent {
     AuthRequired(String),
 }
 
-/// Runs the server source until the command channel closes.
+/// Runs the server source until the command channel closes. In push mode it borrows the connection
+/// of a full client in `full` that is logged in as the widget's account, when one runs.
 pub async fn run_server_source(
     mut cmds: mpsc::UnboundedReceiver<SourceCmd>,
     events: mpsc::Sender<SourceEvent>,
+    full: FullClients,
 ) {
     let mut source = Source {
         events,
+        full,
+        shunned: None,
         epoch: None,
         backoff: Backoff::default(),
         refreshes: 0,
@@ -232,6 +241,11 @@ enum Next {
 
 struct Source {
     events: mpsc::Sender<SourceEvent>,
+    /// Running full clients (borrowing).
+    full: FullClients,
+    /// A full client whose link just failed or left, and until when it is not tried again (the
+    /// widget takes its own connection meanwhile; a change in the running full clients lifts it).
+    shunned: Option<(u32, Instant)>,
     epoch: Option<u64>,
     backoff: Backoff,
     /// Refreshes asked for and not yet answered: each gets a [`SourceEvent::Refreshed`] after the next
@@ -241,7 +255,40 @@ struct Source {
     pacer: Pacer,
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// The stream a source runs on: its own WebSocket to the server, or one to a full client's local
+/// endpoint, which speaks the same frames (`pinchat_ipc::full`).
+enum Ws {
+    Server(crate::remote::ServerStream),
+    Full(tokio_tungstenite::WebSocketStream<pinchat_ipc::transport::Stream>),
+}
+
+impl Ws {
+    async fn send(&mut self, m: WsMessage) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        match self {
+            Ws::Server(ws) => ws.send(m).await,
+            Ws::Full(ws) => ws.send(m).await,
+        }
+    }
+
+    /// Cancel-safe, as the streams it wraps.
+    async fn next(&mut self) -> Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>> {
+        match self {
+            Ws::Server(ws) => ws.next().await,
+            Ws::Full(ws) => ws.next().await,
+        }
+    }
+
+    /// Closes normally, waiting at most [`WRITE_TIMEOUT`].
+    async fn close(&mut self) {
+        let close = async {
+            match self {
+                Ws::Server(ws) => ws.close(None).await,
+                Ws::Full(ws) => ws.close(None).await,
+            }
+        };
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, close).await;
+    }
+}
 
 /// Sleeps until `at`, or forever when there is nothing to wait for.
 async fn until(at: Option<Instant>) {
@@ -295,6 +342,16 @@ impl Source {
 enum Ended {
     Next(Next),
     Lost(String),
+    /// A full client of the account appeared: go on over its link (opened and greeted), closing the
+    /// current one once the first snapshot has come through the new one.
+    Borrow { link: Opened, old: Ws },
+}
+
+/// A connection opened and greeted (`hello` answered by `welcome`).
+struct Opened {
+    ws: Ws,
+    keepalive: Duration,
+    via: Via,
 }
 
 enum ConnectError {
@@ -341,7 +398,7 @@ async fn send(ws: &mut Ws, frame: &ClientFrame) -> Result<(), String> {
 /// The next frame. Cancel-safe: each step awaits one whole message.
 async fn next_frame(ws: &mut Ws) -> Result<Incoming, Closed> {
     match ws.next().await {
-        None => Err(Closed::Other("the server closed the stream".into())),
+        None => Err(Closed::Other("the stream ended".into())),
         Some(Err(e)) => Err(Closed::Other(e.to_string())),
         Some(Ok(WsMessage::Binary(b))) => codec::decode_server(Encoding::Binary, &b)
             .map(Incoming::Frame)
@@ -352,7 +409,7 @@ async fn next_frame(ws: &mut Ws) -> Result<Incoming, Closed> {
                 .unwrap_or((1005, String::new()));
             // 4429 also means "too many streams for this account" (after a dead link, the server may
             // still hold the old one for a while): only `limit.rate` is about our pace.
-            Err(if close_needs_login(code) {
+            Err(if close_needs_login(code) && matches!(ws, Ws::Server(_)) {
                 Closed::Auth(reason)
             } else if code == CLOSE_TOO_MANY && reason.starts_with(ErrorCode::RateLimited.as_str()) {
                 Closed::RateLimited(format!("closed by the server ({code} {reason})"))

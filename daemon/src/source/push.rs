@@ -1,6 +1,26 @@
-//! Push mode: one long-lived WebSocket, resumed from the widget's cursor on every reconnect.
+//! Push mode: one long-lived WebSocket, resumed from the widget's cursor on every reconnect — the
+//! widget's own to the server, or a running full client's (borrowed, `crate::borrow`).
+//!
+//! Borrowing and handing back never lose or repeat an event, because every event carries the global
+//! cursor and every subscription resumes from the widget's position:
+//! - **borrow**: while on its own stream, the source notices a full client of its account (the
+//!   watcher's news, a keepalive tick, a send), opens and greets the full client's endpoint, and
+//!   subscribes there with `resume` from its position; only when that snapshot has been applied is
+//!   its own stream closed. Frames of the old stream that arrive meanwhile are not read: the resume
+//!   covers them.
+//! - **hand back**: when the borrowed link ends — the full client leaves (close 1001), crashes (the
+//!   socket ends) or fails — the source connects its own stream at once, without back-off, and
+//!   resumes from its position; its outbox goes again, and the server's client ids make a repeat
+//!   harmless.
+//! - Events at or before the position (possible only while two links overlap) are dropped.
 
 use super::*;
+
+/// How long a failed or departed full client is left alone before it may be borrowed from again
+/// (unless the set of running full clients changes first).
+const SHUN: Duration = Duration::from_secs(30);
+/// The longest connecting to a full client's endpoint and getting its `welcome` may take.
+const BORROW_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Source {
     pub(super) async fn push(
@@ -11,16 +31,35 @@ impl Source {
         // What the stream changes as it goes (position, pins re-pinned on the same connection) must
         // survive a reconnect, so it lives here rather than in one stream's loop.
         let mut current = config.clone();
+        let mut switch: Option<(Opened, Ws)> = None;
         loop {
-            if !self.emit(SourceEvent::Connection(Link::Connecting)).await {
-                return Next::Stop;
-            }
-            match self.connect(&current).await {
-                Ok((ws, keepalive)) => {
+            let (opened, old) = match switch.take() {
+                Some((link, old)) => (Ok(link), Some(old)),
+                None => {
+                    if !self.emit(SourceEvent::Connection(Link::Connecting)).await {
+                        return Next::Stop;
+                    }
+                    (self.open(&current).await, None)
+                }
+            };
+            match opened {
+                Ok(link) => {
                     self.backoff.reset();
-                    match self.stream(&mut current, ws, keepalive, cmds).await {
+                    let via = link.via;
+                    match self.stream(&mut current, link, old, cmds).await {
                         Ended::Next(next) => return next,
-                        Ended::Lost(why) => tracing::info!(reason = %why, "stream lost; reconnecting"),
+                        Ended::Borrow { link, old } => {
+                            switch = Some((link, old));
+                            continue;
+                        }
+                        Ended::Lost(why) => match via {
+                            Via::FullClient(pid) => {
+                                tracing::info!(pid, reason = %why, "the full client's link ended; taking the widget's own connection back");
+                                self.shunned = Some((pid, Instant::now() + SHUN));
+                                continue;
+                            }
+                            Via::Own => tracing::info!(reason = %why, "stream lost; reconnecting"),
+                        },
                     }
                 }
                 Err(ConnectError::Auth(message)) => {
@@ -41,87 +80,124 @@ impl Source {
         }
     }
 
-    async fn connect(&mut self, config: &SourceConfig) -> Result<(Ws, Duration), ConnectError> {
-        let mut request = config
-            .remote
-            .stream_url()
-            .into_client_request()
-            .map_err(|e| ConnectError::Other(e.to_string()))?;
-        let auth = format!("Bearer {}", config.key)
-            .parse()
-            .map_err(|_| ConnectError::Auth("the stored key is not valid".into()))?;
-        request.headers_mut().insert("authorization", auth);
-        let connector = if request.uri().scheme_str() == Some("wss") {
-            crate::remote::stream_tls().map(tokio_tungstenite::Connector::Rustls)
-        } else {
-            Some(tokio_tungstenite::Connector::Plain)
-        };
-        // A small read buffer: tungstenite's default (128 KiB) is zeroed and so resident for every
-        // widget's stream, although the server's frames are small; a larger frame grows the buffer.
-        let ws_config =
-            tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
-        let connect =
-            tokio_tungstenite::connect_async_tls_with_config(request, Some(ws_config), false, connector);
-        let (mut ws, _) = match tokio::time::timeout(Duration::from_secs(15), connect).await {
-            Err(_) => return Err(ConnectError::Other("timed out".into())),
-            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(r)))
-                if r.status().as_u16() == 401 || r.status().as_u16() == 403 =>
-            {
-                let body = r
-                    .body()
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default();
-                return Err(ConnectError::Auth(body));
-            }
-            Ok(Err(e)) => return Err(ConnectError::Other(e.to_string())),
-            Ok(Ok(x)) => x,
-        };
-        send(
-            &mut ws,
-            &ClientFrame::Hello {
-                version: PROTOCOL_VERSION,
-            },
-        )
-        .await
-        .map_err(ConnectError::Other)?;
-        let welcome = tokio::time::timeout(Duration::from_secs(15), next_frame(&mut ws))
-            .await
-            .map_err(|_| ConnectError::Other("no welcome within 15 s".into()))?;
-        match welcome {
-            Ok(Incoming::Frame(ServerFrame::Welcome(w))) => {
-                self.epoch = Some(w.epoch);
-                let keepalive = Duration::from_secs(u64::from(w.keepalive_secs.max(5)));
-                let event = SourceEvent::Welcome {
-                    epoch: w.epoch,
-                    me: w.me,
-                    max_pins: w.limits.max_pins,
-                    max_text_bytes: w.limits.max_text_bytes,
-                };
-                if !self.emit(event).await {
-                    return Err(ConnectError::Other("widget gone".into()));
+    /// Opens a link: a running full client's, when one is logged in as this account, else the
+    /// widget's own.
+    async fn open(&mut self, config: &SourceConfig) -> Result<Opened, ConnectError> {
+        if let Some(full) = self.lender(config) {
+            match self.borrow(&full, config).await {
+                Ok(link) => return Ok(link),
+                Err(why) => {
+                    tracing::info!(pid = full.pid, reason = %why, "cannot borrow the full client's connection; using the widget's own");
+                    self.shunned = Some((full.pid, Instant::now() + SHUN));
                 }
-                Ok((ws, keepalive))
             }
-            Ok(Incoming::Frame(ServerFrame::Error { error, .. })) if error.code.needs_login() => {
-                Err(ConnectError::Auth(error.message))
-            }
-            Ok(Incoming::Frame(other)) => {
-                Err(ConnectError::Other(format!("expected welcome, got {other:?}")))
-            }
-            Ok(Incoming::Pong) => Err(ConnectError::Other("expected welcome, got a pong".into())),
-            Err(Closed::Auth(m)) => Err(ConnectError::Auth(m)),
-            Err(Closed::RateLimited(m) | Closed::Other(m)) => Err(ConnectError::Other(m)),
+        }
+        let (ws, keepalive) = self.connect(config).await?;
+        Ok(Opened {
+            ws,
+            keepalive,
+            via: Via::Own,
+        })
+    }
+
+    /// A running full client of this widget's account that is not being left alone.
+    fn lender(&mut self, config: &SourceConfig) -> Option<FullClient> {
+        let account = config.account?;
+        let full = self.full.find(config.remote.base(), account)?;
+        match self.shunned {
+            Some((pid, until)) if pid == full.pid && Instant::now() < until => None,
+            _ => Some(full),
         }
     }
 
+    /// Connects to a full client's endpoint and greets it.
+    async fn borrow(&mut self, full: &FullClient, config: &SourceConfig) -> Result<Opened, String> {
+        let connect = async {
+            let stream = pinchat_ipc::transport::connect(&full.socket)
+                .await
+                .map_err(|e| format!("cannot connect to {}: {e}", full.socket.display()))?;
+            // The endpoint must be served by the process that registered it (where the system says).
+            if let Some(pid) = pinchat_ipc::transport::peer_pid(&stream)
+                && pid != full.pid
+            {
+                return Err(format!(
+                    "{} is served by process {pid}, not by the registered {}",
+                    full.socket.display(),
+                    full.pid
+                ));
+            }
+            let ws_config =
+                tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+            let (ws, _) =
+                tokio_tungstenite::client_async_with_config("ws://pinchat-full/v1/stream", stream, Some(ws_config))
+                    .await
+                    .map_err(|e| format!("the endpoint did not answer as a full client: {e}"))?;
+            Ok(Ws::Full(ws))
+        };
+        let ws = tokio::time::timeout(BORROW_TIMEOUT, connect)
+            .await
+            .map_err(|_| format!("no answer within {} s", BORROW_TIMEOUT.as_secs()))??;
+        let (ws, welcome) = tokio::time::timeout(BORROW_TIMEOUT, greet(ws))
+            .await
+            .map_err(|_| format!("no welcome within {} s", BORROW_TIMEOUT.as_secs()))?
+            .map_err(|e| match e {
+                ConnectError::Auth(m) | ConnectError::Other(m) => m,
+            })?;
+        if Some(welcome.account) != config.account {
+            return Err(format!(
+                "it is logged in as account {}, not as the widget's",
+                welcome.account
+            ));
+        }
+        let keepalive = self.welcomed(welcome).await.map_err(|e| match e {
+            ConnectError::Auth(m) | ConnectError::Other(m) => m,
+        })?;
+        Ok(Opened {
+            ws,
+            keepalive,
+            via: Via::FullClient(full.pid),
+        })
+    }
+
+    async fn connect(&mut self, config: &SourceConfig) -> Result<(Ws, Duration), ConnectError> {
+        let ws = match config.remote.open_stream(&config.key).await {
+            Ok(ws) => Ws::Server(ws),
+            Err(StreamRefused::Auth(m)) => return Err(ConnectError::Auth(m)),
+            Err(StreamRefused::Other(m)) => return Err(ConnectError::Other(m)),
+        };
+        let (ws, welcome) = greet(ws).await?;
+        let keepalive = self.welcomed(welcome).await?;
+        Ok((ws, keepalive))
+    }
+
+    /// Takes the link's `welcome`: passes it on to the widget and gives the keepalive interval.
+    async fn welcomed(&mut self, w: Welcome) -> Result<Duration, ConnectError> {
+        self.epoch = Some(w.epoch);
+        let keepalive = Duration::from_secs(u64::from(w.keepalive_secs.max(5)));
+        let event = SourceEvent::Welcome {
+            epoch: w.epoch,
+            me: w.me,
+            max_pins: w.limits.max_pins,
+            max_text_bytes: w.limits.max_text_bytes,
+        };
+        if !self.emit(event).await {
+            return Err(ConnectError::Other("widget gone".into()));
+        }
+        Ok(keepalive)
+    }
+
+    /// Runs one link until it ends. `old` is the link it replaces (borrowing), closed once this one
+    /// has delivered its first snapshot.
     async fn stream(
         &mut self,
         current: &mut SourceConfig,
-        mut ws: Ws,
-        keepalive: Duration,
+        link: Opened,
+        mut old: Option<Ws>,
         cmds: &mut mpsc::UnboundedReceiver<SourceCmd>,
     ) -> Ended {
+        let Opened { mut ws, keepalive, via } = link;
+        // Only the widget's own link looks out for a full client to borrow from.
+        let may_borrow = via == Via::Own && current.account.is_some();
         let mut next_req: ReqId = 1;
         // Requests that sent a message, by request id → the message's client id.
         let mut sends: HashMap<ReqId, String> = HashMap::new();
@@ -183,13 +259,25 @@ impl Source {
                             if !self.emit(ev).await {
                                 return Ended::Next(Next::Stop);
                             }
+                            // The new link has caught up: the one it replaces can go.
+                            if let Some(mut old) = old.take() {
+                                old.close().await;
+                            }
                             if !online {
                                 online = true;
-                                if !self.emit(SourceEvent::Connection(Link::Online)).await {
+                                if !self.emit(SourceEvent::Carrier(via)).await
+                                    || !self.emit(SourceEvent::Connection(Link::Online)).await
+                                {
                                     return Ended::Next(Next::Stop);
                                 }
                             }
                             self.refreshed().await;
+                            continue;
+                        }
+                        // Already applied (two links overlapped while borrowing or handing back).
+                        ServerFrame::Delta { cursor, .. } | ServerFrame::Message { cursor, .. }
+                            if current.position.is_some_and(|p| p.epoch == epoch && p.cursor >= cursor) =>
+                        {
                             continue;
                         }
                         ServerFrame::Delta { cursor, contact, fields, .. } => {
@@ -242,7 +330,7 @@ impl Source {
                     Some(SourceCmd::Configure(new)) => {
                         let same_link = new.key == current.key && new.mode == UpdateMode::Push && new.remote.base() == current.remote.base();
                         if !same_link {
-                            let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.close(None)).await;
+                            ws.close().await;
                             return Ended::Next(Next::Reconfigure(new));
                         }
                         // Re-pin on the same stream: resume for the pins we hold, full entries for new ones.
@@ -254,7 +342,13 @@ impl Source {
                             return Ended::Lost(e);
                         }
                     }
-                    Some(SourceCmd::Send(m)) => self.outbox.add(m),
+                    Some(SourceCmd::Send(m)) => {
+                        // Before a send is a moment to look for a full client (claim 9).
+                        if may_borrow {
+                            self.full.recheck();
+                        }
+                        self.outbox.add(m);
+                    }
                     Some(SourceCmd::Refresh) => {
                         self.refreshes += 1;
                         let frame = subscribe(next_req, current, self.epoch);
@@ -283,7 +377,22 @@ impl Source {
                         return Ended::Lost(e);
                     }
                 }
+                () = self.full.changed(), if may_borrow => {
+                        self.shunned = None;
+                        if let Some(full) = self.lender(current) {
+                            match self.borrow(&full, current).await {
+                                Ok(link) => return Ended::Borrow { link, old: ws },
+                                Err(why) => {
+                                    tracing::info!(pid = full.pid, reason = %why, "cannot borrow the full client's connection; keeping the widget's own");
+                                    self.shunned = Some((full.pid, Instant::now() + SHUN));
+                                }
+                            }
+                        }
+                }
                 _ = ping.tick() => {
+                    if may_borrow {
+                        self.full.recheck();
+                    }
                     match tokio::time::timeout(WRITE_TIMEOUT, ws.send(WsMessage::Ping(Vec::new().into()))).await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => return Ended::Lost(e.to_string()),
@@ -299,5 +408,36 @@ impl Source {
                 }
             }
         }
+    }
+}
+
+/// Says `hello` and waits for the `welcome`.
+async fn greet(mut ws: Ws) -> Result<(Ws, Welcome), ConnectError> {
+    send(
+        &mut ws,
+        &ClientFrame::Hello {
+            version: PROTOCOL_VERSION,
+        },
+    )
+    .await
+    .map_err(ConnectError::Other)?;
+    let welcome = tokio::time::timeout(Duration::from_secs(15), next_frame(&mut ws))
+        .await
+        .map_err(|_| ConnectError::Other("no welcome within 15 s".into()))?;
+    match welcome {
+        Ok(Incoming::Frame(ServerFrame::Welcome(w))) => Ok((ws, w)),
+        Ok(Incoming::Frame(ServerFrame::Error { error, .. })) if error.code.needs_login() => {
+            Err(ConnectError::Auth(error.message))
+        }
+        Ok(Incoming::Frame(ServerFrame::Error { error, .. })) => Err(ConnectError::Other(format!(
+            "refused: {} ({})",
+            error.message, error.code
+        ))),
+        Ok(Incoming::Frame(other)) => {
+            Err(ConnectError::Other(format!("expected welcome, got {other:?}")))
+        }
+        Ok(Incoming::Pong) => Err(ConnectError::Other("expected welcome, got a pong".into())),
+        Err(Closed::Auth(m)) => Err(ConnectError::Auth(m)),
+        Err(Closed::RateLimited(m) | Closed::Other(m)) => Err(ConnectError::Other(m)),
     }
 }

@@ -27,6 +27,12 @@ impl Widget {
         }
         match event {
             SourceEvent::Connection(link) => self.set_link(link),
+            SourceEvent::Carrier(via) => {
+                if self.via != via {
+                    self.via = via;
+                    self.notify_connection();
+                }
+            }
             SourceEvent::Synced { position } => {
                 let change = Change {
                     position: Some(position),

@@ -19,7 +19,7 @@ mod storage;
 use crate::db::{Change, DbError, Stored, WidgetDb};
 use crate::error::WidgetError;
 use crate::events::{Event, History, Message, WidgetState};
-use crate::model::{Account, Link, Pin, Position, Queued, Received, UpdateMode};
+use crate::model::{Account, Link, Pin, Position, Queued, Received, UpdateMode, Via};
 use crate::remote::Remote;
 use crate::source::{Outgoing, SourceCmd, SourceConfig, SourceEvent};
 use crate::vault::{Sealed, Vault};
@@ -118,6 +118,8 @@ pub struct Start {
     pub vault: Vault,
     /// Where events go.
     pub events: broadcast::Sender<Event>,
+    /// Running full clients, to borrow a connection from.
+    pub full: crate::borrow::FullClients,
 }
 
 /// Starts a widget actor and its source.
@@ -127,7 +129,7 @@ pub fn spawn(start: Start, tracker: &tokio_util::task::TaskTracker) -> Result<Wi
     // The widget never waits for its source (see `source`): commands go unbounded, events bounded.
     let (source_tx, source_rx) = mpsc::unbounded_channel();
     let (event_tx, event_rx) = mpsc::channel(256);
-    tracker.spawn(crate::source::run_server_source(source_rx, event_tx));
+    tracker.spawn(crate::source::run_server_source(source_rx, event_tx, start.full.clone()));
     let s = start.stored;
     let handle = WidgetHandle {
         id: s.id.clone(),
@@ -156,6 +158,7 @@ pub fn spawn(start: Start, tracker: &tokio_util::task::TaskTracker) -> Result<Wi
         poll_interval_secs: s.poll_interval_secs,
         max_pins: s.max_pins,
         link: Link::Connecting,
+        via: Via::Own,
         stale: true,
         storage: None,
         key: start.key,
@@ -192,6 +195,8 @@ struct Widget {
     poll_interval_secs: u32,
     max_pins: u16,
     link: Link,
+    /// Whose connection carries the widget (its own, or a full client's).
+    via: Via,
     stale: bool,
     /// Why nothing can be stored, in words, while that is so.
     storage: Option<String>,
@@ -271,6 +276,7 @@ impl Widget {
             mode: self.mode,
             poll_interval_secs: self.poll_interval_secs,
             link: self.link,
+            via: self.via,
             stale: self.stale,
             max_pins: self.max_pins,
             storage: self.storage.clone(),
@@ -289,6 +295,7 @@ impl Widget {
         self.notify(Event::ConnectionChanged {
             widget: self.id.clone(),
             link: self.link,
+            via: self.via,
             stale: self.stale,
         });
     }
@@ -333,6 +340,7 @@ impl Widget {
         let config = SourceConfig {
             remote: self.remote.clone(),
             key,
+            account: (self.account.id.0 != 0).then_some(self.account.id),
             pins: self.pins.iter().map(|p| p.contact).collect(),
             fresh,
             position: self.position,
