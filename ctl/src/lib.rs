@@ -557,10 +557,12 @@ fn describe(n: &Notification, names: &Names) -> String {
         Notification::ConnectionChanged {
             widget,
             connection,
+            via,
             stale,
         } => {
             format!(
-                "{widget} connection: {connection:?}{}",
+                "{widget} connection: {connection:?}{}{}",
+                carrier(*via),
                 if *stale { " (stale)" } else { "" }
             )
         }
@@ -609,7 +611,7 @@ mod erased {
                     w.id,
                     w.login,
                     w.name,
-                    format!("{:?}", w.connection),
+                    format!("{:?}{}", w.connection, carrier(w.via)),
                     w.unread,
                     w.pins
                 );
@@ -631,8 +633,14 @@ mod erased {
         fn show(&self) {
             let stale = if self.stale { ", stale" } else { "" };
             println!(
-                "{} — {} ({}) on {} [{:?}, {:?}{stale}]",
-                self.id, self.account.name, self.account.login, self.server, self.connection, self.mode
+                "{} — {} ({}) on {} [{:?}{}, {:?}{stale}]",
+                self.id,
+                self.account.name,
+                self.account.login,
+                self.server,
+                self.connection,
+                carrier(self.via),
+                self.mode
             );
             for p in &self.pins {
                 let unread = if p.unread > 0 {
@@ -658,5 +666,13 @@ mod erased {
             println!("message to {} is {:?}", self.to, self.state);
         }
         json_of!();
+    }
+}
+
+/// Whose connection carries a widget, in words (nothing for its own).
+fn carrier(via: Via) -> String {
+    match via {
+        Via::Own => String::new(),
+        Via::FullClient { pid } => format!(" via pinchat-full (pid {pid})"),
     }
 }

@@ -57,7 +57,7 @@ pub fn when(ts_ms: i64, now: DateTime<Local>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pinchat_ipc::api::{AccountView, Connection, ContactView, Delivery, Mode};
+    use pinchat_ipc::api::{AccountView, Connection, ContactView, Delivery, Mode, Via};
 
     fn view() -> WidgetView {
         WidgetView {
@@ -82,6 +82,7 @@ mod tests {
             mode: Mode::Push,
             poll_interval_secs: 30,
             connection: Connection::Online,
+            via: Via::Own,
             stale: false,
             max_pins: 10,
             storage: None,

@@ -107,9 +107,7 @@ async fn watcher(
             let _ = events.try_send(());
         }
     })
-    .and_then(|mut w| {
-        notify::Watcher::watch(&mut w, &dir, notify::RecursiveMode::NonRecursive).map(|()| w)
-    });
+    .and_then(|mut w| notify::Watcher::watch(&mut w, &dir, notify::RecursiveMode::NonRecursive).map(|()| w));
     // Without the watcher, full clients are still found on every recheck (keepalive tick, send).
     let _watcher = match watcher {
         Ok(w) => Some(w),
@@ -149,7 +147,11 @@ async fn watcher(
             }
             for c in &clients {
                 if !current.contains(c) {
-                    tracing::info!(pid = c.pid, accounts = c.accounts.len(), "a full client is running");
+                    tracing::info!(
+                        pid = c.pid,
+                        accounts = c.accounts.len(),
+                        "a full client is running"
+                    );
                 }
             }
             *current = Arc::new(std::mem::take(&mut clients));
@@ -174,7 +176,11 @@ fn scan(dir: &Path) -> Vec<(PathBuf, Result<FullClient, String>)> {
     if registrations.is_empty() {
         return Vec::new();
     }
-    let processes = Processes::of(registrations.iter().filter_map(|(_, r)| r.as_ref().ok().map(|r| r.pid)));
+    let processes = Processes::of(
+        registrations
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok().map(|r| r.pid)),
+    );
     registrations
         .into_iter()
         .map(|(path, r)| {

@@ -212,7 +212,13 @@ mod tests {
     #[test]
     fn only_full_pid_json_is_a_registration() {
         assert!(is_registration(Path::new("/run/full-123.json")));
-        for name in ["full-.json", "full-12a.json", ".full-1-0.tmp", "full-1.sock", "daemon.sock"] {
+        for name in [
+            "full-.json",
+            "full-12a.json",
+            ".full-1-0.tmp",
+            "full-1.sock",
+            "daemon.sock",
+        ] {
             assert!(!is_registration(Path::new(name)), "{name}");
         }
     }

@@ -107,7 +107,11 @@ pub async fn connect(path: &Path) -> io::Result<Stream> {
 /// (Linux, Windows; `None` on macOS, which reports only the user).
 pub fn peer_pid(stream: &Stream) -> Option<u32> {
     use interprocess::local_socket::traits::StreamCommon;
-    stream.peer_creds().ok().and_then(|c| c.pid()).and_then(|p| u32::try_from(p).ok())
+    stream
+        .peer_creds()
+        .ok()
+        .and_then(|c| c.pid())
+        .and_then(|p| u32::try_from(p).ok())
 }
 
 /// Why a client refused a socket (inside an [`io::Error`] of kind `PermissionDenied`).

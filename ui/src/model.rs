@@ -119,10 +119,12 @@ impl TrayModel {
             Notification::ConnectionChanged {
                 widget,
                 connection,
+                via,
                 stale,
             } => match self.widgets.get_mut(widget) {
                 Some(w) => {
                     w.connection = *connection;
+                    w.via = *via;
                     w.stale = *stale;
                     None
                 }
@@ -202,7 +204,7 @@ fn total_unread(w: &WidgetView) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pinchat_ipc::api::{AccountView, Connection, ContactView};
+    use pinchat_ipc::api::{AccountView, Connection, ContactView, Via};
     use pinchat_proto::{Field, Presence};
 
     fn contact(id: u64, name: &str, unread: u32) -> ContactView {
@@ -232,6 +234,7 @@ mod tests {
             mode: Mode::Push,
             poll_interval_secs: 30,
             connection: Connection::Online,
+            via: Via::Own,
             stale: false,
             max_pins: 10,
             storage: None,
@@ -318,6 +321,7 @@ mod tests {
         let a = m.apply(&Notification::ConnectionChanged {
             widget: "w1".into(),
             connection: Connection::Offline,
+            via: Via::Own,
             stale: true,
         });
         assert!(a.tray_changed);
@@ -336,6 +340,7 @@ mod tests {
             Notification::ConnectionChanged {
                 widget: "w9".into(),
                 connection: Connection::Online,
+                via: Via::Own,
                 stale: false,
             },
             Notification::UnreadChanged {

@@ -258,8 +258,8 @@ struct Source {
 /// The stream a source runs on: its own WebSocket to the server, or one to a full client's local
 /// endpoint, which speaks the same frames (`pinchat_ipc::full`).
 enum Ws {
-    Server(crate::remote::ServerStream),
-    Full(tokio_tungstenite::WebSocketStream<pinchat_ipc::transport::Stream>),
+    Server(Box<crate::remote::ServerStream>),
+    Full(Box<tokio_tungstenite::WebSocketStream<pinchat_ipc::transport::Stream>>),
 }
 
 impl Ws {
@@ -282,8 +282,8 @@ impl Ws {
     async fn close(&mut self) {
         let close = async {
             match self {
-                Ws::Server(ws) => ws.close(None).await,
-                Ws::Full(ws) => ws.close(None).await,
+                Ws::Server(ws) => ws.as_mut().close(None).await,
+                Ws::Full(ws) => ws.as_mut().close(None).await,
             }
         };
         let _ = tokio::time::timeout(WRITE_TIMEOUT, close).await;
@@ -344,7 +344,7 @@ enum Ended {
     Lost(String),
     /// A full client of the account appeared: go on over its link (opened and greeted), closing the
     /// current one once the first snapshot has come through the new one.
-    Borrow { link: Opened, old: Ws },
+    Borrow(Box<(Opened, Ws)>),
 }
 
 /// A connection opened and greeted (`hello` answered by `welcome`).

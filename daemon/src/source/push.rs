@@ -48,8 +48,8 @@ impl Source {
                     let via = link.via;
                     match self.stream(&mut current, link, old, cmds).await {
                         Ended::Next(next) => return next,
-                        Ended::Borrow { link, old } => {
-                            switch = Some((link, old));
+                        Ended::Borrow(next) => {
+                            switch = Some(*next);
                             continue;
                         }
                         Ended::Lost(why) => match via {
@@ -128,11 +128,14 @@ impl Source {
             }
             let ws_config =
                 tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
-            let (ws, _) =
-                tokio_tungstenite::client_async_with_config("ws://pinchat-full/v1/stream", stream, Some(ws_config))
-                    .await
-                    .map_err(|e| format!("the endpoint did not answer as a full client: {e}"))?;
-            Ok(Ws::Full(ws))
+            let (ws, _) = tokio_tungstenite::client_async_with_config(
+                "ws://pinchat-full/v1/stream",
+                stream,
+                Some(ws_config),
+            )
+            .await
+            .map_err(|e| format!("the endpoint did not answer as a full client: {e}"))?;
+            Ok(Ws::Full(Box::new(ws)))
         };
         let ws = tokio::time::timeout(BORROW_TIMEOUT, connect)
             .await
@@ -161,7 +164,7 @@ impl Source {
 
     async fn connect(&mut self, config: &SourceConfig) -> Result<(Ws, Duration), ConnectError> {
         let ws = match config.remote.open_stream(&config.key).await {
-            Ok(ws) => Ws::Server(ws),
+            Ok(ws) => Ws::Server(Box::new(ws)),
             Err(StreamRefused::Auth(m)) => return Err(ConnectError::Auth(m)),
             Err(StreamRefused::Other(m)) => return Err(ConnectError::Other(m)),
         };
@@ -195,7 +198,11 @@ impl Source {
         mut old: Option<Ws>,
         cmds: &mut mpsc::UnboundedReceiver<SourceCmd>,
     ) -> Ended {
-        let Opened { mut ws, keepalive, via } = link;
+        let Opened {
+            mut ws,
+            keepalive,
+            via,
+        } = link;
         // Only the widget's own link looks out for a full client to borrow from.
         let may_borrow = via == Via::Own && current.account.is_some();
         let mut next_req: ReqId = 1;
@@ -381,7 +388,7 @@ impl Source {
                         self.shunned = None;
                         if let Some(full) = self.lender(current) {
                             match self.borrow(&full, current).await {
-                                Ok(link) => return Ended::Borrow { link, old: ws },
+                                Ok(link) => return Ended::Borrow(Box::new((link, ws))),
                                 Err(why) => {
                                     tracing::info!(pid = full.pid, reason = %why, "cannot borrow the full client's connection; keeping the widget's own");
                                     self.shunned = Some((full.pid, Instant::now() + SHUN));
@@ -433,9 +440,7 @@ async fn greet(mut ws: Ws) -> Result<(Ws, Welcome), ConnectError> {
             "refused: {} ({})",
             error.message, error.code
         ))),
-        Ok(Incoming::Frame(other)) => {
-            Err(ConnectError::Other(format!("expected welcome, got {other:?}")))
-        }
+        Ok(Incoming::Frame(other)) => Err(ConnectError::Other(format!("expected welcome, got {other:?}"))),
         Ok(Incoming::Pong) => Err(ConnectError::Other("expected welcome, got a pong".into())),
         Err(Closed::Auth(m)) => Err(ConnectError::Auth(m)),
         Err(Closed::RateLimited(m) | Closed::Other(m)) => Err(ConnectError::Other(m)),

@@ -129,7 +129,11 @@ pub fn spawn(start: Start, tracker: &tokio_util::task::TaskTracker) -> Result<Wi
     // The widget never waits for its source (see `source`): commands go unbounded, events bounded.
     let (source_tx, source_rx) = mpsc::unbounded_channel();
     let (event_tx, event_rx) = mpsc::channel(256);
-    tracker.spawn(crate::source::run_server_source(source_rx, event_tx, start.full.clone()));
+    tracker.spawn(crate::source::run_server_source(
+        source_rx,
+        event_tx,
+        start.full.clone(),
+    ));
     let s = start.stored;
     let handle = WidgetHandle {
         id: s.id.clone(),

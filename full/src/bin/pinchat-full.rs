@@ -1,0 +1,5 @@
+//! `pinchat-full`: see the `pinchat_full` library.
+
+fn main() -> std::process::ExitCode {
+    pinchat_full::main()
+}

@@ -1,0 +1,483 @@
+//! The full client's one stream to its server, shared by every local link (the widgets borrowing it).
+//!
+//! One task owns the server WebSocket. Local links attach and send it [`Up`] messages; it forwards
+//! their frames with their subscription and request numbers translated to numbers of its own stream
+//! (each link numbers from 0, the server sees one stream), and routes every server frame back to the
+//! link it belongs to, with the link's numbers restored. A server subscription number is reused only
+//! after the server has acknowledged the unsubscribe, so a late frame of a finished subscription can
+//! never reach another link. A link that does not keep up loses its place (its channel closes and it
+//! goes away) instead of slowing the stream for everyone.
+
+use futures_util::{SinkExt, StreamExt};
+use pinchat_daemon::remote::ServerStream;
+use pinchat_proto::codec::{self, Encoding};
+use pinchat_proto::stream::{Ack, ClientFrame, ReqId, ServerFrame, SubId, Welcome};
+use pinchat_proto::{ErrorBody, ErrorCode};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_util::sync::CancellationToken;
+
+/// A local link's number.
+pub type LinkId = u64;
+
+/// Frames queued for one link before it counts as not keeping up.
+pub const LINK_QUEUE: usize = 512;
+/// The longest a keepalive ping may wait for its answer.
+const PONG_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest one frame may take to leave.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What local links ask of the stream.
+#[derive(Debug)]
+pub enum Up {
+    /// A link said `hello`: it gets the server's `welcome`, or `None` while there is no stream.
+    Attach {
+        /// The link.
+        link: LinkId,
+        /// Where its frames go.
+        frames: mpsc::Sender<ServerFrame>,
+        /// The answer.
+        reply: oneshot::Sender<Option<Welcome>>,
+    },
+    /// A frame from a link.
+    Frame {
+        /// The link.
+        link: LinkId,
+        /// The frame, in the link's numbering.
+        frame: ClientFrame,
+    },
+    /// A link went away: its subscriptions end.
+    Detach {
+        /// The link.
+        link: LinkId,
+    },
+}
+
+/// Why the stream ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// Asked to stop.
+    Stopped,
+    /// The server refused the key: the account must log in again.
+    LoggedOut(String),
+    /// The connection broke; connect again.
+    Lost(String),
+}
+
+/// Answers `Attach` with `None` and drops everything else: there is no stream to carry it.
+pub fn refuse(up: Up) {
+    if let Up::Attach { reply, .. } = up {
+        let _ = reply.send(None);
+    }
+}
+
+struct Tables {
+    links: HashMap<LinkId, mpsc::Sender<ServerFrame>>,
+    /// Server subscription → (link, the link's number).
+    subs: HashMap<SubId, (LinkId, SubId)>,
+    /// Server subscriptions being ended: reusable once the server acknowledges.
+    releasing: HashMap<ReqId, SubId>,
+    /// Server request → (link, the link's number).
+    reqs: HashMap<ReqId, (LinkId, ReqId)>,
+    next_req: ReqId,
+    max_subs: u8,
+}
+
+impl Tables {
+    fn req(&mut self) -> ReqId {
+        let r = self.next_req;
+        self.next_req = self.next_req.wrapping_add(1).max(1);
+        r
+    }
+
+    fn server_sub(&self, link: LinkId, sub: SubId) -> Option<SubId> {
+        self.subs
+            .iter()
+            .find(|(_, v)| **v == (link, sub))
+            .map(|(k, _)| *k)
+    }
+
+    fn free_sub(&self) -> Option<SubId> {
+        (0..self.max_subs).find(|s| !self.subs.contains_key(s) && !self.releasing.values().any(|r| r == s))
+    }
+
+    /// Hands `frame` to `link`; a link that does not keep up is dropped.
+    fn deliver(&mut self, link: LinkId, frame: ServerFrame) {
+        let Some(tx) = self.links.get(&link) else { return };
+        if tx.try_send(frame).is_err() {
+            tracing::warn!(link, "a local link does not keep up; closing it");
+            self.links.remove(&link);
+        }
+    }
+
+    fn refuse(&mut self, link: LinkId, req: ReqId, code: ErrorCode, message: &str) {
+        let error = ErrorBody::new(code, message);
+        self.deliver(
+            link,
+            ServerFrame::Error {
+                req: Some(req),
+                error,
+            },
+        );
+    }
+
+    /// Translates a link's frame for the server; `None` when it was answered here.
+    fn outgoing(&mut self, link: LinkId, frame: ClientFrame) -> Option<ClientFrame> {
+        let ask = |t: &mut Tables, req: ReqId| {
+            let r = t.req();
+            t.reqs.insert(r, (link, req));
+            r
+        };
+        match frame {
+            ClientFrame::Hello { .. } => None,
+            ClientFrame::Subscribe {
+                req,
+                sub,
+                pins,
+                resume,
+            } => {
+                let server = match self.server_sub(link, sub) {
+                    Some(s) => s,
+                    None => {
+                        let Some(s) = self.free_sub() else {
+                            let message = format!(
+                                "this full client carries {} subscriptions already; use your own connection",
+                                self.max_subs
+                            );
+                            self.refuse(link, req, ErrorCode::TooManySubscriptions, &message);
+                            return None;
+                        };
+                        self.subs.insert(s, (link, sub));
+                        s
+                    }
+                };
+                let req = ask(self, req);
+                Some(ClientFrame::Subscribe {
+                    req,
+                    sub: server,
+                    pins,
+                    resume,
+                })
+            }
+            ClientFrame::Unsubscribe { req, sub } => match self.server_sub(link, sub) {
+                Some(server) => {
+                    self.subs.remove(&server);
+                    let r = ask(self, req);
+                    self.releasing.insert(r, server);
+                    Some(ClientFrame::Unsubscribe { req: r, sub: server })
+                }
+                None => {
+                    self.deliver(
+                        link,
+                        ServerFrame::Ack {
+                            req,
+                            result: Ack::Done,
+                        },
+                    );
+                    None
+                }
+            },
+            ClientFrame::Send {
+                req,
+                to,
+                client_id,
+                text,
+            } => Some(ClientFrame::Send {
+                req: ask(self, req),
+                to,
+                client_id,
+                text,
+            }),
+            ClientFrame::MarkRead { req, contact, up_to } => Some(ClientFrame::MarkRead {
+                req: ask(self, req),
+                contact,
+                up_to,
+            }),
+            ClientFrame::SetPresence { req, state, status } => Some(ClientFrame::SetPresence {
+                req: ask(self, req),
+                state,
+                status,
+            }),
+        }
+    }
+
+    /// Ends a link's subscriptions; gives the unsubscribes to send.
+    fn detach(&mut self, link: LinkId) -> Vec<ClientFrame> {
+        self.links.remove(&link);
+        self.reqs.retain(|_, (l, _)| *l != link);
+        let mine: Vec<SubId> = self
+            .subs
+            .iter()
+            .filter(|(_, (l, _))| *l == link)
+            .map(|(s, _)| *s)
+            .collect();
+        mine.into_iter()
+            .map(|sub| {
+                self.subs.remove(&sub);
+                let req = self.req();
+                self.releasing.insert(req, sub);
+                ClientFrame::Unsubscribe { req, sub }
+            })
+            .collect()
+    }
+
+    /// Routes a server frame to its link.
+    fn incoming(&mut self, frame: ServerFrame) -> Result<(), Ended> {
+        match frame {
+            ServerFrame::Snapshot(mut s) => {
+                if let Some(&(link, sub)) = self.subs.get(&s.sub) {
+                    s.sub = sub;
+                    self.deliver(link, ServerFrame::Snapshot(s));
+                }
+            }
+            ServerFrame::Delta {
+                sub,
+                cursor,
+                contact,
+                fields,
+            } => {
+                if let Some(&(link, sub)) = self.subs.get(&sub) {
+                    let frame = ServerFrame::Delta {
+                        sub,
+                        cursor,
+                        contact,
+                        fields,
+                    };
+                    self.deliver(link, frame);
+                }
+            }
+            ServerFrame::Message { sub, cursor, message } => {
+                if let Some(&(link, sub)) = self.subs.get(&sub) {
+                    self.deliver(link, ServerFrame::Message { sub, cursor, message });
+                }
+            }
+            ServerFrame::Ack { req, result } => {
+                self.releasing.remove(&req);
+                if let Some((link, req)) = self.reqs.remove(&req) {
+                    self.deliver(link, ServerFrame::Ack { req, result });
+                }
+            }
+            ServerFrame::Error {
+                req: Some(req),
+                error,
+            } => {
+                self.releasing.remove(&req);
+                if let Some((link, req)) = self.reqs.remove(&req) {
+                    // A refused subscribe leaves no subscription behind.
+                    self.deliver(
+                        link,
+                        ServerFrame::Error {
+                            req: Some(req),
+                            error,
+                        },
+                    );
+                }
+            }
+            ServerFrame::Error { req: None, error } => {
+                if error.code.needs_login() {
+                    return Err(Ended::LoggedOut(error.message));
+                }
+                tracing::warn!(code = %error.code, message = %error.message, "stream error");
+            }
+            ServerFrame::Welcome(_) => {}
+        }
+        Ok(())
+    }
+}
+
+/// Carries the links' traffic over `ws` until it ends or `stop` is cancelled. When it returns, every
+/// link's channel is closed, which tells the links to go away.
+pub async fn run(
+    mut ws: ServerStream,
+    welcome: &Welcome,
+    up: &mut mpsc::Receiver<Up>,
+    stop: &CancellationToken,
+) -> Ended {
+    let mut t = Tables {
+        links: HashMap::new(),
+        subs: HashMap::new(),
+        releasing: HashMap::new(),
+        reqs: HashMap::new(),
+        next_req: 1,
+        max_subs: welcome.limits.max_subscriptions,
+    };
+    let keepalive = Duration::from_secs(u64::from(welcome.keepalive_secs.max(5)));
+    let mut ping = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
+    let mut answer_due: Option<Instant> = None;
+    let ended = loop {
+        let due = async {
+            match answer_due {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => break Ended::Stopped,
+            incoming = ws.next() => {
+                answer_due = None;
+                match incoming {
+                    Some(Ok(WsMessage::Binary(b))) => match codec::decode_server(Encoding::Binary, &b) {
+                        Ok(frame) => {
+                            if let Err(e) = t.incoming(frame) {
+                                break e;
+                            }
+                        }
+                        Err(e) => break Ended::Lost(format!("the server sent an unreadable frame: {e}")),
+                    },
+                    Some(Ok(WsMessage::Close(frame))) => {
+                        let (code, reason) = frame
+                            .map(|f| (u16::from(f.code), f.reason.to_string()))
+                            .unwrap_or((1005, String::new()));
+                        if pinchat_proto::error::close_needs_login(code) {
+                            break Ended::LoggedOut(reason);
+                        }
+                        break Ended::Lost(format!("closed by the server ({code} {reason})"));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => break Ended::Lost(e.to_string()),
+                    None => break Ended::Lost("the server closed the stream".into()),
+                }
+            }
+            asked = up.recv() => {
+                let Some(asked) = asked else { break Ended::Stopped };
+                let frames = match asked {
+                    Up::Attach { link, frames, reply } => {
+                        t.links.insert(link, frames);
+                        let _ = reply.send(Some(welcome.clone()));
+                        vec![]
+                    }
+                    Up::Frame { link, frame } => t.outgoing(link, frame).into_iter().collect(),
+                    Up::Detach { link } => t.detach(link),
+                };
+                for frame in frames {
+                    let bytes = codec::encode(Encoding::Binary, &frame);
+                    match tokio::time::timeout(WRITE_TIMEOUT, ws.send(WsMessage::Binary(bytes.into()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return finish(ws, Ended::Lost(e.to_string())).await,
+                        Err(_) => return finish(ws, Ended::Lost("the server accepts nothing".into())).await,
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                match tokio::time::timeout(WRITE_TIMEOUT, ws.send(WsMessage::Ping(Vec::new().into()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => break Ended::Lost(e.to_string()),
+                    Err(_) => break Ended::Lost("the server accepts nothing (keepalive not sent)".into()),
+                }
+                answer_due.get_or_insert(Instant::now() + PONG_TIMEOUT);
+            }
+            () = due => break Ended::Lost("no answer to a keepalive; the connection is dead".into()),
+        }
+    };
+    // The links go first (their channels close with `t`), so they hand back before the stream ends.
+    drop(t);
+    finish(ws, ended).await
+}
+
+async fn finish(mut ws: ServerStream, ended: Ended) -> Ended {
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.close(None)).await;
+    ended
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pinchat_proto::AccountId;
+
+    fn tables() -> Tables {
+        Tables {
+            links: HashMap::new(),
+            subs: HashMap::new(),
+            releasing: HashMap::new(),
+            reqs: HashMap::new(),
+            next_req: 1,
+            max_subs: 2,
+        }
+    }
+
+    fn subscribe(req: ReqId, sub: SubId) -> ClientFrame {
+        ClientFrame::Subscribe {
+            req,
+            sub,
+            pins: vec![AccountId(2)],
+            resume: None,
+        }
+    }
+
+    #[test]
+    fn links_get_their_own_numbers_back_and_a_freed_subscription_waits_for_its_ack() {
+        let mut t = tables();
+        let (a, mut a_rx) = mpsc::channel(8);
+        let (b, mut b_rx) = mpsc::channel(8);
+        t.links.insert(1, a);
+        t.links.insert(2, b);
+        // Both links use their sub 0 and request 1; the server sees two of each.
+        let Some(ClientFrame::Subscribe { req: ra, sub: sa, .. }) = t.outgoing(1, subscribe(1, 0)) else {
+            panic!()
+        };
+        let Some(ClientFrame::Subscribe { req: rb, sub: sb, .. }) = t.outgoing(2, subscribe(1, 0)) else {
+            panic!()
+        };
+        assert_ne!(sa, sb);
+        assert_ne!(ra, rb);
+        // A third subscription does not fit: refused here, with the link's request number.
+        assert!(t.outgoing(1, subscribe(2, 1)).is_none());
+        let Ok(ServerFrame::Error { req: Some(2), error }) = a_rx.try_recv() else {
+            panic!()
+        };
+        assert_eq!(error.code, ErrorCode::TooManySubscriptions);
+        // The server's message on b's subscription reaches b as its sub 0.
+        let message = pinchat_proto::Message {
+            id: pinchat_proto::MessageId(9),
+            from: AccountId(2),
+            ts: 0,
+            text: "hi".into(),
+        };
+        t.incoming(ServerFrame::Message {
+            sub: sb,
+            cursor: 5,
+            message,
+        })
+        .unwrap();
+        assert!(matches!(
+            b_rx.try_recv(),
+            Ok(ServerFrame::Message {
+                sub: 0,
+                cursor: 5,
+                ..
+            })
+        ));
+        assert!(a_rx.try_recv().is_err());
+        // b leaves: its subscription is ended, and not reused before the server acknowledges.
+        let bye = t.detach(2);
+        let [ClientFrame::Unsubscribe { req: bye_req, sub }] = bye.as_slice() else {
+            panic!()
+        };
+        assert_eq!(*sub, sb);
+        assert_eq!(t.free_sub(), None);
+        t.incoming(ServerFrame::Message {
+            sub: sb,
+            cursor: 6,
+            message: pinchat_proto::Message {
+                id: pinchat_proto::MessageId(10),
+                from: AccountId(2),
+                ts: 0,
+                text: "late".into(),
+            },
+        })
+        .unwrap();
+        assert!(
+            a_rx.try_recv().is_err(),
+            "a late frame of b's subscription reached a"
+        );
+        t.incoming(ServerFrame::Ack {
+            req: *bye_req,
+            result: Ack::Done,
+        })
+        .unwrap();
+        assert_eq!(t.free_sub(), Some(sb));
+    }
+}
