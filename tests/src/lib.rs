@@ -810,3 +810,143 @@ pub async fn until<T>(
         }
     }
 }
+
+/// A running `pinchat-full --headless`, logged in as a demo account, registered in a daemon's runtime
+/// directory. Its program is a copy of `pinchat-full-e2e` named `pinchat-full`, as the daemon requires.
+pub struct FullClient {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    /// Its process id.
+    pub pid: u32,
+}
+
+impl FullClient {
+    /// The program, under the name the daemon accepts, in `dir`.
+    pub fn program(dir: &Path) -> PathBuf {
+        let program = dir.join(format!("pinchat-full{}", std::env::consts::EXE_SUFFIX));
+        std::fs::copy(
+            server_binary().with_file_name(format!("pinchat-full-e2e{}", std::env::consts::EXE_SUFFIX)),
+            &program,
+        )
+        .expect("copy pinchat-full-e2e");
+        program
+    }
+
+    /// Starts it as `account` on `server`, registering beside the daemon's socket `socket`, and waits
+    /// until it says it is ready.
+    pub fn start(server: &Server, account: &str, socket: &Path) -> FullClient {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let program = FullClient::program(dir.path());
+        let log = std::fs::File::create(dir.path().join("full.log")).unwrap();
+        let mut child = Command::new(program)
+            .args([
+                "--headless",
+                "--server",
+                &format!("http://{}", server.addr),
+                "--account",
+                account,
+            ])
+            .arg("--runtime-dir")
+            .arg(socket.parent().expect("the socket's directory"))
+            .env("PINCHAT_PASSWORD", DEMO_PASSWORD)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn pinchat-full");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read pinchat-full's first line");
+        let pid = child.id();
+        let full = FullClient {
+            child: Some(child),
+            dir,
+            pid,
+        };
+        assert!(
+            line.starts_with("pinchat-full ready"),
+            "unexpected first line {line:?}; log:\n{}",
+            full.log()
+        );
+        full
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("full.log")).unwrap_or_default()
+    }
+
+    /// Writes a command (`logout`, `quit`) on its standard input.
+    pub fn command(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.as_mut().expect("running").stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// SIGKILLs it: no clean-up runs (its registration stays behind).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        child.wait().unwrap()
+    }
+}
+
+impl Drop for FullClient {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("---- pinchat-full log ----\n{}", self.log());
+        }
+    }
+}
+
+/// Waits until `check` holds, looking again every 20 ms; fails the test after [`DEADLINE`]. For
+/// states that announce themselves nowhere but in a log or a metric.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Server {
+    /// The value of a metric on `/metrics`.
+    pub async fn metric(&self, name: &str) -> i64 {
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no metric {name}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}

@@ -177,6 +177,7 @@ impl TrayModel {
                     login: w.account.login.clone(),
                     name: w.account.name.clone(),
                     connection: w.connection,
+                    via: w.via,
                     unread: total_unread(w),
                     pins: w.pins.len(),
                 };

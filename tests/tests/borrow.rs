@@ -1,0 +1,473 @@
+//! Borrowing a running full client's connection (the patent's claims 9 and 12), end to end: the real
+//! server, the real `pinchatd`, real `pinchat-full --headless` processes registering in the daemon's
+//! runtime directory, SIGKILL and SIGTERM, and registrations that must be refused.
+
+use pinchat_ipc::Client;
+use pinchat_ipc::api::*;
+use pinchat_proto::stream::{ClientFrame, ServerFrame};
+use pinchat_proto::{AccountId, Encoding, Field, MessageId, Presence};
+use pinchat_tests::{Daemon, FullClient, Server, eventually, until};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::Receiver;
+
+/// A daemon with a subscribed client and one widget of `demo` pinning alice and bob, online on its
+/// own connection.
+struct Setup {
+    s: Server,
+    d: Daemon,
+    client: Client,
+    events: Receiver<Notification>,
+    widget: String,
+    demo: AccountId,
+    alice: AccountId,
+    bob: AccountId,
+}
+
+async fn setup() -> Setup {
+    let s = Server::start().await;
+    let d = Daemon::start();
+    let mut client = d.client().await;
+    let events = client.notifications().unwrap();
+    client
+        .call::<Subscribe>(SubscribeParams::default())
+        .await
+        .unwrap();
+    let created = client
+        .call::<CreateWidget>(Login {
+            server: format!("http://{}", s.addr),
+            account: "demo".into(),
+            password: "demo".into(),
+        })
+        .await
+        .unwrap();
+    let id = |login: &str| AccountId(created.contacts.iter().find(|c| c.login == login).unwrap().id);
+    let (alice, bob) = (id("alice"), id("bob"));
+    let widget = created.widget.id.clone();
+    let view = client
+        .call::<SetPins>(SetPinsParams {
+            widget: widget.clone(),
+            pins: vec![alice.0, bob.0],
+        })
+        .await
+        .unwrap();
+    let demo = AccountId(view.account.id);
+    let view = client
+        .call::<Refresh>(WidgetRef {
+            widget: widget.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!((view.connection, view.via), (Connection::Online, Via::Own));
+    Setup {
+        s,
+        d,
+        client,
+        events,
+        widget,
+        demo,
+        alice,
+        bob,
+    }
+}
+
+/// Waits for the widget to be online through `via`; gives how long that took.
+async fn online_via(events: &mut Receiver<Notification>, via: Via) -> Duration {
+    let start = Instant::now();
+    until(events, |n| match n {
+        Notification::ConnectionChanged {
+            connection: Connection::Online,
+            via: v,
+            ..
+        } if *v == via => Some(()),
+        _ => None,
+    })
+    .await;
+    start.elapsed()
+}
+
+/// Waits for a message from `from` with `text`.
+async fn message(events: &mut Receiver<Notification>, from: AccountId, text: &str) -> MessageView {
+    until(events, |n| match n {
+        Notification::MessageReceived { message, .. } if message.from == from.0 && message.text == text => {
+            Some(message.clone())
+        }
+        _ => None,
+    })
+    .await
+}
+
+async fn streams(s: &Server, expected: i64) {
+    let deadline = Instant::now() + pinchat_tests::DEADLINE;
+    loop {
+        let now = s.metric("pinchat_streams").await;
+        if now == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server holds {now} streams, not {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_widget_borrows_the_full_client_of_its_account_and_takes_its_connection_back() {
+    let Setup {
+        s,
+        d,
+        client,
+        mut events,
+        widget,
+        demo,
+        alice,
+        ..
+    } = setup().await;
+    streams(&s, 1).await;
+
+    // The full client of the same account starts: the widget borrows within 2 s, and the server holds
+    // one stream for the account — the full client's — not two.
+    let mut full = FullClient::start(&s, "demo", &d.socket);
+    let took = online_via(&mut events, Via::FullClient { pid: full.pid }).await;
+    assert!(took < Duration::from_secs(2), "borrowing took {took:?}");
+    println!("borrowing took {took:?}");
+    streams(&s, 1).await;
+    let view = client
+        .call::<Snapshot>(WidgetRef {
+            widget: widget.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(view.via, Via::FullClient { pid: full.pid });
+    let listed = client.call::<ListWidgets>(NoParams {}).await.unwrap();
+    assert_eq!(listed[0].via, Via::FullClient { pid: full.pid });
+
+    // Presence and messages still reach the widget, through the full client.
+    let alice_key = s.key("alice").await;
+    let mut alice_stream = s.stream(&alice_key, Encoding::Binary).await;
+    alice_stream.subscribe(1, 0, &[demo], None).await;
+    until(&mut events, |n| match n {
+        Notification::ContactChanged { contact, fields, .. }
+            if *contact == alice.0 && fields.contains(&Field::State(Presence::Online)) =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    s.send_text(&alice_key, demo, "a-1", "hello through the full client")
+        .await;
+    message(&mut events, alice, "hello through the full client").await;
+
+    // A send from the widget goes through the full client and reaches alice once.
+    client
+        .call::<SendMessage>(SendParams {
+            widget: widget.clone(),
+            contact: alice.0,
+            text: "borrowed send".into(),
+        })
+        .await
+        .unwrap();
+    let got = loop {
+        match alice_stream.recv().await {
+            ServerFrame::Message { message, .. } => break message,
+            _ => continue,
+        }
+    };
+    assert_eq!((got.from, got.text.as_str()), (demo, "borrowed send"));
+    let history: pinchat_proto::http::HistoryPage =
+        s.get(&alice_key, &format!("/v1/messages/{demo}")).await.unwrap();
+    let sent: Vec<_> = history
+        .messages
+        .iter()
+        .filter(|m| m.text == "borrowed send")
+        .collect();
+    assert_eq!(sent.len(), 1, "stored once");
+    streams(&s, 2).await;
+
+    // The full client exits cleanly: the widget is back on its own connection within 2 s, and a
+    // message sent meanwhile is not lost.
+    assert!(full.terminate().success());
+    let took = online_via(&mut events, Via::Own).await;
+    assert!(took < Duration::from_secs(2), "handing back took {took:?}");
+    println!("handing back took {took:?}");
+    s.send_text(&alice_key, demo, "a-2", "after the hand-back").await;
+    message(&mut events, alice, "after the hand-back").await;
+    let _ = alice_stream
+        .send(&ClientFrame::Unsubscribe { req: 9, sub: 0 })
+        .await;
+}
+
+/// How the full client goes away in the burst test.
+#[derive(Clone, Copy, Debug)]
+enum Leave {
+    Kill,
+    Terminate,
+    Logout,
+}
+
+#[tokio::test]
+async fn a_full_client_killed_stopped_or_logged_out_during_a_burst_loses_and_repeats_nothing() {
+    let Setup {
+        s,
+        d,
+        client,
+        mut events,
+        widget,
+        demo,
+        bob,
+        ..
+    } = setup().await;
+    let bob_key = s.key("bob").await;
+    let mut received: Vec<MessageId> = Vec::new();
+    for (round, leave) in [Leave::Kill, Leave::Terminate, Leave::Logout]
+        .into_iter()
+        .enumerate()
+    {
+        let mut full = FullClient::start(&s, "demo", &d.socket);
+        online_via(&mut events, Via::FullClient { pid: full.pid }).await;
+        let burst = s.flood(&bob_key, demo, 300, 2, &format!("r{round}-"));
+        // A third of the way through, the full client goes.
+        let mut this_round = 0;
+        while this_round < 100 {
+            if let Notification::MessageReceived { message, .. } = events.recv().await.unwrap() {
+                received.push(MessageId(message.id));
+                this_round += 1;
+            }
+        }
+        let gone = Instant::now();
+        match leave {
+            Leave::Kill => full.kill(),
+            Leave::Terminate => assert!(full.terminate().success()),
+            Leave::Logout => full.command("logout"),
+        }
+        let mut back = None;
+        while this_round < 300 || back.is_none() {
+            let n = tokio::time::timeout(pinchat_tests::DEADLINE, events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{leave:?}: {this_round} of 300 messages, back: {back:?}"))
+                .unwrap();
+            match n {
+                Notification::MessageReceived { message, .. } => {
+                    received.push(MessageId(message.id));
+                    this_round += 1;
+                }
+                Notification::ConnectionChanged {
+                    connection: Connection::Online,
+                    via: Via::Own,
+                    ..
+                } if back.is_none() => back = Some(gone.elapsed()),
+                _ => {}
+            }
+        }
+        burst.await.unwrap();
+        let back = back.unwrap();
+        println!("{leave:?}: own connection back after {back:?}");
+        assert!(
+            back < Duration::from_secs(2),
+            "{leave:?}: back on its own after {back:?}"
+        );
+        drop(full);
+    }
+    // Every message exactly once, the same as the server's history, and the unread counts agree.
+    let unique: BTreeSet<MessageId> = received.iter().copied().collect();
+    assert_eq!(unique.len(), received.len(), "a message arrived twice");
+    let mut stored = BTreeSet::new();
+    let mut before: Option<MessageId> = None;
+    loop {
+        let path = match before {
+            Some(b) => format!("/v1/messages/{bob}?limit=200&before={b}"),
+            None => format!("/v1/messages/{bob}?limit=200"),
+        };
+        let page: pinchat_proto::http::HistoryPage = s.get(&s.key("demo").await, &path).await.unwrap();
+        stored.extend(page.messages.iter().filter(|m| m.from == bob).map(|m| m.id));
+        before = page.messages.last().map(|m| m.id);
+        if !page.more {
+            assert_eq!(page.unread, 900, "the server's unread count");
+            break;
+        }
+    }
+    assert_eq!(
+        unique, stored,
+        "the widget received exactly the server's messages"
+    );
+    let view = client.call::<Snapshot>(WidgetRef { widget }).await.unwrap();
+    let pin = view.pins.iter().find(|p| p.id == bob.0).unwrap();
+    assert_eq!(pin.unread, 900, "the widget's unread count equals the server's");
+}
+
+#[tokio::test]
+async fn a_full_client_of_another_account_is_not_borrowed_and_one_started_first_is() {
+    let s = Server::start().await;
+    // Full clients of bob and of demo run before any widget exists.
+    let d = Daemon::start();
+    let bob_full = FullClient::start(&s, "bob", &d.socket);
+    let demo_full = FullClient::start(&s, "demo", &d.socket);
+    let mut client = d.client().await;
+    let mut events = client.notifications().unwrap();
+    client
+        .call::<Subscribe>(SubscribeParams::default())
+        .await
+        .unwrap();
+    // A widget of demo borrows from demo's full client at once; one of alice borrows from nobody.
+    let created = client
+        .call::<CreateWidget>(Login {
+            server: format!("http://{}", s.addr),
+            account: "demo".into(),
+            password: "demo".into(),
+        })
+        .await
+        .unwrap();
+    let demo_widget = created.widget.id.clone();
+    until(&mut events, |n| match n {
+        Notification::ConnectionChanged {
+            widget,
+            connection: Connection::Online,
+            via: Via::FullClient { pid },
+            ..
+        } if *widget == demo_widget && *pid == demo_full.pid => Some(()),
+        _ => None,
+    })
+    .await;
+    let alice = client
+        .call::<CreateWidget>(Login {
+            server: format!("http://{}", s.addr),
+            account: "alice".into(),
+            password: "demo".into(),
+        })
+        .await
+        .unwrap();
+    let view = client
+        .call::<Refresh>(WidgetRef {
+            widget: alice.widget.id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!((view.connection, view.via), (Connection::Online, Via::Own));
+    // Bob's full client was seen and not used.
+    eventually("the daemon saw bob's full client", || {
+        d.log()
+            .contains(&format!("a full client is running pid={}", bob_full.pid))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn registrations_that_cannot_be_trusted_are_refused_with_the_reason() {
+    let Setup {
+        s,
+        d,
+        client,
+        widget,
+        demo,
+        ..
+    } = setup().await;
+    let run = d.socket.parent().unwrap().to_owned();
+    let register = |pid: u32, start_time: u64, exe: &std::path::Path, protocol: u16| {
+        let r = pinchat_ipc::full::Registration {
+            protocol,
+            pid,
+            start_time,
+            exe: exe.to_owned(),
+            socket: pinchat_ipc::full::endpoint_path(&run, pid),
+            accounts: vec![pinchat_ipc::full::RegisteredAccount {
+                server: format!("http://{}", s.addr),
+                account: demo,
+                epoch: 0,
+            }],
+        };
+        pinchat_ipc::full::write(&run, &r).unwrap();
+    };
+    let start_time = |pid: u32| {
+        let mut system = sysinfo::System::new();
+        let p = sysinfo::Pid::from_u32(pid);
+        system.refresh_processes(sysinfo::ProcessesToUpdate::Some(&[p]), true);
+        system.process(p).unwrap().start_time()
+    };
+
+    // A stale file: the process is gone.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    register(gone_pid, 1, std::path::Path::new("/usr/bin/pinchat-full"), 1);
+    wait_log(&d, &format!("process {gone_pid} is not running")).await;
+
+    // A live process that is not a full client (its start time right, its program `sleep`).
+    let sleep = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    let sleeping = sleep.id();
+    register(
+        sleeping,
+        start_time(sleeping),
+        std::path::Path::new("/usr/bin/pinchat-full"),
+        1,
+    );
+    wait_log(&d, &format!("process {sleeping} runs")).await;
+    wait_log(&d, "not pinchat-full").await;
+
+    // The same process with a wrong start time: a reused pid.
+    register(sleeping, 12345, std::path::Path::new("/usr/bin/sleep"), 1);
+    wait_log(&d, "the pid was reused").await;
+
+    // Another protocol version.
+    let other = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    register(
+        other.id(),
+        start_time(other.id()),
+        std::path::Path::new("/usr/bin/sleep"),
+        2,
+    );
+    wait_log(&d, "written for protocol version 2").await;
+
+    // A real full client program run by another OS user (root's tests run it as nobody).
+    if rustix_is_root() {
+        let shared = tempfile::Builder::new()
+            .prefix("pinchat-nobody")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::set_permissions(shared.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let program = FullClient::program(shared.path());
+        let mut nobody = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&program)
+            .args([
+                "--headless",
+                "--server",
+                "http://127.0.0.1:9",
+                "--account",
+                "demo",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // It waits for its password on standard input: alive, and running the real program.
+        let pid = nobody.id();
+        eventually("the other user's process runs the program", || {
+            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == program)
+        })
+        .await;
+        register(pid, start_time(pid), &program, 1);
+        wait_log(&d, &format!("process {pid} runs as")).await;
+        nobody.kill().unwrap();
+        nobody.wait().unwrap();
+    }
+
+    // Through all of it the widget kept its own connection.
+    let view = client.call::<Refresh>(WidgetRef { widget }).await.unwrap();
+    assert_eq!((view.connection, view.via), (Connection::Online, Via::Own));
+    for mut p in [sleep, other] {
+        p.kill().unwrap();
+        p.wait().unwrap();
+    }
+}
+
+fn rustix_is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+async fn wait_log(d: &Daemon, text: &str) {
+    eventually(&format!("the daemon logs {text:?}"), || d.log().contains(text)).await;
+}
