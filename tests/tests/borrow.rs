@@ -10,6 +10,7 @@ use pinchat_tests::{Daemon, FullClient, Server, eventually, until};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::Receiver;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// A daemon with a subscribed client and one widget of `demo` pinning alice and bob, online on its
 /// own connection.
@@ -470,4 +471,157 @@ fn rustix_is_root() -> bool {
 
 async fn wait_log(d: &Daemon, text: &str) {
     eventually(&format!("the daemon logs {text:?}"), || d.log().contains(text)).await;
+}
+
+/// A link to a full client's endpoint, as a third-party program would open one.
+async fn endpoint(
+    d: &Daemon,
+    full: &FullClient,
+) -> tokio_tungstenite::WebSocketStream<pinchat_ipc::transport::Stream> {
+    let path = pinchat_ipc::full::endpoint_path(d.socket.parent().unwrap(), full.pid);
+    let stream = pinchat_ipc::transport::connect(&path).await.unwrap();
+    tokio_tungstenite::client_async("ws://pinchat-full/v1/stream", stream)
+        .await
+        .unwrap()
+        .0
+}
+
+/// Sends `message` and gives the error frame and close code the endpoint answers with.
+async fn refused(
+    ws: &mut tokio_tungstenite::WebSocketStream<pinchat_ipc::transport::Stream>,
+    messages: Vec<WsMessage>,
+) -> (Option<String>, Option<u16>) {
+    use futures_util::{SinkExt, StreamExt};
+    for m in messages {
+        // The endpoint may close before a later message is written.
+        let _ = ws.send(m).await;
+    }
+    let (mut code, mut close) = (None, None);
+    while let Some(Ok(m)) = ws.next().await {
+        match m {
+            WsMessage::Binary(b) => {
+                if let Ok(ServerFrame::Error { error, .. }) =
+                    pinchat_proto::codec::decode_server(Encoding::Binary, &b)
+                {
+                    code = Some(error.code.as_str().to_owned());
+                }
+            }
+            WsMessage::Close(f) => close = f.map(|f| u16::from(f.code)),
+            _ => {}
+        }
+    }
+    (code, close)
+}
+
+fn binary(frame: &ClientFrame) -> WsMessage {
+    WsMessage::Binary(pinchat_proto::codec::encode(Encoding::Binary, frame).into())
+}
+
+#[tokio::test]
+async fn the_full_clients_endpoint_refuses_bad_input_and_keeps_lending() {
+    use futures_util::{SinkExt, StreamExt};
+    let Setup {
+        s,
+        d,
+        client: _client,
+        mut events,
+        demo,
+        alice,
+        ..
+    } = setup().await;
+    let full = FullClient::start(&s, "demo", &d.socket);
+    online_via(&mut events, Via::FullClient { pid: full.pid }).await;
+    let hello = |version| binary(&ClientFrame::Hello { version });
+
+    // Not a WebSocket at all: dropped, nothing else disturbed.
+    {
+        use tokio::io::AsyncWriteExt;
+        let path = pinchat_ipc::full::endpoint_path(d.socket.parent().unwrap(), full.pid);
+        let mut raw = pinchat_ipc::transport::connect(&path).await.unwrap();
+        raw.write_all(b"\x00\xffnot an HTTP request\r\n\r\n")
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut rest).await;
+    }
+    let cases: Vec<(&str, Vec<WsMessage>, &str, u16)> = vec![
+        (
+            "text",
+            vec![WsMessage::Text("{\"hello\":{\"version\":1}}".into())],
+            "proto.malformed",
+            1008,
+        ),
+        (
+            "garbage",
+            vec![WsMessage::Binary(vec![0xff, 0xff, 0xff, 0x01].into())],
+            "proto.unknown_type",
+            1008,
+        ),
+        (
+            "another version",
+            vec![hello(99)],
+            "proto.version_unsupported",
+            1008,
+        ),
+        (
+            "subscribe before hello",
+            vec![binary(&ClientFrame::Subscribe {
+                req: 1,
+                sub: 0,
+                pins: vec![alice],
+                resume: None,
+            })],
+            "proto.unexpected",
+            1008,
+        ),
+        (
+            "oversized",
+            vec![WsMessage::Binary(vec![0u8; 200 * 1024].into())],
+            "limit.frame_too_large",
+            1009,
+        ),
+        ("hello twice", vec![hello(1), hello(1)], "proto.unexpected", 1008),
+    ];
+    for (what, messages, code, close) in cases {
+        let mut ws = endpoint(&d, &full).await;
+        let (got, closed) = refused(&mut ws, messages).await;
+        assert_eq!(
+            (got.as_deref(), closed),
+            (Some(code), Some(close)),
+            "{what}: error code and close code"
+        );
+    }
+
+    // A well-behaved link still gets the welcome and its snapshot, in its own numbering.
+    let mut ws = endpoint(&d, &full).await;
+    ws.send(hello(1)).await.unwrap();
+    let Some(Ok(WsMessage::Binary(b))) = ws.next().await else {
+        panic!("no welcome")
+    };
+    let Ok(ServerFrame::Welcome(w)) = pinchat_proto::codec::decode_server(Encoding::Binary, &b) else {
+        panic!("not a welcome")
+    };
+    assert_eq!(w.account, demo);
+    ws.send(binary(&ClientFrame::Subscribe {
+        req: 7,
+        sub: 3,
+        pins: vec![alice],
+        resume: None,
+    }))
+    .await
+    .unwrap();
+    let Some(Ok(WsMessage::Binary(b))) = ws.next().await else {
+        panic!("no snapshot")
+    };
+    let Ok(ServerFrame::Snapshot(snapshot)) = pinchat_proto::codec::decode_server(Encoding::Binary, &b)
+    else {
+        panic!("not a snapshot")
+    };
+    assert_eq!((snapshot.sub, snapshot.full), (3, true));
+
+    // And the widget kept borrowing: a message reaches it through the full client.
+    let alice_key = s.key("alice").await;
+    s.send_text(&alice_key, demo, "a-9", "still lending").await;
+    message(&mut events, alice, "still lending").await;
+    assert!(full.log().contains("a local program borrows the connection"));
 }
