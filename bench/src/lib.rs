@@ -1,6 +1,7 @@
 //! `pinchat-bench`: benchmarks that compare side by side in one run. The binary prints the figures;
 //! the library lets the test suite run a tiny version of each so that they never rot.
 
+pub mod borrow;
 pub mod fault;
 pub mod footprint;
 pub mod latency;

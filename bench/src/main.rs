@@ -116,6 +116,18 @@ enum Command {
         json: Option<PathBuf>,
     },
     /// The daemon: memory with widgets bound and idle, idle wake-ups, start-up to first snapshot.
+    /// Borrowing: a widget and a full client of one account, independent vs borrowing.
+    Borrow {
+        /// Pinned contacts (all the account's contacts).
+        #[arg(long, default_value_t = 5)]
+        pins: usize,
+        /// Rounds of every pinned contact coming online, writing and going offline.
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+        /// Seconds of idle keepalives after the workload (the server's keepalive is 5 s here).
+        #[arg(long, default_value_t = 30)]
+        idle: u64,
+    },
     Footprint {
         /// Widgets to bind, one run each (comma-separated).
         #[arg(long, value_delimiter = ',', default_values_t = [1, 3, 10])]
@@ -316,6 +328,32 @@ async fn main() -> anyhow::Result<()> {
                 clean,
                 "something was lost, duplicated or left different (see above)"
             );
+        }
+        Command::Borrow { pins, rounds, idle } => {
+            let runs = pinchat_bench::borrow::run(pins, rounds, Duration::from_secs(idle)).await?;
+            println!(
+                "borrowing: one account, a widget of {pins} pins and a full client; {rounds} rounds of the pins \
+                 coming online, writing once and going offline, then {idle} s idle (keepalive 5 s)"
+            );
+            println!(
+                "  {:<36} {:>8} {:>14} {:>16} {:>9}",
+                "configuration", "streams", "set-up bytes", "workload bytes", "messages"
+            );
+            for r in &runs {
+                println!(
+                    "  {:<36} {:>8} {:>14} {:>16} {:>9}",
+                    r.name, r.streams, r.setup_bytes, r.workload_bytes, r.messages
+                );
+            }
+            if let [independent, borrowing] = runs.as_slice() {
+                let ratio = |a: u64, b: u64| a as f64 / b.max(1) as f64;
+                println!(
+                    "  independent / borrowing: streams {:.1}×, set-up bytes {:.2}×, workload bytes {:.2}×",
+                    ratio(independent.streams, borrowing.streams),
+                    ratio(independent.setup_bytes, borrowing.setup_bytes),
+                    ratio(independent.workload_bytes, borrowing.workload_bytes)
+                );
+            }
         }
         Command::Footprint { widgets, idle } => {
             let bin = pinchat_bench::footprint::daemon_binary()?;

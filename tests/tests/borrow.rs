@@ -354,6 +354,8 @@ async fn a_full_client_of_another_account_is_not_borrowed_and_one_started_first_
     .await;
 }
 
+/// Linux: it runs `true`, `sleep` and `setpriv`, and reads `/proc`.
+#[cfg(target_os = "linux")]
 #[tokio::test]
 async fn registrations_that_cannot_be_trusted_are_refused_with_the_reason() {
     let Setup {
@@ -421,7 +423,7 @@ async fn registrations_that_cannot_be_trusted_are_refused_with_the_reason() {
     wait_log(&d, "written for protocol version 2").await;
 
     // A real full client program run by another OS user (root's tests run it as nobody).
-    if rustix_is_root() {
+    if running_as_root() {
         let shared = tempfile::Builder::new()
             .prefix("pinchat-nobody")
             .tempdir_in("/tmp")
@@ -462,13 +464,15 @@ async fn registrations_that_cannot_be_trusted_are_refused_with_the_reason() {
     }
 }
 
-fn rustix_is_root() -> bool {
+#[cfg(target_os = "linux")]
+fn running_as_root() -> bool {
     std::process::Command::new("id")
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
 
+#[cfg(target_os = "linux")]
 async fn wait_log(d: &Daemon, text: &str) {
     eventually(&format!("the daemon logs {text:?}"), || d.log().contains(text)).await;
 }

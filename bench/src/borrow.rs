@@ -1,0 +1,247 @@
+//! What borrowing buys (claims 9 and 12): a widget and a full client of the same account, measured
+//! side by side in one run — **independent** (the daemon with `borrow = false`: two connections) and
+//! **borrowing** (one connection, the full client's). Both configurations run against the same
+//! in-process server behind a byte-counting proxy, with the same workload: the pinned contacts come
+//! online and go offline `rounds` times, each sending the account a message while online, then an idle
+//! minute of keepalives (compressed: the server's keepalive is 5 s here). Reported: the server's open
+//! streams, stream connections made through the proxy, and bytes from the server — for the set-up
+//! (login, the widget's first snapshot) and for the workload.
+
+use crate::proxy::CountingProxy;
+use crate::traffic::{self, start_server};
+use pinchat_ipc::Client;
+use pinchat_ipc::api::*;
+use pinchat_proto::stream::ClientFrame;
+use pinchat_server::config::Config;
+use serde::Serialize;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One configuration's figures.
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct Borrowed {
+    /// Configuration name.
+    pub name: String,
+    /// Streams the server held for the account at rest.
+    pub streams: u64,
+    /// Bytes from the server until the widget was online through its link.
+    pub setup_bytes: u64,
+    /// Bytes from the server during the workload and the idle time after it.
+    pub workload_bytes: u64,
+    /// Messages the widget received.
+    pub messages: u64,
+    /// How the widget was carried.
+    pub via: String,
+}
+
+/// `pinchat-full` and `pinchatd` next to the running binary.
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    anyhow::ensure!(
+        bin.exists(),
+        "{} is missing: build it (bench/run borrow does)",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs both configurations with `pins` pinned contacts and `rounds` online/offline rounds.
+pub async fn run(pins: usize, rounds: usize, idle: Duration) -> anyhow::Result<Vec<Borrowed>> {
+    let (daemon, full) = (sibling("pinchatd")?, sibling("pinchat-full")?);
+    let mut config = Config::default();
+    config.limits.login_per_address_per_minute = 10_000;
+    config.keepalive_secs = 5;
+    let (server, world) = start_server(pins, config).await?;
+    let mut out = Vec::new();
+    for borrow in [false, true] {
+        out.push(configuration(&server.addr, &world, &daemon, &full, borrow, rounds, idle).await?);
+    }
+    Ok(out)
+}
+
+async fn configuration(
+    server: &std::net::SocketAddr,
+    world: &traffic::World,
+    daemon_bin: &Path,
+    full_bin: &Path,
+    borrow: bool,
+    rounds: usize,
+    idle: Duration,
+) -> anyhow::Result<Borrowed> {
+    let proxy = CountingProxy::start(*server).await?;
+    let url = format!("http://{}", proxy.addr);
+    let dir = tempfile::tempdir()?;
+    let (socket, config) = (
+        dir.path().join("run").join("d.sock"),
+        dir.path().join("pinchatd.toml"),
+    );
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nsocket = {:?}\nborrow = {borrow}\n",
+            dir.path().join("data"),
+            socket
+        ),
+    )?;
+    let _daemon = Killed(
+        Command::new(daemon_bin)
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let client = connect(&socket).await?;
+
+    // The full client first, as a person who has it open all day would have it.
+    let mut full = Command::new(full_bin)
+        .args(["--headless", "--server", &url, "--account", "observer"])
+        .arg("--runtime-dir")
+        .arg(dir.path().join("run"))
+        .env("PINCHAT_PASSWORD", "bench-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(full.stdout.take().expect("piped")).read_line(&mut line)?;
+    anyhow::ensure!(
+        line.starts_with("pinchat-full ready"),
+        "pinchat-full said {line:?}"
+    );
+    let full_pid = full.id();
+    let _full = Killed(full);
+
+    let start_bytes = proxy.bytes_down();
+    let created = client
+        .call::<CreateWidget>(Login {
+            server: url.clone(),
+            account: "observer".into(),
+            password: "bench-password".into(),
+        })
+        .await?;
+    let widget = created.widget.id.clone();
+    client
+        .call::<SetPins>(SetPinsParams {
+            widget: widget.clone(),
+            pins: world.contacts.iter().map(|(_, id)| id.0).collect(),
+        })
+        .await?;
+    let expected = if borrow {
+        Via::FullClient { pid: full_pid }
+    } else {
+        Via::Own
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let view = client
+            .call::<Refresh>(WidgetRef {
+                widget: widget.clone(),
+            })
+            .await?;
+        if view.connection == Connection::Online && view.via == expected {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the widget never got {expected:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The server notices a closed stream (the daemon's own, once it borrows) within moments.
+    let want = if borrow { 1 } else { 2 };
+    let settle = Instant::now() + Duration::from_secs(5);
+    let mut streams = streams(server).await?;
+    while streams != want && Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        streams = self::streams(server).await?;
+    }
+    let setup_bytes = proxy.bytes_down() - start_bytes;
+
+    // The workload: every pinned contact comes online, writes, goes offline; `rounds` times.
+    let mut notifications = {
+        let mut c = Client::connect(&socket).await?;
+        let rx = c.notifications().expect("first call");
+        c.call::<Subscribe>(SubscribeParams::default()).await?;
+        (c, rx)
+    };
+    let before = proxy.bytes_down();
+    let mut sent = 0u64;
+    for round in 0..rounds {
+        for (i, (key, _)) in world.contacts.iter().enumerate() {
+            let mut ws = traffic::connect(*server, key).await?;
+            traffic::send(
+                &mut ws,
+                &ClientFrame::Send {
+                    req: 1,
+                    to: world.observer.1,
+                    client_id: format!("r{round}-{i}"),
+                    text: format!("round {round} from {i}"),
+                },
+            )
+            .await?;
+            // The ack: the message is stored before the contact goes offline again.
+            traffic::next(&mut ws).await?;
+            sent += 1;
+            drop(ws);
+        }
+    }
+    let mut received = 0u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while received < sent {
+        match tokio::time::timeout_at(deadline, notifications.1.recv()).await {
+            Ok(Some(Notification::MessageReceived { .. })) => received += 1,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => anyhow::bail!("{received} of {sent} messages reached the widget"),
+        }
+    }
+    tokio::time::sleep(idle).await;
+    let workload_bytes = proxy.bytes_down() - before;
+    drop(notifications);
+    Ok(Borrowed {
+        name: if borrow {
+            "widget + full client, borrowing".into()
+        } else {
+            "widget + full client, independent".into()
+        },
+        streams,
+        setup_bytes,
+        workload_bytes,
+        messages: received,
+        via: format!("{expected:?}"),
+    })
+}
+
+async fn connect(socket: &Path) -> anyhow::Result<Client> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Client::connect(socket).await {
+            Ok(c) => return Ok(c),
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The server's open streams (before any contact connects, all of them are the account's).
+async fn streams(server: &std::net::SocketAddr) -> anyhow::Result<u64> {
+    let text = reqwest::get(format!("http://{server}/metrics"))
+        .await?
+        .text()
+        .await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("pinchat_streams "))
+        .ok_or_else(|| anyhow::anyhow!("no pinchat_streams metric"))?
+        .trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("pinchat_streams: {e}"))
+}
