@@ -1,11 +1,14 @@
 //! What borrowing buys (claims 9 and 12): a widget and a full client of the same account, measured
 //! side by side in one run — **independent** (the daemon with `borrow = false`: two connections) and
-//! **borrowing** (one connection, the full client's). Both configurations run against the same
-//! in-process server behind a byte-counting proxy, with the same workload: the pinned contacts come
-//! online and go offline `rounds` times, each sending the account a message while online, then an idle
-//! minute of keepalives (compressed: the server's keepalive is 5 s here). Reported: the server's open
-//! streams, stream connections made through the proxy, and bytes from the server — for the set-up
-//! (login, the widget's first snapshot) and for the workload.
+//! **borrowing** (one connection, the full client's). Each configuration runs against a fresh
+//! in-process server behind a byte-counting proxy, with the same workload: `rounds` times, every pinned
+//! contact's client connects, subscribes (so the contact is online), writes the account one message
+//! and leaves (the server shows a contact offline only after its 10 s presence grace, so the widget sees
+//! each contact come online once and go offline once); then idle keepalives (the server's keepalive is
+//! 5 s here). Reported: the server's open streams for the account, and bytes from the server — for the
+//! set-up (login, the widget's first snapshot) and for the workload. The headless full client
+//! subscribes nothing of its own, so the bytes compared are the widget's traffic, the second stream's
+//! hand-shake and keepalives.
 
 use crate::proxy::CountingProxy;
 use crate::traffic::{self, start_server};
@@ -57,15 +60,16 @@ impl Drop for Killed {
     }
 }
 
-/// Runs both configurations with `pins` pinned contacts and `rounds` online/offline rounds.
+/// Runs both configurations with `pins` pinned contacts and `rounds` online/offline rounds, each
+/// against a fresh server (so that ids and cursors, which grow, cost both the same bytes).
 pub async fn run(pins: usize, rounds: usize, idle: Duration) -> anyhow::Result<Vec<Borrowed>> {
     let (daemon, full) = (sibling("pinchatd")?, sibling("pinchat-full")?);
-    let mut config = Config::default();
-    config.limits.login_per_address_per_minute = 10_000;
-    config.keepalive_secs = 5;
-    let (server, world) = start_server(pins, config).await?;
     let mut out = Vec::new();
     for borrow in [false, true] {
+        let mut config = Config::default();
+        config.limits.login_per_address_per_minute = 10_000;
+        config.keepalive_secs = 5;
+        let (server, world) = start_server(pins, config).await?;
         out.push(configuration(&server.addr, &world, &daemon, &full, borrow, rounds, idle).await?);
     }
     Ok(out)
@@ -178,19 +182,35 @@ async fn configuration(
     let mut sent = 0u64;
     for round in 0..rounds {
         for (i, (key, _)) in world.contacts.iter().enumerate() {
+            // A contact's client subscribes (that is what makes it online to others), writes, leaves.
             let mut ws = traffic::connect(*server, key).await?;
+            traffic::send(
+                &mut ws,
+                &ClientFrame::Subscribe {
+                    req: 2,
+                    sub: 0,
+                    pins: vec![world.observer.1],
+                    resume: None,
+                },
+            )
+            .await?;
+            traffic::next(&mut ws).await?;
             traffic::send(
                 &mut ws,
                 &ClientFrame::Send {
                     req: 1,
                     to: world.observer.1,
-                    client_id: format!("r{round}-{i}"),
+                    // Unique across configurations: the server stores a client id once.
+                    client_id: format!("{borrow}-r{round}-{i}"),
                     text: format!("round {round} from {i}"),
                 },
             )
             .await?;
             // The ack: the message is stored before the contact goes offline again.
-            traffic::next(&mut ws).await?;
+            while !matches!(
+                traffic::next(&mut ws).await?.0,
+                pinchat_proto::stream::ServerFrame::Ack { req: 1, .. }
+            ) {}
             sent += 1;
             drop(ws);
         }

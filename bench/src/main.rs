@@ -332,8 +332,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Borrow { pins, rounds, idle } => {
             let runs = pinchat_bench::borrow::run(pins, rounds, Duration::from_secs(idle)).await?;
             println!(
-                "borrowing: one account, a widget of {pins} pins and a full client; {rounds} rounds of the pins \
-                 coming online, writing once and going offline, then {idle} s idle (keepalive 5 s)"
+                "borrowing: one account, a widget of {pins} pins and a full client; {rounds} rounds of every pin \
+                 connecting, writing once and leaving, then {idle} s idle (keepalive 5 s)"
             );
             println!(
                 "  {:<36} {:>8} {:>14} {:>16} {:>9}",

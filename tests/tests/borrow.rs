@@ -331,6 +331,19 @@ async fn a_full_client_of_another_account_is_not_borrowed_and_one_started_first_
         _ => None,
     })
     .await;
+    // Pinned while borrowing: a message from the new pin comes through the full client.
+    let alice_id = created.contacts.iter().find(|c| c.login == "alice").unwrap().id;
+    client
+        .call::<SetPins>(SetPinsParams {
+            widget: demo_widget.clone(),
+            pins: vec![alice_id],
+        })
+        .await
+        .unwrap();
+    let demo = AccountId(created.widget.account.id);
+    s.send_text(&s.key("alice").await, demo, "x-1", "to a widget born borrowing")
+        .await;
+    message(&mut events, AccountId(alice_id), "to a widget born borrowing").await;
     let alice = client
         .call::<CreateWidget>(Login {
             server: format!("http://{}", s.addr),
