@@ -82,6 +82,10 @@ struct Tables {
     releasing: HashMap<ReqId, SubId>,
     /// Server request → (link, the link's number).
     reqs: HashMap<ReqId, (LinkId, ReqId)>,
+    /// Subscribes awaiting their snapshot, per server subscription, oldest first (a subscribe is
+    /// answered by a snapshot, not an ack, in the order sent): the request, and whether it created
+    /// the subscription (so that a refusal removes it again).
+    subscribing: HashMap<SubId, std::collections::VecDeque<(ReqId, bool)>>,
     next_req: ReqId,
     max_subs: u8,
 }
@@ -139,8 +143,8 @@ impl Tables {
                 pins,
                 resume,
             } => {
-                let server = match self.server_sub(link, sub) {
-                    Some(s) => s,
+                let (server, created) = match self.server_sub(link, sub) {
+                    Some(s) => (s, false),
                     None => {
                         let Some(s) = self.free_sub() else {
                             let message = format!(
@@ -151,10 +155,14 @@ impl Tables {
                             return None;
                         };
                         self.subs.insert(s, (link, sub));
-                        s
+                        (s, true)
                     }
                 };
                 let req = ask(self, req);
+                self.subscribing
+                    .entry(server)
+                    .or_default()
+                    .push_back((req, created));
                 Some(ClientFrame::Subscribe {
                     req,
                     sub: server,
@@ -165,6 +173,7 @@ impl Tables {
             ClientFrame::Unsubscribe { req, sub } => match self.server_sub(link, sub) {
                 Some(server) => {
                     self.subs.remove(&server);
+                    self.subscribing.remove(&server);
                     let r = ask(self, req);
                     self.releasing.insert(r, server);
                     Some(ClientFrame::Unsubscribe { req: r, sub: server })
@@ -217,6 +226,7 @@ impl Tables {
         mine.into_iter()
             .map(|sub| {
                 self.subs.remove(&sub);
+                self.subscribing.remove(&sub);
                 let req = self.req();
                 self.releasing.insert(req, sub);
                 ClientFrame::Unsubscribe { req, sub }
@@ -228,6 +238,10 @@ impl Tables {
     fn incoming(&mut self, frame: ServerFrame) -> Result<(), Ended> {
         match frame {
             ServerFrame::Snapshot(mut s) => {
+                // It answers the oldest subscribe of that subscription.
+                if let Some((req, _)) = self.subscribing.get_mut(&s.sub).and_then(|q| q.pop_front()) {
+                    self.reqs.remove(&req);
+                }
                 if let Some(&(link, sub)) = self.subs.get(&s.sub) {
                     s.sub = sub;
                     self.deliver(link, ServerFrame::Snapshot(s));
@@ -265,8 +279,16 @@ impl Tables {
                 error,
             } => {
                 self.releasing.remove(&req);
+                // A refused subscribe that would have created a subscription leaves none behind.
+                for (sub, queue) in &mut self.subscribing {
+                    if let Some(at) = queue.iter().position(|(r, _)| *r == req) {
+                        if queue.remove(at).is_some_and(|(_, created)| created) {
+                            self.subs.remove(sub);
+                        }
+                        break;
+                    }
+                }
                 if let Some((link, req)) = self.reqs.remove(&req) {
-                    // A refused subscribe leaves no subscription behind.
                     self.deliver(
                         link,
                         ServerFrame::Error {
@@ -301,6 +323,7 @@ pub async fn run(
         subs: HashMap::new(),
         releasing: HashMap::new(),
         reqs: HashMap::new(),
+        subscribing: HashMap::new(),
         next_req: 1,
         max_subs: welcome.limits.max_subscriptions,
     };
@@ -393,6 +416,7 @@ mod tests {
             subs: HashMap::new(),
             releasing: HashMap::new(),
             reqs: HashMap::new(),
+            subscribing: HashMap::new(),
             next_req: 1,
             max_subs: 2,
         }
@@ -479,5 +503,47 @@ mod tests {
         })
         .unwrap();
         assert_eq!(t.free_sub(), Some(sb));
+    }
+
+    #[test]
+    fn answered_subscribes_leave_nothing_behind_and_a_refused_one_frees_its_number() {
+        let mut t = tables();
+        let (a, mut a_rx) = mpsc::channel(64);
+        t.links.insert(1, a);
+        // A thousand re-subscribes (refreshes over months) keep no request around once answered.
+        for i in 0..1000 {
+            let Some(ClientFrame::Subscribe { sub, .. }) = t.outgoing(1, subscribe(i, 0)) else {
+                panic!()
+            };
+            let snapshot = pinchat_proto::stream::Snapshot {
+                sub,
+                cursor: u64::from(i),
+                full: true,
+                contacts: vec![],
+                messages: vec![],
+            };
+            t.incoming(ServerFrame::Snapshot(snapshot)).unwrap();
+            assert!(matches!(a_rx.try_recv(), Ok(ServerFrame::Snapshot(s)) if s.sub == 0));
+        }
+        assert!(t.reqs.is_empty() && t.subscribing.values().all(|q| q.is_empty()));
+        // A new subscription the server refuses (too many pins, say) leaves no number taken.
+        let Some(ClientFrame::Subscribe { req, sub, .. }) = t.outgoing(1, subscribe(5000, 1)) else {
+            panic!()
+        };
+        let error = ErrorBody::new(ErrorCode::TooManyPins, "too many");
+        t.incoming(ServerFrame::Error {
+            req: Some(req),
+            error,
+        })
+        .unwrap();
+        assert!(matches!(
+            a_rx.try_recv(),
+            Ok(ServerFrame::Error { req: Some(5000), .. })
+        ));
+        assert!(
+            !t.subs.contains_key(&sub),
+            "the refused subscription's number is free again"
+        );
+        assert_eq!(t.subs.len(), 1, "the first subscription stays");
     }
 }

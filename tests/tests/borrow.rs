@@ -642,3 +642,52 @@ async fn the_full_clients_endpoint_refuses_bad_input_and_keeps_lending() {
     message(&mut events, alice, "still lending").await;
     assert!(full.log().contains("a local program borrows the connection"));
 }
+
+#[tokio::test]
+async fn a_full_client_with_no_subscription_left_is_not_borrowed_from() {
+    use futures_util::{SinkExt, StreamExt};
+    // One subscription per stream: a gadget talking to the full client directly takes it.
+    let s = Server::start_with("[limits]\nmax_subscriptions_per_connection = 1\n").await;
+    let d = Daemon::start();
+    let full = FullClient::start(&s, "demo", &d.socket);
+    let mut gadget = endpoint(&d, &full).await;
+    gadget
+        .send(binary(&ClientFrame::Hello { version: 1 }))
+        .await
+        .unwrap();
+    gadget.next().await.unwrap().unwrap();
+    let alice = s.id_of(&s.key("demo").await, "alice").await;
+    gadget
+        .send(binary(&ClientFrame::Subscribe {
+            req: 1,
+            sub: 0,
+            pins: vec![alice],
+            resume: None,
+        }))
+        .await
+        .unwrap();
+    gadget.next().await.unwrap().unwrap();
+
+    // The widget tries, is refused (limit.subscriptions), and serves itself at once.
+    let client = d.client().await;
+    let created = client
+        .call::<CreateWidget>(Login {
+            server: format!("http://{}", s.addr),
+            account: "demo".into(),
+            password: "demo".into(),
+        })
+        .await
+        .unwrap();
+    let view = client
+        .call::<Refresh>(WidgetRef {
+            widget: created.widget.id,
+        })
+        .await
+        .unwrap();
+    assert_eq!((view.connection, view.via), (Connection::Online, Via::Own));
+    assert!(
+        d.log().contains("the full client refused the subscription"),
+        "the daemon says why it did not borrow:\n{}",
+        d.log()
+    );
+}

@@ -314,6 +314,13 @@ impl Source {
                                     self.outbox.set(&client_id, EntryState::Held);
                                     continue;
                                 }
+                            } else if via != Via::Own && !online {
+                                // A full client that cannot carry the subscription (all of its
+                                // stream's subscriptions taken, say): the widget's own link serves.
+                                return Ended::Lost(format!(
+                                    "the full client refused the subscription: {} ({})",
+                                    error.message, error.code
+                                ));
                             } else {
                                 tracing::warn!(code = %error.code, message = %error.message, "the server refused a request");
                                 continue;
