@@ -532,6 +532,22 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
     wd.find(&format!("#pins li[data-contact='{}']", alice.0)).await;
     assert_eq!(wd.text("#connection").await, "connected");
 
+    // The full client of the account starts: the panel says the widget uses its connection, and
+    // when it goes, that the widget is connected on its own again.
+    let mut full =
+        pinchat_tests::FullClient::start(&server, "demo", &dir.path().join("run").join("daemon.sock"));
+    wd.until(
+        "the borrowed connection in words",
+        "return document.querySelector('#connection').textContent === 'connected via your pinchat client' || null",
+    )
+    .await;
+    full.kill();
+    wd.until(
+        "the own connection again",
+        "return document.querySelector('#connection').textContent === 'connected' || null",
+    )
+    .await;
+
     // Emoji are drawn in colour with the page's own fonts (a colour emoji font is in the stack and
     // installed: the package recommends it), not as outlines or empty boxes.
     let coloured = wd

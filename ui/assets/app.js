@@ -18,7 +18,8 @@ const WORDS = {
     reauthTitle: "Password needed", reauthText: "The server no longer accepts this account's key. Enter the password to log in again.",
     unread: "unread", limit: "You can pin up to {max} contacts.",
     online: "online", offline: "offline", busy: "busy", idle: "idle", do_not_disturb: "do not disturb",
-    conn_online: "connected", conn_offline: "offline — showing what was last received",
+    conn_online: "connected", conn_borrowed: "connected via your pinchat client",
+    conn_borrowed_hint: "Your full pinchat client is running: this widget uses its connection instead of a second one of its own.", conn_offline: "offline — showing what was last received",
     conn_connecting: "connecting…", conn_auth_required: "password needed",
     storage: "cannot save new messages: disk full or read-only",
     queued: "queued", sent: "sent", read: "read", failed: "not sent", received: "",
@@ -51,7 +52,8 @@ const WORDS = {
     reauthTitle: "需要密码", reauthText: "服务器不再接受该账号的密钥，请输入密码重新登录。",
     unread: "条未读", limit: "最多可以挂出 {max} 位联系人。",
     online: "在线", offline: "离线", busy: "忙碌", idle: "空闲", do_not_disturb: "请勿打扰",
-    conn_online: "已连接", conn_offline: "离线——显示最后收到的内容",
+    conn_online: "已连接", conn_borrowed: "经由你的 pinchat 客户端连接",
+    conn_borrowed_hint: "完整的 pinchat 客户端正在运行：此小部件借用它的连接，而不另开一个。", conn_offline: "离线——显示最后收到的内容",
     conn_connecting: "正在连接…", conn_auth_required: "需要密码",
     storage: "无法保存新消息：磁盘已满或只读",
     queued: "待发送", sent: "已发送", read: "已读", failed: "发送失败", received: "",
@@ -416,7 +418,9 @@ function widgetView() {
   // A disk that cannot take what arrives matters more than the link: say so (the daemon's words on hover).
   const conn = v.storage
     ? h("span", { class: "conn storage", id: "connection", title: v.storage }, t("storage"))
-    : h("span", { class: "conn " + v.connection, id: "connection" }, t("conn_" + v.connection));
+    : v.connection === "online" && v.via && v.via.kind === "full_client"
+      ? h("span", { class: "conn online borrowed", id: "connection", title: t("conn_borrowed_hint") }, t("conn_borrowed"))
+      : h("span", { class: "conn " + v.connection, id: "connection" }, t("conn_" + v.connection));
   const pin = h("button", { id: "keep-open", class: "icon", "aria-label": t("keepOpen"), title: t("keepOpen"),
     "aria-pressed": keepOpen ? "true" : "false", onclick: () => {
       keepOpen = !keepOpen;
@@ -647,6 +651,7 @@ function onEvent(n) {
     case "connection.changed":
       if (!state.view) return;
       state.view.connection = p.connection;
+      state.view.via = p.via;
       state.view.stale = p.stale;
       if (p.connection === "auth_required") { if (state.screen !== "login") reauthView(); }
       else if (state.screen === "widget" || state.screen === "reauth") widgetView();
