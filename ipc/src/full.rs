@@ -93,12 +93,10 @@ pub fn endpoint_path(dir: &Path, pid: u32) -> PathBuf {
     #[cfg(windows)]
     {
         let _ = dir;
-        let user = std::env::var("USERNAME").unwrap_or_else(|_| "user".into());
-        let user: String = user
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        PathBuf::from(format!(r"\\.\pipe\pinchat-full-{user}-{pid}"))
+        PathBuf::from(format!(
+            r"\\.\pipe\pinchat-full-{}-{pid}",
+            crate::transport::pipe_user()
+        ))
     }
     #[cfg(not(windows))]
     {

@@ -52,12 +52,16 @@ fn platform_default() -> PathBuf {
 
 #[cfg(windows)]
 fn platform_default() -> PathBuf {
+    PathBuf::from(format!(r"\\.\pipe\pinchat-{}", pipe_user()))
+}
+
+/// The user's name as it goes into pipe names (letters and digits; anything else becomes `_`).
+#[cfg(windows)]
+pub(crate) fn pipe_user() -> String {
     let user = std::env::var("USERNAME").unwrap_or_else(|_| "user".into());
-    let user: String = user
-        .chars()
+    user.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    PathBuf::from(format!(r"\\.\pipe\pinchat-{user}"))
+        .collect()
 }
 
 /// A listening socket. On Unix its file is removed when it is dropped.

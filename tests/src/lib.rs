@@ -931,18 +931,23 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 impl Server {
-    /// The value of a metric on `/metrics`.
-    pub async fn metric(&self, name: &str) -> i64 {
-        let text = self
-            .http
+    /// `/metrics`, whole.
+    pub async fn metrics_text(&self) -> String {
+        self.http
             .get(self.url("/metrics"))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
-        text.lines()
+            .unwrap()
+    }
+
+    /// The value of a metric on `/metrics`.
+    pub async fn metric(&self, name: &str) -> i64 {
+        self.metrics_text()
+            .await
+            .lines()
             .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
             .unwrap_or_else(|| panic!("no metric {name}"))
             .trim()

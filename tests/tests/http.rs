@@ -776,15 +776,7 @@ async fn health_and_metrics() {
         .unwrap();
     assert_eq!(h.status, "ok");
     s.key("demo").await;
-    let text = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics_text().await;
     assert!(text.contains("pinchat_logins_total 1"), "{text}");
     for name in [
         "pinchat_streams ",

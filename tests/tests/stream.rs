@@ -883,15 +883,7 @@ async fn a_burst_is_delivered_exactly_once_even_when_a_stream_falls_behind() {
     let unique: BTreeSet<MessageId> = got.iter().copied().collect();
     assert_eq!(unique.len(), got.len(), "no message delivered twice");
     assert_eq!(unique, sent, "every message delivered");
-    let metrics = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics_text().await;
     let resyncs = metrics
         .lines()
         .find(|l| l.starts_with("pinchat_stream_resyncs_total"))
