@@ -691,3 +691,36 @@ async fn a_full_client_with_no_subscription_left_is_not_borrowed_from() {
         d.log()
     );
 }
+
+#[tokio::test]
+async fn after_a_server_restart_the_widget_borrows_again_and_nothing_is_lost() {
+    let Setup {
+        mut s,
+        d,
+        client: _client,
+        mut events,
+        demo,
+        alice,
+        ..
+    } = setup().await;
+    let full = FullClient::start(&s, "demo", &d.socket);
+    online_via(&mut events, Via::FullClient { pid: full.pid }).await;
+
+    // The server goes away: the full client sends its borrowers home (1001), then reconnects and
+    // registers again; the widget borrows again once it is back.
+    s.kill();
+    until(&mut events, |n| match n {
+        Notification::ConnectionChanged { connection, via, .. }
+            if (*connection, *via) != (Connection::Online, Via::FullClient { pid: full.pid }) =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    s.restart();
+    online_via(&mut events, Via::FullClient { pid: full.pid }).await;
+    let alice_key = s.key("alice").await;
+    s.send_text(&alice_key, demo, "a-r", "after the restart").await;
+    message(&mut events, alice, "after the restart").await;
+}
