@@ -3,8 +3,10 @@
 //!
 //! One task owns the search: it watches the registration directory (`pinchat_ipc::full`) with
 //! `notify` — so a full client that starts or exits is noticed at once, without any periodic
-//! wake-up — and rescans when a widget asks ([`FullClients::recheck`]: on its keepalive tick and
-//! before a send, the moments the patent names). Every registration found is **verified** before it
+//! wake-up — and rescans when a widget asks: before a send ([`FullClients::recheck`]) and, only where
+//! the directory cannot be watched, on the widget's keepalive tick ([`FullClients::tick`]) — the
+//! moments the patent names. (With the watcher on, a scan at every tick would only cost a thread
+//! wake-up every keepalive; `bench/run footprint` showed it.) Every registration found is **verified** before it
 //! is published: the process it names is alive, started when the file says (a reused pid is not
 //! it), runs the `pinchat-full` program the file names, and belongs to this OS user. A file that fails
 //! any of these is ignored and logged once, with the reason. The borrower checks again when it
@@ -39,6 +41,8 @@ pub struct FullClient {
 pub struct FullClients {
     current: watch::Receiver<Arc<Vec<FullClient>>>,
     recheck: Option<mpsc::Sender<()>>,
+    /// Whether the directory is watched (then a keepalive tick needs no rescan).
+    watched: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl FullClients {
@@ -49,6 +53,7 @@ impl FullClients {
         FullClients {
             current: rx,
             recheck: None,
+            watched: Arc::default(),
         }
     }
 
@@ -57,10 +62,19 @@ impl FullClients {
         let (tx, rx) = watch::channel(Arc::new(Vec::new()));
         // One pending recheck is enough: several asks before a scan are answered by that scan.
         let (recheck_tx, recheck_rx) = mpsc::channel(1);
-        tokio::spawn(watcher(dir, tx, recheck_tx.clone(), recheck_rx, shutdown));
+        let watched = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        tokio::spawn(watcher(
+            dir,
+            tx,
+            recheck_tx.clone(),
+            recheck_rx,
+            watched.clone(),
+            shutdown,
+        ));
         FullClients {
             current: rx,
             recheck: Some(recheck_tx),
+            watched,
         }
     }
 
@@ -80,6 +94,13 @@ impl FullClients {
         }
     }
 
+    /// A keepalive tick: a rescan only when the directory cannot be watched.
+    pub fn tick(&self) {
+        if !self.watched.load(std::sync::atomic::Ordering::Relaxed) {
+            self.recheck();
+        }
+    }
+
     /// Resolves when the set of running full clients changed. Cancel-safe.
     pub async fn changed(&mut self) {
         if self.current.changed().await.is_err() {
@@ -93,6 +114,7 @@ async fn watcher(
     publish: watch::Sender<Arc<Vec<FullClient>>>,
     poke: mpsc::Sender<()>,
     mut rechecks: mpsc::Receiver<()>,
+    watched: Arc<std::sync::atomic::AtomicBool>,
     shutdown: CancellationToken,
 ) {
     if let Err(e) = std::fs::create_dir_all(&dir) {
@@ -110,7 +132,10 @@ async fn watcher(
     .and_then(|mut w| notify::Watcher::watch(&mut w, &dir, notify::RecursiveMode::NonRecursive).map(|()| w));
     // Without the watcher, full clients are still found on every recheck (keepalive tick, send).
     let _watcher = match watcher {
-        Ok(w) => Some(w),
+        Ok(w) => {
+            watched.store(true, std::sync::atomic::Ordering::Relaxed);
+            Some(w)
+        }
         Err(e) => {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot watch for full clients; looking only on keepalive ticks and sends");
             None

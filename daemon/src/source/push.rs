@@ -405,7 +405,7 @@ impl Source {
                 }
                 _ = ping.tick() => {
                     if may_borrow {
-                        self.full.recheck();
+                        self.full.tick();
                     }
                     match tokio::time::timeout(WRITE_TIMEOUT, ws.send(WsMessage::Ping(Vec::new().into()))).await {
                         Ok(Ok(())) => {}
