@@ -39,8 +39,8 @@ pub struct Borrowed {
     pub via: String,
 }
 
-/// `pinchat-full` and `pinchatd` next to the running binary.
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+/// `pinchat-full` or `pinchatd` next to the running binary.
+pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let bin = exe.with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     anyhow::ensure!(
@@ -62,15 +62,22 @@ impl Drop for Killed {
 
 /// Runs both configurations with `pins` pinned contacts and `rounds` online/offline rounds, each
 /// against a fresh server (so that ids and cursors, which grow, cost both the same bytes).
-pub async fn run(pins: usize, rounds: usize, idle: Duration) -> anyhow::Result<Vec<Borrowed>> {
-    let (daemon, full) = (sibling("pinchatd")?, sibling("pinchat-full")?);
+/// `daemon` and `full` are the `pinchatd` and `pinchat-full` programs (the latter named so: the daemon
+/// borrows only from a program of that name).
+pub async fn run(
+    daemon: &Path,
+    full: &Path,
+    pins: usize,
+    rounds: usize,
+    idle: Duration,
+) -> anyhow::Result<Vec<Borrowed>> {
     let mut out = Vec::new();
     for borrow in [false, true] {
         let mut config = Config::default();
         config.limits.login_per_address_per_minute = 10_000;
         config.keepalive_secs = 5;
         let (server, world) = start_server(pins, config).await?;
-        out.push(configuration(&server.addr, &world, &daemon, &full, borrow, rounds, idle).await?);
+        out.push(configuration(&server.addr, &world, daemon, full, borrow, rounds, idle).await?);
     }
     Ok(out)
 }
@@ -117,13 +124,19 @@ async fn configuration(
         .env("PINCHAT_PASSWORD", "bench-password")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("full.log"))?)
         .spawn()?;
-    let mut line = String::new();
-    BufReader::new(full.stdout.take().expect("piped")).read_line(&mut line)?;
+    // Read off the runtime: the proxy it logs in through runs on this runtime's tasks.
+    let stdout = full.stdout.take().expect("piped");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await??;
     anyhow::ensure!(
         line.starts_with("pinchat-full ready"),
-        "pinchat-full said {line:?}"
+        "pinchat-full said {line:?}; its log:\n{}",
+        std::fs::read_to_string(dir.path().join("full.log")).unwrap_or_default()
     );
     let full_pid = full.id();
     let _full = Killed(full);

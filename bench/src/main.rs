@@ -330,7 +330,12 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Borrow { pins, rounds, idle } => {
-            let runs = pinchat_bench::borrow::run(pins, rounds, Duration::from_secs(idle)).await?;
+            let (daemon, full) = (
+                pinchat_bench::borrow::sibling("pinchatd")?,
+                pinchat_bench::borrow::sibling("pinchat-full")?,
+            );
+            let runs =
+                pinchat_bench::borrow::run(&daemon, &full, pins, rounds, Duration::from_secs(idle)).await?;
             println!(
                 "borrowing: one account, a widget of {pins} pins and a full client; {rounds} rounds of every pin \
                  connecting, writing once and leaving, then {idle} s idle (keepalive 5 s)"

@@ -724,3 +724,17 @@ async fn after_a_server_restart_the_widget_borrows_again_and_nothing_is_lost() {
     s.send_text(&alice_key, demo, "a-r", "after the restart").await;
     message(&mut events, alice, "after the restart").await;
 }
+
+/// The borrowing benchmark (`bench/run borrow`) on a small workload, so that it never rots. No figure is
+/// checked beyond what the benchmark itself needs to be meaningful.
+#[tokio::test]
+async fn borrow_benchmark_smoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = FullClient::program(dir.path());
+    let runs = pinchat_bench::borrow::run(&pinchat_tests::daemon_binary(), &full, 2, 1, Duration::ZERO)
+        .await
+        .unwrap();
+    let streams: Vec<u64> = runs.iter().map(|r| r.streams).collect();
+    assert_eq!(streams, [2, 1], "independent holds two streams, borrowing one");
+    assert!(runs.iter().all(|r| r.messages == 2));
+}
