@@ -34,6 +34,13 @@ pub fn command() -> clap::Command {
 /// Runs the daemon with the process's arguments.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    init_logging();
+    run_service(real_main(cli))
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), coloured only on a terminal. Shared by the
+/// background programs (`pinchatd`, `pinchat-full`).
+pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -41,6 +48,11 @@ pub fn main() -> std::process::ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Runs a background program's `main` on a two-thread runtime; an error is printed, whole, as
+/// `error: …` and the exit status is 1.
+pub fn run_service(main: impl std::future::Future<Output = anyhow::Result<()>>) -> std::process::ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -52,7 +64,7 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(real_main(cli)) {
+    match runtime.block_on(main) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -137,9 +137,7 @@ async fn serve_link(
                 }
                 Some(Ok(WsMessage::Close(_))) | None => return None,
                 Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    return Some(ErrorBody::new(ErrorCode::FrameTooLarge, format!("the link broke: {e}")));
-                }
+                Some(Err(e)) => return Some(broken(&e)),
             },
         }
     }
@@ -170,7 +168,7 @@ async fn hello(ws: &mut Ws) -> Result<(), ErrorBody> {
                 "this endpoint takes binary frames only",
             ));
         }
-        Some(Err(e)) => return Err(ErrorBody::new(ErrorCode::FrameTooLarge, e.to_string())),
+        Some(Err(e)) => return Err(broken(&e)),
         None => return Err(ErrorBody::new(ErrorCode::Unexpected, "closed before hello")),
     };
     match codec::decode_client(Encoding::Binary, &bytes) {
@@ -187,6 +185,19 @@ async fn hello(ws: &mut Ws) -> Result<(), ErrorBody> {
             "the first frame on a link must be hello",
         )),
         Err(e) => Err(ErrorBody::new(e.code(), e.detail)),
+    }
+}
+
+/// What to tell a link whose WebSocket could not be read: too large a frame, or frames that break the
+/// WebSocket protocol.
+fn broken(e: &tokio_tungstenite::tungstenite::Error) -> ErrorBody {
+    use tokio_tungstenite::tungstenite::Error;
+    match e {
+        Error::Capacity(_) => ErrorBody::new(
+            ErrorCode::FrameTooLarge,
+            format!("frames are limited to {MAX_FRAME_BYTES} bytes: {e}"),
+        ),
+        _ => ErrorBody::new(ErrorCode::Malformed, format!("not a valid WebSocket frame: {e}")),
     }
 }
 

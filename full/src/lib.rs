@@ -23,7 +23,7 @@ use pinchat_ipc::full::{self, FULL_PROTOCOL, RegisteredAccount, Registration};
 use pinchat_proto::PROTOCOL_VERSION;
 use pinchat_proto::codec::{self, Encoding};
 use pinchat_proto::stream::{ClientFrame, ServerFrame, Welcome};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
@@ -63,13 +63,7 @@ pub const PASSWORD_ENV: &str = "PINCHAT_PASSWORD";
 /// Runs `pinchat-full` with the process's arguments.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    pinchat_daemon::cli::init_logging();
     if !cli.headless {
         eprintln!(
             "error: this build of pinchat-full has no window yet; run it with --headless to hold the \
@@ -77,24 +71,7 @@ pub fn main() -> std::process::ExitCode {
         );
         return std::process::ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(headless(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    pinchat_daemon::cli::run_service(headless(cli))
 }
 
 /// What standard input can ask.
@@ -149,6 +126,10 @@ async fn headless(cli: Cli) -> anyhow::Result<()> {
                 return;
             }
         }
+        // Standard input closed (started by a launcher, or with /dev/null): commands stop coming and
+        // the program goes on until a signal — an end of input is not a request to quit. (This task,
+        // and with it the channel's sender, stays.)
+        std::future::pending::<()>().await;
     });
     let signal = stop.clone();
     tokio::spawn(async move {
@@ -191,15 +172,17 @@ async fn headless(cli: Cli) -> anyhow::Result<()> {
                 let logout = CancellationToken::new();
                 let carried = upstream::run(ws, &welcome, &mut up, &logout);
                 tokio::pin!(carried);
+                // Once leaving (quit, logout, a signal), only the stream's end is awaited.
                 let ended = loop {
+                    let leaving = logout.is_cancelled();
                     tokio::select! {
                         ended = &mut carried => break ended,
-                        () = stop.cancelled() => {
+                        () = stop.cancelled(), if !leaving => {
                             // Off the list first, so that no widget borrows again while we leave.
                             registration.set(None)?;
                             logout.cancel();
                         }
-                        command = commands.recv() => match command {
+                        command = commands.recv(), if !leaving => match command {
                             Some(Command::Logout) => {
                                 registration.set(None)?;
                                 logged_in = false;

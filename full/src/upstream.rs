@@ -91,6 +91,18 @@ struct Tables {
 }
 
 impl Tables {
+    fn new(max_subs: u8) -> Tables {
+        Tables {
+            links: HashMap::new(),
+            subs: HashMap::new(),
+            releasing: HashMap::new(),
+            reqs: HashMap::new(),
+            subscribing: HashMap::new(),
+            next_req: 1,
+            max_subs,
+        }
+    }
+
     fn req(&mut self) -> ReqId {
         let r = self.next_req;
         self.next_req = self.next_req.wrapping_add(1).max(1);
@@ -318,15 +330,7 @@ pub async fn run(
     up: &mut mpsc::Receiver<Up>,
     stop: &CancellationToken,
 ) -> Ended {
-    let mut t = Tables {
-        links: HashMap::new(),
-        subs: HashMap::new(),
-        releasing: HashMap::new(),
-        reqs: HashMap::new(),
-        subscribing: HashMap::new(),
-        next_req: 1,
-        max_subs: welcome.limits.max_subscriptions,
-    };
+    let mut t = Tables::new(welcome.limits.max_subscriptions);
     let keepalive = Duration::from_secs(u64::from(welcome.keepalive_secs.max(5)));
     let mut ping = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
     let mut answer_due: Option<Instant> = None;
@@ -411,15 +415,7 @@ mod tests {
     use pinchat_proto::AccountId;
 
     fn tables() -> Tables {
-        Tables {
-            links: HashMap::new(),
-            subs: HashMap::new(),
-            releasing: HashMap::new(),
-            reqs: HashMap::new(),
-            subscribing: HashMap::new(),
-            next_req: 1,
-            max_subs: 2,
-        }
+        Tables::new(2)
     }
 
     fn subscribe(req: ReqId, sub: SubId) -> ClientFrame {

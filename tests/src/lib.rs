@@ -955,3 +955,19 @@ impl Server {
             .unwrap()
     }
 }
+
+/// Binds a widget to the demo account `account` of `s` (password "demo") through the daemon's API.
+pub async fn create_widget(
+    client: &pinchat_ipc::Client,
+    s: &Server,
+    account: &str,
+) -> pinchat_ipc::api::Created {
+    client
+        .call::<pinchat_ipc::api::CreateWidget>(pinchat_ipc::api::Login {
+            server: format!("http://{}", s.addr),
+            account: account.into(),
+            password: DEMO_PASSWORD.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("create widget for {account}: {e}"))
+}

@@ -6,7 +6,7 @@ use pinchat_ipc::Client;
 use pinchat_ipc::api::*;
 use pinchat_proto::stream::{ClientFrame, ServerFrame};
 use pinchat_proto::{AccountId, Encoding, Field, MessageId, Presence};
-use pinchat_tests::{Daemon, FullClient, Server, eventually, until};
+use pinchat_tests::{Daemon, FullClient, Server, create_widget, eventually, until};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::Receiver;
@@ -34,14 +34,7 @@ async fn setup() -> Setup {
         .call::<Subscribe>(SubscribeParams::default())
         .await
         .unwrap();
-    let created = client
-        .call::<CreateWidget>(Login {
-            server: format!("http://{}", s.addr),
-            account: "demo".into(),
-            password: "demo".into(),
-        })
-        .await
-        .unwrap();
+    let created = create_widget(&client, &s, "demo").await;
     let id = |login: &str| AccountId(created.contacts.iter().find(|c| c.login == login).unwrap().id);
     let (alice, bob) = (id("alice"), id("bob"));
     let widget = created.widget.id.clone();
@@ -276,12 +269,13 @@ async fn a_full_client_killed_stopped_or_logged_out_during_a_burst_loses_and_rep
     assert_eq!(unique.len(), received.len(), "a message arrived twice");
     let mut stored = BTreeSet::new();
     let mut before: Option<MessageId> = None;
+    let demo_key = s.key("demo").await;
     loop {
         let path = match before {
             Some(b) => format!("/v1/messages/{bob}?limit=200&before={b}"),
             None => format!("/v1/messages/{bob}?limit=200"),
         };
-        let page: pinchat_proto::http::HistoryPage = s.get(&s.key("demo").await, &path).await.unwrap();
+        let page: pinchat_proto::http::HistoryPage = s.get(&demo_key, &path).await.unwrap();
         stored.extend(page.messages.iter().filter(|m| m.from == bob).map(|m| m.id));
         before = page.messages.last().map(|m| m.id);
         if !page.more {
@@ -312,14 +306,7 @@ async fn a_full_client_of_another_account_is_not_borrowed_and_one_started_first_
         .await
         .unwrap();
     // A widget of demo borrows from demo's full client at once; one of alice borrows from nobody.
-    let created = client
-        .call::<CreateWidget>(Login {
-            server: format!("http://{}", s.addr),
-            account: "demo".into(),
-            password: "demo".into(),
-        })
-        .await
-        .unwrap();
+    let created = create_widget(&client, &s, "demo").await;
     let demo_widget = created.widget.id.clone();
     until(&mut events, |n| match n {
         Notification::ConnectionChanged {
@@ -344,14 +331,7 @@ async fn a_full_client_of_another_account_is_not_borrowed_and_one_started_first_
     s.send_text(&s.key("alice").await, demo, "x-1", "to a widget born borrowing")
         .await;
     message(&mut events, AccountId(alice_id), "to a widget born borrowing").await;
-    let alice = client
-        .call::<CreateWidget>(Login {
-            server: format!("http://{}", s.addr),
-            account: "alice".into(),
-            password: "demo".into(),
-        })
-        .await
-        .unwrap();
+    let alice = create_widget(&client, &s, "alice").await;
     let view = client
         .call::<Refresh>(WidgetRef {
             widget: alice.widget.id.clone(),
@@ -670,14 +650,7 @@ async fn a_full_client_with_no_subscription_left_is_not_borrowed_from() {
 
     // The widget tries, is refused (limit.subscriptions), and serves itself at once.
     let client = d.client().await;
-    let created = client
-        .call::<CreateWidget>(Login {
-            server: format!("http://{}", s.addr),
-            account: "demo".into(),
-            password: "demo".into(),
-        })
-        .await
-        .unwrap();
+    let created = create_widget(&client, &s, "demo").await;
     let view = client
         .call::<Refresh>(WidgetRef {
             widget: created.widget.id,

@@ -3,23 +3,12 @@
 //! outages, revocation, several widgets, modes, security and bad input.
 
 use pinchat_ipc::api::*;
-use pinchat_ipc::{Client, ClientError};
+use pinchat_ipc::ClientError;
 use pinchat_proto::http::SendRequest;
 use pinchat_proto::stream::{ClientFrame, ServerFrame};
 use pinchat_proto::{Encoding, Field, Presence};
-use pinchat_tests::{Daemon, Server, until};
+use pinchat_tests::{Daemon, Server, create_widget as create, until};
 use std::collections::BTreeSet;
-
-async fn create(client: &Client, s: &Server, account: &str) -> Created {
-    client
-        .call::<CreateWidget>(Login {
-            server: format!("http://{}", s.addr),
-            account: account.into(),
-            password: "demo".into(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("create widget for {account}: {e}"))
-}
 
 /// The next change of `contact`'s fields, skipping the full entries (all eight fields) that a re-pin
 /// delivers for a newly pinned contact.
