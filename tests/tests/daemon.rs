@@ -2,8 +2,8 @@
 //! session's real Secret Service, driven through the IPC client — the patent's whole flow, crashes,
 //! outages, revocation, several widgets, modes, security and bad input.
 
-use pinchat_ipc::api::*;
 use pinchat_ipc::ClientError;
+use pinchat_ipc::api::*;
 use pinchat_proto::http::SendRequest;
 use pinchat_proto::stream::{ClientFrame, ServerFrame};
 use pinchat_proto::{Encoding, Field, Presence};
