@@ -103,10 +103,17 @@ fn test(extra: &[String]) -> ExitCode {
                 profile: "release".into(),
                 check: true,
             };
+            let disposable = deb.system_test;
             match package::deb(&deb)
                 .and_then(|()| macos::run(&macos))
-                .and_then(|()| windows::run(&msi))
-            {
+                .and_then(|()| {
+                    // The Windows cross-build needs gigabytes of its own; on CI's disposable machine,
+                    // whose disk may be small, the suite's finished test programs make room for it.
+                    if disposable {
+                        free_test_programs();
+                    }
+                    windows::run(&msi)
+                }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("xtask: the package check failed: {e}");
@@ -125,6 +132,40 @@ fn test(extra: &[String]) -> ExitCode {
         }
     }
 }
+
+/// Removes the test programs the suite has run (and the incremental caches), keeping every library
+/// and the workspace's own programs so that what runs next rebuilds nothing but the one test it needs.
+/// Test programs are the executables in `target/debug/deps` that have no second link: cargo hard-links
+/// each workspace program into `target/debug`, so those have two.
+#[cfg(unix)]
+fn free_test_programs() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let debug = std::path::Path::new("target/debug");
+    let _ = std::fs::remove_dir_all(debug.join("incremental"));
+    let Ok(entries) = std::fs::read_dir(debug.join("deps")) else {
+        return;
+    };
+    let mut freed = 0u64;
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        let executable = meta.is_file() && meta.permissions().mode() & 0o111 != 0;
+        let library = entry
+            .path()
+            .extension()
+            .is_some_and(|e| e == "so" || e == "rlib" || e == "rmeta");
+        if executable && !library && meta.nlink() == 1 && std::fs::remove_file(entry.path()).is_ok() {
+            freed += meta.len();
+        }
+    }
+    eprintln!(
+        "xtask: removed the suite's test programs ({:.1} GB)",
+        freed as f64 / 1e9
+    );
+}
+
+/// The package check after the suite runs on Linux only.
+#[cfg(not(unix))]
+fn free_test_programs() {}
 
 /// Runs a command, echoing it; its failure is an error naming it.
 pub(crate) fn run(command: &mut Command) -> Result<(), String> {
