@@ -62,13 +62,14 @@ impl fmt::Display for DecodeError {
 impl std::error::Error for DecodeError {}
 
 /// The `snake_case` names of [`ClientFrame`]'s variants, in declaration (= binary index) order.
-pub const CLIENT_FRAME_TYPES: [&str; 6] = [
+pub const CLIENT_FRAME_TYPES: [&str; 7] = [
     "hello",
     "subscribe",
     "unsubscribe",
     "send",
     "mark_read",
     "set_presence",
+    "subscribe_roster",
 ];
 
 /// The `snake_case` names of [`ServerFrame`]'s variants, in declaration (= binary index) order.
@@ -268,6 +269,11 @@ mod tests {
                 req: 1,
                 state: None,
                 status: None,
+            },
+            ClientFrame::SubscribeRoster {
+                req: 1,
+                sub: 0,
+                resume: None,
             },
         ];
         for (i, frame) in client.iter().enumerate() {

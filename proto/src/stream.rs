@@ -79,6 +79,19 @@ pub enum ClientFrame {
         /// New status text, if changing.
         status: Option<String>,
     },
+    /// Creates subscription `sub` for **every contact** of the account, or turns `sub` into one: what a
+    /// full client's contact list needs (a widget pins a few with [`ClientFrame::Subscribe`]). Not
+    /// bounded by `max_pins`; contacts added later are not included until the client subscribes again.
+    /// Answered like [`ClientFrame::Subscribe`]; `resume.fresh` names contacts the client holds no state
+    /// for. Added in version 1 (a server that predates it answers `proto.unknown_type`).
+    SubscribeRoster {
+        /// Request number for errors.
+        req: ReqId,
+        /// Which subscription.
+        sub: SubId,
+        /// Present when the client already holds state for the contacts and wants only what changed.
+        resume: Option<Resume>,
+    },
 }
 
 /// What a client that already holds state tells the server when (re)subscribing.

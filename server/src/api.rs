@@ -145,8 +145,36 @@ impl Api {
         pins: &[AccountId],
         since: Option<Since>,
     ) -> Result<Snapshot, ErrorBody> {
+        self.sync_checked(account, pins, since, true).await
+    }
+
+    /// Every contact of `account`, for a roster subscription.
+    pub async fn roster(&self, account: AccountId) -> Result<Vec<AccountId>, ErrorBody> {
+        let contacts = self.store.contacts(account).await.map_err(store_error)?;
+        Ok(contacts.into_iter().map(|c| c.id).collect())
+    }
+
+    /// The state of a roster subscription's contacts (from [`Api::roster`]): like [`Api::sync`], but not
+    /// bounded by `max_pins`, since the contacts are the account's own list, and `since.fresh` may name
+    /// contacts that are gone.
+    pub async fn sync_roster(
+        &self,
+        account: AccountId,
+        roster: &[AccountId],
+        since: Option<Since>,
+    ) -> Result<Snapshot, ErrorBody> {
+        self.sync_checked(account, roster, since, false).await
+    }
+
+    async fn sync_checked(
+        &self,
+        account: AccountId,
+        pins: &[AccountId],
+        since: Option<Since>,
+        bounded: bool,
+    ) -> Result<Snapshot, ErrorBody> {
         let max = usize::from(self.config.limits.max_pins);
-        if pins.len() > max {
+        if bounded && pins.len() > max {
             return Err(ErrorBody::new(
                 ErrorCode::TooManyPins,
                 format!("{} contacts pinned; this server allows at most {max}", pins.len()),
@@ -155,6 +183,12 @@ impl Api {
         let mut seen = HashSet::with_capacity(pins.len());
         if let Some(dup) = pins.iter().find(|p| !seen.insert(**p)) {
             return Err(invalid(format!("contact {dup} is pinned twice")));
+        }
+        let mut since = since;
+        if !bounded && let Some(s) = &mut since {
+            // A roster client cannot know which contacts were removed since it last saw the list: its
+            // fresh contacts that are no longer contacts are left out rather than refused.
+            s.fresh.retain(|f| seen.contains(f));
         }
         if let Some(s) = &since
             && let Some(f) = s.fresh.iter().find(|f| !seen.contains(f))

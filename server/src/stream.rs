@@ -271,6 +271,8 @@ fn socket_error(e: &tungstenite::Error) -> Option<ErrorBody> {
 struct SubState {
     id: SubId,
     pins: Vec<AccountId>,
+    /// A roster subscription: `pins` are every contact the account had when it subscribed.
+    roster: bool,
     /// Queued events at or below this cursor are already in the last snapshot.
     floor: Cursor,
     /// The cursor of the last thing sent for this subscription.
@@ -450,7 +452,14 @@ impl Session {
                 resume,
             } => {
                 return self
-                    .subscribe(req, sub, pins, resume)
+                    .subscribe(req, sub, Some(pins), resume)
+                    .await
+                    .err()
+                    .map(|()| gone());
+            }
+            ClientFrame::SubscribeRoster { req, sub, resume } => {
+                return self
+                    .subscribe(req, sub, None, resume)
                     .await
                     .err()
                     .map(|()| gone());
@@ -487,11 +496,13 @@ impl Session {
         self.reply(req, result).await.err().map(|()| gone())
     }
 
+    /// Creates or replaces subscription `sub`: for `pins`, or with `None` for every contact of the
+    /// account (a roster subscription).
     async fn subscribe(
         &mut self,
         req: ReqId,
         sub: SubId,
-        pins: Vec<AccountId>,
+        pins: Option<Vec<AccountId>>,
         resume: Option<Resume>,
     ) -> Result<(), ()> {
         let max = self.app.api.config.limits.max_subscriptions_per_connection;
@@ -505,6 +516,14 @@ impl Session {
             );
             return self.reply(Some(req), Err(error)).await;
         }
+        let roster = pins.is_none();
+        let pins = match pins {
+            Some(pins) => pins,
+            None => match self.app.api.roster(self.account).await {
+                Ok(contacts) => contacts,
+                Err(e) => return self.reply(Some(req), Err(e)).await,
+            },
+        };
         // Register with the hub first, so that every change after the snapshot reaches us; the snapshot
         // is read afterwards and its cursor becomes the floor below which queued events are dropped.
         let previous = self
@@ -520,12 +539,18 @@ impl Session {
             cursor: r.cursor,
             fresh: r.fresh,
         });
-        match self.app.api.sync(self.account, &pins, since).await {
+        let synced = if roster {
+            self.app.api.sync_roster(self.account, &pins, since).await
+        } else {
+            self.app.api.sync(self.account, &pins, since).await
+        };
+        match synced {
             Ok(mut snapshot) => {
                 snapshot.sub = sub;
                 self.subs.push(SubState {
                     id: sub,
                     pins,
+                    roster,
                     floor: snapshot.cursor,
                     sent: snapshot.cursor,
                 });
@@ -602,12 +627,17 @@ impl Session {
         let (epoch, _) = self.app.api.store.head().await.map_err(|_| ())?;
         for i in 0..self.subs.len() {
             let (id, pins, sent) = (self.subs[i].id, self.subs[i].pins.clone(), self.subs[i].sent);
-            let since = Since {
+            let since = Some(Since {
                 epoch,
                 cursor: sent,
                 fresh: vec![],
+            });
+            let synced = if self.subs[i].roster {
+                self.app.api.sync_roster(self.account, &pins, since).await
+            } else {
+                self.app.api.sync(self.account, &pins, since).await
             };
-            match self.app.api.sync(self.account, &pins, Some(since)).await {
+            match synced {
                 Ok(mut snapshot) => {
                     snapshot.sub = id;
                     self.subs[i].floor = snapshot.cursor;

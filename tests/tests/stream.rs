@@ -958,3 +958,105 @@ async fn a_new_stream_replaces_an_account_stream_silent_for_longer_than_a_keepal
     alive.ping().await;
     alive.subscribe(2, 0, &[], None).await;
 }
+
+#[tokio::test]
+async fn a_roster_subscription_follows_every_contact_beyond_the_pin_limit_and_resumes() {
+    let s = Server::start().await;
+    let demo = s.key("demo").await;
+    let alice_key = s.key("alice").await;
+    let list: pinchat_proto::http::ContactList = s.get(&demo, "/v1/contacts").await.unwrap();
+    let everyone: BTreeSet<AccountId> = list.contacts.iter().map(|c| c.id).collect();
+    assert!(
+        everyone.len() > usize::from(list.max_pins),
+        "the demo account has more contacts ({}) than a widget may pin ({})",
+        everyone.len(),
+        list.max_pins
+    );
+    let (alice, carol) = (s.id_of(&demo, "alice").await, s.id_of(&demo, "carol").await);
+    let demo_id = s.id_of(&alice_key, "demo").await;
+
+    // The whole contact list, every field, in one snapshot (pins would be refused with limit.pins).
+    let mut roster = s.stream(&demo, Encoding::Json).await;
+    let epoch = roster.epoch();
+    roster
+        .send(&ClientFrame::SubscribeRoster {
+            req: 1,
+            sub: 0,
+            resume: None,
+        })
+        .await;
+    let ServerFrame::Snapshot(snap) = roster.recv().await else {
+        panic!("expected a snapshot")
+    };
+    assert!(snap.full);
+    assert_eq!(
+        snap.contacts.iter().map(|c| c.id).collect::<BTreeSet<_>>(),
+        everyone
+    );
+    assert!(
+        snap.contacts.iter().all(|c| c.fields.len() == 8),
+        "{:?}",
+        snap.contacts[0]
+    );
+
+    // Any contact's change and message reach it: Carol's signature, a message from Alice.
+    s.admin_ok(&["account", "set-profile", "carol", "--signature", "on the roster"]);
+    let (_, fields) = delta(roster.recv().await, carol);
+    assert_eq!(fields, vec![Field::Signature("on the roster".into())]);
+    let live = send(&s, &alice_key, demo_id, "r1", "to the whole list").await;
+    let (_, got) = message(roster.recv().await);
+    assert_eq!(got.id, live.id);
+    let (cursor, _) = delta(roster.recv().await, alice);
+    drop(roster);
+
+    // Away, then back with the cursor: exactly what was missed, for any contact.
+    let missed = send(&s, &alice_key, demo_id, "r2", "while away").await;
+    s.admin_ok(&[
+        "account",
+        "set-profile",
+        "carol",
+        "--signature",
+        "changed while away",
+    ]);
+    let mut roster = s.stream(&demo, Encoding::Binary).await;
+    roster
+        .send(&ClientFrame::SubscribeRoster {
+            req: 2,
+            sub: 1,
+            resume: Some(Resume {
+                epoch,
+                cursor,
+                // A contact that is not (or no longer) on the list is left out, not refused.
+                fresh: vec![AccountId(999_999)],
+            }),
+        })
+        .await;
+    let ServerFrame::Snapshot(snap) = roster.recv().await else {
+        panic!("expected a snapshot")
+    };
+    assert!(!snap.full, "a fresh cursor resumes");
+    assert_eq!(snap.sub, 1);
+    assert_eq!(
+        snap.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![missed.id]
+    );
+    let mut changed: Vec<AccountId> = snap.contacts.iter().map(|c| c.id).collect();
+    changed.sort();
+    let mut expected = vec![alice, carol];
+    expected.sort();
+    assert_eq!(
+        changed, expected,
+        "only the contacts that changed: {:?}",
+        snap.contacts
+    );
+
+    // A roster subscription counts against the stream's subscriptions like any other.
+    roster
+        .send(&ClientFrame::SubscribeRoster {
+            req: 3,
+            sub: 200,
+            resume: None,
+        })
+        .await;
+    assert_eq!(error_code(roster.recv().await), ErrorCode::TooManySubscriptions);
+}
