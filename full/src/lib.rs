@@ -4,6 +4,7 @@
 //!
 //! - [`upstream`]: the one server stream, shared by every local link, numbers translated.
 //! - [`endpoint`]: the local endpoint (same-user socket / pipe) that speaks the stream protocol.
+//! - [`roster`]: the client's own view of every contact, over a roster subscription on that stream.
 //! - this module: logging in, the registration (`pinchat_ipc::full`) that lets the daemon find the
 //!   endpoint, reconnecting, logging out and leaving cleanly.
 //!
@@ -13,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod endpoint;
+pub mod roster;
 pub mod upstream;
 
 use anyhow::Context;
@@ -41,7 +43,7 @@ use tokio_util::task::TaskTracker;
 )]
 pub struct Cli {
     /// Run without a window: hold the account's connection and lend it to widgets. Reads commands on
-    /// standard input: `logout`, `quit`.
+    /// standard input: `contacts` (prints the contact list), `logout`, `quit`.
     #[arg(long)]
     pub headless: bool,
     /// The server, e.g. https://chat.example.com or http://127.0.0.1:7420.
@@ -76,6 +78,7 @@ pub fn main() -> std::process::ExitCode {
 
 /// What standard input can ask.
 enum Command {
+    Contacts,
     Logout,
     Quit,
 }
@@ -108,17 +111,25 @@ async fn headless(cli: Cli) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let (up_tx, mut up) = mpsc::channel(256);
-    tracker.spawn(endpoint::serve(listener, up_tx, stop.clone(), tracker.clone()));
+    tracker.spawn(endpoint::serve(
+        listener,
+        up_tx.clone(),
+        stop.clone(),
+        tracker.clone(),
+    ));
+    let (roster, _) = tokio::sync::watch::channel(roster::Roster::default());
+    let mut generation = 0;
 
     let (commands_tx, mut commands) = mpsc::channel(4);
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
             let command = match line.trim() {
+                "contacts" => Command::Contacts,
                 "logout" => Command::Logout,
                 "quit" => Command::Quit,
                 "" => continue,
                 other => {
-                    eprintln!("unknown command {other:?}: the commands are logout and quit");
+                    eprintln!("unknown command {other:?}: the commands are contacts, logout and quit");
                     continue;
                 }
             };
@@ -146,7 +157,11 @@ async fn headless(cli: Cli) -> anyhow::Result<()> {
             tokio::select! {
                 () = stop.cancelled() => break,
                 asked = up.recv() => { if let Some(asked) = asked { upstream::refuse(asked) } }
-                command = commands.recv() => if matches!(command, Some(Command::Quit) | None) { stop.cancel() },
+                command = commands.recv() => match command {
+                    Some(Command::Quit) | None => stop.cancel(),
+                    Some(Command::Contacts) => print_contacts(&roster.borrow()),
+                    Some(Command::Logout) => {}
+                },
             }
             continue;
         }
@@ -160,16 +175,17 @@ async fn headless(cli: Cli) -> anyhow::Result<()> {
                 }))?;
                 if !announced {
                     announced = true;
-                    println!(
+                    say(format_args!(
                         "pinchat-full ready: {} (account {}) on {}, lending its connection on {}",
                         cli.account,
                         welcome.account,
                         remote.base(),
                         socket.display()
-                    );
-                    let _ = std::io::stdout().flush();
+                    ));
                 }
                 let logout = CancellationToken::new();
+                generation += 1;
+                tracker.spawn(roster::follow(up_tx.clone(), roster.clone(), generation));
                 let carried = upstream::run(ws, &welcome, &mut up, &logout);
                 tokio::pin!(carried);
                 // Once leaving (quit, logout, a signal), only the stream's end is awaited.
@@ -183,6 +199,7 @@ async fn headless(cli: Cli) -> anyhow::Result<()> {
                             logout.cancel();
                         }
                         command = commands.recv(), if !leaving => match command {
+                            Some(Command::Contacts) => print_contacts(&roster.borrow()),
                             Some(Command::Logout) => {
                                 registration.set(None)?;
                                 logged_in = false;
@@ -209,8 +226,7 @@ async fn headless(cli: Cli) -> anyhow::Result<()> {
                     if let Err(e) = remote.logout(&key).await {
                         tracing::info!(error = %e, "the server could not be told about the logout");
                     }
-                    println!("pinchat-full logged out");
-                    let _ = std::io::stdout().flush();
+                    say(format_args!("pinchat-full logged out"));
                 }
             }
             Err(StreamRefused::Auth(why)) => {
@@ -236,6 +252,35 @@ async fn headless(cli: Cli) -> anyhow::Result<()> {
     tracker.close();
     let _ = tokio::time::timeout(Duration::from_secs(3), tracker.wait()).await;
     Ok(())
+}
+
+/// Writes a line on standard output; nobody reading it (a closed pipe) is not an error worth stopping
+/// for, unlike in `println!`, which panics.
+fn say(line: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+/// Prints the contact list for the `contacts` command: a line per contact (`contact ID STATE
+/// unread=N NAME`), then `contacts: N` — or `contacts: not yet known` before the first snapshot.
+fn print_contacts(roster: &roster::Roster) {
+    let mut out = std::io::stdout().lock();
+    if !roster.synced {
+        let _ = writeln!(out, "contacts: not yet known");
+    } else {
+        for c in &roster.contacts {
+            let _ = writeln!(
+                out,
+                "contact {} {} unread={} {}",
+                c.contact,
+                c.state.as_str(),
+                c.unread,
+                c.name
+            );
+        }
+        let _ = writeln!(out, "contacts: {}", roster.contacts.len());
+    }
+    let _ = out.flush();
 }
 
 /// Opens the server stream and says `hello`.

@@ -155,32 +155,17 @@ impl Tables {
                 pins,
                 resume,
             } => {
-                let (server, created) = match self.server_sub(link, sub) {
-                    Some(s) => (s, false),
-                    None => {
-                        let Some(s) = self.free_sub() else {
-                            let message = format!(
-                                "this full client carries {} subscriptions already; use your own connection",
-                                self.max_subs
-                            );
-                            self.refuse(link, req, ErrorCode::TooManySubscriptions, &message);
-                            return None;
-                        };
-                        self.subs.insert(s, (link, sub));
-                        (s, true)
-                    }
-                };
-                let req = ask(self, req);
-                self.subscribing
-                    .entry(server)
-                    .or_default()
-                    .push_back((req, created));
+                let (req, sub) = self.subscribing(link, req, sub)?;
                 Some(ClientFrame::Subscribe {
                     req,
-                    sub: server,
+                    sub,
                     pins,
                     resume,
                 })
+            }
+            ClientFrame::SubscribeRoster { req, sub, resume } => {
+                let (req, sub) = self.subscribing(link, req, sub)?;
+                Some(ClientFrame::SubscribeRoster { req, sub, resume })
             }
             ClientFrame::Unsubscribe { req, sub } => match self.server_sub(link, sub) {
                 Some(server) => {
@@ -223,6 +208,33 @@ impl Tables {
                 status,
             }),
         }
+    }
+
+    /// The server's request and subscription numbers for a link's subscribe (a new server subscription
+    /// when the link's `sub` has none); `None`, with the link told why, when none is free.
+    fn subscribing(&mut self, link: LinkId, req: ReqId, sub: SubId) -> Option<(ReqId, SubId)> {
+        let (server, created) = match self.server_sub(link, sub) {
+            Some(s) => (s, false),
+            None => {
+                let Some(s) = self.free_sub() else {
+                    let message = format!(
+                        "this full client carries {} subscriptions already; use your own connection",
+                        self.max_subs
+                    );
+                    self.refuse(link, req, ErrorCode::TooManySubscriptions, &message);
+                    return None;
+                };
+                self.subs.insert(s, (link, sub));
+                (s, true)
+            }
+        };
+        let r = self.req();
+        self.reqs.insert(r, (link, req));
+        self.subscribing
+            .entry(server)
+            .or_default()
+            .push_back((r, created));
+        Some((r, server))
     }
 
     /// Ends a link's subscriptions; gives the unsubscribes to send.

@@ -815,6 +815,9 @@ pub async fn until<T>(
 /// directory. Its program is a copy of `pinchat-full-e2e` named `pinchat-full`, as the daemon requires.
 pub struct FullClient {
     child: Option<Child>,
+    /// Its standard output's lines after the first, read by a thread (so a test can wait with a
+    /// deadline, and the program never writes into a closed pipe).
+    lines: std::sync::mpsc::Receiver<String>,
     dir: tempfile::TempDir,
     /// Its process id.
     pub pid: u32,
@@ -856,12 +859,23 @@ impl FullClient {
             .spawn()
             .expect("spawn pinchat-full");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout
             .read_line(&mut line)
             .expect("read pinchat-full's first line");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
         let pid = child.id();
         let full = FullClient {
             child: Some(child),
+            lines,
             dir,
             pid,
         };
@@ -884,6 +898,26 @@ impl FullClient {
         let stdin = self.child.as_mut().expect("running").stdin.as_mut().unwrap();
         writeln!(stdin, "{line}").unwrap();
         stdin.flush().unwrap();
+    }
+
+    /// Asks for the contact list (`contacts`) and returns its lines (`contact ID STATE unread=N NAME`),
+    /// or `None` while the client does not know it yet.
+    pub fn contacts(&mut self) -> Option<Vec<String>> {
+        while self.lines.try_recv().is_ok() {}
+        self.command("contacts");
+        let mut contacts = vec![];
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(DEADLINE)
+                .unwrap_or_else(|e| panic!("no answer to `contacts` ({e}); log:\n{}", self.log()));
+            match line.strip_prefix("contacts: ") {
+                Some("not yet known") => return None,
+                Some(_) => return Some(contacts),
+                None if line.starts_with("contact ") => contacts.push(line),
+                None => {}
+            }
+        }
     }
 
     /// SIGKILLs it: no clean-up runs (its registration stays behind).

@@ -626,8 +626,9 @@ async fn the_full_clients_endpoint_refuses_bad_input_and_keeps_lending() {
 #[tokio::test]
 async fn a_full_client_with_no_subscription_left_is_not_borrowed_from() {
     use futures_util::{SinkExt, StreamExt};
-    // One subscription per stream: a gadget talking to the full client directly takes it.
-    let s = Server::start_with("[limits]\nmax_subscriptions_per_connection = 1\n").await;
+    // Two subscriptions per stream: the full client's own contact list takes one, a gadget talking to
+    // the full client directly the other.
+    let s = Server::start_with("[limits]\nmax_subscriptions_per_connection = 2\n").await;
     let d = Daemon::start();
     let full = FullClient::start(&s, "demo", &d.socket);
     let mut gadget = endpoint(&d, &full).await;
@@ -710,4 +711,54 @@ async fn borrow_benchmark_smoke() {
     let streams: Vec<u64> = runs.iter().map(|r| r.streams).collect();
     assert_eq!(streams, [2, 1], "independent holds two streams, borrowing one");
     assert!(runs.iter().all(|r| r.messages == 2));
+}
+
+#[tokio::test]
+async fn the_full_client_follows_its_whole_contact_list_across_a_server_restart() {
+    let mut s = Server::start().await;
+    let runtime = tempfile::tempdir().unwrap();
+    let mut full = FullClient::start(&s, "demo", &runtime.path().join("api.sock"));
+    let demo_key = s.key("demo").await;
+    let list: pinchat_proto::http::ContactList = s.get(&demo_key, "/v1/contacts").await.unwrap();
+    assert!(list.contacts.len() > usize::from(list.max_pins));
+    let alice = s.id_of(&demo_key, "alice").await;
+    let alice_key = s.key("alice").await;
+    let demo = s.id_of(&alice_key, "demo").await;
+    let line = |full: &mut FullClient| {
+        full.contacts()
+            .and_then(|l| {
+                l.into_iter()
+                    .find(|l| l.starts_with(&format!("contact {alice} ")))
+            })
+            .unwrap_or_default()
+    };
+
+    // Every contact, more than a widget may pin, with its state.
+    let mut known = vec![];
+    eventually("the full client knows its contacts", || {
+        known = full.contacts().unwrap_or_default();
+        !known.is_empty()
+    })
+    .await;
+    assert_eq!(known.len(), list.contacts.len(), "{known:#?}");
+    assert!(line(&mut full).contains(" offline unread=0 "), "{known:#?}");
+
+    // Alice comes online and writes: her line follows.
+    let _alice_stream = s.stream(&alice_key, Encoding::Binary).await;
+    s.send_text(&alice_key, demo, "l-1", "to the full client").await;
+    eventually("alice online with one unread message", || {
+        line(&mut full).contains(" online unread=1 ")
+    })
+    .await;
+
+    // The server restarts: the full client reconnects and resumes its list.
+    s.kill();
+    s.restart();
+    let alice_key = s.key("alice").await;
+    s.send_text(&alice_key, demo, "l-2", "after the restart").await;
+    eventually("alice's second message counted after the restart", || {
+        line(&mut full).contains(" unread=2 ")
+    })
+    .await;
+    assert_eq!(full.contacts().unwrap().len(), list.contacts.len());
 }
