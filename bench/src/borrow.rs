@@ -6,9 +6,11 @@
 //! and leaves (the server shows a contact offline only after its 10 s presence grace, so the widget sees
 //! each contact come online once and go offline once); then idle keepalives (the server's keepalive is
 //! 5 s here). Reported: the server's open streams for the account, and bytes from the server — for the
-//! set-up (login, the widget's first snapshot) and for the workload. The headless full client
-//! subscribes nothing of its own, so the bytes compared are the widget's traffic, the second stream's
-//! hand-shake and keepalives.
+//! set-up (login, the widget's first snapshot) and for the workload. The full client follows its
+//! whole contact list (a roster subscription, received before the set-up is counted); the pinned
+//! contacts' changes reach it on that subscription in both configurations, and in the borrowing one the
+//! widget's subscription rides on the same stream. So the bytes compared are the widget's traffic, the
+//! second stream's hand-shake and keepalives.
 
 use crate::proxy::CountingProxy;
 use crate::traffic::{self, start_server};
@@ -17,7 +19,7 @@ use pinchat_ipc::api::*;
 use pinchat_proto::stream::ClientFrame;
 use pinchat_server::config::Config;
 use serde::Serialize;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -127,10 +129,39 @@ async fn configuration(
         .stderr(std::fs::File::create(dir.path().join("full.log"))?)
         .spawn()?;
     // Read off the runtime: the proxy it logs in through runs on this runtime's tasks.
+    // The first line says it is ready; then it is asked for its contact list until it has it, so that
+    // its own roster snapshot is not counted as the widget's set-up.
     let stdout = full.stdout.take().expect("piped");
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    let mut stdin = full.stdin.take().expect("piped");
+    type Pipes = (BufReader<std::process::ChildStdout>, std::process::ChildStdin);
+    let (line, _pipes) = tokio::task::spawn_blocking(move || -> std::io::Result<(String, Option<Pipes>)> {
+        let mut out = BufReader::new(stdout);
+        let mut first = String::new();
+        out.read_line(&mut first)?;
+        if !first.starts_with("pinchat-full ready") {
+            return Ok((first, None));
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            writeln!(stdin, "contacts")?;
+            stdin.flush()?;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if out.read_line(&mut line)? == 0 {
+                    return Ok(("pinchat-full ended".into(), None));
+                }
+                if line.starts_with("contacts: ") {
+                    break;
+                }
+            }
+            if line.trim() != "contacts: not yet known" {
+                // Kept for the run: the program's standard input and output stay connected.
+                return Ok((first, Some((out, stdin))));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(("pinchat-full never knew its contact list".into(), None))
     })
     .await??;
     anyhow::ensure!(
