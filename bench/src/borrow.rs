@@ -19,7 +19,7 @@ use pinchat_ipc::api::*;
 use pinchat_proto::stream::ClientFrame;
 use pinchat_server::config::Config;
 use serde::Serialize;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -128,49 +128,39 @@ async fn configuration(
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.path().join("full.log"))?)
         .spawn()?;
-    // Read off the runtime: the proxy it logs in through runs on this runtime's tasks.
-    // The first line says it is ready; then it is asked for its contact list until it has it, so that
-    // its own roster snapshot is not counted as the widget's set-up.
+    // Read off the runtime: the proxy it logs in through runs on this runtime's tasks. It says it is
+    // ready, then that it knows its contact list: its own roster snapshot is then in, and not counted
+    // as the widget's set-up. (Killed, on any error too, so that a read waiting on it ends.)
     let stdout = full.stdout.take().expect("piped");
-    let mut stdin = full.stdin.take().expect("piped");
-    type Pipes = (BufReader<std::process::ChildStdout>, std::process::ChildStdin);
-    let (line, _pipes) = tokio::task::spawn_blocking(move || -> std::io::Result<(String, Option<Pipes>)> {
-        let mut out = BufReader::new(stdout);
-        let mut first = String::new();
-        out.read_line(&mut first)?;
-        if !first.starts_with("pinchat-full ready") {
-            return Ok((first, None));
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            writeln!(stdin, "contacts")?;
-            stdin.flush()?;
-            let mut line = String::new();
-            loop {
-                line.clear();
-                if out.read_line(&mut line)? == 0 {
-                    return Ok(("pinchat-full ended".into(), None));
-                }
-                if line.starts_with("contacts: ") {
-                    break;
-                }
-            }
-            if line.trim() != "contacts: not yet known" {
-                // Kept for the run: the program's standard input and output stay connected.
-                return Ok((first, Some((out, stdin))));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(("pinchat-full never knew its contact list".into(), None))
-    })
-    .await??;
-    anyhow::ensure!(
-        line.starts_with("pinchat-full ready"),
-        "pinchat-full said {line:?}; its log:\n{}",
-        std::fs::read_to_string(dir.path().join("full.log")).unwrap_or_default()
-    );
     let full_pid = full.id();
     let _full = Killed(full);
+    let said = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<String>, _)> {
+        let mut out = BufReader::new(stdout);
+        let mut said = vec![];
+        loop {
+            let mut line = String::new();
+            if out.read_line(&mut line)? == 0 {
+                return Ok((said, out));
+            }
+            let known = line.starts_with("pinchat-full knows its");
+            said.push(line);
+            if known {
+                // Kept for the run: its standard output stays connected.
+                return Ok((said, out));
+            }
+        }
+    });
+    let (said, _stdout) = tokio::time::timeout(Duration::from_secs(30), said)
+        .await
+        .map_err(|_| anyhow::anyhow!("pinchat-full did not get its contact list within 30 s"))???;
+    anyhow::ensure!(
+        said.first().is_some_and(|l| l.starts_with("pinchat-full ready"))
+            && said
+                .last()
+                .is_some_and(|l| l.starts_with("pinchat-full knows its")),
+        "pinchat-full said {said:?}; its log:\n{}",
+        std::fs::read_to_string(dir.path().join("full.log")).unwrap_or_default()
+    );
 
     let start_bytes = proxy.bytes_down();
     let created = client

@@ -42,8 +42,9 @@ use tokio_util::task::TaskTracker;
     about = "The full pinchat client: one connection for the whole account, lent to the widgets of the same account"
 )]
 pub struct Cli {
-    /// Run without a window: hold the account's connection and lend it to widgets. Reads commands on
-    /// standard input: `contacts` (prints the contact list), `logout`, `quit`.
+    /// Run without a window: hold the account's connection and lend it to widgets. Says `pinchat-full
+    /// ready: …` when connected and `pinchat-full knows its N contacts` once it has the contact list;
+    /// reads commands on standard input: `contacts` (prints the contact list), `logout`, `quit`.
     #[arg(long)]
     pub headless: bool,
     /// The server, e.g. https://chat.example.com or http://127.0.0.1:7420.
@@ -117,8 +118,17 @@ async fn headless(cli: Cli) -> anyhow::Result<()> {
         stop.clone(),
         tracker.clone(),
     ));
-    let (roster, _) = tokio::sync::watch::channel(roster::Roster::default());
+    let (roster, mut first) = tokio::sync::watch::channel(roster::Roster::default());
     let mut generation = 0;
+    // Said once, when the contact list is first known: what a script waits for instead of asking.
+    tokio::spawn(async move {
+        if let Ok(r) = first.wait_for(|r| r.synced).await {
+            say(format_args!(
+                "pinchat-full knows its {} contacts",
+                r.contacts.len()
+            ));
+        }
+    });
 
     let (commands_tx, mut commands) = mpsc::channel(4);
     tokio::spawn(async move {

@@ -103,6 +103,13 @@ impl Tables {
         }
     }
 
+    /// A server request number for a link's request `req`, remembered so the answer finds its way back.
+    fn ask(&mut self, link: LinkId, req: ReqId) -> ReqId {
+        let r = self.req();
+        self.reqs.insert(r, (link, req));
+        r
+    }
+
     fn req(&mut self) -> ReqId {
         let r = self.next_req;
         self.next_req = self.next_req.wrapping_add(1).max(1);
@@ -142,11 +149,6 @@ impl Tables {
 
     /// Translates a link's frame for the server; `None` when it was answered here.
     fn outgoing(&mut self, link: LinkId, frame: ClientFrame) -> Option<ClientFrame> {
-        let ask = |t: &mut Tables, req: ReqId| {
-            let r = t.req();
-            t.reqs.insert(r, (link, req));
-            r
-        };
         match frame {
             ClientFrame::Hello { .. } => None,
             ClientFrame::Subscribe {
@@ -171,7 +173,7 @@ impl Tables {
                 Some(server) => {
                     self.subs.remove(&server);
                     self.subscribing.remove(&server);
-                    let r = ask(self, req);
+                    let r = self.ask(link, req);
                     self.releasing.insert(r, server);
                     Some(ClientFrame::Unsubscribe { req: r, sub: server })
                 }
@@ -192,18 +194,18 @@ impl Tables {
                 client_id,
                 text,
             } => Some(ClientFrame::Send {
-                req: ask(self, req),
+                req: self.ask(link, req),
                 to,
                 client_id,
                 text,
             }),
             ClientFrame::MarkRead { req, contact, up_to } => Some(ClientFrame::MarkRead {
-                req: ask(self, req),
+                req: self.ask(link, req),
                 contact,
                 up_to,
             }),
             ClientFrame::SetPresence { req, state, status } => Some(ClientFrame::SetPresence {
-                req: ask(self, req),
+                req: self.ask(link, req),
                 state,
                 status,
             }),
@@ -228,8 +230,7 @@ impl Tables {
                 (s, true)
             }
         };
-        let r = self.req();
-        self.reqs.insert(r, (link, req));
+        let r = self.ask(link, req);
         self.subscribing
             .entry(server)
             .or_default()

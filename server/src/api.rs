@@ -145,7 +145,7 @@ impl Api {
         pins: &[AccountId],
         since: Option<Since>,
     ) -> Result<Snapshot, ErrorBody> {
-        self.sync_checked(account, pins, since, true).await
+        self.sync_subscription(account, pins, since, false).await
     }
 
     /// Every contact of `account`, for a roster subscription.
@@ -154,27 +154,18 @@ impl Api {
         Ok(contacts.into_iter().map(|c| c.id).collect())
     }
 
-    /// The state of a roster subscription's contacts (from [`Api::roster`]): like [`Api::sync`], but not
-    /// bounded by `max_pins`, since the contacts are the account's own list, and `since.fresh` may name
-    /// contacts that are gone.
-    pub async fn sync_roster(
-        &self,
-        account: AccountId,
-        roster: &[AccountId],
-        since: Option<Since>,
-    ) -> Result<Snapshot, ErrorBody> {
-        self.sync_checked(account, roster, since, false).await
-    }
-
-    async fn sync_checked(
+    /// [`Api::sync`] for a stream's subscription. A `roster` subscription's pins are the account's
+    /// contacts (from [`Api::roster`]): they are not bounded by `max_pins`, and its `since.fresh` may
+    /// name contacts that are gone.
+    pub async fn sync_subscription(
         &self,
         account: AccountId,
         pins: &[AccountId],
-        since: Option<Since>,
-        bounded: bool,
+        mut since: Option<Since>,
+        roster: bool,
     ) -> Result<Snapshot, ErrorBody> {
         let max = usize::from(self.config.limits.max_pins);
-        if bounded && pins.len() > max {
+        if !roster && pins.len() > max {
             return Err(ErrorBody::new(
                 ErrorCode::TooManyPins,
                 format!("{} contacts pinned; this server allows at most {max}", pins.len()),
@@ -184,8 +175,7 @@ impl Api {
         if let Some(dup) = pins.iter().find(|p| !seen.insert(**p)) {
             return Err(invalid(format!("contact {dup} is pinned twice")));
         }
-        let mut since = since;
-        if !bounded && let Some(s) = &mut since {
+        if roster && let Some(s) = &mut since {
             // A roster client cannot know which contacts were removed since it last saw the list: its
             // fresh contacts that are no longer contacts are left out rather than refused.
             s.fresh.retain(|f| seen.contains(f));

@@ -539,11 +539,11 @@ impl Session {
             cursor: r.cursor,
             fresh: r.fresh,
         });
-        let synced = if roster {
-            self.app.api.sync_roster(self.account, &pins, since).await
-        } else {
-            self.app.api.sync(self.account, &pins, since).await
-        };
+        let synced = self
+            .app
+            .api
+            .sync_subscription(self.account, &pins, since, roster)
+            .await;
         match synced {
             Ok(mut snapshot) => {
                 snapshot.sub = sub;
@@ -626,18 +626,19 @@ impl Session {
         self.conn.shared.events.clear();
         let (epoch, _) = self.app.api.store.head().await.map_err(|_| ())?;
         for i in 0..self.subs.len() {
-            let (id, pins, sent) = (self.subs[i].id, self.subs[i].pins.clone(), self.subs[i].sent);
+            let s = &self.subs[i];
+            let (id, pins, sent, roster) = (s.id, s.pins.clone(), s.sent, s.roster);
             let since = Some(Since {
                 epoch,
                 cursor: sent,
                 fresh: vec![],
             });
-            let synced = if self.subs[i].roster {
-                self.app.api.sync_roster(self.account, &pins, since).await
-            } else {
-                self.app.api.sync(self.account, &pins, since).await
-            };
-            match synced {
+            match self
+                .app
+                .api
+                .sync_subscription(self.account, &pins, since, roster)
+                .await
+            {
                 Ok(mut snapshot) => {
                     snapshot.sub = id;
                     self.subs[i].floor = snapshot.cursor;

@@ -900,6 +900,22 @@ impl FullClient {
         stdin.flush().unwrap();
     }
 
+    /// Waits until it says it knows its contact list (`pinchat-full knows its N contacts`); returns N.
+    pub fn contacts_known(&mut self) -> usize {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(DEADLINE)
+                .unwrap_or_else(|e| panic!("it never knew its contacts ({e}); log:\n{}", self.log()));
+            if let Some(n) = line
+                .strip_prefix("pinchat-full knows its ")
+                .and_then(|rest| rest.strip_suffix(" contacts"))
+            {
+                return n.parse().expect("a count");
+            }
+        }
+    }
+
     /// Asks for the contact list (`contacts`) and returns its lines (`contact ID STATE unread=N NAME`),
     /// or `None` while the client does not know it yet.
     pub fn contacts(&mut self) -> Option<Vec<String>> {

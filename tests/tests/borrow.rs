@@ -734,12 +734,8 @@ async fn the_full_client_follows_its_whole_contact_list_across_a_server_restart(
     };
 
     // Every contact, more than a widget may pin, with its state.
-    let mut known = vec![];
-    eventually("the full client knows its contacts", || {
-        known = full.contacts().unwrap_or_default();
-        !known.is_empty()
-    })
-    .await;
+    assert_eq!(full.contacts_known(), list.contacts.len());
+    let known = full.contacts().expect("known once it said so");
     assert_eq!(known.len(), list.contacts.len(), "{known:#?}");
     assert!(line(&mut full).contains(" offline unread=0 "), "{known:#?}");
 
