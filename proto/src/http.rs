@@ -156,6 +156,11 @@ pub struct HistoryMessage {
     pub ts: i64,
     /// Text.
     pub text: String,
+    /// The `client_id` the account itself sent this message with; absent on the contact's messages
+    /// (a sender's ids are its own business) and from servers that predate the field. A client uses it
+    /// to recognise a message it still holds as queued but that the server has already stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 /// `GET /v1/messages/{contact}?before=&limit=`: a page of the conversation, newest first.

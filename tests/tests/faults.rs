@@ -320,6 +320,74 @@ async fn a_silently_dead_link_is_noticed_marked_stale_and_resumed_without_loss()
 }
 
 #[tokio::test]
+async fn a_chat_opened_before_a_send_is_acknowledged_shows_the_message_once() {
+    // Found by the desktop test: a reply sent from the unread details opens the chat at once; when the
+    // server has stored the reply but its acknowledgement is still on the way, the page held it twice
+    // (queued, and stored). A slow link holds the acknowledgement back for 400 ms.
+    let s = Server::start().await;
+    let proxy = FaultProxy::start(s.addr).await.unwrap();
+    let d = Daemon::start();
+    let client = d.client().await;
+    let (w, me, pins) = bind(&client, &format!("http://{}", proxy.addr), "demo", &["alice"]).await;
+    let (c, mut rx) = watcher(&d).await;
+    until_current(&c, &mut rx, &w).await;
+    let alice_key = s.key("alice").await;
+    let mut alice = s.stream(&alice_key, pinchat_proto::Encoding::Json).await;
+    alice.subscribe(1, 0, &[AccountId(me)], None).await;
+
+    proxy.set(Fault::Slow(Duration::from_millis(400)));
+    let queued = c
+        .call::<SendMessage>(SendParams {
+            widget: w.clone(),
+            contact: pins[0],
+            text: "sent just now".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(queued.state, Delivery::Queued);
+    // Alice has it: the server stored it. The daemon hears so only 400 ms later.
+    let stored = loop {
+        if let pinchat_proto::stream::ServerFrame::Message { message, .. } = alice.recv().await {
+            break message;
+        }
+    };
+    assert_eq!(stored.text, "sent just now");
+    let page = c
+        .call::<History>(HistoryParams {
+            widget: w.clone(),
+            contact: pins[0],
+            before: None,
+            limit: None,
+        })
+        .await
+        .unwrap();
+    let copies: Vec<&MessageView> = page
+        .messages
+        .iter()
+        .filter(|m| m.text == "sent just now")
+        .collect();
+    assert_eq!(
+        copies.len(),
+        1,
+        "the message is on the page once: {:?}",
+        page.messages
+    );
+    assert_eq!(
+        copies[0].id, stored.id.0,
+        "the server's copy stands for the queued one"
+    );
+    assert_eq!(
+        copies[0].client_id, queued.client_id,
+        "and names the client id the app knows it by"
+    );
+    assert_eq!(copies[0].state, Delivery::Sent);
+    // The recipient's history does not carry the sender's client ids.
+    let theirs = server_history(&s, &alice_key, me).await;
+    let at_alice = theirs.iter().find(|m| m.id == stored.id).unwrap();
+    assert_eq!(at_alice.client_id, None);
+}
+
+#[tokio::test]
 async fn unread_details_agree_with_the_count_after_a_restart_and_can_be_paged() {
     let s = Server::start().await;
     let mut d = Daemon::start();

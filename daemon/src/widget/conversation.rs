@@ -151,6 +151,15 @@ impl Widget {
         };
         match self.remote.history(&key, contact, before, limit).await {
             Ok(page) => {
+                // A message the server has stored may still be queued here, its acknowledgement not yet
+                // through the stream: the server's copy (which names the same client id) stands for it,
+                // so that a chat opened at that moment does not show it twice.
+                messages.retain(|q| {
+                    !page
+                        .messages
+                        .iter()
+                        .any(|m| m.client_id.is_some() && m.client_id == q.client_id)
+                });
                 messages.extend(page.messages.into_iter().map(|m| Message {
                     state: if m.from != me {
                         Delivery::Received
@@ -164,7 +173,7 @@ impl Widget {
                     to: m.to,
                     ts: m.ts,
                     text: m.text,
-                    client_id: None,
+                    client_id: m.client_id,
                 }));
                 Ok(History {
                     messages,

@@ -1237,9 +1237,9 @@ impl Store for SqliteStore {
             }
             let before = before.map_or(i64::MAX, |b| sql_id(b.0));
             let mut stmt = tx.prepare_cached(
-                "SELECT id, sender, recipient, ts, text FROM messages WHERE recipient = ?1 AND sender = ?2 AND id < ?3
+                "SELECT id, sender, recipient, ts, text, NULL FROM messages WHERE recipient = ?1 AND sender = ?2 AND id < ?3
                  UNION ALL
-                 SELECT id, sender, recipient, ts, text FROM messages WHERE recipient = ?2 AND sender = ?1 AND id < ?3
+                 SELECT id, sender, recipient, ts, text, client_id FROM messages WHERE recipient = ?2 AND sender = ?1 AND id < ?3
                  ORDER BY id DESC LIMIT ?4",
             )?;
             let mut messages = stmt
@@ -1250,6 +1250,7 @@ impl Store for SqliteStore {
                         to: aid(r, 2)?,
                         ts: r.get(3)?,
                         text: r.get(4)?,
+                        client_id: r.get(5)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
