@@ -56,7 +56,12 @@ mod imp {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        std::fs::write(&path, entry(exe)).with_context(|| format!("cannot write {}", path.display()))
+        // Through a temporary file (not named *.desktop, so never read as an entry): the session reads
+        // this file at login, and a half-written one must never be what it finds.
+        let tmp = path.with_extension("desktop.tmp");
+        std::fs::write(&tmp, entry(exe))
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 
     /// The desktop entry that starts `exe`.
