@@ -353,7 +353,8 @@ fn via(v: model::Via) -> Via {
     }
 }
 
-fn contact_view(p: &Pin) -> ContactView {
+/// A contact as the local API shows it (also the full client's window).
+pub fn contact_view(p: &Pin) -> ContactView {
     ContactView {
         id: p.contact.0,
         name: p.name.clone(),

@@ -34,6 +34,10 @@ pub struct Roster {
     pub contacts: Vec<Pin>,
     /// The newest messages received while running, oldest first (at most [`RECENT`]).
     pub recent: VecDeque<Message>,
+    /// The stream is connected (set by the session, not by [`follow`]).
+    pub online: bool,
+    /// The server refused the account's key: a password is needed (set by the session).
+    pub key_refused: bool,
 }
 
 impl Roster {

@@ -585,8 +585,8 @@ impl Drop for App {
 /// A minimal W3C WebDriver client for WebKitWebDriver, driving a real panel's webview.
 pub struct WebDriver {
     driver: Child,
-    /// The tray app whose daemon the panel uses.
-    pub app: App,
+    /// The tray app whose daemon the panel uses (none for the full client's window).
+    pub app: Option<App>,
     display: String,
     http: reqwest::Client,
     base: String,
@@ -616,15 +616,39 @@ impl WebDriver {
 
     /// [`WebDriver::start_with`] with extra arguments for the panel (e.g. `--popover`).
     pub async fn start_panel(display: &str, dir: &Path, env: &[(&str, &str)], args: &[&str]) -> WebDriver {
+        let socket = dir.join("run").join("daemon.sock");
+        let tray = App::start_with(display, dir, env);
+        let mut app = App::command(display, dir, &socket);
+        app.envs(env.iter().copied());
+        let panel_args: Vec<&str> = ["--automation", "panel"].iter().chain(args).copied().collect();
+        WebDriver::launch(display, dir, &app, &app_binary(), &panel_args, Some(tray)).await
+    }
+
+    /// The full client's window: `pinchat-full --automation <args>` (a copy named `pinchat-full`, as
+    /// the daemon requires), with the app's environment for `dir` — no tray app.
+    pub async fn start_full(display: &str, dir: &Path, env: &[(&str, &str)], args: &[&str]) -> WebDriver {
+        let socket = dir.join("run").join("daemon.sock");
+        let mut app = App::command(display, dir, &socket);
+        app.envs(env.iter().copied());
+        let program = crate::FullClient::program(dir);
+        let full_args: Vec<&str> = ["--automation"].iter().chain(args).copied().collect();
+        WebDriver::launch(display, dir, &app, &program, &full_args, None).await
+    }
+
+    /// Starts WebKitWebDriver with `app`'s environment and opens a session on `binary args`.
+    async fn launch(
+        display: &str,
+        dir: &Path,
+        app: &Command,
+        binary: &Path,
+        args: &[&str],
+        tray: Option<App>,
+    ) -> WebDriver {
         need("WebKitWebDriver", "webkit2gtk-driver");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let socket = dir.join("run").join("daemon.sock");
-        let tray = App::start_with(display, dir, env);
-        let mut app = App::command(display, dir, &socket);
-        app.envs(env.iter().copied());
         let mut driver = Command::new("WebKitWebDriver");
         driver.arg(format!("--port={port}"));
         for (k, v) in app.get_envs() {
@@ -651,13 +675,15 @@ impl WebDriver {
             assert!(Instant::now() < deadline, "WebKitWebDriver did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let panel_args: Vec<&str> = ["--automation", "panel"].iter().chain(args).copied().collect();
         let caps = serde_json::json!({"capabilities": {"alwaysMatch": {"webkitgtk:browserOptions": {
-            "binary": app_binary(),
-            "args": panel_args
+            "binary": binary,
+            "args": args
         }}}});
         let session = wd.raw("POST", "/session", Some(caps)).await;
-        let id = session["sessionId"].as_str().expect("a session id").to_owned();
+        let id = session["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a session id: {session}"))
+            .to_owned();
         wd.base = format!("{}/session/{id}", wd.base);
         wd
     }
@@ -690,14 +716,20 @@ impl WebDriver {
     }
 
     /// Waits until `script` returns something other than null/false, and returns it.
+    /// A script that throws (an element not there yet) is not an answer either: it is asked again, and
+    /// its error is in the failure's message.
     pub async fn until(&self, what: &str, script: &str) -> serde_json::Value {
         let deadline = Instant::now() + crate::DEADLINE;
         loop {
             let v = self.js(script).await;
-            if !v.is_null() && v != serde_json::Value::Bool(false) {
+            let thrown = v.get("error").is_some() && v.get("stacktrace").is_some();
+            if !thrown && !v.is_null() && v != serde_json::Value::Bool(false) {
                 return v;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what} (last answer: {v})"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

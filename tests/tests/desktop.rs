@@ -1295,7 +1295,9 @@ async fn one_panel_reaches_every_account_and_a_popover_pinned_open_survives_focu
     let server = Server::start().await;
     let dir = tempfile::tempdir().unwrap();
     let wd = WebDriver::start_panel(&x.display, dir.path(), &[], &["--popover"]).await;
-    let client = pinchat_ipc::Client::connect(&wd.app.socket).await.unwrap();
+    let client = pinchat_ipc::Client::connect(&wd.app.as_ref().expect("the tray app").socket)
+        .await
+        .unwrap();
     bind_demo_with_alice(&client, &server).await;
     let second = client
         .call::<CreateWidget>(Login {
@@ -1437,7 +1439,9 @@ async fn no_view_clips_or_wraps_its_words_in_english_or_chinese() {
         };
         wd.find("#login").await;
         look("login", wd.js(LAYOUT_PROBLEMS).await);
-        let client = pinchat_ipc::Client::connect(&wd.app.socket).await.unwrap();
+        let client = pinchat_ipc::Client::connect(&wd.app.as_ref().expect("the tray app").socket)
+            .await
+            .unwrap();
         let alice = bind_demo_with_alice(&client, &server).await;
         let widgets = client
             .call::<pinchat_ipc::api::ListWidgets>(pinchat_ipc::api::NoParams {})
@@ -1666,4 +1670,255 @@ async fn a_language_chosen_in_the_tray_reaches_the_open_panel_at_once() {
             .any(|(_, l, _)| l == "退出 pinchat")
             .then_some(())
     });
+}
+
+/// The full client's window (issue 12): `pinchat-full` without `--headless`, driven by WebKitWebDriver
+/// under Xvfb — log in, every contact listed with presence and unread counts, search, a chat with
+/// history, sending and reading — while a daemon's widget of the same account borrows the window's
+/// connection. Then the window in Chinese.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_full_client_window_lists_every_contact_searches_chats_and_lends_its_connection() {
+    use pinchat_ipc::api::{Refresh, Via, WidgetRef};
+    let _serial = serial().await;
+    let x = Xvfb::start();
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A daemon with a widget of demo pinning alice, on its own connection until the window logs in.
+    let d = pinchat_tests::Daemon::start();
+    let mut client = d.client().await;
+    let mut events = client.notifications().unwrap();
+    client
+        .call::<pinchat_ipc::api::Subscribe>(pinchat_ipc::api::SubscribeParams::default())
+        .await
+        .unwrap();
+    let demo_key = server.key("demo").await;
+    let alice_key = server.key("alice").await;
+    let alice = server.id_of(&demo_key, "alice").await;
+    let created = pinchat_tests::create_widget(&client, &server, "demo").await;
+    let widget = created.widget.id.clone();
+    client
+        .call::<SetPins>(SetPinsParams {
+            widget: widget.clone(),
+            pins: vec![alice.0],
+        })
+        .await
+        .unwrap();
+    let contacts: pinchat_proto::http::ContactList = server.get(&demo_key, "/v1/contacts").await.unwrap();
+    assert!(
+        contacts.contacts.len() > usize::from(contacts.max_pins),
+        "the demo account has more contacts than a widget may pin"
+    );
+
+    let run = d.socket.parent().unwrap().to_str().unwrap().to_owned();
+    let url = server.url("");
+    let wd = WebDriver::start_full(
+        &x.display,
+        dir.path(),
+        &[],
+        &["--server", &url, "--account", "demo", "--runtime-dir", &run],
+    )
+    .await;
+
+    // The login form starts with the server and account it was given; a wrong password is said so.
+    wd.find("#login").await;
+    assert_eq!(wd.text("h1").await, "Log in to pinchat");
+    assert_eq!(wd.js("return document.querySelector('#server').value").await, url);
+    assert_eq!(
+        wd.js("return document.querySelector('#account').value").await,
+        "demo"
+    );
+    wd.type_into("#password", "wrong").await;
+    wd.click("#login").await;
+    wd.until(
+        "the error",
+        "return document.querySelector('.error').textContent || null",
+    )
+    .await;
+    assert_eq!(wd.text(".error").await, "Wrong account name or password.");
+    wd.type_into("#password", "demo").await;
+    wd.click("#login").await;
+
+    // Every contact, not a widget's few, in the server's order (by name), connected.
+    let rows = "return [...document.querySelectorAll('#pins li[data-contact]')].map((li) => Number(li.dataset.contact))";
+    let listed = wd
+        .until(
+            "the whole contact list",
+            &format!(
+                "const ids = (() => {{ {rows} }})(); return ids.length === {} && ids",
+                contacts.contacts.len()
+            ),
+        )
+        .await;
+    let expected: Vec<u64> = contacts.contacts.iter().map(|c| c.id.0).collect();
+    assert_eq!(listed, serde_json::json!(expected));
+    wd.until(
+        "connected",
+        "return document.querySelector('#connection').textContent === 'connected'",
+    )
+    .await;
+    assert!(wd.text("#me").await.contains("Demo User"));
+
+    // The daemon's widget of the same account now borrows the window's connection.
+    until_online_via(&mut events, &widget, |v| matches!(v, Via::FullClient { .. })).await;
+    let view = client
+        .call::<Refresh>(WidgetRef {
+            widget: widget.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(view.via, Via::FullClient { .. }), "{:?}", view.via);
+
+    // Search narrows the list as it is typed and gives it back when cleared.
+    wd.type_into("#search", "ali").await;
+    let narrowed = wd
+        .until(
+            "the search to narrow the list",
+            &format!(
+                "const ids = (() => {{ {rows} }})(); return ids.length < {} && ids",
+                expected.len()
+            ),
+        )
+        .await;
+    assert!(
+        narrowed.as_array().unwrap().contains(&serde_json::json!(alice.0)),
+        "{narrowed}"
+    );
+    wd.type_into("#search", "zzz-nobody").await;
+    wd.until(
+        "no match",
+        "return document.querySelector('#no-contacts')?.textContent === 'No contact matches.'",
+    )
+    .await;
+    wd.type_into("#search", "").await;
+    wd.until(
+        "the whole list again",
+        &format!(
+            "return document.querySelectorAll('#pins li[data-contact]').length === {}",
+            expected.len()
+        ),
+    )
+    .await;
+
+    // Alice comes online and writes: the window shows her state and an unread count live.
+    let mut alice_stream = server.stream(&alice_key, pinchat_proto::Encoding::Json).await;
+    let row = format!("#pins li[data-contact='{}']", alice.0);
+    wd.until(
+        "alice online",
+        &format!("return document.querySelector(\"{row} .state\").className === 'state online'"),
+    )
+    .await;
+    let demo = pinchat_proto::AccountId(created.widget.account.id);
+    let hello = server
+        .send_text(&alice_key, demo, "full-1", "Hello from Alice")
+        .await;
+    wd.until(
+        "alice's unread count",
+        &format!("return document.querySelector(\"{row} .count\")?.textContent === '1'"),
+    )
+    .await;
+
+    // Her chat: the message in the history; opening it reads it (on the server too).
+    wd.click(&row).await;
+    wd.until(
+        "the message in the chat",
+        &format!(
+            "return !!document.querySelector(\"#messages .msg[data-message='{}']\")",
+            hello.id.0
+        ),
+    )
+    .await;
+    assert!(wd.text("#messages").await.contains("Hello from Alice"));
+    // The borrowing widget hears of it through the window's connection.
+    pinchat_tests::until(&mut events, |n| match n {
+        pinchat_ipc::api::Notification::UnreadChanged {
+            contact, unread: 0, ..
+        } if *contact == alice.0 => Some(()),
+        _ => None,
+    })
+    .await;
+    let page: pinchat_proto::http::HistoryPage = server
+        .get(&demo_key, &format!("/v1/messages/{}?limit=1", alice.0))
+        .await
+        .unwrap();
+    assert_eq!(page.unread, 0, "read on the server");
+
+    // A reply typed in the window reaches Alice once; a new message of hers appears in the open chat.
+    wd.type_into("#text", "Hi Alice, from the full client").await;
+    wd.press("#text", ENTER).await;
+    wd.until("the reply shown as sent", "return [...document.querySelectorAll('#messages .msg.mine')].some((m) => m.textContent.includes('from the full client') && m.dataset.state === 'sent')")
+        .await;
+    let theirs: pinchat_proto::http::HistoryPage = server
+        .get(&alice_key, &format!("/v1/messages/{}?limit=50", demo.0))
+        .await
+        .unwrap();
+    let copies = theirs
+        .messages
+        .iter()
+        .filter(|m| m.text == "Hi Alice, from the full client")
+        .count();
+    assert_eq!(copies, 1, "the reply reached Alice once");
+    let again = server.send_text(&alice_key, demo, "full-2", "Got it").await;
+    wd.until(
+        "her answer in the open chat",
+        &format!(
+            "return !!document.querySelector(\"#messages .msg[data-message='{}']\")",
+            again.id.0
+        ),
+    )
+    .await;
+    alice_stream.ping().await;
+
+    // Logging out gives the connection back to the widget, and the login form back to the window.
+    wd.press("#text", ESCAPE).await;
+    wd.click("#log-out").await;
+    wd.find("#login").await;
+    until_online_via(&mut events, &widget, |v| matches!(v, Via::Own)).await;
+    drop(wd);
+
+    // The same window in Simplified Chinese.
+    // (In a directory of its own: the first window's program may still be exiting.)
+    let zh = dir.path().join("zh");
+    std::fs::create_dir(&zh).unwrap();
+    let wd = WebDriver::start_full(
+        &x.display,
+        &zh,
+        &[("PINCHAT_LANG", "zh")],
+        &["--server", &url, "--runtime-dir", &run],
+    )
+    .await;
+    wd.find("#login").await;
+    assert_eq!(wd.text("h1").await, "登录 pinchat");
+    wd.type_into("#account", "demo").await;
+    wd.type_into("#password", "demo").await;
+    wd.click("#login").await;
+    wd.until(
+        "the list in Chinese",
+        "return document.querySelector('#connection').textContent === '已连接'",
+    )
+    .await;
+    assert_eq!(
+        wd.js("return document.querySelector('#search').placeholder")
+            .await,
+        "搜索联系人"
+    );
+    assert_eq!(wd.text("#log-out").await, "退出登录");
+}
+
+/// Waits until `widget` is online with a source `via` accepts.
+async fn until_online_via(
+    events: &mut tokio::sync::mpsc::Receiver<pinchat_ipc::api::Notification>,
+    widget: &str,
+    via: impl Fn(&pinchat_ipc::api::Via) -> bool,
+) {
+    use pinchat_ipc::api::{Connection, Notification};
+    pinchat_tests::until(events, |n| match n {
+        Notification::ConnectionChanged {
+            widget: w,
+            connection: Connection::Online,
+            via: v,
+            ..
+        } if w == widget && via(v) => Some(()),
+        _ => None,
+    })
+    .await;
 }

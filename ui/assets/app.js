@@ -24,6 +24,7 @@ const WORDS = {
     storage: "cannot save new messages: disk full or read-only",
     queued: "queued", sent: "sent", read: "read", failed: "not sent", received: "",
     keepOpen: "Keep this panel open when you click elsewhere", accounts: "Accounts",
+    signIn: "Log in to pinchat", logOut: "Log out", noContacts: "No contacts yet.", noMatch: "No contact matches.",
     err: {
       "auth.bad_credentials": "Wrong account name or password.",
       "server.unreachable": "Cannot reach the server. Check its address and your network.",
@@ -58,6 +59,7 @@ const WORDS = {
     storage: "无法保存新消息：磁盘已满或只读",
     queued: "待发送", sent: "已发送", read: "已读", failed: "发送失败", received: "",
     keepOpen: "点击其他地方时保持此面板打开", accounts: "账号",
+    signIn: "登录 pinchat", logOut: "退出登录", noContacts: "还没有联系人。", noMatch: "没有匹配的联系人。",
     err: {
       "auth.bad_credentials": "账号或密码错误。",
       "server.unreachable": "无法连接服务器，请检查地址和网络。",
@@ -76,6 +78,9 @@ const WORDS = {
 };
 
 const params = new URLSearchParams(location.search);
+// The full client's window (pinchat-full): every contact of the account, searchable, instead of a
+// widget's pinned few; the same views otherwise, answered by that program instead of the daemon.
+const full = params.get("mode") === "full";
 const lang = WORDS[params.get("lang")] ? params.get("lang") : "en";
 const W = WORDS[lang];
 document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
@@ -285,7 +290,7 @@ document.addEventListener("keydown", (e) => {
     if (state.screen === "chat" || state.screen === "details" || (state.screen === "picker" && state.view)) {
       state.chat = null;
       widgetView();
-    } else {
+    } else if (!full) {
       call("ui.close").catch(() => {});
     }
   }
@@ -304,10 +309,12 @@ function loginView(rebind) {
   const server = h("input", { type: "text", id: "server", placeholder: "https://chat.example.com", autocomplete: "url",
     onfocus: () => { touched = true; } });
   if (rebind && state.view) server.value = state.view.server;
+  else if (full && params.get("server")) server.value = params.get("server");
   else call("widget.list").then((list) => {
     if (!touched && !server.value && list.length) server.value = list[list.length - 1].server;
   }).catch(() => {});
   const account = h("input", { type: "text", id: "account", autofocus: true, autocomplete: "username" });
+  if (full && params.get("account")) account.value = params.get("account");
   const password = h("input", { type: "password", id: "password", autocomplete: "current-password" });
   const submit = h("button", { class: "primary", type: "submit", id: "login" }, t("logIn"));
   const form = h("form", { class: "pad", onsubmit: async (e) => {
@@ -323,6 +330,12 @@ function loginView(rebind) {
       password.value = "";
       state.widget = created.widget.id;
       state.view = created.widget;
+      if (full) {
+        // The full client lists every contact: nothing to pick.
+        call("ui.opened", { name: created.widget.account.name }).catch(() => {});
+        widgetView();
+        return;
+      }
       await call("ui.opened", { widget: state.widget });
       pickerView(created.contacts, created.max_pins, []);
     } catch (e) {
@@ -343,7 +356,7 @@ function loginView(rebind) {
   const replaces = rebind && state.view
     ? h("p", { class: "note pad", id: "replaces" }, t("replacesAccount").replace("{login}", state.view.account.login))
     : null;
-  show(h("header", {}, h("h1", {}, rebind ? t("changeAccount") : t("addAccount"))), h("div", { class: "scroll" }, replaces, form));
+  show(h("header", {}, h("h1", {}, rebind ? t("changeAccount") : full ? t("signIn") : t("addAccount"))), h("div", { class: "scroll" }, replaces, form));
 }
 
 // ---- Contact picker (Fig. 3) -----------------------------------------------------------------
@@ -396,14 +409,28 @@ function pickerView(contacts, max, pinned) {
 async function loadWidget() {
   state.view = await call("widget.snapshot", { widget: state.widget });
 }
-function widgetView() {
-  state.screen = "widget";
-  const v = state.view;
-  if (!v) return;
-  if (v.connection === "auth_required") return reauthView();
-  const me = v.account;
-  const list = h("ul", { class: "list", id: "pins" });
-  for (const c of v.pins) {
+// The full client's search field: one element for the window's life, so that live updates (which
+// redraw the view) never interrupt typing; the list follows it as it is typed.
+let searchField = null;
+function fullSearch() {
+  if (!searchField) {
+    searchField = h("input", { type: "search", id: "search", placeholder: t("search"), "aria-label": t("search") });
+    for (const ev of ["input", "change", "search"]) searchField.addEventListener(ev, () => {
+      if (searchField.value === (state.query || "")) return;
+      state.query = searchField.value;
+      const list = document.getElementById("pins");
+      if (list && state.view) fillContacts(list, state.view);
+    });
+  }
+  return searchField;
+}
+// The widget's pinned contacts — in the full client every contact, narrowed by the search.
+function fillContacts(list, v) {
+  const query = full ? (state.query || "").trim().toLowerCase() : "";
+  const shown = !query ? v.pins : v.pins.filter((c) =>
+    [c.name, c.signature, c.status].some((s) => (s || "").toLowerCase().includes(query)));
+  list.replaceChildren();
+  for (const c of shown) {
     const count = c.unread > 0
       ? h("button", { class: "count", "data-unread": c.id, "aria-label": `${c.unread} ${t("unread")}`, onclick: (e) => { e.stopPropagation(); detailsView(c); } }, countLabel(c.unread))
       : null;
@@ -414,7 +441,20 @@ function widgetView() {
     activate(row, () => chatView(c));
     list.append(row);
   }
-  if (!v.pins.length) list.append(h("li", { class: "empty" }, t("noPins")));
+  if (!shown.length) {
+    const empty = !full ? t("noPins") : query ? t("noMatch") : v.connection === "connecting" ? t("conn_connecting") : t("noContacts");
+    list.append(h("li", { class: "empty", id: "no-contacts" }, empty));
+  }
+}
+function widgetView() {
+  state.screen = "widget";
+  const v = state.view;
+  if (!v) return;
+  if (v.connection === "auth_required") return reauthView();
+  const me = v.account;
+  const list = h("ul", { class: "list", id: "pins" });
+  const search = full ? fullSearch() : null;
+  fillContacts(list, v);
   // A disk that cannot take what arrives matters more than the link: say so (the daemon's words on hover).
   const conn = v.storage
     ? h("span", { class: "conn storage", id: "connection", title: v.storage }, t("storage"))
@@ -431,10 +471,19 @@ function widgetView() {
     accountTabs(),
     h("header", {}, avatar(me.name, me.state, me.avatar),
       h("h1", { id: "me" }, me.name, h("span", { class: "sub" }, me.signature || me.login)),
-      pin,
+      full ? null : pin,
       h("button", { id: "refresh", class: "icon", "aria-label": t("refresh"), title: t("refresh"), onclick: async () => { state.view = await call("widget.refresh", { widget: state.widget }); widgetView(); } }, "⟳")),
+    search ? h("div", { class: "pad" }, search) : null,
     h("div", { class: "scroll" }, list),
-    h("div", { class: "bar" }, conn, h("span", { class: "grow" }),
+    full
+      ? h("div", { class: "bar" }, conn, h("span", { class: "grow" }),
+        h("button", { id: "log-out", onclick: async () => {
+          try { await call("widget.remove", { widget: state.widget }); } catch (e) { /* logged out here regardless */ }
+          state.view = null; state.widget = null; state.query = "";
+          if (searchField) searchField.value = "";
+          loginView(false);
+        } }, t("logOut")))
+      : h("div", { class: "bar" }, conn, h("span", { class: "grow" }),
       h("button", { id: "repick", onclick: async () => {
         const contacts = await call("widget.contacts", { widget: state.widget });
         pickerView(contacts, v.max_pins, v.pins.map((p) => p.id));

@@ -215,7 +215,32 @@ impl Backend {
     }
 }
 
-fn error_value(code: &str, message: &str) -> Value {
+/// What answers a panel page's requests: the daemon's local API through [`Backend`] for the tray's
+/// panels, or another program's own data (the full client's window). Answers and news go to the sink
+/// the backend was started with, as [`ToUi`].
+pub trait PageBackend {
+    /// Sends a request numbered `id`; an answer always comes back through the sink. `Err` is the
+    /// answer when the request cannot even be queued (an unknown method, too many at once).
+    fn request(&self, id: u64, method: String, params: Value) -> Result<(), Value>;
+    /// Stops the backend, letting what it owns finish its writes.
+    fn stop(self: Box<Self>);
+}
+
+impl PageBackend for Backend {
+    fn request(&self, id: u64, method: String, params: Value) -> Result<(), Value> {
+        Backend::request(self, id, method, params)
+    }
+
+    fn stop(self: Box<Self>) {
+        Backend::stop(*self);
+    }
+}
+
+/// The sink a [`PageBackend`] reports to.
+pub type Sink = Box<dyn Fn(ToUi) + Send + Sync>;
+
+/// An error answer, `{code, message}`.
+pub fn error_value(code: &str, message: &str) -> Value {
     serde_json::json!({ "code": code, "message": message })
 }
 

@@ -225,6 +225,9 @@ pub fn main() -> ExitCode {
                 managed,
                 popover,
                 automation: cli.automation,
+                full: false,
+                server: None,
+                account: None,
             },
         );
     }

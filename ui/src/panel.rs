@@ -19,7 +19,7 @@
 //! "close"; the panel writes `opened <widget id>` when an add-account panel has created its widget.
 
 use crate::assets;
-use crate::backend::{Backend, Options, ToUi};
+use crate::backend::{Backend, Options, PageBackend, Sink, ToUi};
 use crate::i18n::Lang;
 use std::borrow::Cow;
 use std::io::BufRead;
@@ -49,6 +49,13 @@ pub struct PanelArgs {
     pub popover: bool,
     /// Accept a WebDriver (WebKitWebDriver on Linux; the end-to-end tests).
     pub automation: bool,
+    /// The full client's window (`pinchat-full`): an application window of its own (a Dock icon on
+    /// macOS), larger, with the page in its full-client mode — every contact, searchable.
+    pub full: bool,
+    /// The full client's login form starts with this server…
+    pub server: Option<String>,
+    /// …and this account name.
+    pub account: Option<String>,
 }
 
 /// What wakes the panel's event loop.
@@ -91,8 +98,20 @@ fn page_url(query: &str) -> String {
     }
 }
 
+/// The full client's window size in logical pixels.
+pub const FULL_SIZE: LogicalSize<f64> = LogicalSize::new(720.0, 640.0);
+
 /// The page's query string for `args`.
 fn page_query(args: &PanelArgs, lang: Lang) -> String {
+    if args.full {
+        let mut q = format!("lang={}&mode=full&view=login", lang.code());
+        for (name, value) in [("server", &args.server), ("account", &args.account)] {
+            if let Some(v) = value {
+                q.push_str(&format!("&{name}={}", urlencode(v)));
+            }
+        }
+        return q;
+    }
     match &args.widget {
         Some(w) => {
             let chat = args.chat.map(|c| format!("&chat={c}")).unwrap_or_default();
@@ -108,28 +127,53 @@ pub(crate) fn event_loop_with_backend<E: std::fmt::Debug + Send + 'static>(
     options: Options,
     wrap: fn(ToUi) -> E,
 ) -> anyhow::Result<(EventLoop<E>, Backend)> {
+    let event_loop = event_loop(true);
+    let backend = Backend::start(options, sink(&event_loop, wrap))?;
+    Ok((event_loop, backend))
+}
+
+/// An event loop; an `accessory` process has no Dock icon on macOS (the tray app lives in the menu
+/// bar; the full client is an application of its own).
+fn event_loop<E: std::fmt::Debug + Send + 'static>(accessory: bool) -> EventLoop<E> {
     let mut event_loop = EventLoopBuilder::<E>::with_user_event().build();
     #[cfg(target_os = "macos")]
-    {
+    if accessory {
         use tao::platform::macos::{ActivationPolicy, EventLoopExtMacOS};
         event_loop.set_activation_policy(ActivationPolicy::Accessory);
     }
     #[cfg(not(target_os = "macos"))]
-    let _ = &mut event_loop;
+    let _ = (&mut event_loop, accessory);
+    event_loop
+}
+
+/// A sink that wakes `event_loop` with `wrap(news)`.
+fn sink<E: std::fmt::Debug + Send + 'static>(event_loop: &EventLoop<E>, wrap: fn(ToUi) -> E) -> Sink {
     // The proxy is Send but not Sync, and the sink is called from the backend's threads.
     let proxy = std::sync::Mutex::new(event_loop.create_proxy());
-    let backend = Backend::start(options, move |news| {
+    Box::new(move |news| {
         let _ = proxy
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .send_event(wrap(news));
-    })?;
-    Ok((event_loop, backend))
+    })
 }
 
 /// Runs one panel until it is closed (by the person, by the page, or by the tray).
 pub fn run(options: Options, lang: Lang, args: PanelArgs) -> anyhow::Result<std::convert::Infallible> {
-    let (event_loop, backend) = event_loop_with_backend(options, PanelEvent::Backend)?;
+    run_page(lang, args, move |sink| {
+        Ok(Box::new(Backend::start(options, sink)?) as Box<dyn PageBackend>)
+    })
+}
+
+/// Runs one window of the panel page until it is closed, its requests answered by the backend `start`
+/// makes (given the sink for its answers and news).
+pub fn run_page(
+    lang: Lang,
+    args: PanelArgs,
+    start: impl FnOnce(Sink) -> anyhow::Result<Box<dyn PageBackend>>,
+) -> anyhow::Result<std::convert::Infallible> {
+    let event_loop = event_loop(!args.full);
+    let backend = start(sink(&event_loop, PanelEvent::Backend))?;
     let proxy = event_loop.create_proxy();
     if args.managed {
         let p = proxy.clone();
@@ -155,7 +199,9 @@ pub fn run(options: Options, lang: Lang, args: PanelArgs) -> anyhow::Result<std:
     }
     let size = args
         .size
-        .map_or(SIZE, |(w, h)| LogicalSize::new(f64::from(w), f64::from(h)));
+        .map_or(if args.full { FULL_SIZE } else { SIZE }, |(w, h)| {
+            LogicalSize::new(f64::from(w), f64::from(h))
+        });
     // Hidden until the page has drawn: no blank or black frame while the web engine starts.
     let mut window = WindowBuilder::new()
         .with_title(&args.title)
@@ -245,7 +291,7 @@ struct Panel {
     webview: WebView,
     window: Window,
     _context: WebContext,
-    backend: Option<Backend>,
+    backend: Option<Box<dyn PageBackend>>,
     managed: bool,
     popover: bool,
     /// The page has drawn its first view (or was given up on): the window may be visible.
