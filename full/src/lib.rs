@@ -63,6 +63,11 @@ pub struct Cli {
     pub runtime_dir: Option<PathBuf>,
 }
 
+/// `pinchat-full`'s command line, for its man page.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 /// The environment variable that holds the password (otherwise it is read from standard input's
 /// first line).
 pub const PASSWORD_ENV: &str = "PINCHAT_PASSWORD";

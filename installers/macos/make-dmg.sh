@@ -26,9 +26,10 @@ mkdir -p "$universal"
 for arch in aarch64-apple-darwin x86_64-apple-darwin; do
   rustup target add "$arch" >/dev/null
   cargo build --locked --profile dist --target "$arch" --no-default-features \
-    -p pinchat-ui --bin pinchat -p pinchat-daemon --bin pinchatd -p pinchatctl --bin pinchatctl
+    -p pinchat-ui --bin pinchat -p pinchat-daemon --bin pinchatd -p pinchatctl --bin pinchatctl \
+    -p pinchat-full --bin pinchat-full
 done
-for bin in pinchat pinchatd pinchatctl; do
+for bin in pinchat pinchatd pinchatctl pinchat-full; do
   lipo -create -output "$universal/$bin" \
     "target/aarch64-apple-darwin/dist/$bin" "target/x86_64-apple-darwin/dist/$bin"
 done
@@ -38,7 +39,7 @@ app=$out/pinchat.app
 
 if [ -n "${SIGN_IDENTITY:-}" ]; then
   # Helpers first, then the bundle: each executable carries the hardened runtime.
-  for bin in pinchatd pinchatctl pinchat; do
+  for bin in pinchatd pinchatctl pinchat-full pinchat; do
     codesign --force --timestamp --options runtime \
       --entitlements installers/macos/entitlements.plist \
       --sign "$SIGN_IDENTITY" "$app/Contents/MacOS/$bin"

@@ -12,6 +12,7 @@ fn programs() -> Vec<clap::Command> {
         pinchat_ui::command().mut_subcommand("demo", |c| c.hide(true)),
         pinchat_daemon::cli::command(),
         pinchatctl::command(),
+        pinchat_full::command(),
     ]
 }
 

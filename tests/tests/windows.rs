@@ -274,6 +274,7 @@ async fn the_windows_build_installs_runs_upgrades_and_uninstalls_under_wine() {
         "pinchat.exe",
         "pinchatd.exe",
         "pinchatctl.exe",
+        "pinchat-full.exe",
         "WebView2Loader.dll",
     ] {
         let got = std::fs::read(installed.join(file)).unwrap_or_else(|e| panic!("{file} not installed: {e}"));
@@ -286,10 +287,12 @@ async fn the_windows_build_installs_runs_upgrades_and_uninstalls_under_wine() {
         .into_iter()
         .filter(|p| p.to_string_lossy().contains("Start Menu") && p.extension().is_some_and(|e| e == "lnk"))
         .collect();
-    assert!(
-        shortcuts.iter().any(|p| p.file_name().unwrap() == "pinchat.lnk"),
-        "no Start-menu shortcut: {shortcuts:?}"
-    );
+    for name in ["pinchat.lnk", "pinchat (all contacts).lnk"] {
+        assert!(
+            shortcuts.iter().any(|p| p.file_name().unwrap() == name),
+            "no Start-menu shortcut {name}: {shortcuts:?}"
+        );
+    }
     assert_eq!(
         tokio::task::block_in_place(|| wine.uninstall_entries()),
         vec![version.to_owned()]

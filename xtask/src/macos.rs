@@ -1,7 +1,7 @@
 //! `cargo xtask package macos [--bin-dir DIR] [--check]`: the macOS app bundle, laid out exactly as it
 //! ships, and — off macOS — a structural DMG holding it.
 //!
-//! `pinchat.app/Contents/{Info.plist, MacOS/{pinchat, pinchatd, pinchatctl}, Resources/pinchat.icns}`
+//! `pinchat.app/Contents/{Info.plist, MacOS/{pinchat, pinchatd, pinchatctl, pinchat-full}, Resources/pinchat.icns}`
 //! with the version from Cargo. The programs come from `--bin-dir` (universal binaries that
 //! `installers/macos/make-dmg.sh` builds on a Mac); without it — on Linux, where macOS programs cannot
 //! be linked — each is a placeholder script that says so, and the DMG's name says `layout-only`. The
@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PROGRAMS: [&str; 3] = ["pinchat", "pinchatd", "pinchatctl"];
+const PROGRAMS: [&str; 4] = ["pinchat", "pinchatd", "pinchatctl", "pinchat-full"];
 const OUT: &str = "target/macos";
 
 pub struct Options {

@@ -214,6 +214,10 @@ pub(crate) fn build_programs(profile: &str, target: Option<&str>) -> Result<(), 
         "pinchatctl",
         "--bin",
         "pinchatctl",
+        "-p",
+        "pinchat-full",
+        "--bin",
+        "pinchat-full",
     ]);
     run(&mut command)
 }

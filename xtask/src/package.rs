@@ -1,6 +1,7 @@
 //! `cargo xtask package deb`: the Linux package, and the checks that prove it installs what users need.
 //!
-//! The programs are built first (the tray app without its demo server, the daemon, `pinchatctl`), then
+//! The programs are built first (the tray app without its demo server, the daemon, `pinchatctl`, the
+//! full client `pinchat-full`), then
 //! cargo-deb assembles the package from `[package.metadata.deb]` in `ui/Cargo.toml`, and the path of the
 //! .deb is printed. With `--check`, the package is then linted (lintian, desktop-file-validate), its
 //! file list compared with what it must hold, and its programs run from an unpacked copy: `pinchat
@@ -16,8 +17,10 @@ use std::process::{Command, Stdio};
 /// (every page in `installers/linux/man`, gzipped).
 const DEB_FILES: &[&str] = &[
     "./usr/bin/pinchat",
+    "./usr/bin/pinchat-full",
     "./usr/bin/pinchatctl",
     "./usr/bin/pinchatd",
+    "./usr/share/applications/pinchat-full.desktop",
     "./usr/share/applications/pinchat.desktop",
     "./usr/share/doc/pinchat/README",
     "./usr/share/doc/pinchat/copyright",
@@ -225,7 +228,7 @@ const LINTIAN_OVERRIDDEN: &[&str] = &[
 /// home), with its data there, asked for its status.
 fn smoke(bin: &Path, user: &Path) -> Result<(), String> {
     let version = env!("CARGO_PKG_VERSION");
-    for program in ["pinchat", "pinchatd", "pinchatctl"] {
+    for program in ["pinchat", "pinchatd", "pinchatctl", "pinchat-full"] {
         let out = output(Command::new(bin.join(program)).arg("--version"))?;
         if !out.contains(version) {
             return Err(format!(

@@ -62,7 +62,12 @@ fn build(profile: &str) -> Result<PathBuf, String> {
     std::fs::create_dir_all(&stage).map_err(|e| format!("cannot create {}: {e}", stage.display()))?;
     // Shipped without debug information, as the .deb is (cargo-deb --strip): a third of the size.
     crate::need("x86_64-w64-mingw32-strip", "binutils-mingw-w64-x86-64")?;
-    for exe in ["pinchat.exe", "pinchatd.exe", "pinchatctl.exe"] {
+    for exe in [
+        "pinchat.exe",
+        "pinchatd.exe",
+        "pinchatctl.exe",
+        "pinchat-full.exe",
+    ] {
         crate::run(
             Command::new("x86_64-w64-mingw32-strip")
                 .arg("--strip-debug")
