@@ -12,7 +12,8 @@
 //!
 //! One task per request; a session change (log in, log out, password again) is serialised by the
 //! session lock. Roster changes reach the page as `widget.changed` (the whole list: it is local and
-//! small) and new messages as `message.received`, as the daemon's notifications would.
+//! small), a contact's read marker moving on also as `widget.contact_changed` (an open chat shows its
+//! messages read), and new messages as `message.received`, as the daemon's notifications would.
 
 use crate::Cli;
 use crate::roster::Roster;
@@ -379,12 +380,35 @@ async fn notify(live: Arc<Live>, sink: Arc<Sink>) {
             (live.view_of(&r), fresh)
         };
         if shown.as_ref() != Some(&view) {
+            // A contact who read my messages further: said as the field that changed too, which is
+            // what an open chat follows to show its messages read.
+            let read_further: Vec<(u64, u64)> = view
+                .pins
+                .iter()
+                .filter(|c| {
+                    shown
+                        .as_ref()
+                        .and_then(|s| s.pins.iter().find(|p| p.id == c.id))
+                        .is_some_and(|before| before.peer_read < c.peer_read)
+                })
+                .map(|c| (c.id, c.peer_read))
+                .collect();
             send(
                 &sink,
                 &Notification::WidgetChanged {
                     widget: Box::new(view.clone()),
                 },
             );
+            for (contact, up_to) in read_further {
+                send(
+                    &sink,
+                    &Notification::ContactChanged {
+                        widget: WIDGET.into(),
+                        contact,
+                        fields: vec![pinchat_proto::Field::PeerRead(MessageId(up_to))],
+                    },
+                );
+            }
             shown = Some(view);
         }
         let me = live.me.lock().unwrap_or_else(|e| e.into_inner()).id;

@@ -1857,6 +1857,28 @@ async fn the_full_client_window_lists_every_contact_searches_chats_and_lends_its
         .filter(|m| m.text == "Hi Alice, from the full client")
         .count();
     assert_eq!(copies, 1, "the reply reached Alice once");
+    // Alice reads it: the open chat shows it read.
+    let reply = theirs
+        .messages
+        .iter()
+        .find(|m| m.text == "Hi Alice, from the full client")
+        .unwrap();
+    let _: pinchat_proto::http::MarkReadResponse = server
+        .post(
+            &alice_key,
+            &format!("/v1/messages/{}/read", demo.0),
+            &pinchat_proto::http::MarkReadRequest { up_to: reply.id },
+        )
+        .await
+        .unwrap();
+    wd.until(
+        "the reply shown as read",
+        &format!(
+            "return document.querySelector(\"#messages .msg[data-message='{}']\")?.dataset.state === 'read'",
+            reply.id.0
+        ),
+    )
+    .await;
     let again = server.send_text(&alice_key, demo, "full-2", "Got it").await;
     wd.until(
         "her answer in the open chat",
