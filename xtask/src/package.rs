@@ -4,8 +4,8 @@
 //! full client `pinchat-full`), then
 //! cargo-deb assembles the package from `[package.metadata.deb]` in `ui/Cargo.toml`, and the path of the
 //! .deb is printed. With `--check`, the package is then linted (lintian, desktop-file-validate), its
-//! file list compared with what it must hold, and its programs run from an unpacked copy: `pinchat
-//! --version`, and a daemon answering `pinchatctl status` on a socket of its own. With `--system-test`
+//! file list compared with what it must hold, and its programs run from an unpacked copy: each one's
+//! `--version`, and a daemon answering `pinchatctl status` on a socket of its own. With `--system-test`
 //! (CI only: it changes the machine) it is also installed with apt and run from `/usr/bin`, *Start at
 //! login* turned on, upgraded to a second version (the user's files and choice kept), and purged; the
 //! machine's file list is compared before and after.
@@ -161,7 +161,10 @@ fn check_deb(deb: &Path) -> Result<(), String> {
             .arg(LINTIAN_OVERRIDDEN.join(","))
             .arg(deb),
     )?;
-    crate::run(Command::new("desktop-file-validate").arg("installers/linux/pinchat.desktop"))?;
+    crate::run(Command::new("desktop-file-validate").args([
+        "installers/linux/pinchat.desktop",
+        "installers/linux/pinchat-full.desktop",
+    ]))?;
 
     let listing = output(Command::new("dpkg-deb").arg("-c").arg(deb))?;
     let files: Vec<&str> = listing
