@@ -1926,6 +1926,52 @@ async fn the_full_client_window_lists_every_contact_searches_chats_and_lends_its
     assert_eq!(wd.text("#log-out").await, "退出登录");
 }
 
+/// Screenshots of the full client's window (`full-<lang>-light.png`: every contact, one with unread
+/// messages) when `PINCHAT_SCREENSHOTS` names the directory: `ui/screenshots.sh` runs it.
+#[tokio::test]
+#[ignore = "regenerates the README's screenshots; run ui/screenshots.sh"]
+async fn full_client_screenshots() {
+    let Some(out) = std::env::var_os("PINCHAT_SCREENSHOTS") else {
+        return;
+    };
+    let out = std::path::PathBuf::from(out);
+    std::fs::create_dir_all(&out).unwrap();
+    let _serial = serial().await;
+    let x = Xvfb::start();
+    let server = Server::start().await;
+    let alice_key = server.key("alice").await;
+    let demo_id = server.id_of(&alice_key, "demo").await;
+    let _alice_stream = server.stream(&alice_key, pinchat_proto::Encoding::Json).await;
+    for lang in ["en", "zh"] {
+        let dir = tempfile::tempdir().unwrap();
+        let wd = WebDriver::start_full(
+            &x.display,
+            dir.path(),
+            &[("PINCHAT_LANG", lang)],
+            &["--server", &server.url(""), "--account", "demo"],
+        )
+        .await;
+        wd.type_into("#password", "demo").await;
+        wd.click("#login").await;
+        wd.until(
+            "the contact list",
+            "return document.querySelectorAll('#pins li[data-contact]').length > 10",
+        )
+        .await;
+        let text = if lang == "zh" {
+            "晚上见？"
+        } else {
+            "See you tonight?"
+        };
+        server
+            .send_text(&alice_key, demo_id, &format!("full-shot-{lang}"), text)
+            .await;
+        wd.until("the count", "return document.querySelector('#pins .count')")
+            .await;
+        std::fs::write(out.join(format!("full-{lang}-light.png")), wd.screenshot()).unwrap();
+    }
+}
+
 /// Waits until `widget` is online with a source `via` accepts.
 async fn until_online_via(
     events: &mut tokio::sync::mpsc::Receiver<pinchat_ipc::api::Notification>,
