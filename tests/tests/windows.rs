@@ -2,7 +2,8 @@
 //! into a private Wine prefix, and the installed `pinchatd.exe` and `pinchatctl.exe` talk to the Linux
 //! `pinchat-server` on loopback over the real named pipe, with the auth key kept by the Windows keyring
 //! store (Wine's Credential Manager): add a widget, pin, a presence change and a message arrive, one is
-//! sent. The installed `pinchat.exe` starts its tray under Xvfb and, with no WebView2 in Wine, says what
+//! sent; the installed `pinchat-full.exe` lends the widget its connection and takes it back when killed.
+//! The installed `pinchat.exe` starts its tray under Xvfb and, with no WebView2 in Wine, says what
 //! to install. Then the next version upgrades in place keeping the widget, and uninstalling removes the
 //! programs and keeps the user's data.
 //!
@@ -12,7 +13,7 @@
 //! is Linux's; on Windows itself the whole suite runs natively.
 #![cfg(target_os = "linux")]
 
-use pinchat_ipc::api::WidgetView;
+use pinchat_ipc::api::{Connection, Via, WidgetView};
 use pinchat_tests::desktop::{Xvfb, eventually};
 use pinchat_tests::pinchat_proto::Presence;
 use pinchat_tests::{Server, pinchat_proto::codec::Encoding};
@@ -360,6 +361,55 @@ async fn the_windows_build_installs_runs_upgrades_and_uninstalls_under_wine() {
         1,
         "{texts:?}"
     );
+
+    // The full client of the same account, installed with it: the Windows widget borrows its connection
+    // (registration in %LOCALAPPDATA%, sysinfo's checks, the endpoint's named pipe), sends through it
+    // once, and takes its own connection back when the full client is killed.
+    let mut full = wine
+        .installed("pinchat-full.exe")
+        .args(["--headless", "--server", &server.url(""), "--account", "alice"])
+        .env("PINCHAT_PASSWORD", "demo")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let ready = tokio::task::block_in_place(|| {
+        let mut line = String::new();
+        BufReader::new(full.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line
+    });
+    assert!(
+        ready.starts_with("pinchat-full ready: alice"),
+        "pinchat-full.exe printed {ready:?}"
+    );
+    tokio::task::block_in_place(|| {
+        eventually(
+            "the Windows widget borrowing the full client's connection",
+            || matches!(show(&wine).via, Via::FullClient { .. }).then_some(()),
+        );
+    });
+    tokio::task::block_in_place(|| {
+        wine.ctl(&pipe, &["send", &widget, "demo", "through the full client"], None)
+    });
+    let history: pinchat_proto::http::HistoryPage = server
+        .get(&contact_key, &format!("/v1/messages/{me}"))
+        .await
+        .unwrap();
+    let through = history
+        .messages
+        .iter()
+        .filter(|m| m.text == "through the full client")
+        .count();
+    assert_eq!(through, 1, "sent once through the full client");
+    stop(full);
+    tokio::task::block_in_place(|| {
+        eventually("the Windows widget on its own connection again", || {
+            let view = show(&wine);
+            (view.via == Via::Own && view.connection == Connection::Online).then_some(())
+        });
+    });
 
     // The auth key is in Wine's Credential Manager, never in the widget's files in clear.
     let key_on_disk = walk(&wine.drive_c().join("users/Public/pinchat-data"))
