@@ -430,7 +430,8 @@ pub async fn run(bins: &Bins, plan: &Plan) -> anyhow::Result<Report> {
     while flows.join_next().await.is_some() {}
     proxy.set(Fault::Pass);
     let settle_started = Instant::now();
-    let mut report = settle(&daemon.socket, &http, &server, &demo_key, &widget, &pins).await?;
+    let db = daemon.data.join("widgets").join(format!("{widget}.db"));
+    let mut report = settle(&daemon.socket, &db, &http, &server, &demo_key, &widget, &pins).await?;
     report.settle_seconds = settle_started.elapsed().as_secs_f64();
     // What the user sees behind each unread count.
     let mut listed: HashMap<u64, Vec<u64>> = HashMap::new();
@@ -450,7 +451,6 @@ pub async fn run(bins: &Bins, plan: &Plan) -> anyhow::Result<Report> {
     daemon.stop().await;
 
     // The widget's database against the server's truth.
-    let db = daemon.data.join("widgets").join(format!("{widget}.db"));
     let stored = widget_messages(&db)?;
     let (ledger_queued, ledger_offline, acknowledged, presence_changes) = {
         let l = ledger.lock().unwrap_or_else(|e| e.into_inner());
@@ -735,8 +735,13 @@ async fn truth(
 
 /// Waits (on the daemon's notifications) until the widget is online, confirmed, its outbox drained, and
 /// its pins equal the server's truth; reports what still differs after ten minutes.
+///
+/// "Drained" is read from the widget's database (`db`), not from `widget.history`: the history shows a
+/// message the server has stored once, as stored, even while its acknowledgement is still on the way and
+/// its outbox row not yet deleted.
 async fn settle(
     socket: &Path,
+    db: &Path,
     http: &reqwest::Client,
     server: &ServerProc,
     key: &str,
@@ -762,22 +767,7 @@ async fn settle(
             })
             .await?;
         let truth = truth(http, server, key, pins).await?;
-        let mut queued = 0;
-        for pin in pins {
-            let page = client
-                .call::<History>(HistoryParams {
-                    widget: widget.into(),
-                    contact: *pin,
-                    before: None,
-                    limit: Some(1),
-                })
-                .await?;
-            queued += page
-                .messages
-                .iter()
-                .filter(|m| m.state == Delivery::Queued)
-                .count();
-        }
+        let queued = outbox_len(db)?;
         let mut report = Report::default();
         for p in &view.pins {
             if let Some((unread, state)) = truth.get(&p.id) {
