@@ -202,6 +202,14 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// A fresh client id for a message (96 random bits, hex): what makes its sending idempotent — the
+/// server stores a message once per sender and client id, however often it is sent again.
+pub fn new_client_id() -> Result<String, getrandom::Error> {
+    let mut raw = [0u8; 12];
+    getrandom::fill(&mut raw)?;
+    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

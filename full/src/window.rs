@@ -567,9 +567,7 @@ impl Live {
         if text.trim().is_empty() {
             return Err(fail("widget.invalid", "the message is empty"));
         }
-        let mut raw = [0u8; 12];
-        getrandom::fill(&mut raw).map_err(|e| fail("internal", e))?;
-        let client_id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let client_id = pinchat_daemon::model::new_client_id().map_err(|e| fail("internal", e))?;
         let sent = self
             .remote
             .send_message(&self.key, AccountId(q.contact), &client_id, &text)

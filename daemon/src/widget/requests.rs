@@ -228,10 +228,9 @@ impl Widget {
                 self.max_text
             )));
         }
-        let mut raw = [0u8; 12];
-        getrandom::fill(&mut raw).map_err(|e| WidgetError::Internal(e.to_string()))?;
+        let client_id = crate::model::new_client_id().map_err(|e| WidgetError::Internal(e.to_string()))?;
         let queued = Queued {
-            client_id: raw.iter().map(|b| format!("{b:02x}")).collect(),
+            client_id,
             to: contact,
             ts: crate::model::now_ms(),
             text,
