@@ -569,6 +569,46 @@ fn describe(n: &Notification, names: &Names) -> String {
         Notification::AuthRequired { widget, message } => {
             format!("{widget} needs the password again: {message} — run `pinchatctl reauth {widget}`")
         }
+        Notification::CallIncoming {
+            widget,
+            call,
+            contact,
+            video,
+        } => format!(
+            "{widget} {} is calling ({}), call {call}",
+            names.name(*contact),
+            if *video { "video" } else { "voice" }
+        ),
+        Notification::CallChanged {
+            widget,
+            call,
+            contact,
+            state,
+        } => format!("{widget} call {call} with {}: {state:?}", names.name(*contact)),
+        Notification::CallSignal {
+            widget,
+            call,
+            contact,
+            signal,
+        } => {
+            let kind = match signal {
+                pinchat_proto::stream::CallSignal::Offer { .. } => "offer",
+                pinchat_proto::stream::CallSignal::Answer { .. } => "answer",
+                pinchat_proto::stream::CallSignal::Ice { .. } => "ICE candidate",
+                _ => "signal",
+            };
+            format!("{widget} call {call}: {kind} from {}", names.name(*contact))
+        }
+        Notification::CallEnded {
+            widget,
+            call,
+            contact,
+            reason,
+        } => format!(
+            "{widget} call {call} with {} ended: {}",
+            names.name(*contact),
+            reason.as_str()
+        ),
     }
 }
 

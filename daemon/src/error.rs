@@ -40,6 +40,9 @@ pub enum WidgetError {
     /// The widget's database cannot be written: nothing was stored.
     #[error("{1}")]
     Storage(Problem, String),
+    /// The server refused a call request; the code says why.
+    #[error("{1}")]
+    Call(pinchat_proto::ErrorCode, String),
     /// The daemon failed.
     #[error("{0}")]
     Internal(String),

@@ -163,6 +163,17 @@ pub enum Event {
         /// The server's words.
         message: String,
     },
+    /// Something happened to a call on the widget's stream.
+    Call {
+        /// The widget.
+        widget: String,
+        /// The call.
+        call: pinchat_proto::stream::CallId,
+        /// The peer.
+        contact: AccountId,
+        /// What happened.
+        event: pinchat_proto::stream::CallEvent,
+    },
 }
 
 impl Event {
@@ -175,7 +186,8 @@ impl Event {
             | Event::MessageDelivery { widget, .. }
             | Event::UnreadChanged { widget, .. }
             | Event::ConnectionChanged { widget, .. }
-            | Event::AuthRequired { widget, .. } => widget,
+            | Event::AuthRequired { widget, .. }
+            | Event::Call { widget, .. } => widget,
             Event::WidgetChanged(state) => &state.id,
         }
     }

@@ -13,10 +13,13 @@ use crate::db::Problem;
 use crate::error::WidgetError;
 use crate::events::{Delivery as EventDelivery, Event, Message, WidgetState};
 use crate::model::{self, Link, Pin, UpdateMode};
+use crate::source::CallOp;
 use crate::widget::{Cmd, Reply};
 use pinchat_ipc::api::*;
 use pinchat_ipc::jsonrpc::{Call, Line, MAX_LINE, Response, RpcError, parse_call, read_line};
 use pinchat_ipc::transport::Listener;
+use pinchat_proto::ErrorCode as WireCode;
+use pinchat_proto::stream::{CallEvent, CallSignal as WireSignal};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashSet;
@@ -138,6 +141,20 @@ async fn ask<T>(daemon: &Daemon, widget: &str, make: impl FnOnce(Reply<T>) -> Cm
     handle.ask(make).await.map_err(rpc)
 }
 
+/// Passes a signal for call `call` through the widget's stream.
+async fn call_signal(
+    daemon: &Daemon,
+    widget: &str,
+    call: u64,
+    signal: WireSignal,
+) -> Result<Value, RpcError> {
+    ask(daemon, widget, |reply| {
+        Cmd::Call(CallOp::Signal { call, signal }, reply)
+    })
+    .await?;
+    ok(Done {})
+}
+
 async fn dispatch(
     daemon: &Daemon,
     call: Call,
@@ -246,6 +263,46 @@ async fn dispatch(
                 &ask(daemon, &widget, |reply| Cmd::Reauth(r, reply)).await?,
             ))
         }
+        CallStart::NAME => {
+            let r = params::<CallStart>(p)?;
+            let (contact, video) = (r.contact, r.video);
+            let op = CallOp::Invite {
+                to: pinchat_proto::AccountId(contact),
+                video,
+            };
+            let call = ask(daemon, &r.widget, |reply| Cmd::Call(op, reply)).await?;
+            ok(CallView {
+                call: call.unwrap_or_default(),
+                contact,
+                video,
+            })
+        }
+        CallAccept::NAME => {
+            let r = params::<CallAccept>(p)?;
+            call_signal(daemon, &r.widget, r.call, WireSignal::Accept).await
+        }
+        CallDecline::NAME => {
+            let r = params::<CallDecline>(p)?;
+            call_signal(daemon, &r.widget, r.call, WireSignal::Decline).await
+        }
+        CallSignalMethod::NAME => {
+            let r = params::<CallSignalMethod>(p)?;
+            match r.signal {
+                signal @ (WireSignal::Offer { .. } | WireSignal::Answer { .. } | WireSignal::Ice { .. }) => {
+                    call_signal(daemon, &r.widget, r.call, signal).await
+                }
+                _ => Err(RpcError::new(
+                    ErrorCode::InvalidParams,
+                    "call.signal carries an offer, an answer or an ICE candidate; accept, decline and \
+                     hang up have methods of their own (call.accept, call.decline, call.hangup)",
+                )),
+            }
+        }
+        CallHangup::NAME => {
+            let r = params::<CallHangup>(p)?;
+            let signal = WireSignal::Hangup { failed: r.failed };
+            call_signal(daemon, &r.widget, r.call, signal).await
+        }
         Subscribe::NAME => {
             let r = params::<Subscribe>(p)?;
             if let Some(f) = forwarding.take() {
@@ -324,6 +381,15 @@ fn rpc(e: WidgetError) -> RpcError {
         WidgetError::Storage(Problem::Full, _) => ErrorCode::StorageFull,
         WidgetError::Storage(Problem::ReadOnly, _) => ErrorCode::StorageReadOnly,
         WidgetError::Storage(Problem::Other, _) => ErrorCode::StorageFailed,
+        WidgetError::Call(code, _) => match code {
+            WireCode::CallNotContact | WireCode::MessageNotContact => ErrorCode::NotContact,
+            WireCode::CallUnavailable => ErrorCode::CallUnavailable,
+            WireCode::CallBusy => ErrorCode::CallBusy,
+            WireCode::CallGlare => ErrorCode::CallGlare,
+            WireCode::CallNotFound => ErrorCode::CallNotFound,
+            WireCode::Unexpected | WireCode::InvalidRequest => ErrorCode::CallInvalid,
+            _ => ErrorCode::ServerError,
+        },
         WidgetError::Internal(_) => ErrorCode::Internal,
     };
     RpcError::new(code, e.to_string())
@@ -504,5 +570,52 @@ fn notification(e: &Event) -> Notification {
             widget: widget.clone(),
             message: message.clone(),
         },
+        Event::Call {
+            widget,
+            call,
+            contact,
+            event,
+        } => {
+            let (widget, call, contact) = (widget.clone(), *call, contact.0);
+            let changed = |state| Notification::CallChanged {
+                widget: widget.clone(),
+                call,
+                contact,
+                state,
+            };
+            let signal = |signal| Notification::CallSignal {
+                widget: widget.clone(),
+                call,
+                contact,
+                signal,
+            };
+            match event.clone() {
+                CallEvent::Incoming { video } => Notification::CallIncoming {
+                    widget,
+                    call,
+                    contact,
+                    video,
+                },
+                CallEvent::Ringing => changed(CallState::Ringing),
+                CallEvent::Accepted => changed(CallState::Accepted),
+                CallEvent::Offer { sdp } => signal(WireSignal::Offer { sdp }),
+                CallEvent::Answer { sdp } => signal(WireSignal::Answer { sdp }),
+                CallEvent::Ice {
+                    candidate,
+                    mline,
+                    mid,
+                } => signal(WireSignal::Ice {
+                    candidate,
+                    mline,
+                    mid,
+                }),
+                CallEvent::Ended { reason } => Notification::CallEnded {
+                    widget,
+                    call,
+                    contact,
+                    reason,
+                },
+            }
+        }
     }
 }

@@ -170,7 +170,8 @@ pub async fn follow(up: mpsc::Sender<Up>, roster: watch::Sender<Roster>, generat
                 // lending goes on; only the contact list stays unknown.
                 tracing::warn!(code = %error.code, message = %error.message, "the contact list cannot be followed");
             }
-            ServerFrame::Welcome(_) | ServerFrame::Ack { .. } => {}
+            // The window does not take calls yet: a call that rings only here rings out unanswered.
+            ServerFrame::Welcome(_) | ServerFrame::Ack { .. } | ServerFrame::Call { .. } => {}
         }
     }
     let _ = up.send(Up::Detach { link }).await;

@@ -11,8 +11,8 @@
 use futures_util::{SinkExt, StreamExt};
 use pinchat_daemon::remote::ServerStream;
 use pinchat_proto::codec::{self, Encoding};
-use pinchat_proto::stream::{Ack, ClientFrame, ReqId, ServerFrame, SubId, Welcome};
-use pinchat_proto::{ErrorBody, ErrorCode};
+use pinchat_proto::stream::{Ack, CallEvent, CallId, ClientFrame, ReqId, ServerFrame, SubId, Welcome};
+use pinchat_proto::{AccountId, ErrorBody, ErrorCode};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -86,6 +86,12 @@ struct Tables {
     /// answered by a snapshot, not an ack, in the order sent): the request, and whether it created
     /// the subscription (so that a refusal removes it again).
     subscribing: HashMap<SubId, std::collections::VecDeque<(ReqId, bool)>>,
+    /// What each server subscription follows: its pins, or `None` for every contact (a roster).
+    follows: HashMap<SubId, Option<Vec<AccountId>>>,
+    /// Calls and the link that takes part in each (placed by it, or rung on it).
+    calls: HashMap<CallId, LinkId>,
+    /// Call invites on their way: server request → (link, the link's number).
+    inviting: HashMap<ReqId, LinkId>,
     next_req: ReqId,
     max_subs: u8,
 }
@@ -98,6 +104,9 @@ impl Tables {
             releasing: HashMap::new(),
             reqs: HashMap::new(),
             subscribing: HashMap::new(),
+            follows: HashMap::new(),
+            calls: HashMap::new(),
+            inviting: HashMap::new(),
             next_req: 1,
             max_subs,
         }
@@ -158,6 +167,7 @@ impl Tables {
                 resume,
             } => {
                 let (req, sub) = self.subscribing(link, req, sub)?;
+                self.follows.insert(sub, Some(pins.clone()));
                 Some(ClientFrame::Subscribe {
                     req,
                     sub,
@@ -167,11 +177,13 @@ impl Tables {
             }
             ClientFrame::SubscribeRoster { req, sub, resume } => {
                 let (req, sub) = self.subscribing(link, req, sub)?;
+                self.follows.insert(sub, None);
                 Some(ClientFrame::SubscribeRoster { req, sub, resume })
             }
             ClientFrame::Unsubscribe { req, sub } => match self.server_sub(link, sub) {
                 Some(server) => {
                     self.subs.remove(&server);
+                    self.follows.remove(&server);
                     self.subscribing.remove(&server);
                     let r = self.ask(link, req);
                     self.releasing.insert(r, server);
@@ -209,7 +221,35 @@ impl Tables {
                 state,
                 status,
             }),
+            ClientFrame::CallInvite { req, to, video } => {
+                let r = self.ask(link, req);
+                self.inviting.insert(r, link);
+                Some(ClientFrame::CallInvite { req: r, to, video })
+            }
+            ClientFrame::CallSignal { req, call, signal } => {
+                if self.calls.get(&call) != Some(&link) {
+                    let message = format!("no live call {call} on this link; it may have ended already");
+                    self.refuse(link, req, ErrorCode::CallNotFound, &message);
+                    return None;
+                }
+                Some(ClientFrame::CallSignal {
+                    req: self.ask(link, req),
+                    call,
+                    signal,
+                })
+            }
         }
+    }
+
+    /// The link that should ring for a call from `peer` (the server rang this stream because one of
+    /// its subscriptions follows `peer`): the first that pinned `peer` — a widget the user set up for
+    /// that contact — else the first that follows every contact.
+    fn follower(&self, peer: AccountId) -> Option<LinkId> {
+        let mut subs: Vec<_> = self.follows.iter().collect();
+        subs.sort_by_key(|(sub, pins)| (pins.is_none(), **sub));
+        subs.into_iter()
+            .filter(|(_, pins)| pins.as_ref().is_none_or(|p| p.contains(&peer)))
+            .find_map(|(sub, _)| self.subs.get(sub).map(|(link, _)| *link))
     }
 
     /// The server's request and subscription numbers for a link's subscribe (a new server subscription
@@ -248,8 +288,11 @@ impl Tables {
             .filter(|(_, (l, _))| *l == link)
             .map(|(s, _)| *s)
             .collect();
+        self.inviting.retain(|_, l| *l != link);
+        self.calls.retain(|_, l| *l != link);
         mine.into_iter()
             .map(|sub| {
+                self.follows.remove(&sub);
                 self.subs.remove(&sub);
                 self.subscribing.remove(&sub);
                 let req = self.req();
@@ -295,8 +338,28 @@ impl Tables {
             }
             ServerFrame::Ack { req, result } => {
                 self.releasing.remove(&req);
+                if let (Some(link), Ack::Call { call }) = (self.inviting.remove(&req), &result) {
+                    self.calls.insert(*call, link);
+                }
                 if let Some((link, req)) = self.reqs.remove(&req) {
                     self.deliver(link, ServerFrame::Ack { req, result });
+                }
+            }
+            ServerFrame::Call { call, peer, event } => {
+                let link = match &event {
+                    CallEvent::Incoming { .. } => self.follower(peer).inspect(|link| {
+                        self.calls.insert(call, *link);
+                    }),
+                    CallEvent::Ended { .. } => self.calls.remove(&call),
+                    _ => self.calls.get(&call).copied(),
+                };
+                match link {
+                    Some(link) => self.deliver(link, ServerFrame::Call { call, peer, event }),
+                    // Nobody here follows the caller any more (the link left): the call cannot ring.
+                    None if matches!(event, CallEvent::Incoming { .. }) => {
+                        tracing::info!(call, "a call rang for a link that is gone");
+                    }
+                    None => {}
                 }
             }
             ServerFrame::Error {
@@ -304,11 +367,13 @@ impl Tables {
                 error,
             } => {
                 self.releasing.remove(&req);
+                self.inviting.remove(&req);
                 // A refused subscribe that would have created a subscription leaves none behind.
                 for (sub, queue) in &mut self.subscribing {
                     if let Some(at) = queue.iter().position(|(r, _)| *r == req) {
                         if queue.remove(at).is_some_and(|(_, created)| created) {
                             self.subs.remove(sub);
+                            self.follows.remove(sub);
                         }
                         break;
                     }

@@ -4,6 +4,7 @@
 //! old clients could misunderstand, and update `docs/ipc.md`). Values reuse the wire protocol's
 //! [`Presence`] and [`Field`] so that a widget change reads the same on both sides of the daemon.
 
+use pinchat_proto::stream::{CallEnd, CallSignal};
 use pinchat_proto::{Field, Presence};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -71,6 +72,19 @@ methods! {
     MarkRead = "widget.mark_read" (MarkReadParams) -> UnreadView;
     /// Logs in again with a password after `auth_required`; replaces the stored key.
     Reauth = "widget.reauth" (ReauthParams) -> WidgetView;
+    /// Calls a pinned contact (claim 4: text or video). The call rings on the contact's devices that
+    /// follow this account; `call.changed` (`ringing`, `accepted`), `call.signal` and `call.ended`
+    /// notifications follow. Needs the widget's push connection.
+    CallStart = "call.start" (CallStartParams) -> CallView;
+    /// Accepts an incoming call (`call.incoming`); the caller then sends its offer.
+    CallAccept = "call.accept" (CallRef) -> Done;
+    /// Declines an incoming call; it ends for the caller and every device it rang on.
+    CallDecline = "call.decline" (CallRef) -> Done;
+    /// Passes a session description (offer, answer) or an ICE candidate to the peer of a connected
+    /// call.
+    CallSignalMethod = "call.signal" (CallSignalParams) -> Done;
+    /// Ends a call (or cancels one that still rings).
+    CallHangup = "call.hangup" (CallHangupParams) -> Done;
     /// Starts notifications on this connection, for some widgets or all.
     Subscribe = "subscribe" (SubscribeParams) -> Done;
     /// Stops notifications on this connection.
@@ -503,6 +517,73 @@ impl fmt::Debug for ReauthParams {
     }
 }
 
+/// `call.start`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct CallStartParams {
+    /// The widget.
+    pub widget: WidgetId,
+    /// Whom to call: a pinned contact.
+    pub contact: u64,
+    /// A video call (`false`: voice only).
+    #[serde(default)]
+    pub video: bool,
+}
+
+/// A call placed with `call.start`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct CallView {
+    /// The call's number, for every later request and notification about it.
+    pub call: u64,
+    /// The contact called.
+    pub contact: u64,
+    /// A video call.
+    pub video: bool,
+}
+
+/// `call.accept`, `call.decline`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct CallRef {
+    /// The widget.
+    pub widget: WidgetId,
+    /// The call.
+    pub call: u64,
+}
+
+/// `call.signal`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct CallSignalParams {
+    /// The widget.
+    pub widget: WidgetId,
+    /// The call.
+    pub call: u64,
+    /// `{"offer": {"sdp": …}}`, `{"answer": {"sdp": …}}` or `{"ice": {"candidate": …, "mline": 0,
+    /// "mid": "0"}}`, as in the wire protocol.
+    pub signal: CallSignal,
+}
+
+/// `call.hangup`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct CallHangupParams {
+    /// The widget.
+    pub widget: WidgetId,
+    /// The call.
+    pub call: u64,
+    /// The call ends because something failed here (no camera, media could not connect): the peer
+    /// is told `failed` instead of `hangup`.
+    #[serde(default)]
+    pub failed: bool,
+}
+
+/// What `call.changed` reports.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CallState {
+    /// The callee's devices ring.
+    Ringing,
+    /// The callee accepted: the caller sends its offer now.
+    Accepted,
+}
+
 /// `subscribe`.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct SubscribeParams {
@@ -593,6 +674,55 @@ pub enum Notification {
         /// Why, for people.
         message: String,
     },
+    /// A pinned contact calls: ring, then `call.accept` or `call.decline`.
+    #[serde(rename = "call.incoming")]
+    CallIncoming {
+        /// The widget whose pinned contact calls.
+        widget: WidgetId,
+        /// The call.
+        call: u64,
+        /// The caller.
+        contact: u64,
+        /// A video call.
+        video: bool,
+    },
+    /// A call this widget placed rings, or was accepted.
+    #[serde(rename = "call.changed")]
+    CallChanged {
+        /// The widget.
+        widget: WidgetId,
+        /// The call.
+        call: u64,
+        /// The peer.
+        contact: u64,
+        /// The new state.
+        state: CallState,
+    },
+    /// The peer's session description or ICE candidate: hand it to the media engine.
+    #[serde(rename = "call.signal")]
+    CallSignal {
+        /// The widget.
+        widget: WidgetId,
+        /// The call.
+        call: u64,
+        /// The peer.
+        contact: u64,
+        /// `offer`, `answer` or `ice`, as in `call.signal`'s parameters.
+        signal: CallSignal,
+    },
+    /// A call ended.
+    #[serde(rename = "call.ended")]
+    CallEnded {
+        /// The widget.
+        widget: WidgetId,
+        /// The call.
+        call: u64,
+        /// The peer.
+        contact: u64,
+        /// Why (the wire protocol's reasons; `connection_lost` also when this widget's own link
+        /// dropped).
+        reason: CallEnd,
+    },
 }
 
 impl Notification {
@@ -605,7 +735,11 @@ impl Notification {
             | Notification::MessageDelivery { widget, .. }
             | Notification::UnreadChanged { widget, .. }
             | Notification::ConnectionChanged { widget, .. }
-            | Notification::AuthRequired { widget, .. } => widget,
+            | Notification::AuthRequired { widget, .. }
+            | Notification::CallIncoming { widget, .. }
+            | Notification::CallChanged { widget, .. }
+            | Notification::CallSignal { widget, .. }
+            | Notification::CallEnded { widget, .. } => widget,
             Notification::WidgetChanged { widget } => &widget.id,
         }
     }
@@ -674,11 +808,28 @@ pub enum ErrorCode {
     /// Writing the widget's database failed otherwise: nothing was stored.
     #[serde(rename = "storage.failed")]
     StorageFailed,
+    /// The contact has no device open that follows this account, or the widget has no push
+    /// connection: the call cannot ring.
+    #[serde(rename = "call.unavailable")]
+    CallUnavailable,
+    /// This account or the contact is in a call already.
+    #[serde(rename = "call.busy")]
+    CallBusy,
+    /// The contact is calling this account at the same moment, and that call goes on: accept it.
+    #[serde(rename = "call.glare")]
+    CallGlare,
+    /// No live call of that number on this widget.
+    #[serde(rename = "call.not_found")]
+    CallNotFound,
+    /// The request does not fit the call's state (an offer before it was accepted, say) or is
+    /// malformed (an oversized session description).
+    #[serde(rename = "call.invalid")]
+    CallInvalid,
 }
 
 impl ErrorCode {
     /// Every code, for the documentation test and exhaustive tables.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::ParseError,
         ErrorCode::InvalidRequest,
         ErrorCode::MethodNotFound,
@@ -699,6 +850,11 @@ impl ErrorCode {
         ErrorCode::StorageFull,
         ErrorCode::StorageReadOnly,
         ErrorCode::StorageFailed,
+        ErrorCode::CallUnavailable,
+        ErrorCode::CallBusy,
+        ErrorCode::CallGlare,
+        ErrorCode::CallNotFound,
+        ErrorCode::CallInvalid,
     ];
 
     /// The JSON-RPC error number for this code.
@@ -736,6 +892,11 @@ impl ErrorCode {
             ErrorCode::StorageFull => "storage.full",
             ErrorCode::StorageReadOnly => "storage.read_only",
             ErrorCode::StorageFailed => "storage.failed",
+            ErrorCode::CallUnavailable => "call.unavailable",
+            ErrorCode::CallBusy => "call.busy",
+            ErrorCode::CallGlare => "call.glare",
+            ErrorCode::CallNotFound => "call.not_found",
+            ErrorCode::CallInvalid => "call.invalid",
         }
     }
 }

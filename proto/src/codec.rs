@@ -62,7 +62,7 @@ impl fmt::Display for DecodeError {
 impl std::error::Error for DecodeError {}
 
 /// The `snake_case` names of [`ClientFrame`]'s variants, in declaration (= binary index) order.
-pub const CLIENT_FRAME_TYPES: [&str; 7] = [
+pub const CLIENT_FRAME_TYPES: [&str; 9] = [
     "hello",
     "subscribe",
     "unsubscribe",
@@ -70,10 +70,12 @@ pub const CLIENT_FRAME_TYPES: [&str; 7] = [
     "mark_read",
     "set_presence",
     "subscribe_roster",
+    "call_invite",
+    "call_signal",
 ];
 
 /// The `snake_case` names of [`ServerFrame`]'s variants, in declaration (= binary index) order.
-pub const SERVER_FRAME_TYPES: [&str; 6] = ["welcome", "snapshot", "delta", "message", "ack", "error"];
+pub const SERVER_FRAME_TYPES: [&str; 7] = ["welcome", "snapshot", "delta", "message", "ack", "error", "call"];
 
 /// Encodes any protocol value. Serialising these types cannot fail (no maps with non-string keys, no
 /// unsized sequences), so this returns bytes directly.

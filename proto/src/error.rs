@@ -59,13 +59,23 @@ pub enum ErrorCode {
     /// The server cannot store anything just now (its disk is full or read-only); nothing was stored.
     /// Retry later: it recovers by itself.
     StorageUnavailable,
+    /// A call was placed to an account that is not a contact.
+    CallNotContact,
+    /// The callee has no stream that follows the caller (offline, or no widget pins the caller).
+    CallUnavailable,
+    /// The caller or the callee is already in a call.
+    CallBusy,
+    /// The callee is calling the caller at this moment, and that call goes on: accept it.
+    CallGlare,
+    /// No live call of that number has this stream as a party.
+    CallNotFound,
     /// A code this version of the protocol crate does not know.
     Other(String),
 }
 
 impl ErrorCode {
     /// Every known code, for documentation tests and exhaustive tables.
-    pub const KNOWN: [ErrorCode; 25] = [
+    pub const KNOWN: [ErrorCode; 30] = [
         ErrorCode::MissingKey,
         ErrorCode::InvalidKey,
         ErrorCode::BadCredentials,
@@ -91,6 +101,11 @@ impl ErrorCode {
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
         ErrorCode::StorageUnavailable,
+        ErrorCode::CallNotContact,
+        ErrorCode::CallUnavailable,
+        ErrorCode::CallBusy,
+        ErrorCode::CallGlare,
+        ErrorCode::CallNotFound,
     ];
 
     /// The stable string form.
@@ -121,6 +136,11 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "server.shutting_down",
             ErrorCode::Internal => "server.internal",
             ErrorCode::StorageUnavailable => "server.storage_unavailable",
+            ErrorCode::CallNotContact => "call.not_contact",
+            ErrorCode::CallUnavailable => "call.unavailable",
+            ErrorCode::CallBusy => "call.busy",
+            ErrorCode::CallGlare => "call.glare",
+            ErrorCode::CallNotFound => "call.not_found",
             ErrorCode::Other(s) => s,
         }
     }

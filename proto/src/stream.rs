@@ -92,6 +92,161 @@ pub enum ClientFrame {
         /// Present when the client already holds state for the contacts and wants only what changed.
         resume: Option<Resume>,
     },
+    /// Rings `to` for a call (claim 4: text or video with a pinned contact). Answered by
+    /// [`Ack::Call`] with the call's number once at least one of the callee's streams that follows the
+    /// caller has been told (each of them gets [`CallEvent::Incoming`]); the caller then gets
+    /// [`CallEvent::Ringing`]. Errors: `call.not_contact`, `call.unavailable` (no stream of the callee
+    /// follows the caller), `call.busy`, `call.glare`. Added in version 1.
+    CallInvite {
+        /// Request number.
+        req: ReqId,
+        /// The callee; must be a contact.
+        to: AccountId,
+        /// `true` for a video call, `false` for voice only.
+        video: bool,
+    },
+    /// Takes part in call `call`: accept or decline it, exchange the session description and ICE
+    /// candidates, or hang up. Answered by [`Ack::Done`]; `call.not_found` when this stream is not a
+    /// party to a live call of that number, `proto.unexpected` when the signal does not fit the call's
+    /// state. Added in version 1.
+    CallSignal {
+        /// Request number.
+        req: ReqId,
+        /// Which call.
+        call: CallId,
+        /// What to do.
+        signal: CallSignal,
+    },
+}
+
+/// A call's number, chosen by the server when the call is placed; unique for the server's life.
+pub type CallId = u64;
+
+/// What a party to a call sends ([`ClientFrame::CallSignal`]).
+///
+/// The server relays the session descriptions and candidates between the two streams of a connected
+/// call and keeps none of them: media flows between the peers (or through a TURN relay, see
+/// `GET /v1/ice`), never through the server.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CallSignal {
+    /// The callee answers; the first of its streams to accept wins, the others are told
+    /// [`CallEnd::AnsweredElsewhere`].
+    Accept,
+    /// The callee refuses the call; it ends for everybody with [`CallEnd::Declined`].
+    Decline,
+    /// A WebRTC session description offer (SDP, at most [`MAX_SDP_BYTES`]). Connected calls only.
+    Offer {
+        /// The SDP text.
+        sdp: String,
+    },
+    /// The answer to an offer (SDP, at most [`MAX_SDP_BYTES`]). Connected calls only.
+    Answer {
+        /// The SDP text.
+        sdp: String,
+    },
+    /// A trickled ICE candidate (at most [`MAX_CANDIDATE_BYTES`]); an empty `candidate` means "no more
+    /// candidates". Connected calls only.
+    Ice {
+        /// The candidate line, as `RTCIceCandidate.candidate` gives it.
+        candidate: String,
+        /// The media line index it belongs to (`sdpMLineIndex`).
+        mline: u32,
+        /// The media line's `mid`, when known.
+        mid: Option<String>,
+    },
+    /// Ends the call (or, while it rings, cancels or refuses it).
+    Hangup {
+        /// `true` when the call ends because something failed on this side (no camera, media could not
+        /// connect): the peer is told [`CallEnd::Failed`] rather than [`CallEnd::Hangup`].
+        failed: bool,
+    },
+}
+
+/// The longest session description a party may send, in bytes.
+pub const MAX_SDP_BYTES: usize = 16 * 1024;
+/// The longest ICE candidate line a party may send, in bytes.
+pub const MAX_CANDIDATE_BYTES: usize = 1024;
+
+/// What the server tells a party about a call ([`ServerFrame::Call`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CallEvent {
+    /// The peer is calling: ring. Only streams with a subscription that follows the caller get it.
+    Incoming {
+        /// `true` for a video call.
+        video: bool,
+    },
+    /// The callee's devices are ringing (to the caller).
+    Ringing,
+    /// The callee accepted (to the caller): send the offer.
+    Accepted,
+    /// The peer's session description offer.
+    Offer {
+        /// The SDP text.
+        sdp: String,
+    },
+    /// The peer's answer.
+    Answer {
+        /// The SDP text.
+        sdp: String,
+    },
+    /// One of the peer's ICE candidates.
+    Ice {
+        /// The candidate line; empty: the peer has no more.
+        candidate: String,
+        /// `sdpMLineIndex`.
+        mline: u32,
+        /// `sdpMid`, when known.
+        mid: Option<String>,
+    },
+    /// The call is over for this stream.
+    Ended {
+        /// Why.
+        reason: CallEnd,
+    },
+}
+
+/// Why a call ended, as [`CallEvent::Ended`] tells it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum CallEnd {
+    /// The peer hung up.
+    Hangup,
+    /// The callee declined (on this or another of its devices).
+    Declined,
+    /// Nobody answered within the ring time.
+    NoAnswer,
+    /// Another device of this account answered.
+    AnsweredElsewhere,
+    /// The caller hung up before anybody answered.
+    Cancelled,
+    /// The peer's stream ended (it lost its connection or quit).
+    ConnectionLost,
+    /// Both called each other at the same moment; the call placed by the account with the lower id goes
+    /// on, this one ended.
+    Glare,
+    /// Every stream the call rang on went away before anybody answered.
+    Unavailable,
+    /// The peer ended the call because something failed on its side.
+    Failed,
+}
+
+impl CallEnd {
+    /// The stable string form (as in JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallEnd::Hangup => "hangup",
+            CallEnd::Declined => "declined",
+            CallEnd::NoAnswer => "no_answer",
+            CallEnd::AnsweredElsewhere => "answered_elsewhere",
+            CallEnd::Cancelled => "cancelled",
+            CallEnd::ConnectionLost => "connection_lost",
+            CallEnd::Glare => "glare",
+            CallEnd::Unavailable => "unavailable",
+            CallEnd::Failed => "failed",
+        }
+    }
 }
 
 /// What a client that already holds state tells the server when (re)subscribing.
@@ -146,6 +301,16 @@ pub enum ServerFrame {
         req: Option<ReqId>,
         /// The error.
         error: ErrorBody,
+    },
+    /// Something happened to a call this stream takes part in. Call frames carry no cursor: a call is
+    /// live or nothing, and nothing about it is stored or replayed.
+    Call {
+        /// Which call.
+        call: CallId,
+        /// The other party.
+        peer: AccountId,
+        /// What happened.
+        event: CallEvent,
     },
 }
 
@@ -216,5 +381,10 @@ pub enum Ack {
     Read {
         /// Unread messages from that contact afterwards.
         unread: u32,
+    },
+    /// A call was placed and rings.
+    Call {
+        /// Its number, for every later signal.
+        call: CallId,
     },
 }

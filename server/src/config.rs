@@ -38,6 +38,8 @@ pub struct Config {
     pub snapshot_hints: u32,
     /// A resume that would carry more messages than this gets a full snapshot instead.
     pub resume_max_messages: u32,
+    /// Seconds an unanswered call rings before it ends with `no_answer`.
+    pub call_ring_secs: u16,
     /// Size and rate limits.
     pub limits: Limits,
 }
@@ -107,6 +109,7 @@ impl Default for Config {
             external_poll_ms: 1000,
             snapshot_hints: 3,
             resume_max_messages: 500,
+            call_ring_secs: 30,
             limits: Limits::default(),
         }
     }
@@ -145,7 +148,7 @@ impl Config {
     /// Checks every value; the error names the key and the allowed range.
     pub fn validate(&self) -> anyhow::Result<()> {
         let l = &self.limits;
-        let checks: [(bool, &str); 12] = [
+        let checks: [(bool, &str); 13] = [
             (
                 (1..=1000).contains(&l.max_pins),
                 "limits.max_pins must be between 1 and 1000",
@@ -190,6 +193,10 @@ impl Config {
             (
                 (5..=3600).contains(&self.keepalive_secs),
                 "keepalive_secs must be between 5 and 3600",
+            ),
+            (
+                (1..=600).contains(&self.call_ring_secs),
+                "call_ring_secs must be between 1 and 600",
             ),
         ];
         for (ok, message) in checks {

@@ -109,9 +109,9 @@ pub fn status_of(code: &ErrorCode) -> StatusCode {
     use ErrorCode::*;
     match code {
         MissingKey | InvalidKey | BadCredentials => StatusCode::UNAUTHORIZED,
-        AccountDisabled | PinNotContact | MessageNotContact => StatusCode::FORBIDDEN,
-        NotFound => StatusCode::NOT_FOUND,
-        AccountExists => StatusCode::CONFLICT,
+        AccountDisabled | PinNotContact | MessageNotContact | CallNotContact => StatusCode::FORBIDDEN,
+        NotFound | CallNotFound => StatusCode::NOT_FOUND,
+        AccountExists | CallBusy | CallGlare | CallUnavailable => StatusCode::CONFLICT,
         BodyTooLarge | FrameTooLarge | TextTooLong => StatusCode::PAYLOAD_TOO_LARGE,
         RateLimited | TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
         ShuttingDown | StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,

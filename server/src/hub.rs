@@ -11,10 +11,11 @@
 //! resynchronises itself from the database (see [`crate::stream`]). Presence writes are handed to a
 //! separate task through a coalescing map, so a reconnect storm costs a few batched writes.
 
+use crate::calls::{Calls, Delivery};
 use crate::metrics::Metrics;
 use crate::store::{Change, ChangeBatch, KeyId, Store};
 use crate::util::mono_ms;
-use pinchat_proto::stream::SubId;
+use pinchat_proto::stream::{Ack, CallId, CallSignal, ServerFrame, SubId};
 use pinchat_proto::{AccountId, Cursor, ErrorBody, ErrorCode};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,13 +28,37 @@ use tokio_util::time::{DelayQueue, delay_queue};
 /// A stream's id in the hub.
 pub type ConnId = u64;
 
-/// One event for one subscription of a stream. The change is shared by every recipient.
+/// What the hub hands a stream.
 #[derive(Debug)]
-pub struct Outbound {
-    /// The subscription it is for.
-    pub sub: SubId,
-    /// The change.
-    pub change: Arc<Change>,
+pub enum Outbound {
+    /// One change for one subscription of the stream. The change is shared by every recipient.
+    Change {
+        /// The subscription it is for.
+        sub: SubId,
+        /// The change.
+        change: Arc<Change>,
+    },
+    /// A frame about a call the stream takes part in (see [`crate::calls`]).
+    Call(Box<ServerFrame>),
+}
+
+/// What a stream asks about calls.
+#[derive(Debug)]
+pub enum CallOp {
+    /// Ring `to`.
+    Invite {
+        /// The callee, already checked to be a contact.
+        to: AccountId,
+        /// A video call.
+        video: bool,
+    },
+    /// Take part in call `call`.
+    Signal {
+        /// Which call.
+        call: CallId,
+        /// What to do.
+        signal: CallSignal,
+    },
 }
 
 /// A stream's queue of routed events: bounded, one producer (the hub), one consumer (the stream).
@@ -144,6 +169,8 @@ pub struct HubConfig {
     pub keepalive: Duration,
     /// Lifetime of an unused key. An open stream is use: the sweep extends its key's expiry.
     pub key_ttl: Duration,
+    /// How long an unanswered call rings.
+    pub ring: Duration,
 }
 
 enum Cmd {
@@ -165,6 +192,11 @@ enum Cmd {
     },
     Disconnect {
         conn: ConnId,
+    },
+    Call {
+        conn: ConnId,
+        op: CallOp,
+        reply: oneshot::Sender<Result<Ack, ErrorBody>>,
     },
 }
 
@@ -210,6 +242,13 @@ impl HubHandle {
     /// Ends subscription `sub`.
     pub async fn unsubscribe(&self, conn: ConnId, sub: SubId) {
         let _ = self.send(Cmd::Unsubscribe { conn, sub }).await;
+    }
+
+    /// Places a call or applies a call signal from stream `conn`.
+    pub async fn call(&self, conn: ConnId, op: CallOp) -> Result<Ack, ErrorBody> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::Call { conn, op, reply }).await?;
+        rx.await.map_err(|_| shutting_down())?
     }
 
     /// Unregisters a stream. Also done by dropping its [`DisconnectGuard`].
@@ -278,6 +317,7 @@ struct Hub {
     grace_keys: HashMap<AccountId, delay_queue::Key>,
     presence: Arc<PresenceQueue>,
     store: Arc<dyn Store>,
+    calls: Calls,
 }
 
 /// Starts the hub and its presence writer. The hub runs until `shutdown` is cancelled or the feed ends.
@@ -293,6 +333,7 @@ pub async fn spawn(
     let presence = Arc::new(PresenceQueue::default());
     tracker.spawn(presence.clone().run(store.clone(), shutdown.clone()));
     let mut hub = Hub {
+        calls: Calls::new(config.ring),
         config,
         metrics,
         conns: HashMap::new(),
@@ -322,6 +363,7 @@ impl Hub {
         mut feed: mpsc::Receiver<ChangeBatch>,
         stop: CancellationToken,
     ) {
+        let mut calls_out = Vec::new();
         let mut sweep = tokio::time::interval(self.config.keepalive);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -337,6 +379,7 @@ impl Hub {
                         self.presence.set(account, false);
                     }
                 }
+                _ = self.calls.expired(&mut calls_out), if self.calls.ringing() => self.deliver_calls(&mut calls_out),
                 // The sweep only runs while there are streams to sweep.
                 _ = sweep.tick(), if !self.conns.is_empty() => self.sweep(),
                 else => break,
@@ -370,6 +413,56 @@ impl Hub {
             }
             Cmd::Unsubscribe { conn, sub } => self.set_pins(conn, sub, None),
             Cmd::Disconnect { conn } => self.disconnect(conn),
+            Cmd::Call { conn, op, reply } => {
+                let _ = reply.send(self.call(conn, op));
+            }
+        }
+    }
+
+    fn call(&mut self, conn: ConnId, op: CallOp) -> Result<Ack, ErrorBody> {
+        let Some(account) = self.conns.get(&conn).map(|e| e.account) else {
+            return Err(shutting_down());
+        };
+        let mut out = Vec::new();
+        let result = match op {
+            CallOp::Invite { to, video } => {
+                // Only the callee's streams that follow the caller ring (invariant 1).
+                let follow = self
+                    .by_account
+                    .get(&to)
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| {
+                        self.conns
+                            .get(c)
+                            .is_some_and(|e| e.subs.iter().any(|(_, pins)| pins.contains(&account)))
+                    })
+                    .copied()
+                    .collect();
+                self.calls
+                    .invite(account, conn, to, video, follow, &mut out)
+                    .map(|call| Ack::Call { call })
+            }
+            CallOp::Signal { call, signal } => self
+                .calls
+                .signal(conn, call, signal, &mut out)
+                .map(|()| Ack::Done),
+        };
+        self.deliver_calls(&mut out);
+        result
+    }
+
+    /// Queues call frames. Not bounded by the stream's queue: a call carries few frames
+    /// ([`crate::calls::MAX_SIGNALS_PER_CALL`] at most), and a dropped one cannot be recovered from the
+    /// database the way a change can.
+    fn deliver_calls(&self, out: &mut Vec<Delivery>) {
+        for (conn, frame) in out.drain(..) {
+            if let Some(entry) = self.conns.get(&conn) {
+                entry
+                    .shared
+                    .events
+                    .push(Outbound::Call(Box::new(frame)), usize::MAX);
+            }
         }
     }
 
@@ -451,6 +544,9 @@ impl Hub {
         for (sub, pins) in &entry.subs {
             self.unwatch(conn, *sub, pins);
         }
+        let mut out = Vec::new();
+        self.calls.conn_gone(conn, entry.account, &mut out);
+        self.deliver_calls(&mut out);
         if let Some(streams) = self.by_account.get_mut(&entry.account) {
             streams.retain(|c| *c != conn);
             if streams.is_empty() {
@@ -590,7 +686,7 @@ fn deliver(
     change: &Arc<Change>,
 ) {
     let Some(entry) = conns.get(&conn) else { return };
-    let event = Outbound {
+    let event = Outbound::Change {
         sub,
         change: change.clone(),
     };

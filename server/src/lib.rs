@@ -8,6 +8,7 @@
 //!   subscriptions that pinned it; also derives presence from connections.
 //! - [`stream`]: one task per WebSocket stream: handshake, subscriptions, commands, delivery, catch-up.
 //! - [`http`]: the HTTP endpoints; [`api`]: the operations and validation both share.
+//! - [`calls`]: the signalling of voice and video calls (the hub owns it; media never passes here).
 //! - [`auth`]: passwords, keys, login rate limits. [`tls`]: rustls termination.
 //! - [`config`], [`metrics`], [`admin`] and [`demo`]: operations.
 //!
@@ -19,6 +20,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod calls;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -102,6 +104,7 @@ pub async fn run(
         grace: config.presence_grace(),
         keepalive: Duration::from_secs(config.keepalive_secs.into()),
         key_ttl: config.key_ttl(),
+        ring: Duration::from_secs(config.call_ring_secs.into()),
     };
     let hub = hub::spawn(
         store.clone(),

@@ -17,7 +17,7 @@
 
 use crate::App;
 use crate::auth::Authed;
-use crate::hub::{Conn, Outbound};
+use crate::hub::{CallOp, Conn, Outbound};
 use crate::metrics::Metrics;
 use crate::store::{Change, Since};
 use crate::util::{mono_ms, truncate_utf8};
@@ -492,6 +492,29 @@ impl Session {
                 Some(req),
                 api.set_presence(account, state, status).await.map(|()| Ack::Done),
             ),
+            ClientFrame::CallInvite { req, to, video } => {
+                let result = match api.roster(account).await {
+                    Ok(contacts) if contacts.contains(&to) => {
+                        self.app
+                            .hub
+                            .call(self.conn.id, CallOp::Invite { to, video })
+                            .await
+                    }
+                    Ok(_) => Err(ErrorBody::new(
+                        ErrorCode::CallNotContact,
+                        format!("account {to} is not a contact of yours; only contacts can be called"),
+                    )),
+                    Err(e) => Err(e),
+                };
+                (Some(req), result)
+            }
+            ClientFrame::CallSignal { req, call, signal } => (
+                Some(req),
+                self.app
+                    .hub
+                    .call(self.conn.id, CallOp::Signal { call, signal })
+                    .await,
+            ),
         };
         self.reply(req, result).await.err().map(|()| gone())
     }
@@ -570,18 +593,23 @@ impl Session {
         }
     }
 
-    /// Sends one routed event, if it is for a live subscription, above its floor and about one of its pins.
+    /// Sends one routed event, if it is for a live subscription, above its floor and about one of its
+    /// pins; or a call frame (the hub decided who gets those).
     async fn outbound(&mut self, out: Outbound) -> Result<(), ()> {
         let me = self.account;
-        let Some(sub) = self.subs.iter_mut().find(|s| s.id == out.sub) else {
+        let (sub, change) = match out {
+            Outbound::Change { sub, change } => (sub, change),
+            Outbound::Call(frame) => return self.send(&frame).await,
+        };
+        let Some(sub) = self.subs.iter_mut().find(|s| s.id == sub) else {
             return Ok(());
         };
-        let cursor = out.change.cursor();
+        let cursor = change.cursor();
         if cursor <= sub.floor {
             return Ok(());
         }
         let pinned = |a: &AccountId| sub.pins.contains(a);
-        let frame = match &*out.change {
+        let frame = match &*change {
             Change::Fields { account, fields, .. } if pinned(account) => ServerFrame::Delta {
                 sub: sub.id,
                 cursor,

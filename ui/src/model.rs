@@ -131,10 +131,15 @@ impl TrayModel {
                 None => Some(widget.clone()),
             },
             // Messages change the counts through `unread.changed`; a login request changes nothing
-            // the tray holds (the link's state comes with `connection.changed`).
+            // the tray holds (the link's state comes with `connection.changed`); calls are the
+            // panels' business.
             Notification::MessageReceived { .. }
             | Notification::MessageDelivery { .. }
-            | Notification::AuthRequired { .. } => None,
+            | Notification::AuthRequired { .. }
+            | Notification::CallIncoming { .. }
+            | Notification::CallChanged { .. }
+            | Notification::CallSignal { .. }
+            | Notification::CallEnded { .. } => None,
         };
         Applied {
             tray_changed: before != self.summaries(),

@@ -40,7 +40,9 @@ use crate::remote::{Remote, RemoteError, StreamRefused};
 use futures_util::{SinkExt, StreamExt};
 use pinchat_proto::codec::{self, Encoding};
 use pinchat_proto::error::{CLOSE_TOO_MANY, close_needs_login};
-use pinchat_proto::stream::{Ack, ClientFrame, ReqId, Resume, ServerFrame, Snapshot, Welcome};
+use pinchat_proto::stream::{
+    Ack, CallEvent, CallId, CallSignal, ClientFrame, ReqId, Resume, ServerFrame, Snapshot, Welcome,
+};
 use pinchat_proto::{
     AccountId, Cursor, Epoch, ErrorBody, ErrorCode, Field, Message, MessageId, PROTOCOL_VERSION,
 };
@@ -106,6 +108,49 @@ pub enum SourceCmd {
     /// Fetch everything after this position again: the widget could not store what the source gave it
     /// since then (its disk was full or read-only).
     Resync(Option<Position>),
+    /// Place a call or signal in one. Only an open push stream carries calls; otherwise the reply is
+    /// `call.unavailable` at once.
+    Call(CallRequest),
+}
+
+/// A call request and where its answer goes.
+#[derive(Debug)]
+pub struct CallRequest {
+    /// What to ask.
+    pub op: CallOp,
+    /// The server's answer: the call's number for an invite, `None` for a signal.
+    pub reply: crate::widget::Reply<Option<CallId>>,
+}
+
+/// What a call request asks.
+#[derive(Debug)]
+pub enum CallOp {
+    /// Ring a contact.
+    Invite {
+        /// The contact.
+        to: AccountId,
+        /// A video call.
+        video: bool,
+    },
+    /// Take part in a call.
+    Signal {
+        /// Which call.
+        call: CallId,
+        /// What to do.
+        signal: CallSignal,
+    },
+}
+
+impl CallRequest {
+    /// Answers that no stream is open to carry the call.
+    pub fn unavailable(self) {
+        let _ = self.reply.send(Err(crate::error::WidgetError::Call(
+            ErrorCode::CallUnavailable,
+            "this widget has no open push connection to the server (offline, or in poll or manual mode); \
+             calls need one"
+                .into(),
+        )));
+    }
 }
 
 /// Events from a source, in the order they happened.
@@ -170,6 +215,15 @@ pub enum SourceEvent {
         /// Why.
         error: ErrorBody,
     },
+    /// Something happened to a call this widget's stream takes part in.
+    Call {
+        /// Which call.
+        call: CallId,
+        /// The other party.
+        peer: AccountId,
+        /// What happened.
+        event: CallEvent,
+    },
     /// A refresh finished (whatever it found was sent before this).
     Refreshed,
     /// The key was refused; the source waits for a new configuration.
@@ -203,6 +257,7 @@ pub async fn run_server_source(
                 source.refreshed().await;
             }
             Some(SourceCmd::Resync(_)) => {}
+            Some(SourceCmd::Call(c)) => c.unavailable(),
             None => return,
         }
     };
@@ -225,6 +280,7 @@ pub async fn run_server_source(
                         }
                         Some(SourceCmd::Send(m)) => source.outbox.add(m),
                         Some(SourceCmd::Resync(position)) => config.position = position,
+                        Some(SourceCmd::Call(c)) => c.unavailable(),
                         None => return,
                     }
                 }
@@ -333,6 +389,7 @@ impl Source {
                     }
                     Some(SourceCmd::Send(m)) => self.outbox.add(m),
                     Some(SourceCmd::Resync(position)) => current.position = position,
+                    Some(SourceCmd::Call(c)) => c.unavailable(),
                 },
             }
         }

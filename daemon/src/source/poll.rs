@@ -96,6 +96,7 @@ impl Source {
                         self.refreshes += 1;
                     }
                     Some(SourceCmd::Send(m)) => self.outbox.add(m),
+                    Some(SourceCmd::Call(c)) => c.unavailable(),
                     Some(SourceCmd::Resync(p)) => {
                         position = p;
                         due = true;

@@ -208,6 +208,9 @@ impl Source {
         let mut next_req: ReqId = 1;
         // Requests that sent a message, by request id → the message's client id.
         let mut sends: HashMap<ReqId, String> = HashMap::new();
+        // Call requests awaiting the server's answer. Dropped with the connection: their askers learn
+        // that it was lost.
+        let mut calls: HashMap<ReqId, crate::widget::Reply<Option<CallId>>> = HashMap::new();
         // Whatever this connection did not finish goes again on the next one.
         self.outbox.reset();
 
@@ -302,9 +305,20 @@ impl Source {
                             }
                             None => continue,
                         },
+                        ServerFrame::Ack { req, result } if calls.contains_key(&req) => {
+                            let call = match result { Ack::Call { call } => Some(call), _ => None };
+                            if let Some(reply) = calls.remove(&req) {
+                                let _ = reply.send(Ok(call));
+                            }
+                            continue;
+                        }
                         ServerFrame::Ack { .. } | ServerFrame::Welcome(_) => continue,
+                        ServerFrame::Call { call, peer, event } => SourceEvent::Call { call, peer, event },
                         ServerFrame::Error { req: Some(req), error } => {
-                            if let Some(client_id) = sends.remove(&req) {
+                            if let Some(reply) = calls.remove(&req) {
+                                let _ = reply.send(Err(crate::error::WidgetError::Call(error.code, error.message)));
+                                continue;
+                            } else if let Some(client_id) = sends.remove(&req) {
                                 if permanent(&error.code) {
                                     self.outbox.remove(&client_id);
                                     SourceEvent::Rejected { client_id, error }
@@ -375,6 +389,19 @@ impl Source {
                         current.position = position;
                         let frame = subscribe(next_req, current, self.epoch);
                         next_req += 1;
+                        if let Err(e) = send(&mut ws, &frame).await {
+                            return Ended::Lost(e);
+                        }
+                    }
+                    Some(SourceCmd::Call(c)) if !online => c.unavailable(),
+                    Some(SourceCmd::Call(CallRequest { op, reply })) => {
+                        let req = next_req;
+                        next_req += 1;
+                        let frame = match op {
+                            CallOp::Invite { to, video } => ClientFrame::CallInvite { req, to, video },
+                            CallOp::Signal { call, signal } => ClientFrame::CallSignal { req, call, signal },
+                        };
+                        calls.insert(req, reply);
                         if let Err(e) = send(&mut ws, &frame).await {
                             return Ended::Lost(e);
                         }

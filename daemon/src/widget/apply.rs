@@ -27,6 +27,7 @@ impl Widget {
         }
         match event {
             SourceEvent::Connection(link) => self.set_link(link),
+            SourceEvent::Call { call, peer, event } => self.call_event(call, peer, event),
             SourceEvent::Carrier(via) => {
                 if self.via != via {
                     self.via = via;

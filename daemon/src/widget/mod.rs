@@ -12,6 +12,7 @@
 //! `conversation` (unread details and history), `storage` (a disk that cannot be written).
 
 mod apply;
+mod calls;
 mod conversation;
 mod requests;
 mod storage;
@@ -28,7 +29,7 @@ use pinchat_ipc::api::{
     UnreadParams,
 };
 use pinchat_proto::{AccountId, MessageId};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -61,6 +62,11 @@ pub enum Cmd {
     MarkRead(MarkReadParams, Reply<u32>),
     /// Log in again.
     Reauth(ReauthParams, Reply<WidgetState>),
+    /// Place a call or signal in one; answers the call's number for an invite.
+    Call(
+        crate::source::CallOp,
+        Reply<Option<pinchat_proto::stream::CallId>>,
+    ),
     /// Stop; answers with the key (so the caller can log out) and the database.
     Close(oneshot::Sender<(Option<String>, WidgetDb)>),
 }
@@ -178,6 +184,7 @@ pub fn spawn(start: Start, tracker: &tokio_util::task::TaskTracker) -> Result<Wi
         unsaved_sent: vec![],
         configured: false,
         newly_pinned: HashSet::new(),
+        calls: HashMap::new(),
     };
     if let Some(problem) = read_only {
         widget.start_in_trouble(problem);
@@ -225,6 +232,8 @@ struct Widget {
     /// Contacts pinned whose first state has not arrived yet: the messages that come with it were
     /// waiting before the pin (`backlog` in `message.received`).
     newly_pinned: HashSet<AccountId>,
+    /// Live calls on the widget's stream, with their peers.
+    calls: HashMap<pinchat_proto::stream::CallId, AccountId>,
 }
 
 /// Sleeps until `at`, or forever.
@@ -307,6 +316,9 @@ impl Widget {
     /// A link that is not online can no longer vouch for the data: it turns stale until the next
     /// sync confirms it.
     fn set_link(&mut self, link: Link) {
+        if link != Link::Online {
+            self.calls_lost();
+        }
         let stale = self.stale || link != Link::Online;
         if self.link != link || self.stale != stale {
             self.link = link;

@@ -23,6 +23,7 @@ impl Widget {
                 let _ = reply.send(result);
             }
             Cmd::Avatar(p, reply) => self.avatar(p, reply),
+            Cmd::Call(op, reply) => self.call(op, reply),
             Cmd::SetPins(p, reply) => {
                 let result = self.set_pins(p).await;
                 let _ = reply.send(result);

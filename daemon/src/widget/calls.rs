@@ -1,0 +1,73 @@
+//! Calls through the widget's stream: requests go to the source (which owns the stream), the server's
+//! answer goes straight back to the asker, and what the server says about a call becomes a
+//! notification. The widget remembers which calls are live so that, when its link drops, it can tell
+//! its clients those calls are over (the server ends them too, for the peer).
+
+use super::{Reply, Widget};
+use crate::error::WidgetError;
+use crate::events::Event;
+use crate::model::Link;
+use crate::source::{CallOp, CallRequest, SourceCmd};
+use pinchat_proto::AccountId;
+use pinchat_proto::stream::{CallEnd, CallEvent, CallId};
+
+impl Widget {
+    /// Places a call to a pinned contact, or passes a signal on; the answer comes from the server.
+    pub(super) fn call(&mut self, op: CallOp, reply: Reply<Option<CallId>>) {
+        if let CallOp::Invite { to, .. } = &op
+            && !self.pins.iter().any(|p| p.contact == *to)
+        {
+            let _ = reply.send(Err(WidgetError::NotContact(format!(
+                "account {to} is not pinned on this widget; a widget calls its pinned contacts"
+            ))));
+            return;
+        }
+        if let CallOp::Signal { call, .. } = &op
+            && !self.calls.contains_key(call)
+        {
+            let _ = reply.send(Err(WidgetError::Call(
+                pinchat_proto::ErrorCode::CallNotFound,
+                format!("no live call {call} on this widget; it may have ended already"),
+            )));
+            return;
+        }
+        if self.link != Link::Online {
+            CallRequest { op, reply }.unavailable();
+            return;
+        }
+        let _ = self.source.send(SourceCmd::Call(CallRequest { op, reply }));
+    }
+
+    /// Something happened to a call on the widget's stream.
+    pub(super) fn call_event(&mut self, call: CallId, peer: AccountId, event: CallEvent) {
+        match &event {
+            CallEvent::Incoming { .. } | CallEvent::Ringing => {
+                self.calls.insert(call, peer);
+            }
+            CallEvent::Ended { .. } => {
+                self.calls.remove(&call);
+            }
+            _ => {}
+        }
+        self.notify(Event::Call {
+            widget: self.id.clone(),
+            call,
+            contact: peer,
+            event,
+        });
+    }
+
+    /// The widget's link is down: its live calls ended with it.
+    pub(super) fn calls_lost(&mut self) {
+        for (call, peer) in std::mem::take(&mut self.calls) {
+            self.notify(Event::Call {
+                widget: self.id.clone(),
+                call,
+                contact: peer,
+                event: CallEvent::Ended {
+                    reason: CallEnd::ConnectionLost,
+                },
+            });
+        }
+    }
+}

@@ -1,0 +1,493 @@
+//! Call signalling through the real server (claim 4: text or video with a pinned contact): ringing only
+//! where the caller is followed, accept / decline / cancel / ring-out, the first device wins, glare,
+//! busy, a vanished party, and bad signals. Media is not the server's business: it only relays what
+//! the parties say, and the tests check exactly what each stream hears.
+
+use pinchat_proto::stream::{
+    Ack, CallEnd, CallEvent, CallId, CallSignal, ClientFrame, MAX_SDP_BYTES, ReqId, ServerFrame,
+};
+use pinchat_proto::{AccountId, Encoding, ErrorBody, ErrorCode, Presence};
+use pinchat_tests::{Server, Stream};
+use std::collections::VecDeque;
+
+/// A party: a stream subscribed to `pins`, with the call frames that arrived while it waited for an
+/// answer.
+struct Party {
+    stream: Stream,
+    pending: VecDeque<(CallId, AccountId, CallEvent)>,
+}
+
+async fn party(s: &Server, key: &str, pins: &[AccountId], encoding: Encoding) -> Party {
+    let mut stream = s.stream(key, encoding).await;
+    stream.subscribe(1, 0, pins, None).await;
+    Party {
+        stream,
+        pending: VecDeque::new(),
+    }
+}
+
+/// The next call frame; presence and message traffic in between is skipped.
+async fn call_frame(p: &mut Party) -> (CallId, AccountId, CallEvent) {
+    if let Some(frame) = p.pending.pop_front() {
+        return frame;
+    }
+    loop {
+        match p.stream.recv().await {
+            ServerFrame::Call { call, peer, event } => return (call, peer, event),
+            ServerFrame::Delta { .. } | ServerFrame::Message { .. } => continue,
+            other => panic!("expected a call frame, got {other:?}"),
+        }
+    }
+}
+
+/// Sends `frame` and returns the answer to its request `req`; call frames that arrive first are kept
+/// for [`call_frame`].
+async fn ask(p: &mut Party, req: ReqId, frame: ClientFrame) -> Result<Ack, ErrorBody> {
+    p.stream.send(&frame).await;
+    loop {
+        match p.stream.recv().await {
+            ServerFrame::Ack { req: r, result } if r == req => return Ok(result),
+            ServerFrame::Error { req: Some(r), error } if r == req => return Err(error),
+            ServerFrame::Error { req: None, error } => panic!("the server could not read a frame: {error}"),
+            ServerFrame::Call { call, peer, event } => p.pending.push_back((call, peer, event)),
+            ServerFrame::Delta { .. } | ServerFrame::Message { .. } => continue,
+            other => panic!("expected the answer to request {req}, got {other:?}"),
+        }
+    }
+}
+
+async fn invite(p: &mut Party, req: ReqId, to: AccountId, video: bool) -> Result<CallId, ErrorBody> {
+    ask(p, req, ClientFrame::CallInvite { req, to, video })
+        .await
+        .map(|ack| match ack {
+            Ack::Call { call } => call,
+            other => panic!("an invite answered {other:?}"),
+        })
+}
+
+async fn signal(p: &mut Party, req: ReqId, call: CallId, signal: CallSignal) -> Result<(), ErrorBody> {
+    ask(p, req, ClientFrame::CallSignal { req, call, signal })
+        .await
+        .map(|ack| assert_eq!(ack, Ack::Done))
+}
+
+fn code(result: Result<impl std::fmt::Debug, ErrorBody>) -> ErrorCode {
+    result.expect_err("expected an error").code
+}
+
+/// Proves `p` heard nothing since the last frame read: a request's answer is the next frame.
+async fn heard_nothing(p: &mut Party) {
+    assert!(p.pending.is_empty(), "the stream heard {:?}", p.pending);
+    p.stream
+        .send(&ClientFrame::SetPresence {
+            req: 900,
+            state: None,
+            status: None,
+        })
+        .await;
+    match p.stream.recv().await {
+        ServerFrame::Ack { req: 900, .. } => {}
+        other => panic!("the stream heard {other:?}"),
+    }
+}
+
+struct World {
+    s: Server,
+    demo: AccountId,
+    alice: AccountId,
+    bob: AccountId,
+    carol: AccountId,
+}
+
+async fn world(extra: &str) -> World {
+    let s = Server::start_with(extra).await;
+    let key = s.key("demo").await;
+    let alice = s.id_of(&key, "alice").await;
+    let bob = s.id_of(&key, "bob").await;
+    let carol = s.id_of(&key, "carol").await;
+    let demo = s.id_of(&s.key("alice").await, "demo").await;
+    World {
+        s,
+        demo,
+        alice,
+        bob,
+        carol,
+    }
+}
+
+#[tokio::test]
+async fn a_video_call_rings_connects_relays_the_peers_signalling_and_hangs_up() {
+    let w = world("").await;
+    let mut demo = party(&w.s, &w.s.key("demo").await, &[w.alice], Encoding::Binary).await;
+    // Alice's client speaks JSON: the two encodings carry calls alike.
+    let mut alice = party(&w.s, &w.s.key("alice").await, &[w.demo], Encoding::Json).await;
+
+    let call = invite(&mut demo, 2, w.alice, true).await.unwrap();
+    assert_eq!(call_frame(&mut demo).await, (call, w.alice, CallEvent::Ringing));
+    assert_eq!(
+        call_frame(&mut alice).await,
+        (call, w.demo, CallEvent::Incoming { video: true })
+    );
+    // Signalling before the call is accepted does not fit.
+    let offer = CallSignal::Offer {
+        sdp: "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n".into(),
+    };
+    assert_eq!(
+        code(signal(&mut demo, 3, call, offer.clone()).await),
+        ErrorCode::Unexpected
+    );
+    signal(&mut alice, 2, call, CallSignal::Accept).await.unwrap();
+    assert_eq!(call_frame(&mut demo).await, (call, w.alice, CallEvent::Accepted));
+
+    signal(&mut demo, 4, call, offer).await.unwrap();
+    assert_eq!(
+        call_frame(&mut alice).await,
+        (
+            call,
+            w.demo,
+            CallEvent::Offer {
+                sdp: "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n".into()
+            }
+        )
+    );
+    let answer = "v=0\r\no=- 2 1 IN IP4 127.0.0.1\r\n".to_owned();
+    signal(&mut alice, 3, call, CallSignal::Answer { sdp: answer.clone() })
+        .await
+        .unwrap();
+    assert_eq!(
+        call_frame(&mut demo).await,
+        (call, w.alice, CallEvent::Answer { sdp: answer })
+    );
+    let candidate = "candidate:1 1 UDP 2122252543 127.0.0.1 40000 typ host".to_owned();
+    for (who, req) in [(&mut demo, 5), (&mut alice, 4)] {
+        let ice = CallSignal::Ice {
+            candidate: candidate.clone(),
+            mline: 1,
+            mid: Some("video0".into()),
+        };
+        signal(who, req, call, ice).await.unwrap();
+    }
+    for (who, peer) in [(&mut alice, w.demo), (&mut demo, w.alice)] {
+        assert_eq!(
+            call_frame(who).await,
+            (
+                call,
+                peer,
+                CallEvent::Ice {
+                    candidate: candidate.clone(),
+                    mline: 1,
+                    mid: Some("video0".into())
+                }
+            )
+        );
+    }
+    // An oversized description is refused; the call goes on.
+    let huge = CallSignal::Offer {
+        sdp: "a".repeat(MAX_SDP_BYTES + 1),
+    };
+    assert_eq!(
+        code(signal(&mut demo, 6, call, huge).await),
+        ErrorCode::InvalidRequest
+    );
+    // The caller cannot accept its own call.
+    assert_eq!(
+        code(signal(&mut demo, 7, call, CallSignal::Accept).await),
+        ErrorCode::Unexpected
+    );
+
+    signal(&mut alice, 5, call, CallSignal::Hangup { failed: false })
+        .await
+        .unwrap();
+    assert_eq!(
+        call_frame(&mut demo).await,
+        (
+            call,
+            w.alice,
+            CallEvent::Ended {
+                reason: CallEnd::Hangup
+            }
+        )
+    );
+    heard_nothing(&mut alice).await;
+    // The call is gone for both.
+    let late = CallSignal::Hangup { failed: false };
+    assert_eq!(
+        code(signal(&mut demo, 8, call, late).await),
+        ErrorCode::CallNotFound
+    );
+    // And the two can call again.
+    let again = invite(&mut alice, 6, w.demo, false).await.unwrap();
+    assert_ne!(again, call);
+    assert_eq!(
+        call_frame(&mut demo).await,
+        (again, w.alice, CallEvent::Incoming { video: false })
+    );
+}
+
+#[tokio::test]
+async fn a_call_rings_only_where_the_caller_is_followed() {
+    let w = world("").await;
+    let mut demo = party(
+        &w.s,
+        &w.s.key("demo").await,
+        &[w.alice, w.bob, w.carol],
+        Encoding::Binary,
+    )
+    .await;
+    let mut alice = party(&w.s, &w.s.key("alice").await, &[w.demo], Encoding::Binary).await;
+
+    // Not contacts: Alice and Bob do not know each other.
+    assert_eq!(
+        code(invite(&mut alice, 2, w.bob, true).await),
+        ErrorCode::CallNotContact
+    );
+    // Nobody can call themselves.
+    assert_eq!(
+        code(invite(&mut alice, 3, w.alice, true).await),
+        ErrorCode::CallNotContact
+    );
+    // Bob is offline.
+    assert_eq!(
+        code(invite(&mut demo, 2, w.bob, true).await),
+        ErrorCode::CallUnavailable
+    );
+    // Wang Wei comes online, but his only window pins another of his contacts, not the caller:
+    // nothing rings, nothing is told.
+    let wang_key = w.s.key("wangwei").await;
+    let wang = w.s.id_of(&w.s.key("demo").await, "wangwei").await;
+    let list: pinchat_proto::http::ContactList = w.s.get(&wang_key, "/v1/contacts").await.unwrap();
+    let other = list
+        .contacts
+        .iter()
+        .find(|c| c.id != w.demo)
+        .expect("the demo world gives wangwei a contact besides demo")
+        .id;
+    let mut wang_stream = party(&w.s, &wang_key, &[other], Encoding::Binary).await;
+    assert_eq!(
+        code(invite(&mut demo, 3, wang, false).await),
+        ErrorCode::CallUnavailable
+    );
+    heard_nothing(&mut wang_stream).await;
+    // Once he pins the caller, it rings.
+    wang_stream.stream.subscribe(2, 0, &[other, w.demo], None).await;
+    let call = invite(&mut demo, 4, wang, false).await.unwrap();
+    assert_eq!(
+        call_frame(&mut wang_stream).await,
+        (call, w.demo, CallEvent::Incoming { video: false })
+    );
+    // Alice, who follows Demo too, hears nothing of a call that is not hers.
+    heard_nothing(&mut alice).await;
+}
+
+#[tokio::test]
+async fn the_first_device_to_accept_wins_and_the_others_stop_ringing() {
+    let w = world("").await;
+    let mut demo = party(&w.s, &w.s.key("demo").await, &[w.alice], Encoding::Binary).await;
+    let alice_key = w.s.key("alice").await;
+    let mut phone = party(&w.s, &alice_key, &[w.demo], Encoding::Binary).await;
+    let mut laptop = party(&w.s, &alice_key, &[w.demo], Encoding::Binary).await;
+
+    let call = invite(&mut demo, 2, w.alice, true).await.unwrap();
+    for device in [&mut phone, &mut laptop] {
+        assert_eq!(
+            call_frame(device).await,
+            (call, w.demo, CallEvent::Incoming { video: true })
+        );
+    }
+    signal(&mut laptop, 2, call, CallSignal::Accept).await.unwrap();
+    assert_eq!(
+        call_frame(&mut phone).await,
+        (
+            call,
+            w.demo,
+            CallEvent::Ended {
+                reason: CallEnd::AnsweredElsewhere
+            }
+        )
+    );
+    assert_eq!(
+        code(signal(&mut phone, 2, call, CallSignal::Accept).await),
+        ErrorCode::CallNotFound
+    );
+    assert_eq!(call_frame(&mut demo).await.2, CallEvent::Ringing);
+    assert_eq!(call_frame(&mut demo).await.2, CallEvent::Accepted);
+    // The call is between the caller and the laptop only.
+    signal(&mut demo, 3, call, CallSignal::Offer { sdp: "v=0".into() })
+        .await
+        .unwrap();
+    assert_eq!(
+        call_frame(&mut laptop).await.2,
+        CallEvent::Offer { sdp: "v=0".into() }
+    );
+    heard_nothing(&mut phone).await;
+}
+
+#[tokio::test]
+async fn decline_cancel_and_ring_out_end_the_call_for_everyone_it_rang_on() {
+    let w = world("call_ring_secs = 1\n").await;
+    let mut demo = party(&w.s, &w.s.key("demo").await, &[w.alice], Encoding::Binary).await;
+    let alice_key = w.s.key("alice").await;
+    let mut phone = party(&w.s, &alice_key, &[w.demo], Encoding::Binary).await;
+    let mut laptop = party(&w.s, &alice_key, &[w.demo], Encoding::Binary).await;
+    let ended = |reason| CallEvent::Ended { reason };
+
+    // Declined on one device: over for the caller and the other device.
+    let call = invite(&mut demo, 2, w.alice, true).await.unwrap();
+    call_frame(&mut phone).await;
+    call_frame(&mut laptop).await;
+    signal(&mut phone, 2, call, CallSignal::Decline).await.unwrap();
+    assert_eq!(call_frame(&mut demo).await.2, CallEvent::Ringing);
+    assert_eq!(call_frame(&mut demo).await.2, ended(CallEnd::Declined));
+    assert_eq!(call_frame(&mut laptop).await.2, ended(CallEnd::Declined));
+
+    // Cancelled by the caller before anybody answered.
+    let call = invite(&mut demo, 3, w.alice, false).await.unwrap();
+    call_frame(&mut phone).await;
+    call_frame(&mut laptop).await;
+    assert_eq!(call_frame(&mut demo).await.2, CallEvent::Ringing);
+    signal(&mut demo, 4, call, CallSignal::Hangup { failed: false })
+        .await
+        .unwrap();
+    for device in [&mut phone, &mut laptop] {
+        assert_eq!(
+            call_frame(device).await,
+            (call, w.demo, ended(CallEnd::Cancelled))
+        );
+    }
+
+    // Nobody answers: after the ring time it ends everywhere.
+    let started = std::time::Instant::now();
+    let call = invite(&mut demo, 5, w.alice, true).await.unwrap();
+    assert_eq!(call_frame(&mut demo).await.2, CallEvent::Ringing);
+    assert_eq!(
+        call_frame(&mut demo).await,
+        (call, w.alice, ended(CallEnd::NoAnswer))
+    );
+    let rang = started.elapsed();
+    assert!(
+        rang >= std::time::Duration::from_millis(900),
+        "rang only {rang:?}"
+    );
+    for device in [&mut phone, &mut laptop] {
+        assert_eq!(call_frame(device).await.2, CallEvent::Incoming { video: true });
+        assert_eq!(call_frame(device).await, (call, w.demo, ended(CallEnd::NoAnswer)));
+    }
+    println!("an unanswered call rang for {rang:?} (ring time 1 s)");
+}
+
+#[tokio::test]
+async fn glare_keeps_the_call_placed_by_the_lower_account_id() {
+    let w = world("").await;
+    assert!(w.demo.0 < w.alice.0, "the demo account is created first");
+    let mut demo = party(&w.s, &w.s.key("demo").await, &[w.alice], Encoding::Binary).await;
+    let mut alice = party(&w.s, &w.s.key("alice").await, &[w.demo], Encoding::Binary).await;
+
+    // Demo (lower id) calls first; Alice's call at the same moment is refused, and hers to accept.
+    let first = invite(&mut demo, 2, w.alice, true).await.unwrap();
+    assert_eq!(
+        code(invite(&mut alice, 2, w.demo, true).await),
+        ErrorCode::CallGlare
+    );
+    assert_eq!(
+        call_frame(&mut alice).await,
+        (first, w.demo, CallEvent::Incoming { video: true })
+    );
+    signal(&mut alice, 3, first, CallSignal::Accept).await.unwrap();
+    assert_eq!(call_frame(&mut demo).await.2, CallEvent::Ringing);
+    assert_eq!(call_frame(&mut demo).await.2, CallEvent::Accepted);
+    signal(&mut alice, 4, first, CallSignal::Hangup { failed: false })
+        .await
+        .unwrap();
+    call_frame(&mut demo).await;
+
+    // Alice (higher id) calls first; Demo's call at the same moment wins and hers ends as glare.
+    let second = invite(&mut alice, 5, w.demo, true).await.unwrap();
+    assert_eq!(call_frame(&mut alice).await.2, CallEvent::Ringing);
+    assert_eq!(
+        call_frame(&mut demo).await,
+        (second, w.alice, CallEvent::Incoming { video: true })
+    );
+    let third = invite(&mut demo, 3, w.alice, true).await.unwrap();
+    let glare = CallEvent::Ended {
+        reason: CallEnd::Glare,
+    };
+    assert_eq!(call_frame(&mut demo).await, (second, w.alice, glare.clone()));
+    assert_eq!(call_frame(&mut demo).await, (third, w.alice, CallEvent::Ringing));
+    assert_eq!(call_frame(&mut alice).await, (second, w.demo, glare));
+    assert_eq!(
+        call_frame(&mut alice).await,
+        (third, w.demo, CallEvent::Incoming { video: true })
+    );
+}
+
+#[tokio::test]
+async fn a_party_in_a_call_is_busy_and_a_vanished_party_ends_it() {
+    let w = world("").await;
+    let mut demo = party(
+        &w.s,
+        &w.s.key("demo").await,
+        &[w.alice, w.carol],
+        Encoding::Binary,
+    )
+    .await;
+    let mut alice = party(&w.s, &w.s.key("alice").await, &[w.demo], Encoding::Binary).await;
+    let mut carol = party(&w.s, &w.s.key("carol").await, &[w.demo], Encoding::Binary).await;
+
+    let call = invite(&mut demo, 2, w.alice, true).await.unwrap();
+    call_frame(&mut alice).await;
+    signal(&mut alice, 2, call, CallSignal::Accept).await.unwrap();
+    // Both parties are busy for everybody else, either way round.
+    assert_eq!(
+        code(invite(&mut carol, 2, w.demo, true).await),
+        ErrorCode::CallBusy
+    );
+    assert_eq!(
+        code(invite(&mut demo, 3, w.carol, true).await),
+        ErrorCode::CallBusy
+    );
+
+    // Alice's connection vanishes mid-call: Demo is told, and free again.
+    drop(alice);
+    assert_eq!(call_frame(&mut demo).await.2, CallEvent::Ringing);
+    assert_eq!(call_frame(&mut demo).await.2, CallEvent::Accepted);
+    assert_eq!(
+        call_frame(&mut demo).await,
+        (
+            call,
+            w.alice,
+            CallEvent::Ended {
+                reason: CallEnd::ConnectionLost
+            }
+        )
+    );
+    let next = invite(&mut demo, 4, w.carol, false).await.unwrap();
+    assert_eq!(
+        call_frame(&mut carol).await.2,
+        CallEvent::Incoming { video: false }
+    );
+    // The caller vanishes while it rings: the callee stops ringing.
+    drop(demo);
+    assert_eq!(
+        call_frame(&mut carol).await,
+        (
+            next,
+            w.demo,
+            CallEvent::Ended {
+                reason: CallEnd::Cancelled
+            }
+        )
+    );
+    // Her stream goes on as before.
+    carol
+        .stream
+        .send(&ClientFrame::SetPresence {
+            req: 3,
+            state: Some(Presence::Busy),
+            status: None,
+        })
+        .await;
+    assert!(matches!(
+        carol.stream.recv().await,
+        ServerFrame::Ack { req: 3, .. }
+    ));
+}
