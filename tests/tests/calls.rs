@@ -3,11 +3,16 @@
 //! busy, a vanished party, and bad signals. Media is not the server's business: it only relays what
 //! the parties say, and the tests check exactly what each stream hears.
 
+use pinchat_ipc::api::{
+    CallAccept, CallDecline, CallHangup, CallHangupParams, CallRef, CallSignalMethod, CallSignalParams,
+    CallStart, CallStartParams, CallState, Connection, Notification, SetPins, SetPinsParams, Subscribe,
+    SubscribeParams,
+};
 use pinchat_proto::stream::{
     Ack, CallEnd, CallEvent, CallId, CallSignal, ClientFrame, MAX_SDP_BYTES, ReqId, ServerFrame,
 };
 use pinchat_proto::{AccountId, Encoding, ErrorBody, ErrorCode, Presence};
-use pinchat_tests::{Server, Stream};
+use pinchat_tests::{Daemon, Server, Stream, create_widget, until};
 use std::collections::VecDeque;
 
 /// A party: a stream subscribed to `pins`, with the call frames that arrived while it waited for an
@@ -490,4 +495,200 @@ async fn a_party_in_a_call_is_busy_and_a_vanished_party_ends_it() {
         carol.stream.recv().await,
         ServerFrame::Ack { req: 3, .. }
     ));
+}
+
+/// The next call notification of the local API.
+async fn call_note(events: &mut tokio::sync::mpsc::Receiver<Notification>) -> Notification {
+    until(events, |n| {
+        matches!(
+            n,
+            Notification::CallIncoming { .. }
+                | Notification::CallChanged { .. }
+                | Notification::CallSignal { .. }
+                | Notification::CallEnded { .. }
+        )
+        .then(|| n.clone())
+    })
+    .await
+}
+
+fn api_code(e: pinchat_ipc::ClientError) -> String {
+    e.code()
+        .unwrap_or_else(|| panic!("not an API error: {e}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_gadget_places_answers_and_loses_calls_through_the_daemons_local_api() {
+    let mut w = world("").await;
+    let d = Daemon::start();
+    let mut client = d.client().await;
+    let mut events = client.notifications().unwrap();
+    client
+        .call::<Subscribe>(SubscribeParams::default())
+        .await
+        .unwrap();
+    let widget = create_widget(&client, &w.s, "demo").await.widget.id;
+    client
+        .call::<SetPins>(SetPinsParams {
+            widget: widget.clone(),
+            pins: vec![w.alice.0],
+        })
+        .await
+        .unwrap();
+    until(&mut events, |n| {
+        matches!(
+            n,
+            Notification::ConnectionChanged {
+                connection: Connection::Online,
+                ..
+            }
+        )
+        .then_some(())
+    })
+    .await;
+    let start = |contact: AccountId| CallStartParams {
+        widget: widget.clone(),
+        contact: contact.0,
+        video: true,
+    };
+    let at = |call: u64| CallRef {
+        widget: widget.clone(),
+        call,
+    };
+
+    // Alice is offline: nothing can ring. Bob is not pinned on this widget.
+    let e = client.call::<CallStart>(start(w.alice)).await.unwrap_err();
+    assert_eq!(api_code(e), "call.unavailable");
+    let e = client.call::<CallStart>(start(w.bob)).await.unwrap_err();
+    assert_eq!(api_code(e), "widget.not_contact");
+
+    // The gadget calls Alice; she accepts; offer, answer and candidates pass; her link dies.
+    let mut alice = party(&w.s, &w.s.key("alice").await, &[w.demo], Encoding::Binary).await;
+    let placed = client.call::<CallStart>(start(w.alice)).await.unwrap();
+    assert_eq!((placed.contact, placed.video), (w.alice.0, true));
+    let call = placed.call;
+    assert_eq!(
+        call_note(&mut events).await,
+        Notification::CallChanged {
+            widget: widget.clone(),
+            call,
+            contact: w.alice.0,
+            state: CallState::Ringing
+        }
+    );
+    assert_eq!(
+        call_frame(&mut alice).await,
+        (call, w.demo, CallEvent::Incoming { video: true })
+    );
+    signal(&mut alice, 2, call, CallSignal::Accept).await.unwrap();
+    assert!(matches!(
+        call_note(&mut events).await,
+        Notification::CallChanged {
+            state: CallState::Accepted,
+            ..
+        }
+    ));
+    let offer = CallSignal::Offer {
+        sdp: "v=0 offer".into(),
+    };
+    client
+        .call::<CallSignalMethod>(CallSignalParams {
+            widget: widget.clone(),
+            call,
+            signal: offer,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        call_frame(&mut alice).await.2,
+        CallEvent::Offer {
+            sdp: "v=0 offer".into()
+        }
+    );
+    signal(
+        &mut alice,
+        3,
+        call,
+        CallSignal::Answer {
+            sdp: "v=0 answer".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        call_note(&mut events).await,
+        Notification::CallSignal {
+            widget: widget.clone(),
+            call,
+            contact: w.alice.0,
+            signal: CallSignal::Answer {
+                sdp: "v=0 answer".into()
+            }
+        }
+    );
+    // Accepting through call.signal is refused: it has its own method.
+    let e = client
+        .call::<CallSignalMethod>(CallSignalParams {
+            widget: widget.clone(),
+            call,
+            signal: CallSignal::Accept,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(e), "rpc.invalid_params");
+    drop(alice);
+    assert!(matches!(
+        call_note(&mut events).await,
+        Notification::CallEnded { reason: CallEnd::ConnectionLost, call: c, .. } if c == call
+    ));
+    let e = client
+        .call::<CallHangup>(CallHangupParams {
+            widget: widget.clone(),
+            call,
+            failed: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(e), "call.not_found");
+
+    // Alice calls the widget; the gadget declines.
+    let mut alice = party(&w.s, &w.s.key("alice").await, &[w.demo], Encoding::Binary).await;
+    let incoming = invite(&mut alice, 2, w.demo, false).await.unwrap();
+    assert_eq!(
+        call_note(&mut events).await,
+        Notification::CallIncoming {
+            widget: widget.clone(),
+            call: incoming,
+            contact: w.alice.0,
+            video: false
+        }
+    );
+    client.call::<CallDecline>(at(incoming)).await.unwrap();
+    assert_eq!(call_frame(&mut alice).await.2, CallEvent::Ringing);
+    assert_eq!(
+        call_frame(&mut alice).await,
+        (
+            incoming,
+            w.demo,
+            CallEvent::Ended {
+                reason: CallEnd::Declined
+            }
+        )
+    );
+
+    // She calls again and the gadget accepts; then the server goes away: the widget's own link drops,
+    // and the gadget is told the call is over.
+    let again = invite(&mut alice, 3, w.demo, true).await.unwrap();
+    assert!(matches!(call_note(&mut events).await, Notification::CallIncoming { call, .. } if call == again));
+    client.call::<CallAccept>(at(again)).await.unwrap();
+    assert_eq!(call_frame(&mut alice).await.2, CallEvent::Ringing);
+    assert_eq!(call_frame(&mut alice).await.2, CallEvent::Accepted);
+    w.s.kill();
+    assert!(matches!(
+        call_note(&mut events).await,
+        Notification::CallEnded { reason: CallEnd::ConnectionLost, call, .. } if call == again
+    ));
+    let e = client.call::<CallAccept>(at(again)).await.unwrap_err();
+    assert_eq!(api_code(e), "call.not_found");
 }
