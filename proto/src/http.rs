@@ -210,3 +210,28 @@ pub struct Health {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
 }
+
+/// `GET /v1/ice`: where a call's media may go — STUN servers to learn one's public address, and TURN
+/// relays with credentials good for `ttl_secs`. Shaped like WebRTC's `RTCIceServer` list, so a web
+/// client can hand `ice_servers` to `RTCPeerConnection` as it is (after renaming to camelCase).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct IceConfig {
+    /// The servers, in the order to try them. Empty when the server names none: calls then connect
+    /// only where the peers reach each other directly.
+    pub ice_servers: Vec<IceServer>,
+    /// How long the TURN credentials stay valid, in seconds; ask again before a call after that.
+    pub ttl_secs: u32,
+}
+
+/// One STUN or TURN server.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct IceServer {
+    /// `stun:host:port`, `turn:host:port?transport=udp`, `turns:…`.
+    pub urls: Vec<String>,
+    /// The TURN username (`<expiry>:<account id>`, the TURN REST scheme); absent for STUN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The TURN password (base64 HMAC-SHA1 of the username under the shared secret); absent for STUN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}

@@ -180,6 +180,13 @@ pub fn main() -> std::process::ExitCode {
 
 async fn real_main(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref())?;
+    // The TURN secret is best kept out of files: the environment wins.
+    if let Some(secret) = std::env::var_os("PINCHAT_TURN_SECRET") {
+        let secret = secret
+            .into_string()
+            .map_err(|_| anyhow::anyhow!("PINCHAT_TURN_SECRET is not valid UTF-8"))?;
+        config.ice.turn_secret = Some(crate::config::Secret(secret));
+    }
     if let Some(db) = cli.database {
         config.database = db;
     }

@@ -42,6 +42,45 @@ pub struct Config {
     pub call_ring_secs: u16,
     /// Size and rate limits.
     pub limits: Limits,
+    /// STUN and TURN servers handed to callers (`GET /v1/ice`).
+    pub ice: IceSettings,
+}
+
+/// Where calls' media may go. See docs/operations.md, *Calls: STUN and TURN*.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IceSettings {
+    /// STUN URLs (`stun:host:port`).
+    pub stun: Vec<String>,
+    /// TURN URLs (`turn:host:port?transport=udp`, `turns:…`); they need `turn_secret`.
+    pub turn: Vec<String>,
+    /// The secret shared with the TURN server (coturn's `static-auth-secret`). Also read from the
+    /// environment variable `PINCHAT_TURN_SECRET`, which keeps it out of the file.
+    pub turn_secret: Option<Secret>,
+    /// How long handed-out TURN credentials stay valid, in seconds.
+    pub turn_ttl_secs: u32,
+}
+
+impl Default for IceSettings {
+    fn default() -> Self {
+        IceSettings {
+            stun: vec![],
+            turn: vec![],
+            turn_secret: None,
+            turn_ttl_secs: 3600,
+        }
+    }
+}
+
+/// A secret from the configuration: never printed, not even by `{:?}`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
 }
 
 /// TLS files.
@@ -110,6 +149,7 @@ impl Default for Config {
             snapshot_hints: 3,
             resume_max_messages: 500,
             call_ring_secs: 30,
+            ice: IceSettings::default(),
             limits: Limits::default(),
         }
     }
@@ -148,7 +188,7 @@ impl Config {
     /// Checks every value; the error names the key and the allowed range.
     pub fn validate(&self) -> anyhow::Result<()> {
         let l = &self.limits;
-        let checks: [(bool, &str); 13] = [
+        let checks: [(bool, &str); 16] = [
             (
                 (1..=1000).contains(&l.max_pins),
                 "limits.max_pins must be between 1 and 1000",
@@ -197,6 +237,26 @@ impl Config {
             (
                 (1..=600).contains(&self.call_ring_secs),
                 "call_ring_secs must be between 1 and 600",
+            ),
+            (
+                self.ice.turn.is_empty() || self.ice.turn_secret.as_ref().is_some_and(|s| s.0.len() >= 16),
+                "ice.turn needs ice.turn_secret (or PINCHAT_TURN_SECRET), at least 16 characters",
+            ),
+            (
+                (60..=86_400).contains(&self.ice.turn_ttl_secs),
+                "ice.turn_ttl_secs must be between 60 and 86400",
+            ),
+            (
+                self.ice
+                    .stun
+                    .iter()
+                    .all(|u| u.starts_with("stun:") || u.starts_with("stuns:"))
+                    && self
+                        .ice
+                        .turn
+                        .iter()
+                        .all(|u| u.starts_with("turn:") || u.starts_with("turns:")),
+                "ice.stun URLs must start with stun: (or stuns:), ice.turn URLs with turn: (or turns:)",
             ),
         ];
         for (ok, message) in checks {

@@ -57,6 +57,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/messages/{contact}/read", post(mark_read))
         .route("/changes", get(changes))
         .route("/stream", get(stream))
+        .route("/ice", get(ice))
         .layer(middleware::from_fn(check_version));
     let mut router = Router::new().route("/healthz", get(healthz)).nest("/v1", v1);
     if app.api.config.metrics {
@@ -512,6 +513,15 @@ async fn avatar(
         bytes,
     )
         .into_response())
+}
+
+/// STUN and TURN servers for a call, with TURN credentials made for this account just now.
+async fn ice(State(app): State<Arc<App>>, authed: Authed) -> Json<pinchat_proto::http::IceConfig> {
+    Json(crate::ice::config(
+        &app.api.config.ice,
+        authed.account,
+        crate::util::now_ms() / 1000,
+    ))
 }
 
 async fn contacts(State(app): State<Arc<App>>, authed: Authed) -> Result<Json<ContactList>> {

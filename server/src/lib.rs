@@ -9,6 +9,7 @@
 //! - [`stream`]: one task per WebSocket stream: handshake, subscriptions, commands, delivery, catch-up.
 //! - [`http`]: the HTTP endpoints; [`api`]: the operations and validation both share.
 //! - [`calls`]: the signalling of voice and video calls (the hub owns it; media never passes here).
+//! - [`ice`]: the STUN and TURN servers (with TURN-REST credentials) handed to callers.
 //! - [`auth`]: passwords, keys, login rate limits. [`tls`]: rustls termination.
 //! - [`config`], [`metrics`], [`admin`] and [`demo`]: operations.
 //!
@@ -26,6 +27,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod hub;
+pub mod ice;
 pub mod metrics;
 pub mod store;
 pub mod stream;

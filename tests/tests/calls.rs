@@ -692,3 +692,38 @@ async fn a_gadget_places_answers_and_loses_calls_through_the_daemons_local_api()
     let e = client.call::<CallAccept>(at(again)).await.unwrap_err();
     assert_eq!(api_code(e), "call.not_found");
 }
+
+#[tokio::test]
+async fn ice_servers_come_with_turn_credentials_minted_for_the_account() {
+    let w = world(
+        "[ice]\nstun = [\"stun:127.0.0.1:3478\"]\nturn = [\"turn:127.0.0.1:3478?transport=udp\"]\n\
+         turn_secret = \"a-test-secret-of-some-length\"\nturn_ttl_secs = 600\n",
+    )
+    .await;
+    let key = w.s.key("alice").await;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ice: pinchat_proto::http::IceConfig = w.s.get(&key, "/v1/ice").await.unwrap();
+    assert_eq!(ice.ttl_secs, 600);
+    assert_eq!(ice.ice_servers[0].urls, vec!["stun:127.0.0.1:3478".to_owned()]);
+    assert_eq!(ice.ice_servers[0].credential, None);
+    let turn = &ice.ice_servers[1];
+    let username = turn.username.clone().unwrap();
+    let (expiry, account) = username.split_once(':').unwrap();
+    assert_eq!(account, w.alice.0.to_string());
+    let expiry: u64 = expiry.parse().unwrap();
+    assert!(
+        (before + 600..=before + 602).contains(&expiry),
+        "expiry {expiry}, now {before}"
+    );
+    // What coturn computes from its static-auth-secret for that username.
+    assert_eq!(
+        turn.credential.as_deref(),
+        Some(pinchat_server::ice::turn_password("a-test-secret-of-some-length", &username).as_str())
+    );
+    // Only for a logged-in account.
+    let status = w.s.http.get(w.s.url("/v1/ice")).send().await.unwrap().status();
+    assert_eq!(status, 401);
+}
