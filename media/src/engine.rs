@@ -77,6 +77,8 @@ pub enum EngineEvent {
     Signal(CallSignal),
     /// The ICE connection state changed (`checking`, `connected`, `completed`, `failed`, …).
     Ice(String),
+    /// Candidate gathering finished: every local candidate has been signalled.
+    Gathered,
     /// The first frame of the peer's video was decoded.
     FirstFrame,
     /// The call's media failed; hang up with `failed: true`.
@@ -223,6 +225,13 @@ impl Engine {
                 _ => "unknown",
             };
             let _ = events.send(EngineEvent::Ice(name.into()));
+        });
+        let events = tx.clone();
+        webrtc.connect_notify(Some("ice-gathering-state"), move |webrtc, _| {
+            let state = webrtc.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state");
+            if state == gst_webrtc::WebRTCICEGatheringState::Complete {
+                let _ = events.send(EngineEvent::Gathered);
+            }
         });
         let decode = (pipeline.downgrade(), shared.clone(), stats_tx, tx.clone());
         webrtc.connect_pad_added(move |_, pad| {

@@ -24,6 +24,8 @@ struct Side {
     events: tokio::sync::mpsc::UnboundedReceiver<EngineEvent>,
     next_req: u32,
     call: u64,
+    /// The candidates its engine signalled.
+    candidates: Vec<String>,
 }
 
 impl Side {
@@ -66,15 +68,25 @@ impl Side {
 }
 
 async fn side(s: &Server, proxy: &CountingProxy, login: &str, pins: &[AccountId], rgb: u32) -> Side {
-    let mut stream = s
-        .stream_at(proxy.addr, &s.key(login).await, Encoding::Binary)
-        .await;
-    stream.subscribe(1, 0, pins, None).await;
     let options = Options {
         source: Source::TestPattern { rgb },
         size: (160, 120),
         ..Options::default()
     };
+    side_with(s, proxy, login, pins, options).await
+}
+
+async fn side_with(
+    s: &Server,
+    proxy: &CountingProxy,
+    login: &str,
+    pins: &[AccountId],
+    options: Options,
+) -> Side {
+    let mut stream = s
+        .stream_at(proxy.addr, &s.key(login).await, Encoding::Binary)
+        .await;
+    stream.subscribe(1, 0, pins, None).await;
     let mut engine =
         Engine::new(&options).expect("GStreamer with webrtcbin, vpx, opus and nice is installed");
     let events = engine.events().unwrap();
@@ -84,18 +96,14 @@ async fn side(s: &Server, proxy: &CountingProxy, login: &str, pins: &[AccountId]
         events,
         next_req: 10,
         call: 0,
+        candidates: vec![],
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_native_engines_see_each_others_video_through_the_real_servers_signalling() {
-    let s = Server::start().await;
-    let demo_key = s.key("demo").await;
-    let alice = s.id_of(&demo_key, "alice").await;
-    let demo = s.id_of(&s.key("alice").await, "demo").await;
-    let proxy = CountingProxy::start(s.addr).await.unwrap();
-    let mut a = side(&s, &proxy, "demo", &[alice], MAGENTA).await;
-    let mut b = side(&s, &proxy, "alice", &[demo], GREEN).await;
+/// Rings `to` from `a`, accepts on `b`, and carries signals until each side decoded 30 frames of the
+/// other's video. Returns the proxy's count before the call and a report.
+async fn connect(a: &mut Side, b: &mut Side, to: AccountId, proxy: &CountingProxy) -> (u64, String) {
+    let alice = to;
     let before = proxy.bytes_down();
     let started = std::time::Instant::now();
 
@@ -166,16 +174,26 @@ async fn two_native_engines_see_each_others_video_through_the_real_servers_signa
                 DEADLINE * 2, a.engine.stats(), b.engine.stats()
             ),
             Some(event) = a.events.recv() => match event {
-                EngineEvent::Signal(signal) => a.send(signal).await,
+                EngineEvent::Signal(signal) => {
+                    if let CallSignal::Ice { candidate, .. } = &signal {
+                        a.candidates.push(candidate.clone());
+                    }
+                    a.send(signal).await;
+                }
                 EngineEvent::Failed(e) => panic!("demo's engine failed: {e}"),
                 EngineEvent::Ice(state) => ice.push(format!("demo {state}")),
-                EngineEvent::FirstFrame => {}
+                EngineEvent::FirstFrame | EngineEvent::Gathered => {}
             },
             Some(event) = b.events.recv() => match event {
-                EngineEvent::Signal(signal) => b.send(signal).await,
+                EngineEvent::Signal(signal) => {
+                    if let CallSignal::Ice { candidate, .. } = &signal {
+                        b.candidates.push(candidate.clone());
+                    }
+                    b.send(signal).await;
+                }
                 EngineEvent::Failed(e) => panic!("alice's engine failed: {e}"),
                 EngineEvent::Ice(state) => ice.push(format!("alice {state}")),
-                EngineEvent::FirstFrame => {}
+                EngineEvent::FirstFrame | EngineEvent::Gathered => {}
             },
             Ok(frame) = a.stream.next() => a.server_said(frame),
             Ok(frame) = b.stream.next() => b.server_said(frame),
@@ -183,10 +201,9 @@ async fn two_native_engines_see_each_others_video_through_the_real_servers_signa
     }
     let setup = started.elapsed();
     let (sa, sb) = (a.engine.stats(), b.engine.stats());
-    let (fa, fb) = (a.engine.latest_frame().unwrap(), b.engine.latest_frame().unwrap());
-    println!(
+    let report = format!(
         "call set up and 30 frames each way in {setup:?}; first remote frame after {:?} / {:?} ms; \
-         demo decoded {} frames and {} audio buffers, alice {} and {}; ICE: {ice:?}",
+         caller decoded {} frames and {} audio buffers, callee {} and {}; ICE: {ice:?}",
         sa.first_frame_ms,
         sb.first_frame_ms,
         sa.video_frames,
@@ -194,6 +211,21 @@ async fn two_native_engines_see_each_others_video_through_the_real_servers_signa
         sb.video_frames,
         sb.audio_buffers
     );
+    (before, report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_native_engines_see_each_others_video_through_the_real_servers_signalling() {
+    let s = Server::start().await;
+    let demo_key = s.key("demo").await;
+    let alice = s.id_of(&demo_key, "alice").await;
+    let demo = s.id_of(&s.key("alice").await, "demo").await;
+    let proxy = CountingProxy::start(s.addr).await.unwrap();
+    let mut a = side(&s, &proxy, "demo", &[alice], MAGENTA).await;
+    let mut b = side(&s, &proxy, "alice", &[demo], GREEN).await;
+    let (before, report) = connect(&mut a, &mut b, alice, &proxy).await;
+    println!("{report}");
+    let (fa, fb) = (a.engine.latest_frame().unwrap(), b.engine.latest_frame().unwrap());
     assert_eq!((fa.width, fa.height), (160, 120));
     assert!(
         close_to(fa.centre(), GREEN),
@@ -242,4 +274,173 @@ async fn two_native_engines_see_each_others_video_through_the_real_servers_signa
             _ => continue,
         }
     }
+}
+
+/// A private coturn on loopback with the TURN REST secret, stopped when dropped.
+struct Coturn {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Coturn {
+    const SECRET: &str = "pinchat-test-turn-secret";
+
+    async fn start() -> Coturn {
+        let dir = tempfile::tempdir().unwrap();
+        // A free UDP port for the listener.
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("turnserver")
+            .args([
+                "-n",
+                "--no-cli",
+                "--no-tls",
+                "--no-dtls",
+                "--fingerprint",
+                "--use-auth-secret",
+            ])
+            .arg(format!("--static-auth-secret={}", Coturn::SECRET))
+            .args(["--realm", "pinchat.test", "-L", "127.0.0.1", "-E", "127.0.0.1"])
+            .args([
+                "--allow-loopback-peers",
+                "--min-port",
+                "49152",
+                "--max-port",
+                "49400",
+            ])
+            .arg(format!("--listening-port={port}"))
+            .arg(format!("--log-file={}", dir.path().join("turn.log").display()))
+            .args(["--simple-log", "--no-stdout-log"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("turnserver (Debian package coturn) is installed");
+        let turn = Coturn {
+            child,
+            port,
+            _dir: dir,
+        };
+        turn.wait_ready().await;
+        turn
+    }
+
+    /// Waits until the server answers a STUN binding request (retransmitted, as STUN clients do).
+    async fn wait_ready(&self) {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+        request.extend_from_slice(b"pinchat-test");
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let mut buf = [0u8; 512];
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "coturn did not answer STUN"
+            );
+            socket.send_to(&request, ("127.0.0.1", self.port)).await.unwrap();
+            if let Ok(Ok((n, _))) =
+                tokio::time::timeout(std::time::Duration::from_millis(200), socket.recv_from(&mut buf)).await
+                && n >= 20
+                && buf[..2] == [0x01, 0x01]
+            {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn relay_options(rgb: u32, ice: &pinchat_proto::http::IceConfig) -> Options {
+    Options {
+        source: Source::TestPattern { rgb },
+        size: (160, 120),
+        ice_servers: ice.ice_servers.clone(),
+        relay_only: true,
+        ..Options::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_relayed_through_turn_only_with_credentials_from_the_server() {
+    let turn = Coturn::start().await;
+    let s = Server::start_with(&format!(
+        "[ice]\nturn = [\"turn:127.0.0.1:{}?transport=udp\"]\nturn_secret = \"{}\"\n",
+        turn.port,
+        Coturn::SECRET
+    ))
+    .await;
+    let demo_key = s.key("demo").await;
+    let alice_key = s.key("alice").await;
+    let alice = s.id_of(&demo_key, "alice").await;
+    let demo = s.id_of(&alice_key, "demo").await;
+    // Each party asks the server where media may go, as the app does before a call.
+    let ice_a: pinchat_proto::http::IceConfig = s.get(&demo_key, "/v1/ice").await.unwrap();
+    let ice_b: pinchat_proto::http::IceConfig = s.get(&alice_key, "/v1/ice").await.unwrap();
+    let proxy = CountingProxy::start(s.addr).await.unwrap();
+    let mut a = side_with(&s, &proxy, "demo", &[alice], relay_options(MAGENTA, &ice_a)).await;
+    let mut b = side_with(&s, &proxy, "alice", &[demo], relay_options(GREEN, &ice_b)).await;
+    let (_, report) = connect(&mut a, &mut b, alice, &proxy).await;
+    println!("through TURN: {report}");
+    let (fa, fb) = (a.engine.latest_frame().unwrap(), b.engine.latest_frame().unwrap());
+    assert!(close_to(fa.centre(), GREEN), "demo sees {:?}", fa.centre());
+    assert!(close_to(fb.centre(), MAGENTA), "alice sees {:?}", fb.centre());
+    // Only relayed candidates were offered: the media went through coturn.
+    for c in a.candidates.iter().chain(&b.candidates).filter(|c| !c.is_empty()) {
+        assert!(c.contains("typ relay"), "a candidate that is not relayed: {c}");
+    }
+    assert!(!a.candidates.is_empty() && !b.candidates.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_turn_credentials_get_no_relay() {
+    let turn = Coturn::start().await;
+    let url = format!("turn:127.0.0.1:{}?transport=udp", turn.port);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let gather = async |expiry: u64| {
+        let username = format!("{expiry}:7");
+        let ice = pinchat_proto::http::IceConfig {
+            ice_servers: vec![pinchat_proto::http::IceServer {
+                urls: vec![url.clone()],
+                credential: Some(pinchat_server::ice::turn_password(Coturn::SECRET, &username)),
+                username: Some(username),
+            }],
+            ttl_secs: 600,
+        };
+        let mut engine = Engine::new(&relay_options(GREEN, &ice)).unwrap();
+        let mut events = engine.events().unwrap();
+        engine.offer();
+        let mut relayed = 0;
+        loop {
+            match tokio::time::timeout(DEADLINE, events.recv())
+                .await
+                .expect("gathering ends")
+            {
+                Some(EngineEvent::Gathered) => return relayed,
+                Some(EngineEvent::Signal(CallSignal::Ice { candidate, .. }))
+                    if candidate.contains("typ relay") =>
+                {
+                    relayed += 1;
+                }
+                Some(EngineEvent::Failed(e)) => panic!("{e}"),
+                Some(_) => {}
+                None => panic!("the engine stopped"),
+            }
+        }
+    };
+    // Valid for ten more minutes: a relay is allocated.
+    assert!(gather(now + 600).await > 0, "fresh credentials got no relay");
+    // Expired a minute ago: coturn refuses the allocation.
+    assert_eq!(gather(now - 60).await, 0, "expired credentials got a relay");
 }
