@@ -134,9 +134,20 @@ pub struct Engine {
     /// Candidates that arrived before the remote description, added once it is set.
     early: Vec<(u32, String)>,
     remote_set: bool,
+    options: Options,
+    payloads: Payloads,
+    sinks: Sinks,
 }
 
 const VIDEO_PT: u32 = 96;
+/// The message that ends a pipeline's bus thread.
+const STOP: &str = "pinchat-stop";
+
+/// Stops a pipeline and its bus thread.
+fn stop(pipeline: &gst::Pipeline) {
+    let _ = pipeline.post_message(gst::message::Application::new(gst::Structure::new_empty(STOP)));
+    let _ = pipeline.set_state(gst::State::Null);
+}
 const AUDIO_PT: u32 = 97;
 
 impl Engine {
@@ -160,123 +171,18 @@ impl Engine {
                 )));
             }
         }
-        let (w, h) = options.size;
-        let video = match &options.source {
-            Source::TestPattern { rgb } => format!(
-                "videotestsrc is-live=true pattern=solid-color foreground-color={:#010x}",
-                0xff00_0000u32 | (rgb & 0x00ff_ffff)
-            ),
-            Source::Devices => "autovideosrc".to_owned(),
-        };
-        let audio = match &options.source {
-            Source::TestPattern { .. } => "audiotestsrc is-live=true wave=sine volume=0.1",
-            Source::Devices => "autoaudiosrc",
-        };
-        let mut description = format!(
-            "webrtcbin name=webrtc bundle-policy=max-bundle \
-             {audio} ! volume name=mic ! audioconvert ! audioresample ! queue ! opusenc ! rtpopuspay pt={AUDIO_PT} ! \
-             application/x-rtp,media=audio,encoding-name=OPUS,payload={AUDIO_PT} ! webrtc. "
-        );
-        if options.video {
-            description += &format!(
-                "{video} ! videoconvert ! videobalance name=camera ! videoscale ! videorate ! \
-                 video/x-raw,width={w},height={h},framerate=15/1 ! queue ! \
-                 vp8enc deadline=1 keyframe-max-dist=30 target-bitrate=300000 ! rtpvp8pay pt={VIDEO_PT} ! \
-                 application/x-rtp,media=video,encoding-name=VP8,payload={VIDEO_PT} ! webrtc. "
-            );
-        }
-        let pipeline = gst::parse::launch(&description)
-            .map_err(|e| MediaError::Unavailable(e.to_string()))?
-            .downcast::<gst::Pipeline>()
-            .map_err(|_| MediaError::Unavailable("not a pipeline".into()))?;
-        let webrtc = pipeline
-            .by_name("webrtc")
-            .ok_or_else(|| MediaError::Unavailable("no webrtcbin".into()))?;
-        configure_ice(&webrtc, options);
-
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let (stats_tx, stats) = watch::channel(Stats::default());
         let stats_tx = Arc::new(stats_tx);
-        let started = Instant::now();
-
-        let events = tx.clone();
-        webrtc.connect("on-ice-candidate", false, move |values| {
-            let mline = values[1].get::<u32>().unwrap_or(0);
-            let candidate = values[2].get::<String>().unwrap_or_default();
-            let _ = events.send(EngineEvent::Signal(CallSignal::Ice {
-                candidate,
-                mline,
-                mid: None,
-            }));
-            None
-        });
-        let events = tx.clone();
-        webrtc.connect_notify(Some("ice-connection-state"), move |webrtc, _| {
-            let state = webrtc.property::<gst_webrtc::WebRTCICEConnectionState>("ice-connection-state");
-            let name = match state {
-                gst_webrtc::WebRTCICEConnectionState::New => "new",
-                gst_webrtc::WebRTCICEConnectionState::Checking => "checking",
-                gst_webrtc::WebRTCICEConnectionState::Connected => "connected",
-                gst_webrtc::WebRTCICEConnectionState::Completed => "completed",
-                gst_webrtc::WebRTCICEConnectionState::Failed => "failed",
-                gst_webrtc::WebRTCICEConnectionState::Disconnected => "disconnected",
-                gst_webrtc::WebRTCICEConnectionState::Closed => "closed",
-                _ => "unknown",
-            };
-            let _ = events.send(EngineEvent::Ice(name.into()));
-        });
-        let events = tx.clone();
-        webrtc.connect_notify(Some("ice-gathering-state"), move |webrtc, _| {
-            let state = webrtc.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state");
-            if state == gst_webrtc::WebRTCICEGatheringState::Complete {
-                let _ = events.send(EngineEvent::Gathered);
-            }
-        });
-        let decode = (pipeline.downgrade(), shared.clone(), stats_tx, tx.clone());
-        webrtc.connect_pad_added(move |_, pad| {
-            if pad.direction() != gst::PadDirection::Src {
-                return;
-            }
-            let (pipeline, shared, stats, events) = &decode;
-            let Some(pipeline) = pipeline.upgrade() else {
-                return;
-            };
-            let sinks = Sinks {
-                shared: shared.clone(),
-                stats: stats.clone(),
-                events: events.clone(),
-                started,
-            };
-            if let Err(e) = decode_incoming(&pipeline, pad, sinks) {
-                let _ = events.send(EngineEvent::Failed(e));
-            }
-        });
-
-        let bus = pipeline.bus().expect("a pipeline has a bus");
-        let events = tx.clone();
-        std::thread::Builder::new()
-            .name("pinchat-media-bus".into())
-            .spawn(move || {
-                for message in bus.iter_timed(gst::ClockTime::NONE) {
-                    match message.view() {
-                        gst::MessageView::Error(e) => {
-                            let _ = events.send(EngineEvent::Failed(format!(
-                                "{} ({})",
-                                e.error(),
-                                e.debug().map(|d| d.to_string()).unwrap_or_default()
-                            )));
-                        }
-                        gst::MessageView::Eos(_) => break,
-                        _ => {}
-                    }
-                }
-            })
-            .map_err(|e| MediaError::Unavailable(e.to_string()))?;
-
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|e| MediaError::Unavailable(format!("the pipeline does not start: {e}")))?;
+        let sinks = Sinks {
+            shared: shared.clone(),
+            stats: stats_tx,
+            events: tx.clone(),
+            started: Instant::now(),
+        };
+        let payloads = Payloads::default();
+        let (pipeline, webrtc) = build(options, payloads, &sinks)?;
         Ok(Engine {
             pipeline,
             webrtc,
@@ -286,6 +192,9 @@ impl Engine {
             tx,
             early: vec![],
             remote_set: false,
+            options: options.clone(),
+            payloads,
+            sinks,
         })
     }
 
@@ -327,6 +236,15 @@ impl Engine {
         match signal {
             CallSignal::Offer { sdp } => {
                 let offer = parse(&sdp, gst_webrtc::WebRTCSDPType::Offer, "offer")?;
+                let payloads = Payloads::of(&sdp);
+                if payloads != self.payloads && !self.remote_set {
+                    // Nothing was negotiated yet: start over, sending with the offer's numbers.
+                    stop(&self.pipeline);
+                    let (pipeline, webrtc) = build(&self.options, payloads, &self.sinks)?;
+                    self.pipeline = pipeline;
+                    self.webrtc = webrtc;
+                    self.payloads = payloads;
+                }
                 let webrtc = self.webrtc.clone();
                 let events = self.tx.clone();
                 let promise = gst::Promise::with_change_func(move |_| {
@@ -438,8 +356,174 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
+        stop(&self.pipeline);
     }
+}
+
+/// The payload numbers the engine sends with: its own when it offers, the peer's when it answers (a
+/// `webrtcbin` answering an offer only pairs the offer's media with a stream of the same payload
+/// number, so an engine that answers is rebuilt with the offer's numbers first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Payloads {
+    audio: u32,
+    video: u32,
+}
+
+impl Default for Payloads {
+    fn default() -> Self {
+        Payloads {
+            audio: AUDIO_PT,
+            video: VIDEO_PT,
+        }
+    }
+}
+
+impl Payloads {
+    /// The numbers an offer gives Opus and VP8, where it names them.
+    fn of(sdp: &str) -> Payloads {
+        let mut p = Payloads::default();
+        let mut seen = (false, false);
+        for line in sdp.lines() {
+            let Some(map) = line.strip_prefix("a=rtpmap:") else {
+                continue;
+            };
+            let Some((pt, codec)) = map.split_once(' ') else {
+                continue;
+            };
+            let Ok(pt) = pt.trim().parse::<u32>() else {
+                continue;
+            };
+            let codec = codec.to_ascii_lowercase();
+            if codec.starts_with("opus/") && !seen.0 {
+                p.audio = pt;
+                seen.0 = true;
+            } else if codec.starts_with("vp8/") && !seen.1 {
+                p.video = pt;
+                seen.1 = true;
+            }
+        }
+        p
+    }
+}
+
+/// Builds and starts the pipeline.
+fn build(
+    options: &Options,
+    payloads: Payloads,
+    sinks: &Sinks,
+) -> Result<(gst::Pipeline, gst::Element), MediaError> {
+    let (audio_pt, video_pt) = (payloads.audio, payloads.video);
+    let (w, h) = options.size;
+    let video = match &options.source {
+        Source::TestPattern { rgb } => format!(
+            "videotestsrc is-live=true pattern=solid-color foreground-color={:#010x}",
+            0xff00_0000u32 | (rgb & 0x00ff_ffff)
+        ),
+        Source::Devices => "autovideosrc".to_owned(),
+    };
+    let audio = match &options.source {
+        Source::TestPattern { .. } => "audiotestsrc is-live=true wave=sine volume=0.1",
+        Source::Devices => "autoaudiosrc",
+    };
+    let mut description = format!(
+        "webrtcbin name=webrtc bundle-policy=max-bundle \
+         {audio} ! volume name=mic ! audioconvert ! audioresample ! queue ! opusenc ! rtpopuspay pt={audio_pt} ! \
+         application/x-rtp,media=audio,encoding-name=OPUS,payload={audio_pt} ! webrtc. "
+    );
+    if options.video {
+        description += &format!(
+            "{video} ! videoconvert ! videobalance name=camera ! videoscale ! videorate ! \
+             video/x-raw,width={w},height={h},framerate=15/1 ! queue ! \
+             vp8enc deadline=1 keyframe-max-dist=30 target-bitrate=300000 ! rtpvp8pay pt={video_pt} ! \
+             application/x-rtp,media=video,encoding-name=VP8,payload={video_pt} ! webrtc. "
+        );
+    }
+    let pipeline = gst::parse::launch(&description)
+        .map_err(|e| MediaError::Unavailable(e.to_string()))?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| MediaError::Unavailable("not a pipeline".into()))?;
+    let webrtc = pipeline
+        .by_name("webrtc")
+        .ok_or_else(|| MediaError::Unavailable("no webrtcbin".into()))?;
+    configure_ice(&webrtc, options);
+
+    let tx = sinks.events.clone();
+
+    let events = tx.clone();
+    webrtc.connect("on-ice-candidate", false, move |values| {
+        let mline = values[1].get::<u32>().unwrap_or(0);
+        let candidate = values[2].get::<String>().unwrap_or_default();
+        let _ = events.send(EngineEvent::Signal(CallSignal::Ice {
+            candidate,
+            mline,
+            mid: None,
+        }));
+        None
+    });
+    let events = tx.clone();
+    webrtc.connect_notify(Some("ice-connection-state"), move |webrtc, _| {
+        let state = webrtc.property::<gst_webrtc::WebRTCICEConnectionState>("ice-connection-state");
+        let name = match state {
+            gst_webrtc::WebRTCICEConnectionState::New => "new",
+            gst_webrtc::WebRTCICEConnectionState::Checking => "checking",
+            gst_webrtc::WebRTCICEConnectionState::Connected => "connected",
+            gst_webrtc::WebRTCICEConnectionState::Completed => "completed",
+            gst_webrtc::WebRTCICEConnectionState::Failed => "failed",
+            gst_webrtc::WebRTCICEConnectionState::Disconnected => "disconnected",
+            gst_webrtc::WebRTCICEConnectionState::Closed => "closed",
+            _ => "unknown",
+        };
+        let _ = events.send(EngineEvent::Ice(name.into()));
+    });
+    let events = tx.clone();
+    webrtc.connect_notify(Some("ice-gathering-state"), move |webrtc, _| {
+        let state = webrtc.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state");
+        if state == gst_webrtc::WebRTCICEGatheringState::Complete {
+            let _ = events.send(EngineEvent::Gathered);
+        }
+    });
+    let decode = (pipeline.downgrade(), sinks.clone());
+    webrtc.connect_pad_added(move |_, pad| {
+        if pad.direction() != gst::PadDirection::Src {
+            return;
+        }
+        let (pipeline, sinks) = &decode;
+        let Some(pipeline) = pipeline.upgrade() else {
+            return;
+        };
+        if let Err(e) = decode_incoming(&pipeline, pad, sinks.clone()) {
+            let _ = sinks.events.send(EngineEvent::Failed(e));
+        }
+    });
+
+    let bus = pipeline.bus().expect("a pipeline has a bus");
+    let events = tx;
+    std::thread::Builder::new()
+        .name("pinchat-media-bus".into())
+        .spawn(move || {
+            for message in bus.iter_timed(gst::ClockTime::NONE) {
+                match message.view() {
+                    gst::MessageView::Error(e) => {
+                        let _ = events.send(EngineEvent::Failed(format!(
+                            "{} ({})",
+                            e.error(),
+                            e.debug().map(|d| d.to_string()).unwrap_or_default()
+                        )));
+                    }
+                    gst::MessageView::Eos(_) => break,
+                    gst::MessageView::Application(a) if a.structure().is_some_and(|s| s.name() == STOP) => {
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .map_err(|e| MediaError::Unavailable(e.to_string()))?;
+
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|e| MediaError::Unavailable(format!("the pipeline does not start: {e}")))?;
+    Ok((pipeline, webrtc))
 }
 
 /// STUN and TURN servers, and the transport policy.

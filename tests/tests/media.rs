@@ -444,3 +444,253 @@ async fn expired_turn_credentials_get_no_relay() {
     // Expired a minute ago: coturn refuses the allocation.
     assert_eq!(gather(now - 60).await, 0, "expired credentials got a relay");
 }
+
+/// Headless Chromium running the panel's call engine (`ui/assets/call.js`) in a test page, with the
+/// page's signals carried over a WebSocket to the test.
+struct Browser {
+    child: std::process::Child,
+    ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let files: Vec<(&str, std::path::PathBuf)> = vec![
+            ("/index.html", root.join("fixtures/call/index.html")),
+            ("/page.js", root.join("fixtures/call/page.js")),
+            ("/call.js", root.join("../ui/assets/call.js")),
+        ];
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_port = http.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = http.accept().await {
+                let files = files.clone();
+                tokio::spawn(async move {
+                    let mut request = vec![0u8; 4096];
+                    let n = socket.read(&mut request).await.unwrap_or(0);
+                    let line = String::from_utf8_lossy(&request[..n])
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_owned();
+                    let path = line
+                        .split(' ')
+                        .nth(1)
+                        .unwrap_or("/")
+                        .split('?')
+                        .next()
+                        .unwrap_or("/")
+                        .to_owned();
+                    let response = match files.iter().find(|(p, _)| *p == path) {
+                        Some((p, file)) => {
+                            let body = std::fs::read(file).unwrap();
+                            let mime = if p.ends_with(".html") {
+                                "text/html"
+                            } else {
+                                "text/javascript"
+                            };
+                            let mut r = format!(
+                                "HTTP/1.1 200 OK\r\nContent-Type: {mime}; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                body.len()
+                            )
+                            .into_bytes();
+                            r.extend(body);
+                            r
+                        }
+                        None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_vec(),
+                    };
+                    let _ = socket.write_all(&response).await;
+                });
+            }
+        });
+        let bridge = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ws_port = bridge.local_addr().unwrap().port();
+        let profile = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new("chromium")
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--autoplay-policy=no-user-gesture-required",
+                "--use-fake-ui-for-media-stream",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(format!("http://127.0.0.1:{http_port}/index.html?ws={ws_port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromium (Debian package chromium) is installed");
+        let (socket, _) = tokio::time::timeout(DEADLINE, bridge.accept())
+            .await
+            .expect("the page connects to the test")
+            .unwrap();
+        let ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+        Browser {
+            child,
+            ws,
+            _profile: profile,
+        }
+    }
+
+    async fn send(&mut self, value: serde_json::Value) {
+        use futures_util::SinkExt;
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                value.to_string().into(),
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the page reported last.
+#[derive(Default, Debug)]
+struct PageState {
+    frames: u64,
+    audio: u64,
+    centre: Option<[u8; 3]>,
+}
+
+/// The native engine (demo, magenta) calls Chromium running the panel's JavaScript (alice, green), or
+/// the other way round; both must decode the other's colour.
+async fn native_and_chromium(native_offers: bool) {
+    use futures_util::StreamExt;
+    let s = Server::start().await;
+    let demo_key = s.key("demo").await;
+    let alice = s.id_of(&demo_key, "alice").await;
+    let demo = s.id_of(&s.key("alice").await, "demo").await;
+    let proxy = CountingProxy::start(s.addr).await.unwrap();
+    let mut a = side(&s, &proxy, "demo", &[alice], MAGENTA).await;
+    let mut b = s
+        .stream_at(proxy.addr, &s.key("alice").await, Encoding::Binary)
+        .await;
+    b.subscribe(1, 0, &[demo], None).await;
+    let mut page = Browser::start().await;
+
+    a.stream
+        .send(&ClientFrame::CallInvite {
+            req: 1,
+            to: alice,
+            video: true,
+        })
+        .await;
+    let call = loop {
+        if let ServerFrame::Call {
+            call,
+            event: CallEvent::Incoming { .. },
+            ..
+        } = b.recv().await
+        {
+            break call;
+        }
+    };
+    a.call = call;
+    b.send(&ClientFrame::CallSignal {
+        req: 2,
+        call,
+        signal: CallSignal::Accept,
+    })
+    .await;
+    loop {
+        if let ServerFrame::Call {
+            event: CallEvent::Accepted,
+            ..
+        } = a.stream.recv().await
+        {
+            break;
+        }
+    }
+    page.send(serde_json::json!({"start": {"rgb": GREEN, "offer": !native_offers, "iceServers": [], "relayOnly": false}}))
+        .await;
+    if native_offers {
+        a.engine.offer();
+    }
+
+    let mut a_stats = a.engine.watch_stats();
+    let native_done = a_stats.wait_for(|s| s.video_frames >= 30);
+    tokio::pin!(native_done);
+    let mut native_ok = false;
+    let mut seen = PageState::default();
+    let mut b_req = 10;
+    let deadline = tokio::time::sleep(DEADLINE * 2);
+    tokio::pin!(deadline);
+    while !(native_ok && seen.frames >= 30 && seen.centre.is_some()) {
+        tokio::select! {
+            r = &mut native_done, if !native_ok => { r.unwrap(); native_ok = true; }
+            () = &mut deadline => panic!("no call within {:?}: native {:?}, page {seen:?}", DEADLINE * 2, a.engine.stats()),
+            Some(event) = a.events.recv() => match event {
+                EngineEvent::Signal(signal) => a.send(signal).await,
+                EngineEvent::Failed(e) => panic!("the native engine failed: {e}"),
+                _ => {}
+            },
+            Ok(frame) = a.stream.next() => a.server_said(frame),
+            Ok(frame) = b.next() => match frame {
+                ServerFrame::Call { event, .. } => {
+                    let signal = match event {
+                        CallEvent::Offer { sdp } => serde_json::json!({"offer": {"sdp": sdp}}),
+                        CallEvent::Answer { sdp } => serde_json::json!({"answer": {"sdp": sdp}}),
+                        CallEvent::Ice { candidate, mline, mid } => serde_json::json!({"ice": {"candidate": candidate, "mline": mline, "mid": mid}}),
+                        other => panic!("alice was told {other:?}"),
+                    };
+                    page.send(serde_json::json!({"signal": signal})).await;
+                }
+                ServerFrame::Ack { .. } | ServerFrame::Delta { .. } => {}
+                other => panic!("alice's stream said {other:?}"),
+            },
+            Some(Ok(message)) = page.ws.next() => {
+                let text = message.into_text().unwrap();
+                let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+                if let Some(signal) = m.get("signal") {
+                    let signal: CallSignal = serde_json::from_value(signal.clone()).expect("the page's signal is a protocol signal");
+                    b_req += 1;
+                    b.send(&ClientFrame::CallSignal { req: b_req, call, signal }).await;
+                } else if let Some(stats) = m.get("stats") {
+                    seen.frames = stats["videoFrames"].as_u64().unwrap_or(0);
+                    seen.audio = stats["audioPackets"].as_u64().unwrap_or(0);
+                    seen.centre = m["centre"].as_array().map(|c| {
+                        [c[0].as_u64().unwrap() as u8, c[1].as_u64().unwrap() as u8, c[2].as_u64().unwrap() as u8]
+                    });
+                } else if let Some(e) = m.get("failed") {
+                    panic!("the page's engine failed: {e}");
+                }
+            }
+        }
+    }
+    let native = a.engine.latest_frame().unwrap().centre();
+    println!(
+        "native {} chromium: native decoded {:?}, centre {native:?}; chromium decoded {seen:?}",
+        if native_offers { "→" } else { "←" },
+        a.engine.stats()
+    );
+    assert!(
+        close_to(native, GREEN),
+        "the native engine sees {native:?}, not the page's green"
+    );
+    let centre = seen.centre.unwrap();
+    assert!(
+        close_to(centre, MAGENTA),
+        "chromium sees {centre:?}, not the native magenta"
+    );
+    assert!(seen.audio > 0, "chromium received no audio");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_native_engine_calls_chromium_running_the_panels_javascript() {
+    native_and_chromium(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_running_the_panels_javascript_calls_the_native_engine() {
+    native_and_chromium(false).await;
+}
