@@ -2,6 +2,8 @@
 //! the library lets the test suite run a tiny version of each so that they never rot.
 
 pub mod borrow;
+#[cfg(target_os = "linux")]
+pub mod call;
 pub mod fault;
 pub mod footprint;
 pub mod latency;

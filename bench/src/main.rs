@@ -25,6 +25,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Calls: set-up time, signalling bytes, CPU and memory of two native engines; voice and video.
+    Call {
+        /// Calls of each kind.
+        #[arg(long, default_value_t = 5)]
+        calls: usize,
+        /// Seconds each call is held (CPU and memory are measured then).
+        #[arg(long, default_value_t = 10)]
+        hold: u64,
+    },
     /// Traffic to an observer under presence churn: pinchat (5 pins, all contacts) vs Prosody.
     Traffic {
         /// Contacts of the observer.
@@ -329,6 +338,46 @@ async fn main() -> anyhow::Result<()> {
                 "something was lost, duplicated or left different (see above)"
             );
         }
+        #[cfg(target_os = "linux")]
+        Command::Call { calls, hold } => {
+            let runs = pinchat_bench::call::run(calls, Duration::from_secs(hold)).await?;
+            println!(
+                "calls: {calls} of each kind between two native engines (GStreamer webrtcbin) in this process, \
+                 through the server's signalling; each held {hold} s"
+            );
+            println!(
+                "  {:<34} {:>13} {:>13} {:>18} {:>10} {:>16}",
+                "configuration",
+                "set-up p50 ms",
+                "set-up max ms",
+                "signalling B/call",
+                "CPU/core",
+                "RSS MiB (before)"
+            );
+            for r in &runs {
+                let bytes = r.signalling_bytes.iter().sum::<u64>() / r.signalling_bytes.len().max(1) as u64;
+                println!(
+                    "  {:<34} {:>13.0} {:>13.0} {:>18} {:>9.0}% {:>8.1} ({:.1})",
+                    r.name,
+                    traffic::percentile(&r.setup_ms, 0.5),
+                    r.setup_ms.iter().cloned().fold(0.0, f64::max),
+                    bytes,
+                    r.cpu_share * 100.0,
+                    r.rss_mib,
+                    r.rss_before_mib
+                );
+            }
+            if let [voice, video] = runs.as_slice() {
+                println!(
+                    "  video / voice: set-up {:.2}×, CPU {:.1}×",
+                    traffic::percentile(&video.setup_ms, 0.5)
+                        / traffic::percentile(&voice.setup_ms, 0.5).max(1e-9),
+                    video.cpu_share / voice.cpu_share.max(1e-9)
+                );
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        Command::Call { .. } => anyhow::bail!("the native call engine runs on Linux"),
         Command::Borrow { pins, rounds, idle } => {
             let (daemon, full) = (
                 pinchat_bench::borrow::sibling("pinchatd")?,
