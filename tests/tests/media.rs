@@ -509,7 +509,12 @@ impl Browser {
         let bridge = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ws_port = bridge.local_addr().unwrap().port();
         let profile = tempfile::tempdir().unwrap();
+        // Headless Chromium needs no display and no session bus: kept off both, it cannot start a
+        // notification server or an accessibility bus that later tests would meet.
         let child = std::process::Command::new("chromium")
+            .env_remove("DISPLAY")
+            .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/pinchat-test-bus")
+            .env("NO_AT_BRIDGE", "1")
             .args([
                 "--headless=new",
                 "--no-sandbox",
