@@ -184,22 +184,12 @@ pub async fn run(calls: usize, hold: Duration) -> anyhow::Result<Vec<CallFigures
 /// Hands the server's call event to the engine.
 fn relay(engine: &mut Engine, frame: ServerFrame) -> anyhow::Result<()> {
     if let ServerFrame::Call { event, .. } = frame {
-        let signal = match event {
-            CallEvent::Offer { sdp } => CallSignal::Offer { sdp },
-            CallEvent::Answer { sdp } => CallSignal::Answer { sdp },
-            CallEvent::Ice {
-                candidate,
-                mline,
-                mid,
-            } => CallSignal::Ice {
-                candidate,
-                mline,
-                mid,
-            },
-            CallEvent::Ended { reason } => anyhow::bail!("the call ended: {reason:?}"),
-            _ => return Ok(()),
-        };
-        engine.remote(signal)?;
+        if let CallEvent::Ended { reason } = event {
+            anyhow::bail!("the call ended: {reason:?}");
+        }
+        if let Some(signal) = event.into_signal() {
+            engine.remote(signal)?;
+        }
     }
     Ok(())
 }

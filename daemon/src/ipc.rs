@@ -598,17 +598,10 @@ fn notification(e: &Event) -> Notification {
                 },
                 CallEvent::Ringing => changed(CallState::Ringing),
                 CallEvent::Accepted => changed(CallState::Accepted),
-                CallEvent::Offer { sdp } => signal(WireSignal::Offer { sdp }),
-                CallEvent::Answer { sdp } => signal(WireSignal::Answer { sdp }),
-                CallEvent::Ice {
-                    candidate,
-                    mline,
-                    mid,
-                } => signal(WireSignal::Ice {
-                    candidate,
-                    mline,
-                    mid,
-                }),
+                e @ (CallEvent::Offer { .. } | CallEvent::Answer { .. } | CallEvent::Ice { .. }) => signal(
+                    e.into_signal()
+                        .expect("offers, answers and candidates are signals"),
+                ),
                 CallEvent::Ended { reason } => Notification::CallEnded {
                     widget,
                     call,

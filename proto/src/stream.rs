@@ -207,6 +207,30 @@ pub enum CallEvent {
     },
 }
 
+impl CallEvent {
+    /// The peer's signal this event carries — an offer, an answer or a candidate — for the media
+    /// engine; `None` for the call's other events.
+    pub fn into_signal(self) -> Option<CallSignal> {
+        match self {
+            CallEvent::Offer { sdp } => Some(CallSignal::Offer { sdp }),
+            CallEvent::Answer { sdp } => Some(CallSignal::Answer { sdp }),
+            CallEvent::Ice {
+                candidate,
+                mline,
+                mid,
+            } => Some(CallSignal::Ice {
+                candidate,
+                mline,
+                mid,
+            }),
+            CallEvent::Incoming { .. }
+            | CallEvent::Ringing
+            | CallEvent::Accepted
+            | CallEvent::Ended { .. } => None,
+        }
+    }
+}
+
 /// Why a call ended, as [`CallEvent::Ended`] tells it.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]

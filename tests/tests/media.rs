@@ -44,21 +44,10 @@ impl Side {
     fn server_said(&mut self, frame: ServerFrame) {
         match frame {
             ServerFrame::Call { event, .. } => {
-                let signal = match event {
-                    CallEvent::Offer { sdp } => CallSignal::Offer { sdp },
-                    CallEvent::Answer { sdp } => CallSignal::Answer { sdp },
-                    CallEvent::Ice {
-                        candidate,
-                        mline,
-                        mid,
-                    } => CallSignal::Ice {
-                        candidate,
-                        mline,
-                        mid,
-                    },
-                    CallEvent::Ended { reason } => panic!("the call ended: {reason:?}"),
-                    _ => return,
-                };
+                if let CallEvent::Ended { reason } = event {
+                    panic!("the call ended: {reason:?}");
+                }
+                let Some(signal) = event.into_signal() else { return };
                 self.engine.remote(signal).expect("the peer's signal is usable");
             }
             ServerFrame::Ack { .. } | ServerFrame::Delta { .. } | ServerFrame::Message { .. } => {}
@@ -513,7 +502,10 @@ impl Browser {
         // notification server or an accessibility bus that later tests would meet.
         let child = std::process::Command::new("chromium")
             .env_remove("DISPLAY")
-            .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/pinchat-test-bus")
+            .env(
+                "DBUS_SESSION_BUS_ADDRESS",
+                "unix:path=/nonexistent/pinchat-test-bus",
+            )
             .env("NO_AT_BRIDGE", "1")
             .args([
                 "--headless=new",
@@ -642,12 +634,8 @@ async fn native_and_chromium(native_offers: bool) {
             Ok(frame) = a.stream.next() => a.server_said(frame),
             Ok(frame) = b.next() => match frame {
                 ServerFrame::Call { event, .. } => {
-                    let signal = match event {
-                        CallEvent::Offer { sdp } => serde_json::json!({"offer": {"sdp": sdp}}),
-                        CallEvent::Answer { sdp } => serde_json::json!({"answer": {"sdp": sdp}}),
-                        CallEvent::Ice { candidate, mline, mid } => serde_json::json!({"ice": {"candidate": candidate, "mline": mline, "mid": mid}}),
-                        other => panic!("alice was told {other:?}"),
-                    };
+                    // The page takes the protocol's JSON form of a signal as it is.
+                    let signal = event.clone().into_signal().unwrap_or_else(|| panic!("alice was told {event:?}"));
                     page.send(serde_json::json!({"signal": signal})).await;
                 }
                 ServerFrame::Ack { .. } | ServerFrame::Delta { .. } => {}

@@ -9,7 +9,7 @@ use crate::events::Event;
 use crate::model::Link;
 use crate::source::{CallOp, CallRequest, SourceCmd};
 use pinchat_proto::AccountId;
-use pinchat_proto::stream::{CallEnd, CallEvent, CallId};
+use pinchat_proto::stream::{CallEnd, CallEvent, CallId, CallSignal};
 
 impl Widget {
     /// Places a call to a pinned contact, or passes a signal on; the answer comes from the server.
@@ -34,6 +34,15 @@ impl Widget {
         if self.link != Link::Online {
             CallRequest { op, reply }.unavailable();
             return;
+        }
+        // The server answers the party that ends a call with an ack, not an `ended`: whatever the
+        // answer, the call is over for this widget (a refusal means it was over already).
+        if let CallOp::Signal {
+            call,
+            signal: CallSignal::Decline | CallSignal::Hangup { .. },
+        } = &op
+        {
+            self.calls.remove(call);
         }
         let _ = self.source.send(SourceCmd::Call(CallRequest { op, reply }));
     }
