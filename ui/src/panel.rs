@@ -88,11 +88,12 @@ const MOVED_BY_HAND: i32 = 48;
 /// The panel's size in logical pixels (the tray places it from this).
 pub const SIZE: LogicalSize<f64> = LogicalSize::new(360.0, 560.0);
 
-/// The URL the panel loads, per platform (wry serves custom protocols at `http://<name>.localhost` on
-/// Windows).
+/// The URL the panel loads, per platform. On Windows wry serves custom protocols at
+/// `https://<name>.localhost` (asked for with `with_https_scheme`): WebView2 gives the camera and the
+/// microphone (`getUserMedia`, for calls) to secure origins only.
 fn page_url(query: &str) -> String {
     if cfg!(windows) {
-        format!("http://pinchat.localhost/index.html?{query}")
+        format!("https://pinchat.localhost/index.html?{query}")
     } else {
         format!("pinchat://localhost/index.html?{query}")
     }
@@ -526,7 +527,13 @@ fn build_webview(
         })
         // The panel never leaves its own pages.
         .with_navigation_handler(|url| {
-            url.starts_with("pinchat://") || url.starts_with("http://pinchat.localhost/")
+            url.starts_with("pinchat://") || url.starts_with("https://pinchat.localhost/")
+        })
+        // Only the embedded pages run here, and they ask for the camera and the microphone only to
+        // make a call the user started or accepted; nothing else is granted.
+        .with_permission_handler(|kind| match kind {
+            wry::PermissionKind::Camera | wry::PermissionKind::Microphone => wry::PermissionResponse::Allow,
+            _ => wry::PermissionResponse::Deny,
         })
         .with_url(url)
         // The web inspector is for developers' builds only.
@@ -540,6 +547,11 @@ fn build_webview(
             .ok_or_else(|| anyhow::anyhow!("the window has no GTK container"))?;
         Ok(builder.build_gtk(vbox)?)
     }
+    #[cfg(windows)]
+    let builder = {
+        use wry::WebViewBuilderExtWindows;
+        builder.with_https_scheme(true)
+    };
     #[cfg(not(target_os = "linux"))]
     Ok(builder.build(window)?)
 }
