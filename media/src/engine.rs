@@ -584,16 +584,12 @@ fn description_from(
         Ok(None) => return Err(format!("no {field} was created")),
         Err(e) => return Err(format!("creating the {field} failed: {e:?}")),
     };
-    if let Ok(error) = reply.get::<glib_error::Error>("error") {
+    if let Ok(error) = reply.get::<gst::glib::Error>("error") {
         return Err(format!("creating the {field} failed: {error}"));
     }
     reply
         .get::<gst_webrtc::WebRTCSessionDescription>(field)
         .map_err(|e| format!("creating the {field} failed: {e}"))
-}
-
-mod glib_error {
-    pub use gstreamer::glib::Error;
 }
 
 /// Where decoded media goes.
