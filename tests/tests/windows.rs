@@ -230,6 +230,32 @@ fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
+/// How many times `text` from `from` is in the conversation of the account holding `key`, once it is
+/// there at all: a widget's send answers when the message is queued in its outbox, and the send itself
+/// happens a moment later (waits up to [`pinchat_tests::DEADLINE`]).
+async fn received(
+    server: &Server,
+    key: &str,
+    from: pinchat_tests::pinchat_proto::AccountId,
+    text: &str,
+) -> usize {
+    let deadline = std::time::Instant::now() + pinchat_tests::DEADLINE;
+    loop {
+        let history: pinchat_tests::pinchat_proto::http::HistoryPage =
+            server.get(key, &format!("/v1/messages/{from}")).await.unwrap();
+        let count = history.messages.iter().filter(|m| m.text == text).count();
+        if count > 0 {
+            return count;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{text:?} never reached the contact; the conversation: {:?}",
+            history.messages.iter().map(|m| &m.text).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 fn env_path(name: &str) -> PathBuf {
     PathBuf::from(std::env::var_os(name).unwrap_or_else(|| {
         panic!("{name} is not set: run this test through `cargo xtask package msi --check` (or `cargo xtask test`)")
@@ -351,16 +377,7 @@ async fn the_windows_build_installs_runs_upgrades_and_uninstalls_under_wine() {
     });
     // The widget's account answers from Windows: it reaches the contact once.
     tokio::task::block_in_place(|| wine.ctl(&pipe, &["send", &widget, "demo", "hello from Windows"], None));
-    let history: pinchat_proto::http::HistoryPage = server
-        .get(&contact_key, &format!("/v1/messages/{me}"))
-        .await
-        .unwrap();
-    let texts: Vec<&str> = history.messages.iter().map(|m| m.text.as_str()).collect();
-    assert_eq!(
-        texts.iter().filter(|t| **t == "hello from Windows").count(),
-        1,
-        "{texts:?}"
-    );
+    assert_eq!(received(&server, &contact_key, me, "hello from Windows").await, 1);
 
     // The full client of the same account, installed with it: the Windows widget borrows its connection
     // (registration in %LOCALAPPDATA%, sysinfo's checks, the endpoint's named pipe), sends through it
@@ -393,16 +410,11 @@ async fn the_windows_build_installs_runs_upgrades_and_uninstalls_under_wine() {
     tokio::task::block_in_place(|| {
         wine.ctl(&pipe, &["send", &widget, "demo", "through the full client"], None)
     });
-    let history: pinchat_proto::http::HistoryPage = server
-        .get(&contact_key, &format!("/v1/messages/{me}"))
-        .await
-        .unwrap();
-    let through = history
-        .messages
-        .iter()
-        .filter(|m| m.text == "through the full client")
-        .count();
-    assert_eq!(through, 1, "sent once through the full client");
+    assert_eq!(
+        received(&server, &contact_key, me, "through the full client").await,
+        1,
+        "sent once through the full client"
+    );
     stop(full);
     tokio::task::block_in_place(|| {
         eventually("the Windows widget on its own connection again", || {
