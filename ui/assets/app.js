@@ -25,6 +25,18 @@ const WORDS = {
     queued: "queued", sent: "sent", read: "read", failed: "not sent", received: "",
     keepOpen: "Keep this panel open when you click elsewhere", accounts: "Accounts",
     signIn: "Log in to pinchat", logOut: "Log out", noContacts: "No contacts yet.", noMatch: "No contact matches.",
+    textChat: "Text chat", videoCall: "Video call", voiceCall: "Voice call",
+    call_calling: "calling…", call_ringing: "ringing…", call_incoming: "is calling you",
+    call_incoming_video: "video call", call_incoming_voice: "voice call",
+    call_connecting: "connecting…", call_connected: "connected", call_reconnecting: "reconnecting…", call_ended: "call ended",
+    accept: "Accept", decline: "Decline", hangUp: "Hang up", mute: "Mute", unmute: "Unmute",
+    cameraOff: "Camera off", cameraOn: "Camera on",
+    end: {
+      hangup: "The call has ended.", declined: "{name} declined the call.", no_answer: "No answer.",
+      answered_elsewhere: "Answered on another device.", cancelled: "{name} hung up before you answered.",
+      connection_lost: "The connection was lost.", glare: "You called each other at once; the other call goes on.",
+      unavailable: "{name} cannot take calls right now.", failed: "The call could not connect.",
+    },
     err: {
       "auth.bad_credentials": "Wrong account name or password.",
       "server.unreachable": "Cannot reach the server. Check its address and your network.",
@@ -38,6 +50,13 @@ const WORDS = {
       "ui.daemon_unreachable": "The pinchat daemon is not answering.",
       "ui.invalid_link": "Only web links (http or https) are opened.",
       "ui.cannot_open": "No web browser could open the link. Copy it into your browser instead.",
+      "call.unavailable": "This contact cannot be called now: they are offline or have not pinned you.",
+      "call.busy": "One of you is already in a call.",
+      "call.glare": "You called each other at once; the other call goes on.",
+      "call.not_found": "That call has ended.",
+      "call.invalid": "The call could not be set up.",
+      "ui.media_unavailable": "Calls cannot start on this computer: no camera or microphone, or the call engine is missing.",
+      "ui.no_devices": "No camera or microphone could be used. Check that one is connected and that pinchat may use it.",
     },
   },
   zh: {
@@ -60,6 +79,18 @@ const WORDS = {
     queued: "待发送", sent: "已发送", read: "已读", failed: "发送失败", received: "",
     keepOpen: "点击其他地方时保持此面板打开", accounts: "账号",
     signIn: "登录 pinchat", logOut: "退出登录", noContacts: "还没有联系人。", noMatch: "没有匹配的联系人。",
+    textChat: "文字聊天", videoCall: "视频通话", voiceCall: "语音通话",
+    call_calling: "正在呼叫…", call_ringing: "等待对方接听…", call_incoming: "邀请你通话",
+    call_incoming_video: "视频通话", call_incoming_voice: "语音通话",
+    call_connecting: "正在连接…", call_connected: "通话中", call_reconnecting: "正在重新连接…", call_ended: "通话已结束",
+    accept: "接听", decline: "拒绝", hangUp: "挂断", mute: "静音", unmute: "取消静音",
+    cameraOff: "关闭摄像头", cameraOn: "打开摄像头",
+    end: {
+      hangup: "通话已结束。", declined: "{name} 拒绝了通话。", no_answer: "无人接听。",
+      answered_elsewhere: "已在其他设备上接听。", cancelled: "{name} 在你接听前挂断了。",
+      connection_lost: "连接已中断。", glare: "双方同时呼叫，保留了另一通通话。",
+      unavailable: "{name} 现在无法接听通话。", failed: "通话无法接通。",
+    },
     err: {
       "auth.bad_credentials": "账号或密码错误。",
       "server.unreachable": "无法连接服务器，请检查地址和网络。",
@@ -73,6 +104,13 @@ const WORDS = {
       "ui.daemon_unreachable": "pinchat 后台服务没有响应。",
       "ui.invalid_link": "只会打开网页链接（http 或 https）。",
       "ui.cannot_open": "没有浏览器能打开此链接，请复制到浏览器中打开。",
+      "call.unavailable": "现在无法呼叫此联系人：对方离线，或没有挂出你。",
+      "call.busy": "你们中有一方正在通话。",
+      "call.glare": "双方同时呼叫，保留了另一通通话。",
+      "call.not_found": "该通话已结束。",
+      "call.invalid": "无法建立通话。",
+      "ui.media_unavailable": "此电脑无法开始通话：没有摄像头或麦克风，或缺少通话组件。",
+      "ui.no_devices": "无法使用摄像头或麦克风。请确认已连接，并允许 pinchat 使用。",
     },
   },
 };
@@ -105,6 +143,8 @@ window.pinchat = {
     ok ? w.resolve(value) : w.reject(value);
   },
   event(n) { onEvent(n); },
+  // News from the native call engine (set while a call runs through it).
+  media() {},
   // The tray's language changed: the page comes back in it, on the same widget and chat.
   setLang(code) {
     if (code === lang || !WORDS[code]) return;
@@ -173,7 +213,7 @@ function focusKey(el) {
 let keepOpen = params.get("keep") === "1";
 let toldKeepOpen = null;
 function tellKeepOpen() {
-  const keep = keepOpen || ["login", "picker", "reauth"].includes(state.screen);
+  const keep = keepOpen || ["login", "picker", "reauth", "call"].includes(state.screen);
   if (keep === toldKeepOpen) return;
   toldKeepOpen = keep;
   call("ui.keep_open", { keep }).catch(() => {});
@@ -287,6 +327,8 @@ document.addEventListener("keydown", (e) => {
     if (next) { e.preventDefault(); next.focus(); }
   } else if (e.key === "Escape") {
     e.preventDefault();
+    // A call is left by hanging up, not by a stray key.
+    if (state.screen === "call") return;
     if (state.screen === "chat" || state.screen === "details" || (state.screen === "picker" && state.view)) {
       state.chat = null;
       widgetView();
@@ -437,7 +479,7 @@ function fillContacts(list, v) {
     const row = h("li", { tabindex: "0", "data-contact": c.id, "aria-label": `${c.name}, ${t(c.state)}` },
       avatar(c.name, c.state, c.avatar),
       h("div", { class: "who" }, h("div", { class: "name" }, c.name), h("div", { class: "sig" }, c.status || c.signature)),
-      count);
+      count, full ? null : callButtons(c));
     activate(row, () => chatView(c));
     list.append(row);
   }
@@ -597,6 +639,8 @@ async function chatView(contact) {
   show(
     h("header", {}, h("button", { id: "back", onclick: () => { state.chat = null; widgetView(); }, "aria-label": t("back") }, "←"),
       avatar(contact.name, contact.state, contact.avatar), h("h1", { id: "peer" }, contact.name, h("span", { class: "sub" }, t(contact.state))),
+      full ? null : h("button", { class: "icon", id: "chat-voice", "aria-label": t("voiceCall"), title: t("voiceCall"), onclick: () => startCall(contact, false) }, "📞"),
+      full ? null : h("button", { class: "icon", id: "chat-video", "aria-label": t("videoCall"), title: t("videoCall"), onclick: () => startCall(contact, true) }, "🎥"),
       avatar(me.name, me.state, me.avatar)),
     scroller,
     h("div", { class: "compose" }, text, h("button", { class: "primary", id: "send", onclick: send }, t("send"))));
@@ -637,6 +681,195 @@ function addMessage(m, older) {
 }
 function markRead() {
   if (state.chat) call("widget.mark_read", { widget: state.widget, contact: state.chat.contact.id }).catch(() => {});
+}
+
+// ---- Calls (claim 4, Fig. 6) -----------------------------------------------------------------
+// One call at a time. The call view is the same whichever engine carries the media: the page's own
+// WebRTC (call.js) where the webview has RTCPeerConnection (WebView2, WKWebView), else the native
+// engine in the panel's process (`ui.media`; WebKitGTK), whose pictures the page fetches from
+// call/frame. Signals go between the engine and the daemon (`call.signal`) unchanged either way.
+let activeCall = null;
+const webEngine = typeof RTCPeerConnection === "function";
+function callWords(c) {
+  if (c.phase === "ended") return t("end")[c.reason] ? t("end")[c.reason].replace("{name}", c.contact.name) : t("call_ended");
+  if (c.phase === "incoming") return `${t("call_incoming")} · ${t(c.video ? "call_incoming_video" : "call_incoming_voice")}`;
+  return t("call_" + c.phase);
+}
+function contactById(id) {
+  return (state.view && state.view.pins.find((p) => p.id === id)) || { id, name: String(id), state: "online" };
+}
+async function startCall(contact, video) {
+  if (activeCall && activeCall.phase !== "ended") return callView();
+  try {
+    const placed = await call("call.start", { widget: state.widget, contact: contact.id, video });
+    activeCall = { id: placed.call, contact, video, outgoing: true, phase: "calling", pending: [] };
+    callView();
+  } catch (e) { alert(errorText(e)); }
+}
+function incomingCall(p) {
+  if (activeCall && activeCall.phase !== "ended") return;
+  activeCall = { id: p.call, contact: contactById(p.contact), video: p.video, outgoing: false, phase: "incoming", pending: [] };
+  callView();
+}
+async function acceptCall() {
+  const c = activeCall;
+  if (!c || c.phase !== "incoming") return;
+  setPhase(c, "connecting");
+  try {
+    await call("call.accept", { widget: state.widget, call: c.id });
+    await startEngine(c, false);
+  } catch (e) { endCall(c, "failed", errorText(e)); }
+}
+function declineCall() {
+  const c = activeCall;
+  if (!c) return;
+  call("call.decline", { widget: state.widget, call: c.id }).catch(() => {});
+  closeCall(c);
+  widgetView();
+}
+function hangUp(failed) {
+  const c = activeCall;
+  if (!c || c.phase === "ended") return;
+  call("call.hangup", { widget: state.widget, call: c.id, failed: !!failed }).catch(() => {});
+  endCall(c, failed ? "failed" : "hangup");
+}
+// The engine for this call: the media starts, and the caller makes the offer.
+async function startEngine(c, offer) {
+  const signal = (sig) => call("call.signal", { widget: state.widget, call: c.id, signal: sig }).catch(() => {});
+  if (webEngine) {
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: c.video });
+    } catch (e) {
+      // No camera or microphone, or the person refused them: the peer is told the call failed.
+      c.error = errorText({ code: "ui.no_devices" });
+      return hangUp(true);
+    }
+    if (activeCall !== c) { for (const t_ of stream.getTracks()) t_.stop(); return; }
+    c.engine = new PinchatCall({
+      iceServers: [], video: c.video, localStream: stream, onSignal: signal,
+      onState: (s) => onIce(c, s),
+      onRemoteStream: (remote) => { const v = document.getElementById("remote-video"); if (v) v.srcObject = remote; c.remote = remote; },
+    });
+  } else {
+    window.pinchat.media = (ev) => onMedia(c, ev, signal);
+    await call("ui.media", { op: "start", video: c.video, offer });
+    if (activeCall !== c) { call("ui.media", { op: "stop" }).catch(() => {}); return; }
+    c.engine = {
+      remote: (sig) => call("ui.media", { op: "remote", signal: sig }),
+      setMuted: (muted) => call("ui.media", { op: "mute", muted }).catch(() => {}),
+      setCamera: (on) => call("ui.media", { op: "camera", on }).catch(() => {}),
+      close: () => call("ui.media", { op: "stop" }).catch(() => {}),
+    };
+    pumpFrames(c);
+  }
+  if (offer && c.engine.offer) await c.engine.offer();
+  for (const sig of c.pending.splice(0)) await remoteSignal(c, sig);
+}
+async function remoteSignal(c, sig) {
+  if (!c.engine) { c.pending.push(sig); return; }
+  try { await c.engine.remote(sig); } catch (e) {
+    // The peer sent something the engine cannot use (a malformed description): the call cannot go on.
+    c.error = errorText(e);
+    hangUp(true);
+  }
+}
+function onMedia(c, ev, signal) {
+  if (activeCall !== c) return;
+  if (ev.signal) signal(ev.signal);
+  else if (ev.ice) onIce(c, ev.ice);
+  else if (ev.first_frame) setPhase(c, "connected");
+  else if (ev.failed) { c.error = ev.failed; hangUp(true); }
+}
+function onIce(c, s) {
+  if (activeCall !== c || c.phase === "ended") return;
+  if (s === "connected" || s === "completed") setPhase(c, "connected");
+  else if (s === "disconnected") setPhase(c, "reconnecting");
+  else if (s === "failed") hangUp(true);
+}
+// The native engine's pictures: the next one fetched when the last has been drawn.
+function pumpFrames(c) {
+  let n = 0;
+  const next = () => {
+    const img = document.getElementById("remote-video");
+    if (activeCall !== c || c.phase === "ended" || !img) return;
+    img.onload = () => { img.hidden = false; c.frames = (c.frames || 0) + 1; setTimeout(next, 60); };
+    img.onerror = () => setTimeout(next, 150);
+    img.src = "call/frame?n=" + n++;
+  };
+  next();
+}
+function setPhase(c, phase) {
+  if (c.phase === phase || c.phase === "ended") return;
+  c.phase = phase;
+  if (phase === "connected" && !c.since) c.since = Date.now();
+  if (activeCall === c && state.screen === "call") callView();
+}
+function closeCall(c) {
+  if (c.engine) { try { c.engine.close(); } catch (e) { /* already closed */ } }
+  c.engine = null;
+  if (c.timer) clearInterval(c.timer);
+  if (activeCall === c) activeCall = null;
+}
+function endCall(c, reason, error) {
+  if (c.phase === "ended") return;
+  if (c.engine) { try { c.engine.close(); } catch (e) { /* already closed */ } }
+  c.engine = null;
+  c.phase = "ended";
+  c.reason = reason;
+  if (error) c.error = error;
+  if (c.timer) clearInterval(c.timer);
+  if (activeCall === c && state.screen === "call") callView();
+}
+function duration(ms) {
+  const s = Math.floor(ms / 1000);
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
+function callView() {
+  const c = activeCall;
+  if (!c) return widgetView();
+  state.screen = "call";
+  const picture = c.video && c.phase !== "ended" && c.phase !== "incoming"
+    ? (webEngine ? h("video", { id: "remote-video", autoplay: true, playsinline: true }) : h("img", { id: "remote-video", alt: "", hidden: true }))
+    : null;
+  if (picture && webEngine && c.remote) picture.srcObject = c.remote;
+  const clock = h("div", { class: "call-time", id: "call-duration" }, c.since ? duration(Date.now() - c.since) : "");
+  if (c.timer) clearInterval(c.timer);
+  if (c.since && c.phase !== "ended") {
+    c.timer = setInterval(() => { clock.textContent = duration(Date.now() - c.since); }, 1000);
+  }
+  let buttons;
+  if (c.phase === "incoming") {
+    buttons = [h("button", { id: "call-decline", class: "danger", onclick: declineCall }, t("decline")),
+      h("button", { id: "call-accept", class: "primary", onclick: acceptCall }, t("accept"))];
+  } else if (c.phase === "ended") {
+    buttons = [h("button", { id: "call-close", class: "primary", onclick: () => { closeCall(c); widgetView(); } }, t("back"))];
+  } else {
+    buttons = [
+      h("button", { id: "call-mute", "aria-pressed": c.muted ? "true" : "false",
+        onclick: () => { c.muted = !c.muted; if (c.engine) c.engine.setMuted(c.muted); callView(); } }, t(c.muted ? "unmute" : "mute")),
+      c.video ? h("button", { id: "call-camera", "aria-pressed": c.cameraOff ? "true" : "false",
+        onclick: () => { c.cameraOff = !c.cameraOff; if (c.engine) c.engine.setCamera(!c.cameraOff); callView(); } }, t(c.cameraOff ? "cameraOn" : "cameraOff")) : null,
+      h("button", { id: "call-hangup", class: "danger", onclick: () => hangUp(false) }, t("hangUp")),
+    ];
+  }
+  show(
+    h("header", {}, avatar(c.contact.name, c.contact.state, c.contact.avatar),
+      h("h1", { id: "call-peer" }, c.contact.name,
+        h("span", { class: "sub", id: "call-state", "data-phase": c.phase, "data-reason": c.reason || "", role: "status" }, callWords(c)))),
+    h("div", { class: "call-stage" + (c.video ? "" : " voice") },
+      picture || h("div", { class: "call-avatar" }, avatar(c.contact.name, null, c.contact.avatar)),
+      clock,
+      c.error ? h("div", { class: "error", id: "call-error", role: "alert" }, c.error) : null),
+    h("div", { class: "bar call-bar" }, h("span", { class: "grow" }), buttons, h("span", { class: "grow" })));
+  if (picture && !webEngine && c.engine) pumpFrames(c);
+}
+// Text or video: the choice on a pinned contact (Fig. 6).
+function callButtons(contact) {
+  const stop = (fn) => (e) => { e.stopPropagation(); fn(); };
+  return h("span", { class: "choose" },
+    h("button", { class: "icon", "data-text": contact.id, "aria-label": `${t("textChat")}: ${contact.name}`, title: t("textChat"), onclick: stop(() => chatView(contact)) }, "💬"),
+    h("button", { class: "icon", "data-video": contact.id, "aria-label": `${t("videoCall")}: ${contact.name}`, title: t("videoCall"), onclick: stop(() => startCall(contact, true)) }, "🎥"));
 }
 
 // ---- Re-authentication -----------------------------------------------------------------------
@@ -718,6 +951,24 @@ function onEvent(n) {
       break;
     case "widget.removed":
       call("ui.close", {});
+      break;
+    case "call.incoming":
+      incomingCall(p);
+      break;
+    case "call.changed":
+      if (!activeCall || activeCall.id !== p.call) return;
+      if (p.state === "ringing") setPhase(activeCall, "ringing");
+      else if (p.state === "accepted") {
+        const c = activeCall;
+        setPhase(c, "connecting");
+        startEngine(c, true).catch((e) => { c.error = errorText(e); hangUp(true); });
+      }
+      break;
+    case "call.signal":
+      if (activeCall && activeCall.id === p.call) remoteSignal(activeCall, p.signal);
+      break;
+    case "call.ended":
+      if (activeCall && activeCall.id === p.call) endCall(activeCall, p.reason);
       break;
   }
 }

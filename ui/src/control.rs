@@ -153,6 +153,14 @@ pub enum PageMessage {
         /// The link (only `http` and `https` are opened).
         url: String,
     },
+    /// A request to the panel's native call engine (`ui.media`, see `media.rs`); `Err` says why
+    /// the parameters cannot be read.
+    Media {
+        /// Request id.
+        id: u64,
+        /// What to do.
+        op: Result<crate::media::MediaOp, String>,
+    },
     /// A call of the local API, passed on to the daemon (if it is one of the allowed methods).
     Call {
         /// Request id.
@@ -193,6 +201,10 @@ impl PageMessage {
             "ui.viewing" => PageMessage::Viewing {
                 id,
                 contact: params.get("contact").and_then(Value::as_u64),
+            },
+            "ui.media" => PageMessage::Media {
+                id,
+                op: crate::media::MediaOp::parse(&params),
             },
             _ => PageMessage::Call { id, method, params },
         })

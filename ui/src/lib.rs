@@ -17,6 +17,7 @@ pub mod demo;
 #[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
 pub mod gui;
 pub mod i18n;
+pub mod media;
 pub mod model;
 #[cfg(any(target_os = "linux", target_os = "windows", target_os = "macos"))]
 pub mod panel;

@@ -75,6 +75,8 @@ enum PanelEvent {
     Close,
     /// The page has loaded (its scripts have run).
     Loaded,
+    /// The native call engine has news for the page (`window.pinchat.media`).
+    Media(serde_json::Value),
 }
 
 /// How long after its page has loaded a window is shown even if the page never said it had drawn
@@ -231,10 +233,18 @@ pub fn run_page(
         context.set_allows_automation(true);
     }
     let loaded = proxy.clone();
+    #[cfg(target_os = "linux")]
+    let media = crate::media::CallMedia::default();
+    #[cfg(target_os = "linux")]
+    let frames = media.clone();
+    #[cfg(target_os = "linux")]
+    let media_events = proxy.clone();
     let webview = build_webview(
         &window,
         &mut context,
         &page_url(&page_query(&args, lang)),
+        #[cfg(target_os = "linux")]
+        move || frames.frame_bmp(),
         move |body| {
             let _ = proxy.send_event(PanelEvent::FromPage(body));
         },
@@ -256,6 +266,10 @@ pub fn run_page(
         had_focus: false,
         shown_at: None,
         size: None,
+        #[cfg(target_os = "linux")]
+        media,
+        #[cfg(target_os = "linux")]
+        media_events,
     });
     event_loop.run(move |event, _, control_flow| {
         let Some(p) = panel.as_mut() else { return };
@@ -307,6 +321,12 @@ struct Panel {
     shown_at: Option<(i32, i32)>,
     /// The inner size last reported to the tray (logical pixels).
     size: Option<(u32, u32)>,
+    /// The native engine of a call the page runs through it (WebKitGTK has no WebRTC).
+    #[cfg(target_os = "linux")]
+    media: crate::media::CallMedia,
+    /// Where the engine's events go: this panel's event loop.
+    #[cfg(target_os = "linux")]
+    media_events: tao::event_loop::EventLoopProxy<PanelEvent>,
 }
 
 impl Panel {
@@ -347,8 +367,38 @@ impl Panel {
                     self.show_by = Some(std::time::Instant::now() + SHOW_ANYWAY);
                 }
             }
+            PanelEvent::Media(event) => {
+                self.script(&format!("window.pinchat&&window.pinchat.media({event})"));
+            }
         }
         false
+    }
+
+    /// A request to the native call engine.
+    #[cfg(target_os = "linux")]
+    fn media(&mut self, id: u64, op: crate::media::MediaOp) {
+        let events = self.media_events.clone();
+        let deliver = move |event: pinchat_media::EngineEvent| {
+            events
+                .send_event(PanelEvent::Media(crate::media::event_json(&event)))
+                .is_ok()
+        };
+        match self.media.apply(op, deliver) {
+            Ok(()) => self.reply(id, true, "{}"),
+            Err((code, message)) => {
+                tracing::warn!(code, %message, "the call engine refused a request");
+                let error = crate::backend::error_value(code, &message);
+                self.reply(id, false, &error.to_string());
+            }
+        }
+    }
+
+    /// Without a native engine (the webview runs calls itself), a request for one is refused.
+    #[cfg(not(target_os = "linux"))]
+    fn media(&mut self, id: u64, _op: crate::media::MediaOp) {
+        let error =
+            crate::backend::error_value("ui.media_unavailable", "this panel runs calls in its web engine");
+        self.reply(id, false, &error.to_string());
     }
 
     /// Handles one event of the window; `true` to close the panel.
@@ -486,6 +536,13 @@ impl Panel {
                 self.tell_tray(&FromPanel::Viewing(contact));
                 self.reply(id, true, "{}");
             }
+            PageMessage::Media { id, op } => match op {
+                Ok(op) => self.media(id, op),
+                Err(why) => {
+                    let error = crate::backend::error_value("ui.invalid", &why);
+                    self.reply(id, false, &error.to_string());
+                }
+            },
             PageMessage::Call { id, method, params } => {
                 let Some(backend) = &self.backend else {
                     return false;
@@ -514,11 +571,20 @@ fn build_webview(
     window: &Window,
     context: &mut WebContext,
     url: &str,
+    #[cfg(target_os = "linux")] frame: impl Fn() -> Option<Vec<u8>> + Send + Sync + 'static,
     on_message: impl Fn(String) + 'static,
     on_loaded: impl Fn() + 'static,
 ) -> anyhow::Result<WebView> {
     let builder = WebViewBuilder::new_with_web_context(context)
-        .with_custom_protocol("pinchat".into(), |_id, request| serve_asset(request.uri().path()))
+        .with_custom_protocol("pinchat".into(), move |_id, request| {
+            let path = request.uri().path();
+            // The peer's picture in a call run by the native engine, fetched by the page as it draws.
+            #[cfg(target_os = "linux")]
+            if path == "/call/frame" {
+                return serve_frame(frame());
+            }
+            serve_asset(path)
+        })
         .with_ipc_handler(move |req| on_message(req.into_body()))
         .with_on_page_load_handler(move |event, _| {
             if matches!(event, wry::PageLoadEvent::Finished) {
@@ -563,6 +629,19 @@ fn serve_asset(path: &str) -> wry::http::Response<Cow<'static, [u8]>> {
             .header("Content-Type", mime)
             .header("Content-Security-Policy", assets::CSP)
             .body(Cow::Borrowed(body))
+            .unwrap_or_else(|_| not_found()),
+        None => not_found(),
+    }
+}
+
+/// The call's latest picture, never cached; 404 until there is one.
+#[cfg(target_os = "linux")]
+fn serve_frame(bmp: Option<Vec<u8>>) -> wry::http::Response<Cow<'static, [u8]>> {
+    match bmp {
+        Some(body) => wry::http::Response::builder()
+            .header("Content-Type", "image/bmp")
+            .header("Cache-Control", "no-store")
+            .body(Cow::Owned(body))
             .unwrap_or_else(|_| not_found()),
         None => not_found(),
     }
