@@ -69,6 +69,9 @@ async fn connection(
     let mut reader = BufReader::new(read);
     let mut buf = Vec::new();
     let mut forwarding: Option<tokio::task::JoinHandle<()>> = None;
+    // The calls this connection placed or accepted: a gadget that goes away (closed, crashed) hangs
+    // them up, rather than leaving the peer in a call nobody is on.
+    let mut calls: HashSet<(WidgetId, u64)> = HashSet::new();
     loop {
         let line = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -95,7 +98,7 @@ async fn connection(
                     Err(response) => Some(*response),
                     Ok(call) => {
                         let id = call.id.clone();
-                        let result = dispatch(&daemon, call, &mut forwarding, &out).await;
+                        let result = dispatch(&daemon, call, &mut forwarding, &out, &mut calls).await;
                         id.map(|id| match result {
                             Ok(value) => Response::ok(id, value),
                             Err(error) => Response::err(id, error),
@@ -112,6 +115,19 @@ async fn connection(
     }
     if let Some(f) = forwarding {
         f.abort();
+    }
+    for (widget, call) in calls {
+        // Calls that ended meanwhile answer `call.not_found`: nothing to do for those.
+        if call_signal(&daemon, &widget, call, WireSignal::Hangup { failed: false })
+            .await
+            .is_ok()
+        {
+            tracing::info!(
+                widget,
+                call,
+                "a local program went away during a call; hung it up"
+            );
+        }
     }
     drop(out);
     let _ = writer.await;
@@ -160,6 +176,7 @@ async fn dispatch(
     call: Call,
     forwarding: &mut Option<tokio::task::JoinHandle<()>>,
     out: &mpsc::Sender<Vec<u8>>,
+    calls: &mut HashSet<(WidgetId, u64)>,
 ) -> Result<Value, RpcError> {
     let p = call.params;
     match call.method.as_str() {
@@ -271,6 +288,7 @@ async fn dispatch(
                 video,
             };
             let call = ask(daemon, &r.widget, |reply| Cmd::Call(op, reply)).await?;
+            calls.insert((r.widget.clone(), call.unwrap_or_default()));
             ok(CallView {
                 call: call.unwrap_or_default(),
                 contact,
@@ -279,10 +297,13 @@ async fn dispatch(
         }
         CallAccept::NAME => {
             let r = params::<CallAccept>(p)?;
-            call_signal(daemon, &r.widget, r.call, WireSignal::Accept).await
+            let accepted = call_signal(daemon, &r.widget, r.call, WireSignal::Accept).await?;
+            calls.insert((r.widget, r.call));
+            Ok(accepted)
         }
         CallDecline::NAME => {
             let r = params::<CallDecline>(p)?;
+            calls.remove(&(r.widget.clone(), r.call));
             call_signal(daemon, &r.widget, r.call, WireSignal::Decline).await
         }
         CallSignalMethod::NAME => {
@@ -301,7 +322,12 @@ async fn dispatch(
         CallHangup::NAME => {
             let r = params::<CallHangup>(p)?;
             let signal = WireSignal::Hangup { failed: r.failed };
+            calls.remove(&(r.widget.clone(), r.call));
             call_signal(daemon, &r.widget, r.call, signal).await
+        }
+        CallIce::NAME => {
+            let r = params::<CallIce>(p)?;
+            ok(ask(daemon, &r.widget, Cmd::Ice).await?)
         }
         Subscribe::NAME => {
             let r = params::<Subscribe>(p)?;

@@ -154,6 +154,12 @@ impl Remote {
             .await
     }
 
+    /// The STUN and TURN servers for calls, with TURN credentials for this account.
+    pub async fn ice(&self, key: &str) -> Result<pinchat_proto::http::IceConfig, RemoteError> {
+        self.send(self.http.get(self.url("/v1/ice")).bearer_auth(key))
+            .await
+    }
+
     /// An avatar image and its MIME type.
     pub async fn avatar(&self, key: &str, hash: &str) -> Result<(String, Vec<u8>), RemoteError> {
         let response = self

@@ -85,6 +85,9 @@ methods! {
     CallSignalMethod = "call.signal" (CallSignalParams) -> Done;
     /// Ends a call (or cancels one that still rings).
     CallHangup = "call.hangup" (CallHangupParams) -> Done;
+    /// The STUN and TURN servers a call's media engine should use, with short-lived TURN
+    /// credentials (the server's `GET /v1/ice`); empty when the server names none.
+    CallIce = "call.ice" (WidgetRef) -> pinchat_proto::http::IceConfig;
     /// Starts notifications on this connection, for some widgets or all.
     Subscribe = "subscribe" (SubscribeParams) -> Done;
     /// Stops notifications on this connection.

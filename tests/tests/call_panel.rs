@@ -6,6 +6,7 @@
 
 use pinchat_ipc::api::{CreateWidget, Login, SetPins, SetPinsParams};
 use pinchat_media::{Engine, EngineEvent, Options, Source, Stats};
+use pinchat_proto::AccountId;
 use pinchat_proto::stream::{CallEnd, CallEvent, CallSignal, ClientFrame, ServerFrame};
 use pinchat_tests::desktop::{WebDriver, Xvfb, serial};
 use pinchat_tests::{Server, Stream, pinchat_proto::codec::Encoding};
@@ -17,12 +18,18 @@ struct PeerReport {
     ended: CallEnd,
 }
 
-/// The called contact: accepts the call that rings on `stream`, answers the panel's offer with its
-/// engine, carries candidates both ways, and reports once the call ends.
-async fn answer(mut stream: Stream, mut engine: Engine) -> PeerReport {
+/// The contact's side of a call: with `call_to`, places a video call to that account and makes the
+/// offer once it is accepted; otherwise accepts the call that rings on `stream` and answers the
+/// panel's offer. Carries candidates both ways, and reports once the call ends.
+async fn peer(mut stream: Stream, mut engine: Engine, call_to: Option<AccountId>) -> PeerReport {
     let mut events = engine.events().unwrap();
     let mut call = None;
     let mut req = 100;
+    if let Some(to) = call_to {
+        stream
+            .send(&ClientFrame::CallInvite { req, to, video: true })
+            .await;
+    }
     loop {
         tokio::select! {
             frame = stream.next() => match frame.expect("the peer's stream stays open") {
@@ -40,6 +47,8 @@ async fn answer(mut stream: Stream, mut engine: Engine) -> PeerReport {
                             ended: reason,
                         };
                     }
+                    CallEvent::Ringing => call = Some(id),
+                    CallEvent::Accepted => engine.offer(),
                     event => {
                         if let Some(signal) = event.into_signal() {
                             engine.remote(signal).expect("the panel's signals are usable");
@@ -117,7 +126,7 @@ async fn a_video_call_from_the_panel_shows_the_peer_and_hangs_up() {
         ..Options::default()
     })
     .expect("GStreamer with webrtcbin, vpx, opus and nice is installed");
-    let peer = tokio::spawn(answer(stream, engine));
+    let answering = tokio::spawn(peer(stream, engine, None));
 
     // The widget: each pinned contact offers text or video (Fig. 6).
     wd.js(&format!(
@@ -160,7 +169,7 @@ async fn a_video_call_from_the_panel_shows_the_peer_and_hangs_up() {
     .await;
     assert_eq!(wd.text("#call-state").await, "The call has ended.");
 
-    let report = peer.await.expect("the peer's side");
+    let report = answering.await.expect("the peer's side");
     assert_eq!(report.ended, CallEnd::Hangup);
     assert!(
         report.stats.video_frames >= 30,
@@ -178,4 +187,34 @@ async fn a_video_call_from_the_panel_shows_the_peer_and_hangs_up() {
     );
     wd.click("#call-close").await;
     wd.find(&format!("button[data-video='{}']", alice.id)).await;
+
+    // Now Alice calls: the panel rings with accept and decline; accepted, it answers her offer, shows
+    // her picture, and she hears its hang-up.
+    let mut stream = server.stream(&alice_key, Encoding::Json).await;
+    stream.subscribe(1, 0, &[demo_id], None).await;
+    let engine = Engine::new(&Options {
+        source: Source::TestPattern { rgb: 0xff00ff },
+        size: (160, 120),
+        ..Options::default()
+    })
+    .unwrap();
+    let calling = tokio::spawn(peer(stream, engine, Some(demo_id)));
+    wd.until(
+        "the panel ringing",
+        "return document.querySelector('#call-state')?.dataset.phase === 'incoming' || null",
+    )
+    .await;
+    assert_eq!(
+        wd.text("#call-peer").await.lines().next(),
+        Some(alice.name.as_str())
+    );
+    assert_eq!(wd.text("#call-state").await, "is calling you · video call");
+    wd.find("#call-decline").await;
+    wd.click("#call-accept").await;
+    wd.until("Alice's magenta in the panel", MAGENTA_SHOWN).await;
+    wd.click("#call-hangup").await;
+    let report = calling.await.expect("the calling side");
+    assert_eq!(report.ended, CallEnd::Hangup);
+    assert!(report.stats.video_frames > 0, "{:?}", report.stats);
+    assert!(!wd.app.as_ref().unwrap().log().contains("panicked"));
 }

@@ -4,9 +4,9 @@
 //! the parties say, and the tests check exactly what each stream hears.
 
 use pinchat_ipc::api::{
-    CallAccept, CallDecline, CallHangup, CallHangupParams, CallRef, CallSignalMethod, CallSignalParams,
-    CallStart, CallStartParams, CallState, Connection, Notification, SetPins, SetPinsParams, Subscribe,
-    SubscribeParams,
+    CallAccept, CallDecline, CallHangup, CallHangupParams, CallIce, CallRef, CallSignalMethod,
+    CallSignalParams, CallStart, CallStartParams, CallState, Connection, Notification, SetPins,
+    SetPinsParams, Subscribe, SubscribeParams, WidgetRef,
 };
 use pinchat_proto::stream::{
     Ack, CallEnd, CallEvent, CallId, CallSignal, ClientFrame, MAX_SDP_BYTES, ReqId, ServerFrame,
@@ -691,6 +691,118 @@ async fn a_gadget_places_answers_and_loses_calls_through_the_daemons_local_api()
     ));
     let e = client.call::<CallAccept>(at(again)).await.unwrap_err();
     assert_eq!(api_code(e), "call.not_found");
+}
+
+#[tokio::test]
+async fn a_gadget_that_goes_away_hangs_up_its_calls_and_gadgets_get_ice_servers_from_the_daemon() {
+    let w = world(
+        "[ice]\nstun = [\"stun:127.0.0.1:3478\"]\nturn = [\"turn:127.0.0.1:3478?transport=udp\"]\n\
+         turn_secret = \"a-test-secret-of-some-length\"\n",
+    )
+    .await;
+    let d = Daemon::start();
+    let mut client = d.client().await;
+    let mut events = client.notifications().unwrap();
+    client
+        .call::<Subscribe>(SubscribeParams::default())
+        .await
+        .unwrap();
+    let widget = create_widget(&client, &w.s, "demo").await.widget.id;
+    client
+        .call::<SetPins>(SetPinsParams {
+            widget: widget.clone(),
+            pins: vec![w.alice.0],
+        })
+        .await
+        .unwrap();
+    until(&mut events, |n| {
+        matches!(
+            n,
+            Notification::ConnectionChanged {
+                connection: Connection::Online,
+                ..
+            }
+        )
+        .then_some(())
+    })
+    .await;
+
+    // The media engine's servers, with TURN credentials minted for the widget's account.
+    let ice = client
+        .call::<CallIce>(WidgetRef {
+            widget: widget.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(ice.ice_servers[0].urls, vec!["stun:127.0.0.1:3478".to_owned()]);
+    let username = ice.ice_servers[1].username.clone().expect("TURN credentials");
+    assert!(username.ends_with(&format!(":{}", w.demo.0)), "{username}");
+    let e = client
+        .call::<CallIce>(WidgetRef {
+            widget: "w-nobody".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(e), "widget.not_found");
+
+    // A gadget places a call, then goes away (closed or crashed) while it rings: the call is hung up
+    // for Alice rather than left ringing for nobody.
+    let mut alice = party(&w.s, &w.s.key("alice").await, &[w.demo], Encoding::Binary).await;
+    let gadget = d.client().await;
+    let call = gadget
+        .call::<CallStart>(CallStartParams {
+            widget: widget.clone(),
+            contact: w.alice.0,
+            video: true,
+        })
+        .await
+        .unwrap()
+        .call;
+    assert_eq!(
+        call_frame(&mut alice).await.2,
+        CallEvent::Incoming { video: true }
+    );
+    drop(gadget);
+    assert_eq!(
+        call_frame(&mut alice).await,
+        (
+            call,
+            w.demo,
+            CallEvent::Ended {
+                reason: CallEnd::Cancelled
+            }
+        )
+    );
+
+    // A gadget that accepted a call and goes away hangs it up too.
+    let gadget = d.client().await;
+    let incoming = invite(&mut alice, 5, w.demo, false).await.unwrap();
+    until(&mut events, |n| {
+        matches!(n, Notification::CallIncoming { call, .. } if *call == incoming).then_some(())
+    })
+    .await;
+    gadget
+        .call::<CallAccept>(CallRef {
+            widget: widget.clone(),
+            call: incoming,
+        })
+        .await
+        .unwrap();
+    assert_eq!(call_frame(&mut alice).await.2, CallEvent::Ringing);
+    assert_eq!(call_frame(&mut alice).await.2, CallEvent::Accepted);
+    drop(gadget);
+    assert_eq!(
+        call_frame(&mut alice).await,
+        (
+            incoming,
+            w.demo,
+            CallEvent::Ended {
+                reason: CallEnd::Hangup
+            }
+        )
+    );
+    // The first connection, which took part in neither, is untouched.
+    assert!(client.call::<CallIce>(WidgetRef { widget }).await.is_ok());
 }
 
 #[tokio::test]

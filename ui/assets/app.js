@@ -736,6 +736,9 @@ function hangUp(failed) {
 // The engine for this call: the media starts, and the caller makes the offer.
 async function startEngine(c, offer) {
   const signal = (sig) => call("call.signal", { widget: state.widget, call: c.id, signal: sig }).catch(() => {});
+  // STUN and TURN from the server, so that calls cross NATs; without them a call still connects
+  // where the two computers reach each other directly.
+  const ice = await call("call.ice", { widget: state.widget }).catch(() => ({ ice_servers: [] }));
   if (webEngine) {
     let stream;
     try {
@@ -747,13 +750,13 @@ async function startEngine(c, offer) {
     }
     if (activeCall !== c) { for (const t_ of stream.getTracks()) t_.stop(); return; }
     c.engine = new PinchatCall({
-      iceServers: [], video: c.video, localStream: stream, onSignal: signal,
+      iceServers: ice.ice_servers, video: c.video, localStream: stream, onSignal: signal,
       onState: (s) => onIce(c, s),
       onRemoteStream: (remote) => { const v = document.getElementById("remote-video"); if (v) v.srcObject = remote; c.remote = remote; },
     });
   } else {
     window.pinchat.media = (ev) => onMedia(c, ev, signal);
-    await call("ui.media", { op: "start", video: c.video, offer });
+    await call("ui.media", { op: "start", video: c.video, offer, ice_servers: ice.ice_servers });
     if (activeCall !== c) { call("ui.media", { op: "stop" }).catch(() => {}); return; }
     c.engine = {
       remote: (sig) => call("ui.media", { op: "remote", signal: sig }),

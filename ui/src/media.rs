@@ -23,6 +23,8 @@ pub enum MediaOp {
         video: bool,
         /// Make the offer.
         offer: bool,
+        /// STUN and TURN servers (`call.ice`).
+        ice_servers: Vec<pinchat_proto::http::IceServer>,
     },
     /// The peer's offer, answer or candidate.
     Remote(CallSignal),
@@ -42,6 +44,11 @@ impl MediaOp {
             Some("start") => Ok(MediaOp::Start {
                 video: flag("video").unwrap_or(true),
                 offer: flag("offer").unwrap_or(false),
+                ice_servers: match params.get("ice_servers") {
+                    None | Some(Value::Null) => vec![],
+                    Some(v) => serde_json::from_value(v.clone())
+                        .map_err(|e| format!("the ICE servers cannot be read: {e}"))?,
+                },
             }),
             Some("remote") => serde_json::from_value(params.get("signal").cloned().unwrap_or(Value::Null))
                 .map(MediaOp::Remote)
@@ -88,13 +95,18 @@ mod native {
         ) -> Result<(), (&'static str, String)> {
             let mut slot = self.engine.lock().unwrap_or_else(|e| e.into_inner());
             match op {
-                MediaOp::Start { video, offer } => {
+                MediaOp::Start {
+                    video,
+                    offer,
+                    ice_servers,
+                } => {
                     slot.take();
                     let mine = self.started.fetch_add(1, Ordering::SeqCst) + 1;
                     let started = self.started.clone();
                     let options = Options {
                         video,
                         source: source(),
+                        ice_servers,
                         ..Options::default()
                     };
                     let mut engine =
@@ -237,9 +249,17 @@ mod tests {
             op(serde_json::json!({"op": "start", "video": false, "offer": true})),
             Ok(MediaOp::Start {
                 video: false,
-                offer: true
+                offer: true,
+                ice_servers: vec![]
             })
         );
+        let Ok(MediaOp::Start { ice_servers, .. }) = op(serde_json::json!({"op": "start",
+            "ice_servers": [{"urls": ["turn:t.example:3478"], "username": "1:2", "credential": "x"}]}))
+        else {
+            panic!("the ICE servers are read");
+        };
+        assert_eq!(ice_servers[0].username.as_deref(), Some("1:2"));
+        assert!(op(serde_json::json!({"op": "start", "ice_servers": "stun:x"})).is_err());
         assert_eq!(
             op(serde_json::json!({"op": "remote", "signal": {"answer": {"sdp": "v=0"}}})),
             Ok(MediaOp::Remote(CallSignal::Answer { sdp: "v=0".into() }))

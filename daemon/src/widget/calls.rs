@@ -22,8 +22,13 @@ impl Widget {
             ))));
             return;
         }
-        if let CallOp::Signal { call, .. } = &op
+        // A call this widget placed is live from the server's answer to the invite, which goes to
+        // the asker directly; the widget learns of it from the ringing that follows. A hang-up in
+        // between (a gadget that placed a call and went away at once) must still reach the server,
+        // which knows whether the call exists.
+        if let CallOp::Signal { call, signal } = &op
             && !self.calls.contains_key(call)
+            && !matches!(signal, CallSignal::Hangup { .. } | CallSignal::Decline)
         {
             let _ = reply.send(Err(WidgetError::Call(
                 pinchat_proto::ErrorCode::CallNotFound,

@@ -46,6 +46,8 @@ pub enum Cmd {
     Contacts(Reply<Vec<pinchat_proto::http::Identity>>),
     /// An avatar image by hash: its MIME type and bytes.
     Avatar(AvatarParams, Reply<(String, Vec<u8>)>),
+    /// The STUN and TURN servers for a call's media.
+    Ice(Reply<pinchat_proto::http::IceConfig>),
     /// Re-pin.
     SetPins(SetPinsParams, Reply<WidgetState>),
     /// Refresh now.

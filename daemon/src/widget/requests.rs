@@ -23,6 +23,7 @@ impl Widget {
                 let _ = reply.send(result);
             }
             Cmd::Avatar(p, reply) => self.avatar(p, reply),
+            Cmd::Ice(reply) => self.ice(reply),
             Cmd::Call(op, reply) => self.call(op, reply),
             Cmd::SetPins(p, reply) => {
                 let result = self.set_pins(p).await;
@@ -100,6 +101,27 @@ impl Widget {
             Ok(list) => Ok(list.contacts),
             Err(e) => Err(self.remote_error(e)),
         }
+    }
+
+    /// Fetches the call servers on a task of its own (a call is being set up; the widget keeps
+    /// answering meanwhile).
+    fn ice(&self, reply: super::Reply<pinchat_proto::http::IceConfig>) {
+        let key = match self.key() {
+            Ok(k) => k,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let remote = self.remote.clone();
+        tokio::spawn(async move {
+            let result = match remote.ice(&key).await {
+                Ok(config) => Ok(config),
+                Err(RemoteError::Unreachable(why)) => Err(WidgetError::Unreachable(why)),
+                Err(e) => Err(WidgetError::Server(e.to_string())),
+            };
+            let _ = reply.send(result);
+        });
     }
 
     /// Fetches an avatar on a task of its own: a panel asks for dozens at once, and the widget keeps
