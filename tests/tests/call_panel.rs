@@ -8,7 +8,7 @@ use pinchat_ipc::api::{CreateWidget, Login, SetPins, SetPinsParams};
 use pinchat_media::{Engine, EngineEvent, Options, Source, Stats};
 use pinchat_proto::AccountId;
 use pinchat_proto::stream::{CallEnd, CallEvent, CallSignal, ClientFrame, ServerFrame};
-use pinchat_tests::desktop::{WebDriver, Xvfb, serial};
+use pinchat_tests::desktop::{WebDriver, Xvfb, eventually, serial, visible_window};
 use pinchat_tests::{Server, Stream, pinchat_proto::codec::Encoding};
 
 /// What the peer's side saw of the call.
@@ -82,7 +82,7 @@ const MAGENTA_SHOWN: &str = "const i = document.getElementById('remote-video');
     return p[0] > 200 && p[1] < 60 && p[2] > 200 ? p : null;";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_video_call_from_the_panel_shows_the_peer_and_hangs_up() {
+async fn video_calls_from_and_to_the_panel_ring_show_the_peer_and_hang_up() {
     let _serial = serial().await;
     let x = Xvfb::start();
     let server = Server::start().await;
@@ -199,6 +199,12 @@ async fn a_video_call_from_the_panel_shows_the_peer_and_hangs_up() {
     })
     .unwrap();
     let calling = tokio::spawn(peer(stream, engine, Some(demo_id)));
+    // No panel of the account was open in the tray: it opens one, ringing.
+    tokio::task::block_in_place(|| {
+        eventually("the tray's panel opened for the call", || {
+            visible_window(&x.display, "pinchat — Demo User")
+        })
+    });
     wd.until(
         "the panel ringing",
         "return document.querySelector('#call-state')?.dataset.phase === 'incoming' || null",

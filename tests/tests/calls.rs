@@ -665,6 +665,16 @@ async fn a_gadget_places_answers_and_loses_calls_through_the_daemons_local_api()
         }
     );
     client.call::<CallDecline>(at(incoming)).await.unwrap();
+    // Every client of the widget hears it is over (another panel that still rang, too).
+    assert_eq!(
+        call_note(&mut events).await,
+        Notification::CallEnded {
+            widget: widget.clone(),
+            call: incoming,
+            contact: w.alice.0,
+            reason: CallEnd::Declined
+        }
+    );
     assert_eq!(call_frame(&mut alice).await.2, CallEvent::Ringing);
     assert_eq!(
         call_frame(&mut alice).await,
@@ -682,6 +692,11 @@ async fn a_gadget_places_answers_and_loses_calls_through_the_daemons_local_api()
     let again = invite(&mut alice, 3, w.demo, true).await.unwrap();
     assert!(matches!(call_note(&mut events).await, Notification::CallIncoming { call, .. } if call == again));
     client.call::<CallAccept>(at(again)).await.unwrap();
+    // ... and that it was answered, so that it rings on none of them any more.
+    assert!(matches!(
+        call_note(&mut events).await,
+        Notification::CallChanged { state: CallState::Accepted, call, .. } if call == again
+    ));
     assert_eq!(call_frame(&mut alice).await.2, CallEvent::Ringing);
     assert_eq!(call_frame(&mut alice).await.2, CallEvent::Accepted);
     w.s.kill();

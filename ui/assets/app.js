@@ -162,6 +162,8 @@ window.pinchat = {
   // An activated notification: show the chat with this contact.
   async openChat(contact) {
     if (!state.view) await loadWidget();
+    // A call on screen stays there: the chat is a click away once it ends.
+    if (activeCall && activeCall.phase !== "ended") return;
     const c = state.view.pins.find((p) => p.id === contact);
     if (c) chatView(c);
   },
@@ -717,8 +719,11 @@ async function acceptCall() {
   setPhase(c, "connecting");
   try {
     await call("call.accept", { widget: state.widget, call: c.id });
-    await startEngine(c, false);
-  } catch (e) { endCall(c, "failed", errorText(e)); }
+  } catch (e) {
+    // It stopped ringing meanwhile (the caller gave up, another device answered).
+    return endCall(c, e && e.code === "call.not_found" ? "cancelled" : "failed", e && e.code === "call.not_found" ? null : errorText(e));
+  }
+  try { await startEngine(c, false); } catch (e) { c.error = errorText(e); hangUp(true); }
 }
 function declineCall() {
   const c = activeCall;
@@ -960,7 +965,10 @@ function onEvent(n) {
       break;
     case "call.changed":
       if (!activeCall || activeCall.id !== p.call) return;
-      if (p.state === "ringing") setPhase(activeCall, "ringing");
+      if (!activeCall.outgoing) {
+        // Another panel or gadget of this account answered: it rings here no more.
+        if (p.state === "accepted" && activeCall.phase === "incoming") endCall(activeCall, "answered_elsewhere");
+      } else if (p.state === "ringing") setPhase(activeCall, "ringing");
       else if (p.state === "accepted") {
         const c = activeCall;
         setPhase(c, "connecting");
@@ -984,6 +992,9 @@ function onEvent(n) {
       await loadWidget();
       widgetView();
       if (params.get("chat")) await window.pinchat.openChat(Number(params.get("chat")));
+      // Opened by the tray for an incoming call: ring here.
+      const ring = /^(\d+):(\d+):(video|voice)$/.exec(params.get("ring") || "");
+      if (ring) incomingCall({ call: Number(ring[1]), contact: Number(ring[2]), video: ring[3] === "video" });
     } catch (e) { show(h("div", { class: "pad error" }, errorText(e))); }
   } else {
     loginView(false);

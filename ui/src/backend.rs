@@ -48,6 +48,13 @@ pub enum ToUi {
         /// The sender's avatar as a file, when it has been fetched.
         avatar: Option<std::path::PathBuf>,
     },
+    /// A pinned contact calls this widget: the call must ring on screen.
+    Ringing {
+        /// The widget called.
+        widget: String,
+        /// The call and the caller.
+        ring: crate::control::Ring,
+    },
     /// A pinned contact's picture (this hash) is now in the avatar cache: icons drawn without it can
     /// be drawn again.
     AvatarStored(String),
@@ -413,6 +420,10 @@ async fn serve(
                 }
                 if !tray {
                     continue;
+                }
+                if let Notification::CallIncoming { widget, call, contact, video } = &n {
+                    let ring = crate::control::Ring { call: *call, contact: *contact, video: *video };
+                    sink(ToUi::Ringing { widget: widget.clone(), ring });
                 }
                 let applied = model.apply(&n);
                 // Messages that were waiting when their contact was pinned are listed, not announced.

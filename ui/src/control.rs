@@ -38,6 +38,45 @@ impl ToPanel {
     }
 }
 
+/// An incoming call a panel opens on (`pinchat panel --ring <call>:<contact>:<video|voice>`): the tray
+/// heard it ring while no panel of that account was open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ring {
+    /// The call.
+    pub call: u64,
+    /// The caller.
+    pub contact: u64,
+    /// A video call.
+    pub video: bool,
+}
+
+impl std::fmt::Display for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.video { "video" } else { "voice" };
+        write!(f, "{}:{}:{kind}", self.call, self.contact)
+    }
+}
+
+impl std::str::FromStr for Ring {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Ring, String> {
+        let bad = || format!("{s:?} is not <call>:<contact>:<video|voice>");
+        let mut parts = s.split(':');
+        let call = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let contact = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let video = match parts.next() {
+            Some("video") => true,
+            Some("voice") => false,
+            _ => return Err(bad()),
+        };
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Ring { call, contact, video })
+    }
+}
+
 /// What a panel tells the tray.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FromPanel {
@@ -227,6 +266,21 @@ pub fn openable(url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ring_round_trips_through_its_argument_and_odd_ones_are_refused() {
+        let ring = Ring {
+            call: 7,
+            contact: 42,
+            video: true,
+        };
+        assert_eq!(ring.to_string(), "7:42:video");
+        assert_eq!("7:42:video".parse::<Ring>(), Ok(ring));
+        assert_eq!("3:4:voice".parse::<Ring>().map(|r| r.video), Ok(false));
+        for bad in ["", "7", "7:42", "7:42:film", "x:42:video", "7:42:video:1"] {
+            assert!(bad.parse::<Ring>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn control_lines_round_trip_and_odd_lines_are_ignored() {

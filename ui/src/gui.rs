@@ -420,6 +420,12 @@ impl App {
                     notify(clicked, self.lang, title, widget, contact, text, avatar);
                 }
             }
+            UserEvent::Backend(ToUi::Ringing { widget, ring }) => {
+                // The account's panel rings: brought forward when it is open (its page heard the call
+                // itself), else opened on the call.
+                tracing::info!(widget, call = ring.call, "an incoming call: the panel rings");
+                self.ring(widget, ring, target);
+            }
             UserEvent::OpenChat(widget, contact) => {
                 self.open(PanelKind::Widget(widget), Some(contact), target);
             }
@@ -585,8 +591,32 @@ impl App {
                 .show();
             return;
         }
-        if let Err(e) = self.start_panel(kind, chat, target) {
+        if let Err(e) = self.start_panel(kind, chat, None, target) {
             tracing::error!(error = %e, "cannot open a panel");
+        }
+    }
+
+    /// An incoming call for `widget`: its panel comes forward, or opens ringing.
+    fn ring(
+        &mut self,
+        widget: String,
+        ring: crate::control::Ring,
+        target: &EventLoopWindowTarget<UserEvent>,
+    ) {
+        let kind = PanelKind::Widget(widget);
+        if let Some((&id, p)) = self.panels.iter_mut().find(|(_, p)| p.kind == kind) {
+            let line = crate::control::ToPanel::Show.line();
+            if p.control
+                .write_all(line.as_bytes())
+                .and_then(|()| p.control.flush())
+                .is_ok()
+            {
+                return;
+            }
+            self.panels.remove(&id);
+        }
+        if let Err(e) = self.start_panel(kind, None, Some(ring), target) {
+            tracing::error!(error = %e, "cannot open a panel for an incoming call");
         }
     }
 
@@ -596,6 +626,7 @@ impl App {
         &mut self,
         kind: PanelKind,
         chat: Option<u64>,
+        ring: Option<crate::control::Ring>,
         target: &EventLoopWindowTarget<UserEvent>,
     ) -> anyhow::Result<()> {
         let id = self.next_panel;
@@ -623,6 +654,9 @@ impl App {
         command.args(["--title", &title]);
         if let Some(c) = chat {
             command.args(["--chat", &c.to_string()]);
+        }
+        if let Some(r) = ring {
+            command.args(["--ring", &r.to_string()]);
         }
         // The size the person last gave a panel, where they last moved it (kept on screen), else next
         // to the tray icon.

@@ -88,6 +88,9 @@ enum Command {
         /// Open on the chat with this contact id.
         #[arg(long)]
         chat: Option<u64>,
+        /// Open ringing with this incoming call: `<call>:<contact>:<video|voice>`.
+        #[arg(long)]
+        ring: Option<control::Ring>,
         /// The window's title.
         #[arg(long, default_value = "pinchat")]
         title: String,
@@ -194,6 +197,7 @@ pub fn main() -> ExitCode {
     if let Some(Command::Panel {
         widget,
         chat,
+        ring,
         title,
         x,
         y,
@@ -205,7 +209,7 @@ pub fn main() -> ExitCode {
     {
         #[cfg(not(any(target_os = "linux", target_os = "windows", target_os = "macos")))]
         {
-            let _ = (widget, chat, title, x, y, width, height, managed, popover);
+            let _ = (widget, chat, ring, title, x, y, width, height, managed, popover);
             eprintln!("error: panels are not available on this platform");
             return ExitCode::FAILURE;
         }
@@ -220,6 +224,7 @@ pub fn main() -> ExitCode {
             PanelArgs {
                 widget,
                 chat,
+                ring,
                 title,
                 position: x.zip(y),
                 size: width.zip(height),

@@ -36,6 +36,8 @@ pub struct PanelArgs {
     pub widget: Option<String>,
     /// Open on the chat with this contact (an activated notification).
     pub chat: Option<u64>,
+    /// Open ringing with this incoming call.
+    pub ring: Option<crate::control::Ring>,
     /// The window's title.
     pub title: String,
     /// Where the window goes (next to the tray icon, or where the person last moved it), in physical
@@ -118,7 +120,12 @@ fn page_query(args: &PanelArgs, lang: Lang) -> String {
     match &args.widget {
         Some(w) => {
             let chat = args.chat.map(|c| format!("&chat={c}")).unwrap_or_default();
-            format!("lang={}&view=widget&widget={}{chat}", lang.code(), urlencode(w))
+            let ring = args.ring.map(|r| format!("&ring={r}")).unwrap_or_default();
+            format!(
+                "lang={}&view=widget&widget={}{chat}{ring}",
+                lang.code(),
+                urlencode(w)
+            )
         }
         None => format!("lang={}&view=login", lang.code()),
     }
@@ -681,5 +688,18 @@ mod tests {
             "lang=zh&view=widget&widget=w%201%2F%C3%A9&chat=7"
         );
         assert_eq!(page_query(&PanelArgs::default(), Lang::En), "lang=en&view=login");
+        let ringing = PanelArgs {
+            widget: Some("w1".into()),
+            ring: Some(crate::control::Ring {
+                call: 3,
+                contact: 9,
+                video: false,
+            }),
+            ..PanelArgs::default()
+        };
+        assert_eq!(
+            page_query(&ringing, Lang::En),
+            "lang=en&view=widget&widget=w1&ring=3:9:voice"
+        );
     }
 }

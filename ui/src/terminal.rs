@@ -67,7 +67,8 @@ pub fn run(backend: Backend, events: Receiver<ToUi>, lang: Lang) -> std::process
                 newest = Some((name, text));
                 draw(render(&order, &views, newest.as_ref(), lang), &mut last);
             }
-            ToUi::Show | ToUi::AvatarStored(_) => {}
+            // Calls need a panel: without a display, one rings out for the caller.
+            ToUi::Show | ToUi::AvatarStored(_) | ToUi::Ringing { .. } => {}
             ToUi::Stop => {
                 backend.stop();
                 return std::process::ExitCode::SUCCESS;

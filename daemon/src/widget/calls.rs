@@ -41,13 +41,34 @@ impl Widget {
             return;
         }
         // The server answers the party that ends a call with an ack, not an `ended`: whatever the
-        // answer, the call is over for this widget (a refusal means it was over already).
-        if let CallOp::Signal {
-            call,
-            signal: CallSignal::Decline | CallSignal::Hangup { .. },
-        } = &op
-        {
-            self.calls.remove(call);
+        // answer, the call is over for this widget (a refusal means it was over already). Every
+        // client of the widget hears it — another panel of the account that still rings, too — as it
+        // hears an accept, after which the call rings nowhere else.
+        if let CallOp::Signal { call, signal } = &op {
+            let told = match signal {
+                CallSignal::Decline => Some(CallEvent::Ended {
+                    reason: CallEnd::Declined,
+                }),
+                CallSignal::Hangup { failed } => Some(CallEvent::Ended {
+                    reason: if *failed { CallEnd::Failed } else { CallEnd::Hangup },
+                }),
+                CallSignal::Accept => Some(CallEvent::Accepted),
+                _ => None,
+            };
+            if let Some(event) = told {
+                let peer = match event {
+                    CallEvent::Ended { .. } => self.calls.remove(call),
+                    _ => self.calls.get(call).copied(),
+                };
+                if let Some(peer) = peer {
+                    self.notify(Event::Call {
+                        widget: self.id.clone(),
+                        call: *call,
+                        contact: peer,
+                        event,
+                    });
+                }
+            }
         }
         let _ = self.source.send(SourceCmd::Call(CallRequest { op, reply }));
     }
