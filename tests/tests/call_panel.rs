@@ -81,14 +81,21 @@ const MAGENTA_SHOWN: &str = "const i = document.getElementById('remote-video');
     const p = Array.from(g.getImageData(c.width >> 1, c.height >> 1, 1, 1).data.slice(0, 3));
     return p[0] > 200 && p[1] < 60 && p[2] > 200 ? p : null;";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn video_calls_from_and_to_the_panel_ring_show_the_peer_and_hang_up() {
-    let _serial = serial().await;
-    let x = Xvfb::start();
-    let server = Server::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    // The panel sends green instead of a camera's picture (there is none under Xvfb).
-    let wd = WebDriver::start_with(&x.display, dir.path(), &[("PINCHAT_CALL_TEST_PATTERN", "00ff00")]).await;
+/// The real panel (and its tray app) with the demo user bound and Alice pinned, ready to call.
+struct Calling {
+    wd: WebDriver,
+    widget: String,
+    alice: pinchat_ipc::api::ContactIdentity,
+    alice_key: String,
+    demo_id: AccountId,
+}
+
+/// Starts the tray app and a panel on `x` with the app's data in `dir` (and `env`); the panel sends
+/// green instead of a camera's picture (there is none under Xvfb).
+async fn calling(x: &Xvfb, server: &Server, dir: &std::path::Path, env: &[(&str, &str)]) -> Calling {
+    let mut env = env.to_vec();
+    env.push(("PINCHAT_CALL_TEST_PATTERN", "00ff00"));
+    let wd = WebDriver::start_with(&x.display, dir, &env).await;
     let client = pinchat_ipc::Client::connect(&wd.app.as_ref().expect("the tray app").socket)
         .await
         .unwrap();
@@ -113,25 +120,54 @@ async fn video_calls_from_and_to_the_panel_ring_show_the_peer_and_hang_up() {
         })
         .await
         .unwrap();
-
-    // Alice follows the demo user on a stream of her own (a call rings only where the caller is
-    // pinned), with a native engine sending magenta.
     let alice_key = server.key("alice").await;
     let demo_id = server.id_of(&alice_key, "demo").await;
-    let mut stream = server.stream(&alice_key, Encoding::Json).await;
-    stream.subscribe(1, 0, &[demo_id], None).await;
+    Calling {
+        wd,
+        widget: created.widget.id,
+        alice,
+        alice_key,
+        demo_id,
+    }
+}
+
+/// Alice's side: a stream that follows the demo user (a call rings only where the caller is pinned)
+/// and a native engine sending magenta; with `call`, she calls the demo user.
+async fn alice_side(
+    server: &Server,
+    key: &str,
+    demo: AccountId,
+    call: bool,
+) -> tokio::task::JoinHandle<PeerReport> {
+    let mut stream = server.stream(key, Encoding::Json).await;
+    stream.subscribe(1, 0, &[demo], None).await;
     let engine = Engine::new(&Options {
         source: Source::TestPattern { rgb: 0xff00ff },
         size: (160, 120),
         ..Options::default()
     })
     .expect("GStreamer with webrtcbin, vpx, opus and nice is installed");
-    let answering = tokio::spawn(peer(stream, engine, None));
+    tokio::spawn(peer(stream, engine, call.then_some(demo)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_calls_from_and_to_the_panel_ring_show_the_peer_and_hang_up() {
+    let _serial = serial().await;
+    let x = Xvfb::start();
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let Calling {
+        wd,
+        widget,
+        alice,
+        alice_key,
+        demo_id,
+    } = calling(&x, &server, dir.path(), &[]).await;
+    let answering = alice_side(&server, &alice_key, demo_id, false).await;
 
     // The widget: each pinned contact offers text or video (Fig. 6).
     wd.js(&format!(
-        "location.search = '?lang=en&view=widget&widget={}'; return true;",
-        created.widget.id
+        "location.search = '?lang=en&view=widget&widget={widget}'; return true;"
     ))
     .await;
     wd.find(&format!("button[data-text='{}']", alice.id)).await;
@@ -190,15 +226,7 @@ async fn video_calls_from_and_to_the_panel_ring_show_the_peer_and_hang_up() {
 
     // Now Alice calls: the panel rings with accept and decline; accepted, it answers her offer, shows
     // her picture, and she hears its hang-up.
-    let mut stream = server.stream(&alice_key, Encoding::Json).await;
-    stream.subscribe(1, 0, &[demo_id], None).await;
-    let engine = Engine::new(&Options {
-        source: Source::TestPattern { rgb: 0xff00ff },
-        size: (160, 120),
-        ..Options::default()
-    })
-    .unwrap();
-    let calling = tokio::spawn(peer(stream, engine, Some(demo_id)));
+    let calling = alice_side(&server, &alice_key, demo_id, true).await;
     // No panel of the account was open in the tray: it opens one, ringing.
     tokio::task::block_in_place(|| {
         eventually("the tray's panel opened for the call", || {
@@ -223,4 +251,70 @@ async fn video_calls_from_and_to_the_panel_ring_show_the_peer_and_hang_up() {
     assert_eq!(report.ended, CallEnd::Hangup);
     assert!(report.stats.video_frames > 0, "{:?}", report.stats);
     assert!(!wd.app.as_ref().unwrap().log().contains("panicked"));
+}
+
+/// Regenerates the call view's screenshots in docs/screenshots (run by ui/screenshots.sh): a video
+/// call connected (the peer's picture is a solid colour here: no camera under Xvfb) and an incoming
+/// call ringing, light and dark, English and Chinese.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "regenerates the README's screenshots; run ui/screenshots.sh"]
+async fn call_screenshots() {
+    let Some(out) = std::env::var_os("PINCHAT_SCREENSHOTS") else {
+        return;
+    };
+    let out = std::path::PathBuf::from(out);
+    std::fs::create_dir_all(&out).unwrap();
+    let _serial = serial().await;
+    let x = Xvfb::start();
+    let server = Server::start().await;
+    for (lang, theme) in [("en", "light"), ("en", "dark"), ("zh", "light"), ("zh", "dark")] {
+        let dir = tempfile::tempdir().unwrap();
+        let gtk_theme = if theme == "dark" {
+            "Adwaita:dark"
+        } else {
+            "Adwaita"
+        };
+        let Calling {
+            wd,
+            widget,
+            alice,
+            alice_key,
+            demo_id,
+        } = calling(
+            &x,
+            &server,
+            dir.path(),
+            &[("PINCHAT_LANG", lang), ("GTK_THEME", gtk_theme)],
+        )
+        .await;
+        let shot = |name: &str, png: Vec<u8>| {
+            std::fs::write(out.join(format!("{name}-{lang}-{theme}.png")), png).unwrap();
+        };
+        let answering = alice_side(&server, &alice_key, demo_id, false).await;
+        wd.js(&format!(
+            "location.search = '?lang={lang}&view=widget&widget={widget}'; return true;"
+        ))
+        .await;
+        wd.click(&format!("button[data-video='{}']", alice.id)).await;
+        wd.until("Alice's picture", MAGENTA_SHOWN).await;
+        // A few seconds on the clock, as a call in progress shows.
+        wd.until(
+            "the clock at 0:02",
+            "return document.querySelector('#call-duration').textContent === '0:02' || null",
+        )
+        .await;
+        shot("call", wd.screenshot());
+        wd.click("#call-hangup").await;
+        answering.await.unwrap();
+        wd.click("#call-close").await;
+        let calling = alice_side(&server, &alice_key, demo_id, true).await;
+        wd.until(
+            "the panel ringing",
+            "return document.querySelector('#call-state')?.dataset.phase === 'incoming' || null",
+        )
+        .await;
+        shot("call-incoming", wd.screenshot());
+        wd.click("#call-decline").await;
+        let _ = calling.await;
+    }
 }

@@ -865,7 +865,7 @@ function callView() {
     h("header", {}, avatar(c.contact.name, c.contact.state, c.contact.avatar),
       h("h1", { id: "call-peer" }, c.contact.name,
         h("span", { class: "sub", id: "call-state", "data-phase": c.phase, "data-reason": c.reason || "", role: "status" }, callWords(c)))),
-    h("div", { class: "call-stage" + (c.video ? "" : " voice") },
+    h("div", { class: "call-stage" + (picture ? "" : " voice") },
       picture || h("div", { class: "call-avatar" }, avatar(c.contact.name, null, c.contact.avatar)),
       clock,
       c.error ? h("div", { class: "error", id: "call-error", role: "alert" }, c.error) : null),

@@ -78,6 +78,7 @@ enum PanelEvent {
     /// The page has loaded (its scripts have run).
     Loaded,
     /// The native call engine has news for the page (`window.pinchat.media`).
+    #[cfg(target_os = "linux")]
     Media(serde_json::Value),
 }
 
@@ -374,6 +375,7 @@ impl Panel {
                     self.show_by = Some(std::time::Instant::now() + SHOW_ANYWAY);
                 }
             }
+            #[cfg(target_os = "linux")]
             PanelEvent::Media(event) => {
                 self.script(&format!("window.pinchat&&window.pinchat.media({event})"));
             }

@@ -190,7 +190,14 @@ fn check_deb(deb: &Path) -> Result<(), String> {
         .lines()
         .find(|l| l.starts_with("Depends:"))
         .ok_or("the package declares no dependencies")?;
-    for lib in ["libwebkit2gtk-4.1-0", "libgtk-3-0"] {
+    for lib in [
+        "libwebkit2gtk-4.1-0",
+        "libgtk-3-0",
+        "libgstreamer1.0-0",
+        "libgstreamer-plugins-bad1.0-0",
+        "gstreamer1.0-plugins-good",
+        "gstreamer1.0-nice",
+    ] {
         if !depends.contains(lib) {
             return Err(format!("the package does not depend on {lib}: {depends}"));
         }
