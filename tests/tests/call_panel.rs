@@ -21,8 +21,24 @@ struct PeerReport {
 /// The contact's side of a call: with `call_to`, places a video call to that account and makes the
 /// offer once it is accepted; otherwise accepts the call that rings on `stream` and answers the
 /// panel's offer. Carries candidates both ways, and reports once the call ends.
-async fn peer(mut stream: Stream, mut engine: Engine, call_to: Option<AccountId>) -> PeerReport {
+/// With `frames`, it hangs up itself once it has decoded that many frames of the other side's video.
+async fn peer_until(
+    mut stream: Stream,
+    mut engine: Engine,
+    call_to: Option<AccountId>,
+    frames: Option<u64>,
+) -> PeerReport {
     let mut events = engine.events().unwrap();
+    let mut stats = engine.watch_stats();
+    let enough = async move {
+        match frames {
+            Some(n) => {
+                let _ = stats.wait_for(|s| s.video_frames >= n).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(enough);
     let mut call = None;
     let mut req = 100;
     if let Some(to) = call_to {
@@ -32,6 +48,15 @@ async fn peer(mut stream: Stream, mut engine: Engine, call_to: Option<AccountId>
     }
     loop {
         tokio::select! {
+            () = &mut enough => {
+                let call = call.expect("a call");
+                stream.send(&ClientFrame::CallSignal { req: req + 1, call, signal: CallSignal::Hangup { failed: false } }).await;
+                return PeerReport {
+                    stats: engine.stats(),
+                    centre: engine.latest_frame().map(|f| f.centre()),
+                    ended: CallEnd::Hangup,
+                };
+            }
             frame = stream.next() => match frame.expect("the peer's stream stays open") {
                 ServerFrame::Call { call: id, event, .. } => match event {
                     CallEvent::Incoming { video } => {
@@ -138,7 +163,10 @@ async fn alice_side(
     key: &str,
     demo: AccountId,
     call: bool,
-) -> tokio::task::JoinHandle<PeerReport> {
+) -> (
+    tokio::task::JoinHandle<PeerReport>,
+    tokio::sync::watch::Receiver<Stats>,
+) {
     let mut stream = server.stream(key, Encoding::Json).await;
     stream.subscribe(1, 0, &[demo], None).await;
     let engine = Engine::new(&Options {
@@ -147,7 +175,15 @@ async fn alice_side(
         ..Options::default()
     })
     .expect("GStreamer with webrtcbin, vpx, opus and nice is installed");
-    tokio::spawn(peer(stream, engine, call.then_some(demo)))
+    let stats = engine.watch_stats();
+    // As the caller, she hangs up herself once she has seen 30 frames.
+    let side = tokio::spawn(peer_until(
+        stream,
+        engine,
+        call.then_some(demo),
+        call.then_some(30),
+    ));
+    (side, stats)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +199,7 @@ async fn video_calls_from_and_to_the_panel_ring_show_the_peer_and_hang_up() {
         alice_key,
         demo_id,
     } = calling(&x, &server, dir.path(), &[]).await;
-    let answering = alice_side(&server, &alice_key, demo_id, false).await;
+    let (answering, mut seen) = alice_side(&server, &alice_key, demo_id, false).await;
 
     // The widget: each pinned contact offers text or video (Fig. 6).
     wd.js(&format!(
@@ -194,6 +230,11 @@ async fn video_calls_from_and_to_the_panel_ring_show_the_peer_and_hang_up() {
     )
     .await;
 
+    // Alice sees the panel's video too (she decodes at her own pace).
+    tokio::time::timeout(pinchat_tests::DEADLINE, seen.wait_for(|s| s.video_frames >= 30))
+        .await
+        .expect("Alice decodes 30 frames of the panel's video")
+        .unwrap();
     // Mute and camera off are buttons that say what they do next.
     wd.click("#call-mute").await;
     assert_eq!(wd.text("#call-mute").await, "Unmute");
@@ -226,7 +267,7 @@ async fn video_calls_from_and_to_the_panel_ring_show_the_peer_and_hang_up() {
 
     // Now Alice calls: the panel rings with accept and decline; accepted, it answers her offer, shows
     // her picture, and she hears its hang-up.
-    let calling = alice_side(&server, &alice_key, demo_id, true).await;
+    let (calling, _) = alice_side(&server, &alice_key, demo_id, true).await;
     // No panel of the account was open in the tray: it opens one, ringing.
     tokio::task::block_in_place(|| {
         eventually("the tray's panel opened for the call", || {
@@ -246,10 +287,20 @@ async fn video_calls_from_and_to_the_panel_ring_show_the_peer_and_hang_up() {
     wd.find("#call-decline").await;
     wd.click("#call-accept").await;
     wd.until("Alice's magenta in the panel", MAGENTA_SHOWN).await;
-    wd.click("#call-hangup").await;
+    // Alice hangs up once she has seen 30 frames of the panel's green: the panel says so.
     let report = calling.await.expect("the calling side");
     assert_eq!(report.ended, CallEnd::Hangup);
-    assert!(report.stats.video_frames > 0, "{:?}", report.stats);
+    let centre = report.centre.expect("a picture");
+    assert!(
+        centre[0] < 60 && centre[1] > 200 && centre[2] < 60,
+        "Alice sees the panel's green: {centre:?}"
+    );
+    wd.until(
+        "the call shown ended by Alice",
+        "return document.querySelector('#call-state')?.dataset.reason === 'hangup' || null",
+    )
+    .await;
+    assert_eq!(wd.text("#call-state").await, "The call has ended.");
     assert!(!wd.app.as_ref().unwrap().log().contains("panicked"));
 }
 
@@ -290,7 +341,7 @@ async fn call_screenshots() {
         let shot = |name: &str, png: Vec<u8>| {
             std::fs::write(out.join(format!("{name}-{lang}-{theme}.png")), png).unwrap();
         };
-        let answering = alice_side(&server, &alice_key, demo_id, false).await;
+        let (answering, _) = alice_side(&server, &alice_key, demo_id, false).await;
         wd.js(&format!(
             "location.search = '?lang={lang}&view=widget&widget={widget}'; return true;"
         ))
@@ -307,7 +358,7 @@ async fn call_screenshots() {
         wd.click("#call-hangup").await;
         answering.await.unwrap();
         wd.click("#call-close").await;
-        let calling = alice_side(&server, &alice_key, demo_id, true).await;
+        let (calling, _) = alice_side(&server, &alice_key, demo_id, true).await;
         wd.until(
             "the panel ringing",
             "return document.querySelector('#call-state')?.dataset.phase === 'incoming' || null",
@@ -317,4 +368,236 @@ async fn call_screenshots() {
         wd.click("#call-decline").await;
         let _ = calling.await;
     }
+}
+
+/// The processes under `root` (itself included), from /proc.
+fn process_tree(root: u32) -> Vec<u32> {
+    let mut parents = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The fields after the command name, which is in parentheses and may hold spaces.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r.to_owned()) else {
+            continue;
+        };
+        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) {
+            parents.push((pid, ppid));
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    tree
+}
+
+/// CPU time (user + system, in clock ticks) and resident memory (KiB) of the processes `pids`.
+fn usage(pids: &[u32]) -> (u64, u64) {
+    let (mut ticks, mut rss) = (0, 0);
+    for pid in pids {
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            && let Some((_, rest)) = stat.rsplit_once(')')
+        {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            ticks += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            rss += status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    (ticks, rss)
+}
+
+/// The panel process WebKitWebDriver started (`… --automation panel`).
+fn panel_pid() -> u32 {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                args.contains(&&b"--automation"[..]) && args.contains(&&b"panel"[..])
+            })
+        })
+        .expect("the panel's process")
+}
+
+/// The figures of BENCHMARKS.md § 7 for the panel (run by `bench/run call-panel`): the time from the
+/// click on *video* to the peer's first picture drawn in the page, and the panel's CPU and memory
+/// (its process and the web engine's, which it started) while idle on the widget and during a held
+/// video call, side by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: bench/run call-panel"]
+async fn panel_call_figures() {
+    let hold = std::time::Duration::from_secs(
+        std::env::var("PINCHAT_HOLD_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10),
+    );
+    let _serial = serial().await;
+    let x = Xvfb::start();
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let Calling {
+        wd,
+        widget,
+        alice,
+        alice_key,
+        demo_id,
+    } = calling(&x, &server, dir.path(), &[]).await;
+    wd.js(&format!(
+        "location.search = '?lang=en&view=widget&widget={widget}'; return true;"
+    ))
+    .await;
+    wd.find(&format!("button[data-video='{}']", alice.id)).await;
+    let panel = panel_pid();
+    let tick = 100.0; // USER_HZ on Linux.
+    let (idle_from, _) = usage(&process_tree(panel));
+    tokio::time::sleep(hold).await;
+    let (idle_to, idle_rss) = usage(&process_tree(panel));
+    let idle_cpu = (idle_to - idle_from) as f64 / tick / hold.as_secs_f64();
+
+    let (answering, _) = alice_side(&server, &alice_key, demo_id, false).await;
+    wd.js(&format!(
+        "window.__clicked = performance.now(); document.querySelector(\"button[data-video='{}']\").click(); return true;",
+        alice.id
+    ))
+    .await;
+    let setup = wd
+        .until(
+            "the first picture",
+            "return (activeCall && activeCall.firstFrameAt && activeCall.firstFrameAt - window.__clicked) || null",
+        )
+        .await
+        .as_f64()
+        .unwrap();
+    let (call_from, _) = usage(&process_tree(panel));
+    let frames_from = wd.js("return activeCall.frames").await.as_u64().unwrap();
+    tokio::time::sleep(hold).await;
+    let (call_to, call_rss) = usage(&process_tree(panel));
+    let frames_to = wd.js("return activeCall.frames").await.as_u64().unwrap();
+    let call_cpu = (call_to - call_from) as f64 / tick / hold.as_secs_f64();
+    wd.click("#call-hangup").await;
+    let report = answering.await.unwrap();
+    println!(
+        "panel during a video call (VP8 320×240 at 15 fps + Opus; native engine in the panel), held {hold:?}:"
+    );
+    println!(
+        "  click → first picture drawn: {setup:.0} ms; pictures drawn {:.1}/s; the peer decoded {} frames",
+        (frames_to - frames_from) as f64 / hold.as_secs_f64(),
+        report.stats.video_frames
+    );
+    println!(
+        "  {:<28} {:>10} {:>10}",
+        "panel (process + web engine)", "CPU/core", "RSS MiB"
+    );
+    println!(
+        "  {:<28} {:>9.1}% {:>10.1}",
+        "idle on the widget",
+        idle_cpu * 100.0,
+        idle_rss as f64 / 1024.0
+    );
+    println!(
+        "  {:<28} {:>9.1}% {:>10.1}",
+        "in a video call",
+        call_cpu * 100.0,
+        call_rss as f64 / 1024.0
+    );
+    println!(
+        "  call / idle: CPU {:.0}×, memory {:.2}×",
+        call_cpu / idle_cpu.max(0.001),
+        call_rss as f64 / idle_rss.max(1) as f64
+    );
+}
+
+/// The demo's Alice answers the demo user's calls (`pinchat demo`): a caller on the demo server rings
+/// her, she answers after a moment, and her picture (a blue test colour) reaches the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_contact_answers_calls_with_her_picture() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = pinchat_ui::demo::DemoServer::start(dir.path(), 0, 0).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let answering = tokio::spawn(pinchat_ui::demo::answer_calls(demo.url.clone(), stop.clone()));
+    let remote = pinchat_daemon::remote::Remote::new(&demo.url).unwrap();
+    // The demo world is seeded as the server starts.
+    let deadline = std::time::Instant::now() + pinchat_tests::DEADLINE;
+    let key = loop {
+        match remote.login("demo", "demo").await {
+            Ok(l) => break l.key,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "cannot log in to the demo: {e}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let alice = remote
+        .contacts(&key)
+        .await
+        .unwrap()
+        .contacts
+        .into_iter()
+        .find(|c| c.login == "alice")
+        .unwrap()
+        .id;
+    let addr: std::net::SocketAddr = demo.url.trim_start_matches("http://").parse().unwrap();
+    // Until Alice's stream follows the demo user, a call to her is refused as unavailable.
+    let mut req = 0;
+    let stream = loop {
+        let mut stream = Stream::connect(addr, &key, Encoding::Json).await.unwrap();
+        stream
+            .send(&ClientFrame::Hello {
+                version: pinchat_proto::PROTOCOL_VERSION,
+            })
+            .await;
+        assert!(matches!(stream.recv().await, ServerFrame::Welcome(_)));
+        req += 1;
+        stream
+            .send(&ClientFrame::CallInvite {
+                req,
+                to: alice,
+                video: true,
+            })
+            .await;
+        match stream.recv().await {
+            ServerFrame::Ack { .. } => break stream,
+            ServerFrame::Error { error, .. } if error.code == pinchat_proto::ErrorCode::CallUnavailable => {
+                assert!(std::time::Instant::now() < deadline, "Alice never took calls");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => panic!("the invite got {other:?}"),
+        }
+    };
+    let engine = Engine::new(&Options {
+        source: Source::TestPattern { rgb: 0x00ff00 },
+        size: (160, 120),
+        ..Options::default()
+    })
+    .unwrap();
+    // The invite is placed: the caller's side takes it from the ringing on.
+    let report = peer_until(stream, engine, None, Some(30)).await;
+    let centre = report.centre.expect("Alice's picture");
+    assert!(
+        centre[2] > 180 && centre[0] < 120,
+        "Alice's blue test colour: {centre:?}"
+    );
+    stop.cancel();
+    answering.await.unwrap();
+    demo.stop();
 }

@@ -801,7 +801,12 @@ function pumpFrames(c) {
   const next = () => {
     const img = document.getElementById("remote-video");
     if (activeCall !== c || c.phase === "ended" || !img) return;
-    img.onload = () => { img.hidden = false; c.frames = (c.frames || 0) + 1; setTimeout(next, 60); };
+    img.onload = () => {
+      img.hidden = false;
+      c.frames = (c.frames || 0) + 1;
+      if (!c.firstFrameAt) c.firstFrameAt = performance.now();
+      setTimeout(next, 60);
+    };
     img.onerror = () => setTimeout(next, 150);
     img.src = "call/frame?n=" + n++;
   };

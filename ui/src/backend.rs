@@ -171,10 +171,13 @@ impl Backend {
                                     }
                                 });
                             }
-                            if let Some(server) = &options.demo
-                                && let Err(e) = crate::demo::bind(&client, server).await
-                            {
-                                sink(ToUi::Lost(format!("{e:#}")));
+                            if let Some(server) = &options.demo {
+                                if let Err(e) = crate::demo::bind(&client, server).await {
+                                    sink(ToUi::Lost(format!("{e:#}")));
+                                }
+                                // A demo contact takes the demo user's calls.
+                                #[cfg(all(feature = "demo", target_os = "linux"))]
+                                tokio::spawn(crate::demo::answer_calls(server.clone(), stop.clone()));
                             }
                             serve(client, rx, sink, stop, !options.panel).await;
                             if let Some(daemon) = daemon {

@@ -129,3 +129,156 @@ pub async fn bind(client: &Client, server: &str) -> anyhow::Result<()> {
         .await?;
     Ok(())
 }
+
+/// The demo contact who takes calls.
+#[cfg(all(feature = "demo", target_os = "linux"))]
+const ANSWERS: &str = "alice";
+
+/// How long the demo contact lets a call ring before answering: a moment, as a person would.
+#[cfg(all(feature = "demo", target_os = "linux"))]
+const RING_FOR: Duration = Duration::from_secs(2);
+
+/// In the demo, Alice takes calls: she follows the demo user on a stream of her own (a call rings only
+/// where the caller is pinned), answers after a moment with the native engine sending a colour and a
+/// tone (she has no camera), and hangs up when the caller does. Linux only: elsewhere the demo's calls
+/// to her are refused as *unavailable*, since she has no window open.
+#[cfg(all(feature = "demo", target_os = "linux"))]
+pub async fn answer_calls(server: String, stop: CancellationToken) {
+    loop {
+        let result = tokio::select! {
+            () = stop.cancelled() => return,
+            r = take_calls(&server) => r,
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "the demo's calling contact lost her stream; again shortly");
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+#[cfg(all(feature = "demo", target_os = "linux"))]
+async fn take_calls(server: &str) -> anyhow::Result<()> {
+    use futures_util::{SinkExt, StreamExt};
+    use pinchat_media::{Engine, EngineEvent, Options, Source};
+    use pinchat_proto::stream::{CallEvent, CallSignal, ClientFrame, ServerFrame};
+    use pinchat_proto::{Encoding, codec};
+    use tokio_tungstenite::tungstenite::Message as Ws;
+
+    let remote = pinchat_daemon::remote::Remote::new(server).map_err(anyhow::Error::msg)?;
+    let key = remote.login(ANSWERS, "demo").await?.key;
+    let demo = remote
+        .contacts(&key)
+        .await?
+        .contacts
+        .into_iter()
+        .find(|c| c.login == "demo")
+        .ok_or_else(|| anyhow::anyhow!("the demo user is not among {ANSWERS}'s contacts"))?
+        .id;
+    let mut ws = remote
+        .open_stream(&key)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let frame =
+        |f: &ClientFrame| Ws::text(String::from_utf8_lossy(&codec::encode(Encoding::Json, f)).into_owned());
+    ws.send(frame(&ClientFrame::Hello {
+        version: pinchat_proto::PROTOCOL_VERSION,
+    }))
+    .await?;
+    ws.send(frame(&ClientFrame::Subscribe {
+        req: 1,
+        sub: 0,
+        pins: vec![demo],
+        resume: None,
+    }))
+    .await?;
+    let mut req = 1;
+    // The call in progress: its number, the engine, and the engine's events.
+    let mut call: Option<(u64, Engine, tokio::sync::mpsc::UnboundedReceiver<EngineEvent>)> = None;
+    let mut ringing: Option<(u64, bool)> = None;
+    let answer_at = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(answer_at);
+    loop {
+        tokio::select! {
+            msg = ws.next() => {
+                let bytes = match msg {
+                    Some(Ok(Ws::Text(t))) => t.as_bytes().to_vec(),
+                    Some(Ok(Ws::Binary(b))) => b.to_vec(),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return Err(e.into()),
+                    None => anyhow::bail!("the server closed the stream"),
+                };
+                let Ok(ServerFrame::Call { call: id, event, .. }) = codec::decode_server(Encoding::Json, &bytes) else {
+                    continue;
+                };
+                match event {
+                    CallEvent::Incoming { video } if call.is_none() => {
+                        ringing = Some((id, video));
+                        answer_at.as_mut().reset(tokio::time::Instant::now() + RING_FOR);
+                    }
+                    CallEvent::Ended { .. } => {
+                        if ringing.is_some_and(|(r, _)| r == id) {
+                            ringing = None;
+                        }
+                        if call.as_ref().is_some_and(|(c, _, _)| *c == id) {
+                            call = None;
+                        }
+                    }
+                    event => {
+                        if let (Some((c, engine, _)), Some(signal)) = (call.as_mut(), event.into_signal())
+                            && *c == id
+                            && let Err(e) = engine.remote(signal)
+                        {
+                            tracing::warn!(error = %e, "the demo contact cannot use the caller's signal");
+                        }
+                    }
+                }
+            }
+            () = &mut answer_at, if ringing.is_some() => {
+                let Some((id, video)) = ringing.take() else { continue };
+                let options = Options {
+                    video,
+                    source: Source::TestPattern { rgb: 0x2f80ed },
+                    ..Options::default()
+                };
+                match Engine::new(&options) {
+                    Ok(mut engine) => {
+                        let events = engine.events().ok_or_else(|| anyhow::anyhow!("no engine events"))?;
+                        req += 1;
+                        ws.send(frame(&ClientFrame::CallSignal { req, call: id, signal: CallSignal::Accept })).await?;
+                        call = Some((id, engine, events));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the demo contact cannot take calls here");
+                        req += 1;
+                        ws.send(frame(&ClientFrame::CallSignal { req, call: id, signal: CallSignal::Decline })).await?;
+                    }
+                }
+            }
+            Some(event) = async {
+                match call.as_mut() {
+                    Some((_, _, events)) => events.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let Some(id) = call.as_ref().map(|(c, _, _)| *c) else { continue };
+                match event {
+                    EngineEvent::Signal(signal) => {
+                        req += 1;
+                        ws.send(frame(&ClientFrame::CallSignal { req, call: id, signal })).await?;
+                    }
+                    EngineEvent::Failed(why) => {
+                        tracing::warn!(%why, "the demo contact's call failed");
+                        req += 1;
+                        let signal = CallSignal::Hangup { failed: true };
+                        ws.send(frame(&ClientFrame::CallSignal { req, call: id, signal })).await?;
+                        call = None;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
