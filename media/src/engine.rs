@@ -143,6 +143,44 @@ const VIDEO_PT: u32 = 96;
 /// The message that ends a pipeline's bus thread.
 const STOP: &str = "pinchat-stop";
 
+/// The GStreamer plugins a call is made of.
+const PLUGINS: [&str; 8] = [
+    "webrtc",
+    "nice",
+    "vpx",
+    "opus",
+    "rtp",
+    "rtpmanager",
+    "srtp",
+    "dtls",
+];
+
+/// Initialises GStreamer and checks that every plugin a call needs is there; with `load`, loads them
+/// too.
+fn plugins(load: bool) -> Result<(), MediaError> {
+    gst::init().map_err(|e| MediaError::Unavailable(e.to_string()))?;
+    for name in PLUGINS {
+        let Some(plugin) = gst::Registry::get().find_plugin(name) else {
+            return Err(MediaError::Unavailable(format!(
+                "the GStreamer plugin {name:?} is missing"
+            )));
+        };
+        if load {
+            plugin
+                .load()
+                .map_err(|e| MediaError::Unavailable(format!("the GStreamer plugin {name:?}: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Loads GStreamer and the plugins a call needs, without opening any device: a process that may soon
+/// run a call (a call rings) calls this first, so that the call itself starts without the wait (the
+/// first load takes about a second). Harmless to call again.
+pub fn warm_up() -> Result<(), MediaError> {
+    plugins(true)
+}
+
 /// Stops a pipeline and its bus thread.
 fn stop(pipeline: &gst::Pipeline) {
     let _ = pipeline.post_message(gst::message::Application::new(gst::Structure::new_empty(STOP)));
@@ -154,23 +192,7 @@ impl Engine {
     /// Builds and starts the pipeline. The caller (the party that placed the call) then calls
     /// [`Engine::offer`] once the call is accepted; the callee waits for the offer.
     pub fn new(options: &Options) -> Result<Engine, MediaError> {
-        gst::init().map_err(|e| MediaError::Unavailable(e.to_string()))?;
-        for plugin in [
-            "webrtc",
-            "nice",
-            "vpx",
-            "opus",
-            "rtp",
-            "rtpmanager",
-            "srtp",
-            "dtls",
-        ] {
-            if gst::Registry::get().find_plugin(plugin).is_none() {
-                return Err(MediaError::Unavailable(format!(
-                    "the GStreamer plugin {plugin:?} is missing"
-                )));
-            }
-        }
+        plugins(false)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let (stats_tx, stats) = watch::channel(Stats::default());

@@ -16,4 +16,4 @@
 
 mod engine;
 
-pub use engine::{Engine, EngineEvent, Frame, MediaError, Options, Source, Stats};
+pub use engine::{Engine, EngineEvent, Frame, MediaError, Options, Source, Stats, warm_up};

@@ -704,14 +704,20 @@ async function startCall(contact, video) {
   if (activeCall && activeCall.phase !== "ended") return callView();
   try {
     const placed = await call("call.start", { widget: state.widget, contact: contact.id, video });
-    activeCall = { id: placed.call, contact, video, outgoing: true, phase: "calling", pending: [] };
+    const c = { id: placed.call, contact, video, outgoing: true, phase: "calling", pending: [] };
+    activeCall = c;
     callView();
+    // The media starts while the call rings (the camera, the engine's libraries, candidates): once
+    // the callee accepts, only the offer is left to make.
+    c.ready = startEngine(c).catch((e) => { c.error = errorText(e); hangUp(true); });
   } catch (e) { alert(errorText(e)); }
 }
 function incomingCall(p) {
   if (activeCall && activeCall.phase !== "ended") return;
   activeCall = { id: p.call, contact: contactById(p.contact), video: p.video, outgoing: false, phase: "incoming", pending: [] };
   callView();
+  // The engine's libraries load while it rings (no camera or microphone is opened before accepting).
+  if (!webEngine) call("ui.media", { op: "warm" }).catch(() => {});
 }
 async function acceptCall() {
   const c = activeCall;
@@ -723,7 +729,7 @@ async function acceptCall() {
     // It stopped ringing meanwhile (the caller gave up, another device answered).
     return endCall(c, e && e.code === "call.not_found" ? "cancelled" : "failed", e && e.code === "call.not_found" ? null : errorText(e));
   }
-  try { await startEngine(c, false); } catch (e) { c.error = errorText(e); hangUp(true); }
+  try { await startEngine(c); } catch (e) { c.error = errorText(e); hangUp(true); }
 }
 function declineCall() {
   const c = activeCall;
@@ -738,8 +744,9 @@ function hangUp(failed) {
   call("call.hangup", { widget: state.widget, call: c.id, failed: !!failed }).catch(() => {});
   endCall(c, failed ? "failed" : "hangup");
 }
-// The engine for this call: the media starts, and the caller makes the offer.
-async function startEngine(c, offer) {
+// The engine for this call: the media starts; the caller makes the offer once the call is accepted
+// (`c.engine.offer()`), the callee answers the offer when it comes.
+async function startEngine(c) {
   const signal = (sig) => call("call.signal", { widget: state.widget, call: c.id, signal: sig }).catch(() => {});
   // STUN and TURN from the server, so that calls cross NATs; without them a call still connects
   // where the two computers reach each other directly.
@@ -761,9 +768,10 @@ async function startEngine(c, offer) {
     });
   } else {
     window.pinchat.media = (ev) => onMedia(c, ev, signal);
-    await call("ui.media", { op: "start", video: c.video, offer, ice_servers: ice.ice_servers });
+    await call("ui.media", { op: "start", video: c.video, offer: false, ice_servers: ice.ice_servers });
     if (activeCall !== c) { call("ui.media", { op: "stop" }).catch(() => {}); return; }
     c.engine = {
+      offer: () => call("ui.media", { op: "offer" }),
       remote: (sig) => call("ui.media", { op: "remote", signal: sig }),
       setMuted: (muted) => call("ui.media", { op: "mute", muted }).catch(() => {}),
       setCamera: (on) => call("ui.media", { op: "camera", on }).catch(() => {}),
@@ -771,7 +779,6 @@ async function startEngine(c, offer) {
     };
     pumpFrames(c);
   }
-  if (offer && c.engine.offer) await c.engine.offer();
   for (const sig of c.pending.splice(0)) await remoteSignal(c, sig);
 }
 async function remoteSignal(c, sig) {
@@ -977,7 +984,9 @@ function onEvent(n) {
       else if (p.state === "accepted") {
         const c = activeCall;
         setPhase(c, "connecting");
-        startEngine(c, true).catch((e) => { c.error = errorText(e); hangUp(true); });
+        Promise.resolve(c.ready)
+          .then(() => { if (c.engine && activeCall === c) return c.engine.offer(); })
+          .catch((e) => { c.error = errorText(e); hangUp(true); });
       }
       break;
     case "call.signal":

@@ -26,6 +26,11 @@ pub enum MediaOp {
         /// STUN and TURN servers (`call.ice`).
         ice_servers: Vec<pinchat_proto::http::IceServer>,
     },
+    /// Make the offer now (the engine was started while the call rang; the callee accepted).
+    Offer,
+    /// Load the engine's libraries without opening any device (a call rings): the call starts
+    /// faster once accepted.
+    Warm,
     /// The peer's offer, answer or candidate.
     Remote(CallSignal),
     /// Mute (`true`) or unmute the microphone.
@@ -58,6 +63,8 @@ impl MediaOp {
                 .ok_or("`muted` is missing".into()),
             Some("camera") => flag("on").map(MediaOp::Camera).ok_or("`on` is missing".into()),
             Some("stop") => Ok(MediaOp::Stop),
+            Some("offer") => Ok(MediaOp::Offer),
+            Some("warm") => Ok(MediaOp::Warm),
             Some(other) => Err(format!("no media operation {other:?}")),
             None => Err("`op` is missing".into()),
         }
@@ -100,7 +107,11 @@ mod native {
                     offer,
                     ice_servers,
                 } => {
-                    slot.take();
+                    // The old engine goes, and the lock with it: building the new one takes a
+                    // while, and the page's frames and other requests must not wait on it.
+                    let old = slot.take();
+                    drop(slot);
+                    drop(old);
                     let mine = self.started.fetch_add(1, Ordering::SeqCst) + 1;
                     let started = self.started.clone();
                     let options = Options {
@@ -127,11 +138,35 @@ mod native {
                             return Err(("ui.media_unavailable", e.to_string()));
                         }
                     }
+                    let mut slot = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+                    if self.started.load(Ordering::SeqCst) != mine {
+                        // Stopped (or started again) while it was being built.
+                        return Err(NOT_STARTED);
+                    }
                     if offer {
                         engine.offer();
                     }
                     *slot = Some(engine);
                     Ok(())
+                }
+                MediaOp::Offer => {
+                    slot.as_ref().ok_or(NOT_STARTED)?.offer();
+                    Ok(())
+                }
+                MediaOp::Warm => {
+                    drop(slot);
+                    // On its own thread: loading the plugins takes a moment, and the window's
+                    // event loop must not wait for it.
+                    let spawned = std::thread::Builder::new()
+                        .name("pinchat-call-warm".into())
+                        .spawn(|| {
+                            if let Err(e) = pinchat_media::warm_up() {
+                                tracing::warn!(error = %e, "the call engine cannot load");
+                            }
+                        });
+                    spawned
+                        .map(|_| ())
+                        .map_err(|e| ("ui.media_unavailable", e.to_string()))
                 }
                 MediaOp::Remote(signal) => {
                     let engine = slot.as_mut().ok_or(NOT_STARTED)?;
@@ -269,6 +304,8 @@ mod tests {
             Ok(MediaOp::Mute(true))
         );
         assert_eq!(op(serde_json::json!({"op": "stop"})), Ok(MediaOp::Stop));
+        assert_eq!(op(serde_json::json!({"op": "offer"})), Ok(MediaOp::Offer));
+        assert_eq!(op(serde_json::json!({"op": "warm"})), Ok(MediaOp::Warm));
         assert!(op(serde_json::json!({"op": "remote", "signal": {"offer": 3}})).is_err());
         assert!(op(serde_json::json!({"op": "mute"})).is_err());
         assert!(op(serde_json::json!({"op": "dance"})).is_err());

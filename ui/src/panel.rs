@@ -80,6 +80,9 @@ enum PanelEvent {
     /// The native call engine has news for the page (`window.pinchat.media`).
     #[cfg(target_os = "linux")]
     Media(serde_json::Value),
+    /// The answer to a `ui.media` request carried out on another thread.
+    #[cfg(target_os = "linux")]
+    MediaDone(u64, Result<(), (&'static str, String)>),
 }
 
 /// How long after its page has loaded a window is shown even if the page never said it had drawn
@@ -379,6 +382,8 @@ impl Panel {
             PanelEvent::Media(event) => {
                 self.script(&format!("window.pinchat&&window.pinchat.media({event})"));
             }
+            #[cfg(target_os = "linux")]
+            PanelEvent::MediaDone(id, result) => self.media_done(id, result),
         }
         false
     }
@@ -392,7 +397,30 @@ impl Panel {
                 .send_event(PanelEvent::Media(crate::media::event_json(&event)))
                 .is_ok()
         };
-        match self.media.apply(op, deliver) {
+        if matches!(op, crate::media::MediaOp::Start { .. }) {
+            // Starting an engine opens the camera and microphone and, the first time, loads
+            // GStreamer's plugins (about a second): on a thread of its own, never on the window's
+            // event loop. The answer comes back as an event.
+            let (media, done) = (self.media.clone(), self.media_events.clone());
+            let spawned = std::thread::Builder::new()
+                .name("pinchat-call-start".into())
+                .spawn(move || {
+                    let result = media.apply(op, deliver);
+                    let _ = done.send_event(PanelEvent::MediaDone(id, result));
+                });
+            if let Err(e) = spawned {
+                self.media_done(id, Err(("ui.media_unavailable", e.to_string())));
+            }
+            return;
+        }
+        let result = self.media.apply(op, deliver);
+        self.media_done(id, result);
+    }
+
+    /// Answers a `ui.media` request.
+    #[cfg(target_os = "linux")]
+    fn media_done(&self, id: u64, result: Result<(), (&'static str, String)>) {
+        match result {
             Ok(()) => self.reply(id, true, "{}"),
             Err((code, message)) => {
                 tracing::warn!(code, %message, "the call engine refused a request");
