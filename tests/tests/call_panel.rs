@@ -27,6 +27,7 @@ async fn peer_until(
     mut engine: Engine,
     call_to: Option<AccountId>,
     frames: Option<u64>,
+    ring: std::time::Duration,
 ) -> PeerReport {
     let mut events = engine.events().unwrap();
     let mut stats = engine.watch_stats();
@@ -63,6 +64,8 @@ async fn peer_until(
                         assert!(video, "the panel placed a video call");
                         call = Some(id);
                         req += 1;
+                        // A person lets it ring a moment (a benchmark's choice; tests answer at once).
+                        tokio::time::sleep(ring).await;
                         stream.send(&ClientFrame::CallSignal { req, call: id, signal: CallSignal::Accept }).await;
                     }
                     CallEvent::Ended { reason } => {
@@ -156,6 +159,19 @@ async fn calling(x: &Xvfb, server: &Server, dir: &std::path::Path, env: &[(&str,
     }
 }
 
+/// Shows the widget in the panel, once its link is up (a call needs it).
+async fn open_widget(wd: &WebDriver, widget: &str, lang: &str) {
+    wd.js(&format!(
+        "location.search = '?lang={lang}&view=widget&widget={widget}'; return true;"
+    ))
+    .await;
+    wd.until(
+        "the widget connected",
+        "return document.querySelector('#connection.online') || null",
+    )
+    .await;
+}
+
 /// Alice's side: a stream that follows the demo user (a call rings only where the caller is pinned)
 /// and a native engine sending magenta; with `call`, she calls the demo user.
 async fn alice_side(
@@ -163,6 +179,7 @@ async fn alice_side(
     key: &str,
     demo: AccountId,
     call: bool,
+    ring: std::time::Duration,
 ) -> (
     tokio::task::JoinHandle<PeerReport>,
     tokio::sync::watch::Receiver<Stats>,
@@ -182,6 +199,7 @@ async fn alice_side(
         engine,
         call.then_some(demo),
         call.then_some(30),
+        ring,
     ));
     (side, stats)
 }
@@ -199,13 +217,11 @@ async fn video_calls_from_and_to_the_panel_ring_show_the_peer_and_hang_up() {
         alice_key,
         demo_id,
     } = calling(&x, &server, dir.path(), &[]).await;
-    let (answering, mut seen) = alice_side(&server, &alice_key, demo_id, false).await;
+    let (answering, mut seen) =
+        alice_side(&server, &alice_key, demo_id, false, std::time::Duration::ZERO).await;
 
     // The widget: each pinned contact offers text or video (Fig. 6).
-    wd.js(&format!(
-        "location.search = '?lang=en&view=widget&widget={widget}'; return true;"
-    ))
-    .await;
+    open_widget(&wd, &widget, "en").await;
     wd.find(&format!("button[data-text='{}']", alice.id)).await;
     wd.click(&format!("button[data-video='{}']", alice.id)).await;
     wd.find("#call-state").await;
@@ -267,7 +283,7 @@ async fn video_calls_from_and_to_the_panel_ring_show_the_peer_and_hang_up() {
 
     // Now Alice calls: the panel rings with accept and decline; accepted, it answers her offer, shows
     // her picture, and she hears its hang-up.
-    let (calling, _) = alice_side(&server, &alice_key, demo_id, true).await;
+    let (calling, _) = alice_side(&server, &alice_key, demo_id, true, std::time::Duration::ZERO).await;
     // No panel of the account was open in the tray: it opens one, ringing.
     tokio::task::block_in_place(|| {
         eventually("the tray's panel opened for the call", || {
@@ -341,11 +357,8 @@ async fn call_screenshots() {
         let shot = |name: &str, png: Vec<u8>| {
             std::fs::write(out.join(format!("{name}-{lang}-{theme}.png")), png).unwrap();
         };
-        let (answering, _) = alice_side(&server, &alice_key, demo_id, false).await;
-        wd.js(&format!(
-            "location.search = '?lang={lang}&view=widget&widget={widget}'; return true;"
-        ))
-        .await;
+        let (answering, _) = alice_side(&server, &alice_key, demo_id, false, std::time::Duration::ZERO).await;
+        open_widget(&wd, &widget, lang).await;
         wd.click(&format!("button[data-video='{}']", alice.id)).await;
         wd.until("Alice's picture", MAGENTA_SHOWN).await;
         // A few seconds on the clock, as a call in progress shows.
@@ -358,7 +371,7 @@ async fn call_screenshots() {
         wd.click("#call-hangup").await;
         answering.await.unwrap();
         wd.click("#call-close").await;
-        let (calling, _) = alice_side(&server, &alice_key, demo_id, true).await;
+        let (calling, _) = alice_side(&server, &alice_key, demo_id, true, std::time::Duration::ZERO).await;
         wd.until(
             "the panel ringing",
             "return document.querySelector('#call-state')?.dataset.phase === 'incoming' || null",
@@ -435,6 +448,10 @@ fn panel_pid() -> u32 {
         .expect("the panel's process")
 }
 
+/// How long the benchmark's callee lets a call ring before answering, as a person would: the panel's
+/// engine gets ready meanwhile.
+const RING: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The figures of BENCHMARKS.md § 7 for the panel (run by `bench/run call-panel`): the time from the
 /// click on *video* to the peer's first picture drawn in the page, and the panel's CPU and memory
 /// (its process and the web engine's, which it started) while idle on the widget and during a held
@@ -459,10 +476,7 @@ async fn panel_call_figures() {
         alice_key,
         demo_id,
     } = calling(&x, &server, dir.path(), &[]).await;
-    wd.js(&format!(
-        "location.search = '?lang=en&view=widget&widget={widget}'; return true;"
-    ))
-    .await;
+    open_widget(&wd, &widget, "en").await;
     wd.find(&format!("button[data-video='{}']", alice.id)).await;
     let panel = panel_pid();
     let tick = 100.0; // USER_HZ on Linux.
@@ -471,7 +485,7 @@ async fn panel_call_figures() {
     let (idle_to, idle_rss) = usage(&process_tree(panel));
     let idle_cpu = (idle_to - idle_from) as f64 / tick / hold.as_secs_f64();
 
-    let (answering, _) = alice_side(&server, &alice_key, demo_id, false).await;
+    let (answering, _) = alice_side(&server, &alice_key, demo_id, false, RING).await;
     wd.js(&format!(
         "window.__clicked = performance.now(); document.querySelector(\"button[data-video='{}']\").click(); return true;",
         alice.id
@@ -482,6 +496,11 @@ async fn panel_call_figures() {
             "the first picture",
             "return (activeCall && activeCall.firstFrameAt && activeCall.firstFrameAt - window.__clicked) || null",
         )
+        .await
+        .as_f64()
+        .unwrap();
+    let answered = wd
+        .js("return activeCall.firstFrameAt - activeCall.acceptedAt")
         .await
         .as_f64()
         .unwrap();
@@ -497,7 +516,8 @@ async fn panel_call_figures() {
         "panel during a video call (VP8 320×240 at 15 fps + Opus; native engine in the panel), held {hold:?}:"
     );
     println!(
-        "  click → first picture drawn: {setup:.0} ms; pictures drawn {:.1}/s; the peer decoded {} frames",
+        "  click → first picture drawn: {setup:.0} ms (the peer lets it ring {RING:?}); accepted → first picture: \
+         {answered:.0} ms; pictures drawn {:.1}/s; the peer decoded {} frames",
         (frames_to - frames_from) as f64 / hold.as_secs_f64(),
         report.stats.video_frames
     );
@@ -591,7 +611,7 @@ async fn the_demo_contact_answers_calls_with_her_picture() {
     })
     .unwrap();
     // The invite is placed: the caller's side takes it from the ringing on.
-    let report = peer_until(stream, engine, None, Some(30)).await;
+    let report = peer_until(stream, engine, None, Some(30), std::time::Duration::ZERO).await;
     let centre = report.centre.expect("Alice's picture");
     assert!(
         centre[2] > 180 && centre[0] < 120,
@@ -600,4 +620,71 @@ async fn the_demo_contact_answers_calls_with_her_picture() {
     stop.cancel();
     answering.await.unwrap();
     demo.stop();
+}
+
+/// A peer that answers with a session description that is not one: the panel's engine refuses it,
+/// the call ends as failed for both sides with a message in the call view, and the panel goes on
+/// (its next call connects).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_answer_ends_the_call_as_failed_and_the_panel_goes_on() {
+    let _serial = serial().await;
+    let x = Xvfb::start();
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let Calling {
+        wd,
+        widget,
+        alice,
+        alice_key,
+        demo_id,
+    } = calling(&x, &server, dir.path(), &[]).await;
+    let mut stream = server.stream(&alice_key, Encoding::Json).await;
+    stream.subscribe(1, 0, &[demo_id], None).await;
+    open_widget(&wd, &widget, "en").await;
+    wd.click(&format!("button[data-video='{}']", alice.id)).await;
+    let mut req = 10;
+    let ended = loop {
+        match stream.recv().await {
+            ServerFrame::Call { call, event, .. } => match event {
+                CallEvent::Incoming { .. } => {
+                    req += 1;
+                    stream
+                        .send(&ClientFrame::CallSignal {
+                            req,
+                            call,
+                            signal: CallSignal::Accept,
+                        })
+                        .await;
+                }
+                CallEvent::Offer { .. } => {
+                    req += 1;
+                    let signal = CallSignal::Answer {
+                        sdp: "this is not a session description".into(),
+                    };
+                    stream.send(&ClientFrame::CallSignal { req, call, signal }).await;
+                }
+                CallEvent::Ended { reason } => break reason,
+                _ => {}
+            },
+            ServerFrame::Error { error, .. } => panic!("the server refused Alice's signal: {error:?}"),
+            _ => {}
+        }
+    };
+    assert_eq!(ended, CallEnd::Failed, "the panel hangs up as failed");
+    wd.until(
+        "the call shown failed",
+        "return document.querySelector('#call-state')?.dataset.reason === 'failed' || null",
+    )
+    .await;
+    assert_eq!(wd.text("#call-state").await, "The call could not connect.");
+    assert_eq!(wd.text("#call-error").await, "The call could not be set up.");
+
+    // The panel is fine: back to the widget, and the next call connects.
+    wd.click("#call-close").await;
+    drop(stream);
+    let (answering, _) = alice_side(&server, &alice_key, demo_id, false, std::time::Duration::ZERO).await;
+    wd.click(&format!("button[data-video='{}']", alice.id)).await;
+    wd.until("Alice's magenta in the panel", MAGENTA_SHOWN).await;
+    wd.click("#call-hangup").await;
+    assert_eq!(answering.await.unwrap().ended, CallEnd::Hangup);
 }

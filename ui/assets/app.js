@@ -31,6 +31,7 @@ const WORDS = {
     call_connecting: "connecting…", call_connected: "connected", call_reconnecting: "reconnecting…", call_ended: "call ended",
     accept: "Accept", decline: "Decline", hangUp: "Hang up", mute: "Mute", unmute: "Unmute",
     cameraOff: "Camera off", cameraOn: "Camera on",
+    callOffline: "Calls need the connection to the server, and it is not up right now.",
     end: {
       hangup: "The call has ended.", declined: "{name} declined the call.", no_answer: "No answer.",
       answered_elsewhere: "Answered on another device.", cancelled: "{name} hung up before you answered.",
@@ -85,6 +86,7 @@ const WORDS = {
     call_connecting: "正在连接…", call_connected: "通话中", call_reconnecting: "正在重新连接…", call_ended: "通话已结束",
     accept: "接听", decline: "拒绝", hangUp: "挂断", mute: "静音", unmute: "取消静音",
     cameraOff: "关闭摄像头", cameraOn: "打开摄像头",
+    callOffline: "通话需要连接服务器，但现在没有连接。",
     end: {
       hangup: "通话已结束。", declined: "{name} 拒绝了通话。", no_answer: "无人接听。",
       answered_elsewhere: "已在其他设备上接听。", cancelled: "{name} 在你接听前挂断了。",
@@ -710,7 +712,11 @@ async function startCall(contact, video) {
     // The media starts while the call rings (the camera, the engine's libraries, candidates): once
     // the callee accepts, only the offer is left to make.
     c.ready = startEngine(c).catch((e) => { c.error = errorText(e); hangUp(true); });
-  } catch (e) { alert(errorText(e)); }
+  } catch (e) {
+    // Refused as unavailable while this widget's own link is down: say that, not that the contact is.
+    const ownLink = e && e.code === "call.unavailable" && state.view && state.view.connection !== "online";
+    alert(ownLink ? t("callOffline") : errorText(e));
+  }
 }
 function incomingCall(p) {
   if (activeCall && activeCall.phase !== "ended") return;
@@ -983,6 +989,7 @@ function onEvent(n) {
       } else if (p.state === "ringing") setPhase(activeCall, "ringing");
       else if (p.state === "accepted") {
         const c = activeCall;
+        c.acceptedAt = performance.now();
         setPhase(c, "connecting");
         Promise.resolve(c.ready)
           .then(() => { if (c.engine && activeCall === c) return c.engine.offer(); })
