@@ -518,9 +518,9 @@ fn api_code(e: pinchat_ipc::ClientError) -> String {
         .to_owned()
 }
 
-#[tokio::test]
-async fn a_gadget_places_answers_and_loses_calls_through_the_daemons_local_api() {
-    let mut w = world("").await;
+/// A daemon with the demo user's widget, Alice pinned and its link up, and a gadget subscribed to
+/// every notification.
+async fn gadget(w: &World) -> (Daemon, pinchat_ipc::Client, Notifications, String) {
     let d = Daemon::start();
     let mut client = d.client().await;
     let mut events = client.notifications().unwrap();
@@ -547,6 +547,15 @@ async fn a_gadget_places_answers_and_loses_calls_through_the_daemons_local_api()
         .then_some(())
     })
     .await;
+    (d, client, events, widget)
+}
+
+type Notifications = tokio::sync::mpsc::Receiver<Notification>;
+
+#[tokio::test]
+async fn a_gadget_places_answers_and_loses_calls_through_the_daemons_local_api() {
+    let mut w = world("").await;
+    let (_daemon, client, mut events, widget) = gadget(&w).await;
     let start = |contact: AccountId| CallStartParams {
         widget: widget.clone(),
         contact: contact.0,
@@ -715,32 +724,7 @@ async fn a_gadget_that_goes_away_hangs_up_its_calls_and_gadgets_get_ice_servers_
          turn_secret = \"a-test-secret-of-some-length\"\n",
     )
     .await;
-    let d = Daemon::start();
-    let mut client = d.client().await;
-    let mut events = client.notifications().unwrap();
-    client
-        .call::<Subscribe>(SubscribeParams::default())
-        .await
-        .unwrap();
-    let widget = create_widget(&client, &w.s, "demo").await.widget.id;
-    client
-        .call::<SetPins>(SetPinsParams {
-            widget: widget.clone(),
-            pins: vec![w.alice.0],
-        })
-        .await
-        .unwrap();
-    until(&mut events, |n| {
-        matches!(
-            n,
-            Notification::ConnectionChanged {
-                connection: Connection::Online,
-                ..
-            }
-        )
-        .then_some(())
-    })
-    .await;
+    let (d, client, mut events, widget) = gadget(&w).await;
 
     // The media engine's servers, with TURN credentials minted for the widget's account.
     let ice = client

@@ -810,10 +810,12 @@ function onIce(c, s) {
 }
 // The native engine's pictures: the next one fetched when the last has been drawn.
 function pumpFrames(c) {
+  // A redrawn call view starts the loop again for its new picture: the older loop stops.
+  const mine = c.pump = (c.pump || 0) + 1;
   let n = 0;
   const next = () => {
     const img = document.getElementById("remote-video");
-    if (activeCall !== c || c.phase === "ended" || !img) return;
+    if (activeCall !== c || c.pump !== mine || c.phase === "ended" || !img) return;
     img.onload = () => {
       img.hidden = false;
       c.frames = (c.frames || 0) + 1;

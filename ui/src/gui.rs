@@ -563,21 +563,12 @@ impl App {
 
     /// Shows the panel of `kind` (on the chat with `chat`), starting its process when it has none.
     fn open(&mut self, kind: PanelKind, chat: Option<u64>, target: &EventLoopWindowTarget<UserEvent>) {
-        if let Some((&id, p)) = self.panels.iter_mut().find(|(_, p)| p.kind == kind) {
-            let line = match chat {
-                Some(c) => crate::control::ToPanel::Chat(c),
-                None => crate::control::ToPanel::Show,
-            }
-            .line();
-            if p.control
-                .write_all(line.as_bytes())
-                .and_then(|()| p.control.flush())
-                .is_ok()
-            {
-                return;
-            }
-            // Its process is ending: start a new one.
-            self.panels.remove(&id);
+        let line = match chat {
+            Some(c) => crate::control::ToPanel::Chat(c),
+            None => crate::control::ToPanel::Show,
+        };
+        if self.tell_panel(&kind, &line) {
+            return;
         }
         // Windows without WebView2 (it ships with Windows 11 and recent Windows 10, but can be missing):
         // a panel could not show anything, so the user is told what to install instead.
@@ -604,20 +595,30 @@ impl App {
         target: &EventLoopWindowTarget<UserEvent>,
     ) {
         let kind = PanelKind::Widget(widget);
-        if let Some((&id, p)) = self.panels.iter_mut().find(|(_, p)| p.kind == kind) {
-            let line = crate::control::ToPanel::Show.line();
-            if p.control
-                .write_all(line.as_bytes())
-                .and_then(|()| p.control.flush())
-                .is_ok()
-            {
-                return;
-            }
-            self.panels.remove(&id);
+        if self.tell_panel(&kind, &crate::control::ToPanel::Show) {
+            return;
         }
         if let Err(e) = self.start_panel(kind, None, Some(ring), target) {
             tracing::error!(error = %e, "cannot open a panel for an incoming call");
         }
+    }
+
+    /// Tells the open panel of `kind` `what`; `false` when none is open (a panel whose process is
+    /// ending is forgotten, so that a new one starts).
+    fn tell_panel(&mut self, kind: &PanelKind, what: &crate::control::ToPanel) -> bool {
+        let Some((&id, p)) = self.panels.iter_mut().find(|(_, p)| &p.kind == kind) else {
+            return false;
+        };
+        let line = what.line();
+        if p.control
+            .write_all(line.as_bytes())
+            .and_then(|()| p.control.flush())
+            .is_ok()
+        {
+            return true;
+        }
+        self.panels.remove(&id);
+        false
     }
 
     /// Starts a panel's process: this program with `panel`, its control channel on standard input

@@ -106,22 +106,25 @@ impl Widget {
     /// Fetches the call servers on a task of its own (a call is being set up; the widget keeps
     /// answering meanwhile).
     fn ice(&self, reply: super::Reply<pinchat_proto::http::IceConfig>) {
-        let key = match self.key() {
-            Ok(k) => k,
-            Err(e) => {
-                let _ = reply.send(Err(e));
-                return;
-            }
+        let Some((key, reply)) = self.key_for(reply) else {
+            return;
         };
         let remote = self.remote.clone();
         tokio::spawn(async move {
-            let result = match remote.ice(&key).await {
-                Ok(config) => Ok(config),
-                Err(RemoteError::Unreachable(why)) => Err(WidgetError::Unreachable(why)),
-                Err(e) => Err(WidgetError::Server(e.to_string())),
-            };
-            let _ = reply.send(result);
+            let _ = reply.send(remote.ice(&key).await.map_err(fetch_error));
         });
+    }
+
+    /// The auth key for a request answered on a task of its own, with its reply; `None` when there is
+    /// no key (the reply has been sent the error).
+    fn key_for<T>(&self, reply: super::Reply<T>) -> Option<(String, super::Reply<T>)> {
+        match self.key() {
+            Ok(key) => Some((key, reply)),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                None
+            }
+        }
     }
 
     /// Fetches an avatar on a task of its own: a panel asks for dozens at once, and the widget keeps
@@ -134,12 +137,8 @@ impl Widget {
             )));
             return;
         }
-        let key = match self.key() {
-            Ok(k) => k,
-            Err(e) => {
-                let _ = reply.send(Err(e));
-                return;
-            }
+        let Some((key, reply)) = self.key_for(reply) else {
+            return;
         };
         let remote = self.remote.clone();
         tokio::spawn(async move {
@@ -148,8 +147,7 @@ impl Widget {
                 Ok((mime, _)) => Err(WidgetError::Server(format!(
                     "the avatar is not an image ({mime})"
                 ))),
-                Err(RemoteError::Unreachable(why)) => Err(WidgetError::Unreachable(why)),
-                Err(e) => Err(WidgetError::Server(e.to_string())),
+                Err(e) => Err(fetch_error(e)),
             };
             let _ = reply.send(result);
         });
@@ -351,5 +349,14 @@ impl Widget {
         self.set_link(Link::Connecting);
         self.configure_source(vec![]);
         Ok(self.state())
+    }
+}
+
+/// A failed fetch on a task of its own (no widget state to update, unlike [`Widget::remote_error`]):
+/// unreachable, or what the server said.
+fn fetch_error(e: RemoteError) -> WidgetError {
+    match e {
+        RemoteError::Unreachable(why) => WidgetError::Unreachable(why),
+        e => WidgetError::Server(e.to_string()),
     }
 }
