@@ -368,18 +368,42 @@ async fn server_restart_is_survived_and_the_offline_outbox_is_sent_once() {
         .await
         .unwrap();
     assert_eq!(history.messages[0].state, Delivery::Queued);
+    // Changed while the widget cannot see it (the data is stale): the resume after the restart brings
+    // just that field, as a live change would have.
+    s.admin_ok(&[
+        "account",
+        "set-profile",
+        "alice",
+        "--signature",
+        "while the server was down",
+    ]);
 
     s.restart();
     client.call::<Refresh>(WidgetRef { widget: w.clone() }).await.ok();
-    until(&mut events, |n| match n {
-        Notification::MessageDelivery { message, .. }
-            if message.client_id == queued.client_id && message.state == Delivery::Sent =>
+    // Both come, in either order: the resumed change and the queued message sent.
+    let (mut changed, mut sent) = (None, false);
+    while changed.is_none() || !sent {
+        match until(&mut events, |n| match n {
+            Notification::ContactChanged { contact, fields, .. } if *contact == alice => {
+                Some(Some(fields.clone()))
+            }
+            Notification::MessageDelivery { message, .. }
+                if message.client_id == queued.client_id && message.state == Delivery::Sent =>
+            {
+                Some(None)
+            }
+            _ => None,
+        })
+        .await
         {
-            Some(())
+            Some(fields) => changed = Some(fields),
+            None => sent = true,
         }
-        _ => None,
-    })
-    .await;
+    }
+    assert_eq!(
+        changed.unwrap(),
+        vec![Field::Signature("while the server was down".into())]
+    );
     // Exactly once on the server, and live changes flow again.
     let page: pinchat_proto::http::HistoryPage = s
         .get(

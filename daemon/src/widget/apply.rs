@@ -208,7 +208,9 @@ impl Widget {
         let before = std::mem::replace(&mut self.pins, pins);
         let was_stale = self.stale;
         self.stale = false;
-        if snapshot.full || was_stale {
+        // A resume brings only what changed since the widget's position, even after the link was lost:
+        // clients hear those fields, as they would have live. Only a full snapshot replaces everything.
+        if snapshot.full {
             self.widget_changed();
         } else {
             for update in &snapshot.contacts {
