@@ -329,6 +329,11 @@ async fn dispatch(
             let r = params::<CallIce>(p)?;
             ok(ask(daemon, &r.widget, Cmd::Ice).await?)
         }
+        CallHistory::NAME => {
+            let r = params::<CallHistory>(p)?;
+            let widget = r.widget.clone();
+            ok(ask(daemon, &widget, |reply| Cmd::CallHistory(r, reply)).await?)
+        }
         Subscribe::NAME => {
             let r = params::<Subscribe>(p)?;
             if let Some(f) = forwarding.take() {

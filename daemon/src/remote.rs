@@ -213,6 +213,21 @@ impl Remote {
         self.send(self.http.get(url).bearer_auth(key)).await
     }
 
+    /// A page of the call history with a contact.
+    pub async fn call_history(
+        &self,
+        key: &str,
+        contact: AccountId,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<pinchat_proto::http::CallHistoryPage, RemoteError> {
+        let mut url = format!("{}/v1/calls/{contact}?limit={limit}", self.base);
+        if let Some(b) = before {
+            url.push_str(&format!("&before={b}"));
+        }
+        self.send(self.http.get(url).bearer_auth(key)).await
+    }
+
     /// Marks messages read.
     pub async fn mark_read(
         &self,

@@ -88,6 +88,9 @@ methods! {
     /// The STUN and TURN servers a call's media engine should use, with short-lived TURN
     /// credentials (the server's `GET /v1/ice`); empty when the server names none.
     CallIce = "call.ice" (WidgetRef) -> pinchat_proto::http::IceConfig;
+    /// A page of the calls with a pinned contact, newest first (the server's `GET /v1/calls`): placed,
+    /// answered, declined, missed. A call that ended is on record by the time `call.ended` arrives.
+    CallHistory = "call.history" (HistoryParams) -> pinchat_proto::http::CallHistoryPage;
     /// Starts notifications on this connection, for some widgets or all.
     Subscribe = "subscribe" (SubscribeParams) -> Done;
     /// Stops notifications on this connection.

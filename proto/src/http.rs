@@ -235,3 +235,36 @@ pub struct IceServer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
 }
+
+/// `GET /v1/calls/{contact}?before=&limit=`: the calls between the account and a contact, newest first.
+/// The server keeps one record per call that rang (a call refused before it rang — busy, unavailable,
+/// glare — leaves none). No media and no session descriptions are ever stored.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct CallHistoryPage {
+    /// Calls, newest first.
+    pub calls: Vec<CallRecord>,
+    /// `true` when older calls exist (ask again with `before` = the last id here).
+    pub more: bool,
+}
+
+/// One call as the server recorded it when it ended.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct CallRecord {
+    /// The record's id, increasing with time (not the live call's id, which a restart reuses).
+    pub id: u64,
+    /// Who called.
+    pub caller: AccountId,
+    /// Who was called.
+    pub callee: AccountId,
+    /// `true` for a video call.
+    pub video: bool,
+    /// When it was placed, in milliseconds since the Unix epoch.
+    pub ts: i64,
+    /// How long it was connected, in milliseconds; absent when nobody answered (declined, missed,
+    /// cancelled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// How it ended: `hangup`, `failed` or `connection_lost` once answered; `declined`, `no_answer`,
+    /// `cancelled`, `unavailable` or `connection_lost` (the caller's link) before.
+    pub reason: crate::stream::CallEnd,
+}

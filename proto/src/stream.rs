@@ -271,7 +271,24 @@ impl CallEnd {
             CallEnd::Failed => "failed",
         }
     }
+
+    /// The reason named by its [`CallEnd::as_str`] form.
+    pub fn from_name(name: &str) -> Option<Self> {
+        ALL_CALL_ENDS.into_iter().find(|e| e.as_str() == name)
+    }
 }
+
+const ALL_CALL_ENDS: [CallEnd; 9] = [
+    CallEnd::Hangup,
+    CallEnd::Declined,
+    CallEnd::NoAnswer,
+    CallEnd::AnsweredElsewhere,
+    CallEnd::Cancelled,
+    CallEnd::ConnectionLost,
+    CallEnd::Glare,
+    CallEnd::Unavailable,
+    CallEnd::Failed,
+];
 
 /// What a client that already holds state tells the server when (re)subscribing.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

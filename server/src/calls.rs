@@ -1,9 +1,10 @@
 //! Calls: the server's part of a voice or video call is signalling, and only signalling.
 //!
 //! [`Calls`] is the state machine of every live call, owned by the hub task (which knows each stream's
-//! account and pins, and can reach each stream's queue). It holds no media, no session descriptions and
-//! nothing durable: a call exists while it rings or is connected, and is forgotten when it ends. Its
-//! rules, each with the error a client sees when it breaks one:
+//! account and pins, and can reach each stream's queue). It holds no media and no session descriptions:
+//! a call exists while it rings or is connected, and is forgotten when it ends, leaving only a
+//! [`Finished`] record (who, when, how long, why it ended) for the call history. Its rules, each with
+//! the error a client sees when it breaks one:
 //!
 //! - A call rings only on the callee's streams with a subscription that follows the caller (pinned, or in
 //!   a roster subscription) — invariant 1 holds for calls too: a stream hears nothing about an account
@@ -20,6 +21,8 @@
 //! - A party's stream ending ends the call for the other party ([`CallEnd::ConnectionLost`]).
 
 use crate::hub::ConnId;
+pub use crate::store::Finished;
+use crate::util::now_ms;
 use pinchat_proto::stream::{
     CallEnd, CallEvent, CallId, CallSignal, MAX_CANDIDATE_BYTES, MAX_SDP_BYTES, ServerFrame,
 };
@@ -42,12 +45,18 @@ pub struct Calls {
     /// The call each account takes part in.
     by_account: HashMap<AccountId, CallId>,
     timers: DelayQueue<CallId>,
+    /// Calls ended since the owner last took them ([`Calls::take_finished`]).
+    finished: Vec<Finished>,
 }
 
 struct Call {
     caller: AccountId,
     caller_conn: ConnId,
     callee: AccountId,
+    video: bool,
+    /// When it was placed and when it was answered, in milliseconds since the Unix epoch.
+    placed_ms: i64,
+    answered_ms: Option<i64>,
     state: State,
     signals: u32,
 }
@@ -81,6 +90,7 @@ impl Calls {
             calls: HashMap::new(),
             by_account: HashMap::new(),
             timers: DelayQueue::new(),
+            finished: Vec::new(),
         }
     }
 
@@ -157,6 +167,9 @@ impl Calls {
                 caller,
                 caller_conn,
                 callee,
+                video,
+                placed_ms: now_ms(),
+                answered_ms: None,
                 state: State::Ringing {
                     conns: callee_conns,
                     timer,
@@ -209,6 +222,7 @@ impl Calls {
                     unreachable!("the role says the call rings");
                 };
                 self.timers.remove(&timer);
+                call.answered_ms = Some(now_ms());
                 out.push(frame(call.caller_conn, id, call.callee, CallEvent::Accepted));
                 for other in conns.into_iter().filter(|c| *c != conn) {
                     out.push(ended(other, id, call.caller, CallEnd::AnsweredElsewhere));
@@ -229,7 +243,7 @@ impl Calls {
             (Role::Caller | Role::Callee, CallSignal::Hangup { failed }) => {
                 let reason = if failed { CallEnd::Failed } else { CallEnd::Hangup };
                 out.push(ended(peer_conn(call, role), id, sender(call, role), reason));
-                self.forget(id);
+                self.forget(id, reason);
                 Ok(())
             }
             (
@@ -301,7 +315,7 @@ impl Calls {
             }
             State::Connected { callee_conn } if *callee_conn == conn => {
                 out.push(ended(call.caller_conn, id, call.callee, CallEnd::ConnectionLost));
-                self.forget(id);
+                self.forget(id, CallEnd::ConnectionLost);
             }
             State::Connected { .. } => {}
         }
@@ -313,6 +327,11 @@ impl Calls {
         if let Some(expired) = futures_util::StreamExt::next(&mut self.timers).await {
             self.end_unanswered(expired.into_inner(), out);
         }
+    }
+
+    /// The calls that ended since the last time, to be recorded.
+    pub fn take_finished(&mut self) -> Vec<Finished> {
+        std::mem::take(&mut self.finished)
     }
 
     /// `true` when a call is waiting to ring out.
@@ -327,6 +346,7 @@ impl Calls {
         };
         self.by_account.remove(&call.caller);
         self.by_account.remove(&call.callee);
+        self.record(&call, CallEnd::NoAnswer);
         out.push(ended(call.caller_conn, id, call.callee, CallEnd::NoAnswer));
         if let State::Ringing { conns, .. } = call.state {
             for conn in conns {
@@ -335,9 +355,12 @@ impl Calls {
         }
     }
 
-    /// Ends call `id`, telling the caller `to_caller` and the callee's streams `to_callee`.
+    /// Ends call `id`, telling the caller `to_caller` and the callee's streams `to_callee` (which is also
+    /// what the record says: the caller's side of an ending it caused is a plain acknowledgement).
     fn end(&mut self, id: CallId, to_caller: CallEnd, to_callee: CallEnd, out: &mut Vec<Delivery>) {
-        let Some(call) = self.forget(id) else { return };
+        let Some(call) = self.forget(id, to_callee) else {
+            return;
+        };
         out.push(ended(call.caller_conn, id, call.callee, to_caller));
         match call.state {
             State::Ringing { conns, .. } => {
@@ -349,15 +372,32 @@ impl Calls {
         }
     }
 
-    /// Removes call `id` and its ring timer.
-    fn forget(&mut self, id: CallId) -> Option<Call> {
+    /// Removes call `id` and its ring timer, and records that it ended for `reason`.
+    fn forget(&mut self, id: CallId, reason: CallEnd) -> Option<Call> {
         let call = self.calls.remove(&id)?;
         self.by_account.remove(&call.caller);
         self.by_account.remove(&call.callee);
         if let State::Ringing { timer, .. } = &call.state {
             self.timers.remove(timer);
         }
+        self.record(&call, reason);
         Some(call)
+    }
+
+    /// Keeps the record of an ended call. A call ended by glare is not one the users placed knowingly
+    /// (the other call goes on): it leaves no record.
+    fn record(&mut self, call: &Call, reason: CallEnd) {
+        if reason == CallEnd::Glare {
+            return;
+        }
+        self.finished.push(Finished {
+            caller: call.caller,
+            callee: call.callee,
+            video: call.video,
+            placed_ms: call.placed_ms,
+            duration_ms: call.answered_ms.map(|a| u64::try_from(now_ms() - a).unwrap_or(0)),
+            reason,
+        });
     }
 }
 

@@ -55,6 +55,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/messages", post(send))
         .route("/messages/{contact}", get(history))
         .route("/messages/{contact}/read", post(mark_read))
+        .route("/calls/{contact}", get(calls))
         .route("/changes", get(changes))
         .route("/stream", get(stream))
         .route("/ice", get(ice))
@@ -581,13 +582,7 @@ async fn history(
 ) -> Result<Json<HistoryPage>> {
     let Path(contact) = contact.map_err(path_error)?;
     let Query(q) = query.map_err(query_error)?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
-        return Err(error(
-            ErrorCode::InvalidRequest,
-            format!("limit must be 1 to {MAX_HISTORY_PAGE} (got {limit}); page with before"),
-        ));
-    }
+    let limit = page_limit(q.limit)?;
     let page = app
         .api
         .store
@@ -595,6 +590,37 @@ async fn history(
         .await
         .map_err(store_error)?;
     Ok(Json(page))
+}
+
+/// `GET /v1/calls/{contact}`: the call history with a contact, paged like the messages.
+async fn calls(
+    State(app): State<Arc<App>>,
+    authed: Authed,
+    contact: std::result::Result<Path<u64>, axum::extract::rejection::PathRejection>,
+    query: std::result::Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<pinchat_proto::http::CallHistoryPage>> {
+    let Path(contact) = contact.map_err(path_error)?;
+    let Query(q) = query.map_err(query_error)?;
+    let limit = page_limit(q.limit)?;
+    let page = app
+        .api
+        .store
+        .calls(authed.account, AccountId(contact), q.before, limit)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(page))
+}
+
+/// A page size: 50 unless asked, at most [`MAX_HISTORY_PAGE`].
+fn page_limit(asked: Option<u32>) -> Result<u32> {
+    let limit = asked.unwrap_or(50);
+    if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
+        return Err(error(
+            ErrorCode::InvalidRequest,
+            format!("limit must be 1 to {MAX_HISTORY_PAGE} (got {limit}); page with before"),
+        ));
+    }
+    Ok(limit)
 }
 
 async fn mark_read(

@@ -379,7 +379,9 @@ impl Hub {
                         self.presence.set(account, false);
                     }
                 }
-                _ = self.calls.expired(&mut calls_out), if self.calls.ringing() => self.deliver_calls(&mut calls_out),
+                _ = self.calls.expired(&mut calls_out), if self.calls.ringing() => {
+                    self.deliver_calls(&mut calls_out, None, Ok(Ack::Done));
+                }
                 // The sweep only runs while there are streams to sweep.
                 _ = sweep.tick(), if !self.conns.is_empty() => self.sweep(),
                 else => break,
@@ -413,15 +415,16 @@ impl Hub {
             }
             Cmd::Unsubscribe { conn, sub } => self.set_pins(conn, sub, None),
             Cmd::Disconnect { conn } => self.disconnect(conn),
-            Cmd::Call { conn, op, reply } => {
-                let _ = reply.send(self.call(conn, op));
-            }
+            Cmd::Call { conn, op, reply } => self.call(conn, op, reply),
         }
     }
 
-    fn call(&mut self, conn: ConnId, op: CallOp) -> Result<Ack, ErrorBody> {
+    /// Applies a stream's call request; the answer goes with the frames it caused (see
+    /// [`Hub::deliver_calls`]).
+    fn call(&mut self, conn: ConnId, op: CallOp, reply: oneshot::Sender<Result<Ack, ErrorBody>>) {
         let Some(account) = self.conns.get(&conn).map(|e| e.account) else {
-            return Err(shutting_down());
+            let _ = reply.send(Err(shutting_down()));
+            return;
         };
         let mut out = Vec::new();
         let result = match op {
@@ -448,22 +451,48 @@ impl Hub {
                 .signal(conn, call, signal, &mut out)
                 .map(|()| Ack::Done),
         };
-        self.deliver_calls(&mut out);
-        result
+        self.deliver_calls(&mut out, Some(reply), result);
     }
 
     /// Queues call frames. Not bounded by the stream's queue: a call carries few frames
     /// ([`crate::calls::MAX_SIGNALS_PER_CALL`] at most), and a dropped one cannot be recovered from the
     /// database the way a change can.
-    fn deliver_calls(&self, out: &mut Vec<Delivery>) {
-        for (conn, frame) in out.drain(..) {
-            if let Some(entry) = self.conns.get(&conn) {
-                entry
-                    .shared
-                    .events
-                    .push(Outbound::Call(Box::new(frame)), usize::MAX);
+    ///
+    /// When calls ended, their records are written first, and the frames queued and the request that
+    /// caused them (`reply`, given `result`) answered after the commit, on a task of their own (the hub
+    /// never waits on the store): a client that lists the call history on hearing `ended`, or on its
+    /// hang-up being acknowledged, finds the call there. A record that cannot be written is logged; the
+    /// parties are told all the same.
+    fn deliver_calls(
+        &mut self,
+        out: &mut Vec<Delivery>,
+        reply: Option<oneshot::Sender<Result<Ack, ErrorBody>>>,
+        result: Result<Ack, ErrorBody>,
+    ) {
+        let frames: Vec<(Arc<ConnShared>, ServerFrame)> = out
+            .drain(..)
+            .filter_map(|(conn, frame)| Some((self.conns.get(&conn)?.shared.clone(), frame)))
+            .collect();
+        let push = move |frames: Vec<(Arc<ConnShared>, ServerFrame)>| {
+            for (shared, frame) in frames {
+                shared.events.push(Outbound::Call(Box::new(frame)), usize::MAX);
             }
+            if let Some(reply) = reply {
+                let _ = reply.send(result);
+            }
+        };
+        let finished = self.calls.take_finished();
+        if finished.is_empty() {
+            push(frames);
+            return;
         }
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.record_calls(finished).await {
+                tracing::error!(error = %e, "cannot record the calls that ended; the history will lack them");
+            }
+            push(frames);
+        });
     }
 
     fn connect(&mut self, account: AccountId, key: KeyId, expires_at: i64) -> Result<Conn, ErrorBody> {
@@ -546,7 +575,7 @@ impl Hub {
         }
         let mut out = Vec::new();
         self.calls.conn_gone(conn, entry.account, &mut out);
-        self.deliver_calls(&mut out);
+        self.deliver_calls(&mut out, None, Ok(Ack::Done));
         if let Some(streams) = self.by_account.get_mut(&entry.account) {
             streams.retain(|c| *c != conn);
             if streams.is_empty() {

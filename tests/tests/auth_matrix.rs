@@ -135,6 +135,18 @@ fn endpoints() -> Vec<Endpoint> {
         },
         Endpoint {
             method: Method::GET,
+            path: "/v1/calls/{contact}",
+            body: None,
+            other: forbidden(ErrorCode::MessageNotContact),
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/v1/ice",
+            body: None,
+            other: Own,
+        },
+        Endpoint {
+            method: Method::GET,
             path: "/v1/changes?pins={contact}",
             body: None,
             other: forbidden(ErrorCode::PinNotContact),
@@ -319,7 +331,7 @@ async fn every_endpoint_refuses_every_bad_credential_with_the_documented_code() 
     assert_eq!(checked, (endpoints().len() + 1) * CREDS.len());
     assert_eq!(
         endpoints().len(),
-        12,
+        14,
         "every authenticated endpoint of docs/protocol.md has a row"
     );
 }

@@ -4,10 +4,11 @@
 //! the parties say, and the tests check exactly what each stream hears.
 
 use pinchat_ipc::api::{
-    CallAccept, CallDecline, CallHangup, CallHangupParams, CallIce, CallRef, CallSignalMethod,
-    CallSignalParams, CallStart, CallStartParams, CallState, Connection, Notification, SetPins,
-    SetPinsParams, Subscribe, SubscribeParams, WidgetRef,
+    CallAccept, CallDecline, CallHangup, CallHangupParams, CallHistory, CallIce, CallRef, CallSignalMethod,
+    CallSignalParams, CallStart, CallStartParams, CallState, Connection, HistoryParams, Notification,
+    SetPins, SetPinsParams, Subscribe, SubscribeParams, WidgetRef,
 };
+use pinchat_proto::http::CallHistoryPage;
 use pinchat_proto::stream::{
     Ack, CallEnd, CallEvent, CallId, CallSignal, ClientFrame, MAX_SDP_BYTES, ReqId, ServerFrame,
 };
@@ -214,6 +215,23 @@ async fn a_video_call_rings_connects_relays_the_peers_signalling_and_hangs_up() 
         )
     );
     heard_nothing(&mut alice).await;
+    // On record by the time the caller heard it end: answered, with how long it was connected.
+    let page: CallHistoryPage =
+        w.s.get(&w.s.key("demo").await, &format!("/v1/calls/{}", w.alice))
+            .await
+            .unwrap();
+    let record = &page.calls[..];
+    assert_eq!(record.len(), 1, "{page:?}");
+    assert_eq!(
+        (
+            record[0].caller,
+            record[0].callee,
+            record[0].video,
+            record[0].reason
+        ),
+        (w.demo, w.alice, true, CallEnd::Hangup)
+    );
+    assert!(record[0].duration_ms.is_some(), "{page:?}");
     // The call is gone for both.
     let late = CallSignal::Hangup { failed: false };
     assert_eq!(
@@ -378,6 +396,62 @@ async fn decline_cancel_and_ring_out_end_the_call_for_everyone_it_rang_on() {
         assert_eq!(call_frame(device).await, (call, w.demo, ended(CallEnd::NoAnswer)));
     }
     println!("an unanswered call rang for {rang:?} (ring time 1 s)");
+
+    // Each call that rang is in both parties' history, newest first, with how it ended and no duration
+    // (nobody answered). Alice's view: one declined, one she missed while it rang (cancelled), one
+    // she missed outright.
+    let expect = [
+        (true, CallEnd::NoAnswer),
+        (false, CallEnd::Cancelled),
+        (true, CallEnd::Declined),
+    ];
+    for (key, contact) in [(w.s.key("demo").await, w.alice), (alice_key.clone(), w.demo)] {
+        let page: CallHistoryPage = w.s.get(&key, &format!("/v1/calls/{contact}")).await.unwrap();
+        let seen: Vec<(bool, CallEnd)> = page.calls.iter().map(|c| (c.video, c.reason)).collect();
+        assert_eq!(seen, expect);
+        assert!(!page.more);
+        assert!(
+            page.calls
+                .iter()
+                .all(|c| c.caller == w.demo && c.callee == w.alice && c.duration_ms.is_none())
+        );
+        assert!(
+            page.calls
+                .windows(2)
+                .all(|p| p[0].id > p[1].id && p[0].ts >= p[1].ts)
+        );
+    }
+    // Paged like the messages.
+    let key = w.s.key("demo").await;
+    let first: CallHistoryPage =
+        w.s.get(&key, &format!("/v1/calls/{}?limit=2", w.alice))
+            .await
+            .unwrap();
+    assert!(first.more);
+    let rest: CallHistoryPage =
+        w.s.get(
+            &key,
+            &format!("/v1/calls/{}?limit=2&before={}", w.alice, first.calls[1].id),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (rest.calls.len(), rest.calls[0].reason, rest.more),
+        (1, CallEnd::Declined, false)
+    );
+    // Only the parties' contacts may look, and only at pages of a sane size.
+    w.s.create_account("eve");
+    let eve = w.s.key("eve").await;
+    let refused =
+        w.s.get::<CallHistoryPage>(&eve, &format!("/v1/calls/{}", w.demo))
+            .await
+            .unwrap_err();
+    assert_eq!(refused.1.code, ErrorCode::MessageNotContact);
+    let refused =
+        w.s.get::<CallHistoryPage>(&key, &format!("/v1/calls/{}?limit=0", w.alice))
+            .await
+            .unwrap_err();
+    assert_eq!(refused.1.code, ErrorCode::InvalidRequest);
 }
 
 #[tokio::test]
@@ -695,6 +769,37 @@ async fn a_gadget_places_answers_and_loses_calls_through_the_daemons_local_api()
             }
         )
     );
+    // Both calls are in the history a gadget reads through the daemon, newest first: the one it
+    // declined (Alice's, voice) and the one whose link died once answered (its own, video).
+    let history = |contact: AccountId, limit: Option<u32>| HistoryParams {
+        widget: widget.clone(),
+        contact: contact.0,
+        before: None,
+        limit,
+    };
+    let page = client.call::<CallHistory>(history(w.alice, None)).await.unwrap();
+    let seen: Vec<_> = page
+        .calls
+        .iter()
+        .map(|c| (c.caller, c.video, c.reason, c.duration_ms.is_some()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (w.alice, false, CallEnd::Declined, false),
+            (w.demo, true, CallEnd::ConnectionLost, true)
+        ]
+    );
+    let e = client
+        .call::<CallHistory>(history(w.bob, None))
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(e), "widget.not_contact");
+    let e = client
+        .call::<CallHistory>(history(w.alice, Some(500)))
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(e), "widget.invalid");
 
     // She calls again and the gadget accepts; then the server goes away: the widget's own link drops,
     // and the gadget is told the call is over.

@@ -58,6 +58,8 @@ pub enum Cmd {
     Unread(UnreadParams, Reply<Vec<Message>>),
     /// A history page.
     History(HistoryParams, Reply<History>),
+    /// A page of the call history with a pinned contact.
+    CallHistory(HistoryParams, Reply<pinchat_proto::http::CallHistoryPage>),
     /// Send a message.
     Send(SendParams, Reply<Message>),
     /// Mark read; answers the unread count left.

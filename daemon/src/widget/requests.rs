@@ -8,7 +8,7 @@ use crate::events::{Delivery, Event, Message, WidgetState};
 use crate::model::{Link, Pin, Queued, UpdateMode};
 use crate::remote::RemoteError;
 use crate::source::{Outgoing, SourceCmd};
-use pinchat_ipc::api::{AvatarParams, MarkReadParams, Mode, SetModeParams, SetPinsParams};
+use pinchat_ipc::api::{AvatarParams, HistoryParams, MarkReadParams, Mode, SetModeParams, SetPinsParams};
 use pinchat_proto::{AccountId, ErrorCode as WireCode, MessageId};
 use std::collections::HashSet;
 
@@ -24,6 +24,7 @@ impl Widget {
             }
             Cmd::Avatar(p, reply) => self.avatar(p, reply),
             Cmd::Ice(reply) => self.ice(reply),
+            Cmd::CallHistory(p, reply) => self.call_history(p, reply),
             Cmd::Call(op, reply) => self.call(op, reply),
             Cmd::SetPins(p, reply) => {
                 let result = self.set_pins(p).await;
@@ -112,6 +113,31 @@ impl Widget {
         let remote = self.remote.clone();
         tokio::spawn(async move {
             let _ = reply.send(remote.ice(&key).await.map_err(fetch_error));
+        });
+    }
+
+    /// Fetches a page of the call history with a pinned contact on a task of its own: the server keeps
+    /// it (the calls of every device of the account are there), the daemon only passes it on.
+    fn call_history(&self, p: HistoryParams, reply: super::Reply<pinchat_proto::http::CallHistoryPage>) {
+        let contact = AccountId(p.contact);
+        if let Err(e) = self.pinned(contact) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let limit = p.limit.unwrap_or(50);
+        if !(1..=200).contains(&limit) {
+            let _ = reply.send(Err(WidgetError::Invalid(format!(
+                "limit must be 1 to 200 (got {limit})"
+            ))));
+            return;
+        }
+        let Some((key, reply)) = self.key_for(reply) else {
+            return;
+        };
+        let remote = self.remote.clone();
+        tokio::spawn(async move {
+            let page = remote.call_history(&key, contact, p.before, limit).await;
+            let _ = reply.send(page.map_err(fetch_error));
         });
     }
 

@@ -1,7 +1,7 @@
 //! Durable state, in domain terms.
 //!
 //! [`Store`] is what the rest of the server needs from a database: accounts, keys, contacts, presence,
-//! messages and the pinned-contact sync queries. [`sqlite::SqliteStore`] implements it on an embedded
+//! messages, the call history and the pinned-contact sync queries. [`sqlite::SqliteStore`] implements it on an embedded
 //! SQLite file; a PostgreSQL implementation can be added behind the same trait.
 //!
 //! # The change feed
@@ -18,7 +18,7 @@ mod schema;
 pub mod sqlite;
 
 use async_trait::async_trait;
-use pinchat_proto::http::{HistoryPage, Identity, Me};
+use pinchat_proto::http::{CallHistoryPage, HistoryPage, Identity, Me};
 use pinchat_proto::stream::Snapshot;
 use pinchat_proto::{AccountId, Cursor, Epoch, Field, Message, MessageId, Presence};
 
@@ -48,6 +48,23 @@ pub struct KeyRecord {
     pub expires_at: i64,
     /// Revoked keys stay in the table (so their revocation can be published) but never authenticate.
     pub revoked: bool,
+}
+
+/// A call that rang and ended, for the call history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finished {
+    /// Who called.
+    pub caller: AccountId,
+    /// Who was called.
+    pub callee: AccountId,
+    /// A video call.
+    pub video: bool,
+    /// When it was placed, in milliseconds since the Unix epoch.
+    pub placed_ms: i64,
+    /// How long it was connected; `None` when nobody answered.
+    pub duration_ms: Option<u64>,
+    /// How it ended.
+    pub reason: pinchat_proto::stream::CallEnd,
 }
 
 /// Changes to an account's profile; `None` leaves a field alone.
@@ -317,6 +334,17 @@ pub trait Store: Send + Sync + 'static {
         before: Option<MessageId>,
         limit: u32,
     ) -> StoreResult<HistoryPage>;
+
+    /// Records calls that ended (the future resolves after the commit).
+    async fn record_calls(&self, calls: Vec<Finished>) -> StoreResult<()>;
+    /// A page of the calls between `account` and `contact`, newest first, before record `before`.
+    async fn calls(
+        &self,
+        account: AccountId,
+        contact: AccountId,
+        before: Option<u64>,
+        limit: u32,
+    ) -> StoreResult<CallHistoryPage>;
 
     /// The state of `pins` for `account`: full when `since` is `None` or unusable, otherwise what changed
     /// after `since.cursor`. Fails with [`StoreError::PinNotContact`] when a pin is not a contact.

@@ -90,6 +90,20 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX unread_v ON unread (v);
     "#,
+    // 2: the call history. One row per call that rang, written when it ended; nothing of its media
+    // or session descriptions. Not part of the change feed: clients read it on demand.
+    r#"
+    CREATE TABLE calls (
+        id          INTEGER PRIMARY KEY,
+        caller      INTEGER NOT NULL REFERENCES accounts (id),
+        callee      INTEGER NOT NULL REFERENCES accounts (id),
+        video       INTEGER NOT NULL,
+        ts          INTEGER NOT NULL,
+        duration_ms INTEGER,
+        reason      TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX calls_pair ON calls (caller, callee, id);
+    "#,
 ];
 
 /// The schema version this build writes.
