@@ -278,8 +278,24 @@ async fn video_calls_from_and_to_the_panel_ring_show_the_peer_and_hang_up() {
         "panel showed {shown}; the peer decoded {} frames (centre {centre:?}), first after {:?} ms",
         report.stats.video_frames, report.stats.first_frame_ms
     );
+    // Back goes to the conversation, where the call is in the history with its length.
     wd.click("#call-close").await;
-    wd.find(&format!("button[data-video='{}']", alice.id)).await;
+    let record = wd
+        .until(
+            "the call in the chat's history",
+            "return document.querySelector('#messages .callrec')?.textContent || null",
+        )
+        .await;
+    let record = record.as_str().unwrap();
+    assert!(
+        record.starts_with("🎥 Outgoing video call · 0:"),
+        "the history shows {record:?}"
+    );
+    assert_eq!(
+        wd.js("return document.querySelector('#messages .callrec').dataset.kind")
+            .await,
+        "answered"
+    );
 
     // Now Alice calls: the panel rings with accept and decline; accepted, it answers her offer, shows
     // her picture, and she hears its hang-up.
@@ -317,6 +333,83 @@ async fn video_calls_from_and_to_the_panel_ring_show_the_peer_and_hang_up() {
     )
     .await;
     assert_eq!(wd.text("#call-state").await, "The call has ended.");
+
+    // Alice calls again and gives up before the panel answers: a missed call, in the history too.
+    wd.click("#call-close").await;
+    wd.until(
+        "both calls in the chat's history",
+        "return document.querySelectorAll('#messages .callrec').length === 2 || null",
+    )
+    .await;
+    let mut stream = server.stream(&alice_key, Encoding::Json).await;
+    stream.subscribe(1, 0, &[demo_id], None).await;
+    stream
+        .send(&ClientFrame::CallInvite {
+            req: 2,
+            to: demo_id,
+            video: false,
+        })
+        .await;
+    wd.until(
+        "the panel ringing again",
+        "return document.querySelector('#call-state')?.dataset.phase === 'incoming' || null",
+    )
+    .await;
+    let call = loop {
+        if let ServerFrame::Call {
+            call,
+            event: CallEvent::Ringing,
+            ..
+        } = stream.recv().await
+        {
+            break call;
+        }
+    };
+    stream
+        .send(&ClientFrame::CallSignal {
+            req: 3,
+            call,
+            signal: CallSignal::Hangup { failed: false },
+        })
+        .await;
+    wd.until(
+        "the call shown cancelled",
+        "return document.querySelector('#call-state')?.dataset.reason === 'cancelled' || null",
+    )
+    .await;
+    assert_eq!(
+        wd.text("#call-state").await,
+        format!("{} hung up before you answered.", alice.name)
+    );
+    wd.click("#call-close").await;
+    let kinds = wd
+        .until(
+            "the missed call in the chat's history",
+            "const r = [...document.querySelectorAll('#messages .callrec')].map((e) => e.dataset.kind + ': ' + e.textContent);
+             return r.length === 3 ? r.join('\\n') : null",
+        )
+        .await;
+    let kinds: Vec<&str> = kinds.as_str().unwrap().lines().collect();
+    assert!(
+        kinds[0].starts_with("answered: 🎥 Outgoing video call · 0:"),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds[1].starts_with("answered: 🎥 Incoming video call · 0:"),
+        "{kinds:?}"
+    );
+    assert!(kinds[2].starts_with("missed: 📞 Missed voice call"), "{kinds:?}");
+    // A call in the history calls back, the same kind of call.
+    drop(stream);
+    let (answering, _) = alice_side(&server, &alice_key, demo_id, false, std::time::Duration::ZERO).await;
+    wd.click("#messages .callrec[data-kind='answered']").await;
+    wd.until(
+        "the call back connected",
+        "return document.querySelector('#call-state')?.dataset.phase === 'connected' || null",
+    )
+    .await;
+    wd.click("#call-hangup").await;
+    assert_eq!(answering.await.unwrap().ended, CallEnd::Hangup);
     assert!(!wd.app.as_ref().unwrap().log().contains("panicked"));
 }
 
@@ -679,11 +772,11 @@ async fn a_malformed_answer_ends_the_call_as_failed_and_the_panel_goes_on() {
     assert_eq!(wd.text("#call-state").await, "The call could not connect.");
     assert_eq!(wd.text("#call-error").await, "The call could not be set up.");
 
-    // The panel is fine: back to the widget, and the next call connects.
+    // The panel is fine: back to the conversation, and the next call connects.
     wd.click("#call-close").await;
     drop(stream);
     let (answering, _) = alice_side(&server, &alice_key, demo_id, false, std::time::Duration::ZERO).await;
-    wd.click(&format!("button[data-video='{}']", alice.id)).await;
+    wd.click("#chat-video").await;
     wd.until("Alice's magenta in the panel", MAGENTA_SHOWN).await;
     wd.click("#call-hangup").await;
     assert_eq!(answering.await.unwrap().ended, CallEnd::Hangup);

@@ -32,6 +32,12 @@ const WORDS = {
     accept: "Accept", decline: "Decline", hangUp: "Hang up", mute: "Mute", unmute: "Unmute",
     cameraOff: "Camera off", cameraOn: "Camera on",
     callOffline: "Calls need the connection to the server, and it is not up right now.",
+    rec_in_video: "Incoming video call", rec_in_voice: "Incoming voice call",
+    rec_out_video: "Outgoing video call", rec_out_voice: "Outgoing voice call",
+    rec_missed_video: "Missed video call", rec_missed_voice: "Missed voice call",
+    rec_declined_video: "Declined video call", rec_declined_voice: "Declined voice call",
+    rec_end: { declined: "declined", no_answer: "no answer", cancelled: "cancelled", other: "not connected" },
+    callBack: "Call back",
     end: {
       hangup: "The call has ended.", declined: "{name} declined the call.", no_answer: "No answer.",
       answered_elsewhere: "Answered on another device.", cancelled: "{name} hung up before you answered.",
@@ -87,6 +93,12 @@ const WORDS = {
     accept: "接听", decline: "拒绝", hangUp: "挂断", mute: "静音", unmute: "取消静音",
     cameraOff: "关闭摄像头", cameraOn: "打开摄像头",
     callOffline: "通话需要连接服务器，但现在没有连接。",
+    rec_in_video: "视频来电", rec_in_voice: "语音来电",
+    rec_out_video: "视频去电", rec_out_voice: "语音去电",
+    rec_missed_video: "未接视频来电", rec_missed_voice: "未接语音来电",
+    rec_declined_video: "已拒绝视频来电", rec_declined_voice: "已拒绝语音来电",
+    rec_end: { declined: "对方已拒绝", no_answer: "无人接听", cancelled: "已取消", other: "未接通" },
+    callBack: "回拨",
     end: {
       hangup: "通话已结束。", declined: "{name} 拒绝了通话。", no_answer: "无人接听。",
       answered_elsewhere: "已在其他设备上接听。", cancelled: "{name} 在你接听前挂断了。",
@@ -627,7 +639,8 @@ async function chatView(contact) {
   const box = h("div", { class: "msgs", id: "messages", role: "log" });
   const scroller = h("div", { class: "scroll" }, box);
   const text = h("textarea", { id: "text", "aria-label": `${t("typeMessage")} (${t("typeHint")})`, placeholder: t("typeMessage"), title: t("typeHint"), autofocus: true });
-  const chat = { contact, box, scroller, oldest: null, more: true, loading: false, nodes: new Map() };
+  const chat = { contact, box, scroller, oldest: null, oldestTs: null, more: true, loading: false, nodes: new Map(),
+    calls: { pending: [], before: null, oldestTs: null, more: !full } };
   state.chat = chat;
   async function send() {
     const body = text.value.trim();
@@ -660,6 +673,7 @@ async function loadOlder() {
   chat.more = page.more;
   const before = chat.scroller.scrollHeight;
   for (const m of page.messages) addMessage(m, true);
+  await placeCalls(chat);
   separateDays(chat.box);
   chat.scroller.scrollTop += chat.scroller.scrollHeight - before;
   if (!chat.box.children.length) chat.box.append(h("div", { class: "empty", id: "no-messages" }, t("noMessages")));
@@ -678,10 +692,59 @@ function addMessage(m, older) {
   chat.nodes.set(key, el);
   if (m.id && m.id > 0) chat.nodes.set("s" + m.id, el);
   if (m.id && (chat.oldest == null || m.id < chat.oldest)) chat.oldest = m.id;
+  if (m.ts && (chat.oldestTs == null || m.ts < chat.oldestTs)) chat.oldestTs = m.ts;
   if (!older) {
     separateDays(chat.box);
     chat.scroller.scrollTop = chat.scroller.scrollHeight;
   }
+}
+// The calls with the contact, in the conversation where they happened, from the server's call history
+// (`call.history`). The two histories are paged apart: calls are fetched until they reach back as far
+// as the messages shown, and a call older than those waits until older messages are loaded.
+async function placeCalls(chat) {
+  const calls = chat.calls;
+  const inRange = (ts) => !chat.more || (chat.oldestTs != null && ts >= chat.oldestTs);
+  while (calls.more && (calls.oldestTs == null || inRange(calls.oldestTs))) {
+    const page = await call("call.history", { widget: state.widget, contact: chat.contact.id, before: calls.before, limit: 50 }).catch(() => null);
+    if (!page || state.chat !== chat) { calls.more = false; break; }
+    calls.pending.push(...page.calls);
+    calls.more = page.more;
+    if (page.calls.length) {
+      const last = page.calls[page.calls.length - 1];
+      calls.before = last.id;
+      calls.oldestTs = last.ts;
+    } else calls.more = false;
+  }
+  const now = calls.pending.filter((r) => inRange(r.ts));
+  calls.pending = calls.pending.filter((r) => !inRange(r.ts));
+  for (const r of now) addCallRecord(chat, r);
+}
+// The newest calls again (a call just ended while the chat is open): those not shown yet are added.
+async function newCalls(chat) {
+  const page = await call("call.history", { widget: state.widget, contact: chat.contact.id, limit: 20 }).catch(() => null);
+  if (!page || state.chat !== chat) return;
+  for (const r of page.calls) addCallRecord(chat, r);
+  separateDays(chat.box);
+  chat.scroller.scrollTop = chat.scroller.scrollHeight;
+}
+function callRecordWords(r) {
+  const incoming = r.caller !== state.view.account.id;
+  const kind = r.video ? "video" : "voice";
+  if (r.duration_ms != null) return ["answered", `${t((incoming ? "rec_in_" : "rec_out_") + kind)} · ${duration(r.duration_ms)}`];
+  if (incoming) return r.reason === "declined" ? ["declined", t("rec_declined_" + kind)] : ["missed", t("rec_missed_" + kind)];
+  return ["unanswered", `${t("rec_out_" + kind)} · ${t("rec_end")[r.reason] || t("rec_end").other}`];
+}
+function addCallRecord(chat, r) {
+  if (chat.nodes.has("c" + r.id)) return;
+  document.getElementById("no-messages")?.remove();
+  const [kind, words] = callRecordWords(r);
+  // A call in the history is also the way to call back, the same kind of call.
+  const el = h("button", { class: "callrec " + kind, "data-call": r.id, "data-kind": kind, "data-ts": r.ts,
+    title: t("callBack"), "aria-label": `${words}, ${when(r.ts, true)}. ${t("callBack")}`, onclick: () => startCall(chat.contact, r.video) },
+  `${r.video ? "🎥" : "📞"} ${words}`, h("span", { class: "meta" }, when(r.ts)));
+  const after = [...chat.box.children].find((c) => c.dataset.ts && Number(c.dataset.ts) > r.ts);
+  if (after) after.before(el); else chat.box.append(el);
+  chat.nodes.set("c" + r.id, el);
 }
 function markRead() {
   if (state.chat) call("widget.mark_read", { widget: state.widget, contact: state.chat.contact.id }).catch(() => {});
@@ -871,7 +934,8 @@ function callView() {
     buttons = [h("button", { id: "call-decline", class: "danger", onclick: declineCall }, t("decline")),
       h("button", { id: "call-accept", class: "primary", onclick: acceptCall }, t("accept"))];
   } else if (c.phase === "ended") {
-    buttons = [h("button", { id: "call-close", class: "primary", onclick: () => { closeCall(c); widgetView(); } }, t("back"))];
+    // Back to the conversation, where the call now shows in the history.
+    buttons = [h("button", { id: "call-close", class: "primary", onclick: () => { closeCall(c); chatView(c.contact); } }, t("back"))];
   } else {
     buttons = [
       h("button", { id: "call-mute", "aria-pressed": c.muted ? "true" : "false",
@@ -1003,6 +1067,7 @@ function onEvent(n) {
       break;
     case "call.ended":
       if (activeCall && activeCall.id === p.call) endCall(activeCall, p.reason);
+      if (state.screen === "chat" && state.chat && state.chat.contact.id === p.contact) newCalls(state.chat);
       break;
   }
 }
