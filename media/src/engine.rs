@@ -81,6 +81,14 @@ pub enum EngineEvent {
     Gathered,
     /// The first frame of the peer's video was decoded.
     FirstFrame,
+    /// The system has no microphone (`microphone`) or no camera (`camera`; video calls only): the
+    /// call goes on, sending silence or a black picture in their place. Sent once, at the start.
+    Missing {
+        /// No microphone: the peer hears nothing.
+        microphone: bool,
+        /// No camera: the peer sees black.
+        camera: bool,
+    },
     /// The call's media failed; hang up with `failed: true`.
     Failed(String),
 }
@@ -135,8 +143,49 @@ pub struct Engine {
     early: Vec<(u32, String)>,
     remote_set: bool,
     options: Options,
+    inputs: Inputs,
     payloads: Payloads,
     sinks: Sinks,
+}
+
+/// Which of the system's devices the engine sends from (for [`Source::Devices`]); what is missing is
+/// replaced by silence or black.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Inputs {
+    microphone: bool,
+    camera: bool,
+}
+
+impl Inputs {
+    /// Asks GStreamer's device monitor which sources the system has. `autoaudiosrc` on a machine
+    /// without one does not fall back: it picks a source that fails as soon as it plays, which would
+    /// end the call; `autovideosrc` falls back to a test picture the peer should not be shown.
+    fn probe(options: &Options) -> Inputs {
+        if options.source != Source::Devices {
+            return Inputs {
+                microphone: true,
+                camera: true,
+            };
+        }
+        let monitor = gst::DeviceMonitor::new();
+        monitor.add_filter(Some("Audio/Source"), None);
+        if options.video {
+            monitor.add_filter(Some("Video/Source"), None);
+        }
+        let devices = match monitor.start() {
+            Ok(()) => {
+                let devices = monitor.devices();
+                monitor.stop();
+                devices
+            }
+            // No device provider at all: nothing to send from.
+            Err(_) => Default::default(),
+        };
+        Inputs {
+            microphone: devices.iter().any(|d| d.has_classes("Audio/Source")),
+            camera: options.video && devices.iter().any(|d| d.has_classes("Video/Source")),
+        }
+    }
 }
 
 const VIDEO_PT: u32 = 96;
@@ -204,7 +253,15 @@ impl Engine {
             started: Instant::now(),
         };
         let payloads = Payloads::default();
-        let (pipeline, webrtc) = build(options, payloads, &sinks)?;
+        let inputs = Inputs::probe(options);
+        let (pipeline, webrtc) = build(options, inputs, payloads, &sinks)?;
+        let missing = (!inputs.microphone, options.video && !inputs.camera);
+        if missing.0 || missing.1 {
+            let _ = tx.send(EngineEvent::Missing {
+                microphone: missing.0,
+                camera: missing.1,
+            });
+        }
         Ok(Engine {
             pipeline,
             webrtc,
@@ -215,6 +272,7 @@ impl Engine {
             early: vec![],
             remote_set: false,
             options: options.clone(),
+            inputs,
             payloads,
             sinks,
         })
@@ -262,7 +320,7 @@ impl Engine {
                 if payloads != self.payloads && !self.remote_set {
                     // Nothing was negotiated yet: start over, sending with the offer's numbers.
                     stop(&self.pipeline);
-                    let (pipeline, webrtc) = build(&self.options, payloads, &self.sinks)?;
+                    let (pipeline, webrtc) = build(&self.options, self.inputs, payloads, &self.sinks)?;
                     self.pipeline = pipeline;
                     self.webrtc = webrtc;
                     self.payloads = payloads;
@@ -431,6 +489,7 @@ impl Payloads {
 /// Builds and starts the pipeline.
 fn build(
     options: &Options,
+    inputs: Inputs,
     payloads: Payloads,
     sinks: &Sinks,
 ) -> Result<(gst::Pipeline, gst::Element), MediaError> {
@@ -441,11 +500,13 @@ fn build(
             "videotestsrc is-live=true pattern=solid-color foreground-color={:#010x}",
             0xff00_0000u32 | (rgb & 0x00ff_ffff)
         ),
-        Source::Devices => "autovideosrc".to_owned(),
+        Source::Devices if inputs.camera => "autovideosrc".to_owned(),
+        Source::Devices => "videotestsrc is-live=true pattern=black".to_owned(),
     };
     let audio = match &options.source {
         Source::TestPattern { .. } => "audiotestsrc is-live=true wave=sine volume=0.1",
-        Source::Devices => "autoaudiosrc",
+        Source::Devices if inputs.microphone => "autoaudiosrc",
+        Source::Devices => "audiotestsrc is-live=true wave=silence",
     };
     let mut description = format!(
         "webrtcbin name=webrtc bundle-policy=max-bundle \

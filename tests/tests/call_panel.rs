@@ -93,7 +93,7 @@ async fn peer_until(
                     stream.send(&ClientFrame::CallSignal { req, call, signal }).await;
                 }
                 EngineEvent::Failed(e) => panic!("the peer's engine failed: {e}"),
-                EngineEvent::Ice(_) | EngineEvent::Gathered | EngineEvent::FirstFrame => {}
+                EngineEvent::Ice(_) | EngineEvent::Gathered | EngineEvent::FirstFrame | EngineEvent::Missing { .. } => {}
             },
         }
     }
@@ -119,10 +119,12 @@ struct Calling {
 }
 
 /// Starts the tray app and a panel on `x` with the app's data in `dir` (and `env`); the panel sends
-/// green instead of a camera's picture (there is none under Xvfb).
+/// green instead of a camera's picture (there is none under Xvfb), unless `env` says otherwise.
 async fn calling(x: &Xvfb, server: &Server, dir: &std::path::Path, env: &[(&str, &str)]) -> Calling {
     let mut env = env.to_vec();
-    env.push(("PINCHAT_CALL_TEST_PATTERN", "00ff00"));
+    if !env.iter().any(|(k, _)| *k == "PINCHAT_CALL_TEST_PATTERN") {
+        env.push(("PINCHAT_CALL_TEST_PATTERN", "00ff00"));
+    }
     let wd = WebDriver::start_with(&x.display, dir, &env).await;
     let client = pinchat_ipc::Client::connect(&wd.app.as_ref().expect("the tray app").socket)
         .await
@@ -411,6 +413,62 @@ async fn video_calls_from_and_to_the_panel_ring_show_the_peer_and_hang_up() {
     wd.click("#call-hangup").await;
     assert_eq!(answering.await.unwrap().ended, CallEnd::Hangup);
     assert!(!wd.app.as_ref().unwrap().log().contains("panicked"));
+}
+
+/// A computer without a camera or a microphone (this one: Xvfb, no /dev/video*, no /dev/snd) calls
+/// all the same with the system's devices: the call view says what the contact will miss, and the
+/// contact sees a black picture.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panel_without_camera_or_microphone_calls_and_says_what_is_missing() {
+    let _serial = serial().await;
+    let x = Xvfb::start();
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Not a colour: the panel's engine takes the system's devices.
+    let env = [("PINCHAT_CALL_TEST_PATTERN", "devices")];
+    let Calling {
+        wd,
+        widget,
+        alice,
+        alice_key,
+        demo_id,
+    } = calling(&x, &server, dir.path(), &env).await;
+    let (answering, mut seen) =
+        alice_side(&server, &alice_key, demo_id, false, std::time::Duration::ZERO).await;
+    open_widget(&wd, &widget, "en").await;
+    wd.click(&format!("button[data-video='{}']", alice.id)).await;
+    wd.until("Alice's magenta in the panel", MAGENTA_SHOWN).await;
+    let no_camera = !std::fs::read_dir("/dev")
+        .unwrap()
+        .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("video"));
+    let no_sound = !std::path::Path::new("/dev/snd").exists();
+    let mut expected = vec![];
+    if no_sound {
+        expected.push(format!("No microphone found: {} cannot hear you.", alice.name));
+    }
+    if no_camera {
+        expected.push(format!("No camera found: {} sees no picture of you.", alice.name));
+    }
+    if !expected.is_empty() {
+        let note = wd
+            .until(
+                "the missing devices said",
+                "return document.querySelector('#call-missing')?.textContent || null",
+            )
+            .await;
+        assert_eq!(note, expected.join(" "));
+    }
+    tokio::time::timeout(pinchat_tests::DEADLINE, seen.wait_for(|s| s.video_frames >= 30))
+        .await
+        .expect("Alice decodes 30 frames of the panel's video")
+        .unwrap();
+    wd.click("#call-hangup").await;
+    let report = answering.await.unwrap();
+    assert_eq!(report.ended, CallEnd::Hangup);
+    if no_camera {
+        let centre = report.centre.expect("a picture");
+        assert!(centre.iter().all(|c| *c < 48), "Alice sees {centre:?}, not black");
+    }
 }
 
 /// Regenerates the call view's screenshots in docs/screenshots (run by ui/screenshots.sh): a video

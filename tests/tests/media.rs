@@ -26,6 +26,8 @@ struct Side {
     call: u64,
     /// The candidates its engine signalled.
     candidates: Vec<String>,
+    /// What its engine said is missing (`microphone`, `camera`).
+    missing: Option<(bool, bool)>,
 }
 
 impl Side {
@@ -86,6 +88,7 @@ async fn side_with(
         next_req: 10,
         call: 0,
         candidates: vec![],
+        missing: None,
     }
 }
 
@@ -171,6 +174,7 @@ async fn connect(a: &mut Side, b: &mut Side, to: AccountId, proxy: &CountingProx
                 }
                 EngineEvent::Failed(e) => panic!("demo's engine failed: {e}"),
                 EngineEvent::Ice(state) => ice.push(format!("demo {state}")),
+                EngineEvent::Missing { microphone, camera } => a.missing = Some((microphone, camera)),
                 EngineEvent::FirstFrame | EngineEvent::Gathered => {}
             },
             Some(event) = b.events.recv() => match event {
@@ -182,6 +186,7 @@ async fn connect(a: &mut Side, b: &mut Side, to: AccountId, proxy: &CountingProx
                 }
                 EngineEvent::Failed(e) => panic!("alice's engine failed: {e}"),
                 EngineEvent::Ice(state) => ice.push(format!("alice {state}")),
+                EngineEvent::Missing { microphone, camera } => b.missing = Some((microphone, camera)),
                 EngineEvent::FirstFrame | EngineEvent::Gathered => {}
             },
             Ok(frame) = a.stream.next() => a.server_said(frame),
@@ -346,6 +351,45 @@ impl Drop for Coturn {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A computer without a camera or a microphone (as this test machine: no /dev/video*, no /dev/snd)
+/// still calls: its engine says what is missing and sends a black picture and silence instead, and
+/// the call goes on both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_computer_without_camera_or_microphone_calls_with_black_and_silence() {
+    let s = Server::start().await;
+    let demo_key = s.key("demo").await;
+    let alice = s.id_of(&demo_key, "alice").await;
+    let demo = s.id_of(&s.key("alice").await, "demo").await;
+    let proxy = CountingProxy::start(s.addr).await.unwrap();
+    let devices = Options {
+        source: Source::Devices,
+        size: (160, 120),
+        ..Options::default()
+    };
+    let mut a = side_with(&s, &proxy, "demo", &[alice], devices).await;
+    let mut b = side(&s, &proxy, "alice", &[demo], GREEN).await;
+    let (_, report) = connect(&mut a, &mut b, alice, &proxy).await;
+    println!("without devices: {report}; missing {:?}", a.missing);
+    let no_camera = !std::fs::read_dir("/dev")
+        .unwrap()
+        .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("video"));
+    let no_sound = !std::path::Path::new("/dev/snd").exists();
+    let (microphone, camera) = a.missing.unwrap_or_default();
+    if no_camera {
+        assert!(camera, "no camera here, and the engine did not say so");
+        let seen = b.engine.latest_frame().unwrap().centre();
+        assert!(close_to(seen, 0x000000), "alice sees {seen:?}, not black");
+    }
+    if no_sound {
+        assert!(microphone, "no sound device here, and the engine did not say so");
+    }
+    // Silence is still sound: Alice decoded audio, and the demo user sees her green.
+    assert!(b.engine.stats().audio_buffers > 0);
+    let seen = a.engine.latest_frame().unwrap().centre();
+    assert!(close_to(seen, GREEN), "demo sees {seen:?}");
+    assert_eq!(b.missing, None, "a test pattern misses nothing");
 }
 
 fn relay_options(rgb: u32, ice: &pinchat_proto::http::IceConfig) -> Options {
@@ -561,7 +605,9 @@ struct PageState {
 
 /// The native engine (demo, magenta) calls Chromium running the panel's JavaScript (alice, green), or
 /// the other way round; both must decode the other's colour.
-async fn native_and_chromium(native_offers: bool) {
+/// A call between the native engine and the page's engine in Chromium; `page_audio: false` is a
+/// computer without a microphone on the page's side.
+async fn native_and_chromium(native_offers: bool, page_audio: bool) {
     use futures_util::StreamExt;
     let s = Server::start().await;
     let demo_key = s.key("demo").await;
@@ -608,7 +654,7 @@ async fn native_and_chromium(native_offers: bool) {
             break;
         }
     }
-    page.send(serde_json::json!({"start": {"rgb": GREEN, "offer": !native_offers, "iceServers": [], "relayOnly": false}}))
+    page.send(serde_json::json!({"start": {"rgb": GREEN, "offer": !native_offers, "iceServers": [], "relayOnly": false, "noAudio": !page_audio}}))
         .await;
     if native_offers {
         a.engine.offer();
@@ -676,14 +722,28 @@ async fn native_and_chromium(native_offers: bool) {
         "chromium sees {centre:?}, not the native magenta"
     );
     assert!(seen.audio > 0, "chromium received no audio");
+    // Whether the page sent sound is what the native engine heard.
+    assert_eq!(
+        a.engine.stats().audio_buffers > 0,
+        page_audio,
+        "{:?}",
+        a.engine.stats()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_native_engine_calls_chromium_running_the_panels_javascript() {
-    native_and_chromium(true).await;
+    native_and_chromium(true, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_running_the_panels_javascript_calls_the_native_engine() {
-    native_and_chromium(false).await;
+    native_and_chromium(false, true).await;
+}
+
+/// The page has no microphone and places the call: its offer still asks for sound, to receive, so
+/// it hears the native side while sending a picture only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_without_a_microphone_calls_and_still_hears_the_native_engine() {
+    native_and_chromium(false, false).await;
 }

@@ -38,6 +38,8 @@ const WORDS = {
     rec_declined_video: "Declined video call", rec_declined_voice: "Declined voice call",
     rec_end: { declined: "declined", no_answer: "no answer", cancelled: "cancelled", other: "not connected" },
     callBack: "Call back",
+    noMicrophone: "No microphone found: {name} cannot hear you.",
+    noCamera: "No camera found: {name} sees no picture of you.",
     end: {
       hangup: "The call has ended.", declined: "{name} declined the call.", no_answer: "No answer.",
       answered_elsewhere: "Answered on another device.", cancelled: "{name} hung up before you answered.",
@@ -62,8 +64,8 @@ const WORDS = {
       "call.glare": "You called each other at once; the other call goes on.",
       "call.not_found": "That call has ended.",
       "call.invalid": "The call could not be set up.",
-      "ui.media_unavailable": "Calls cannot start on this computer: no camera or microphone, or the call engine is missing.",
-      "ui.no_devices": "No camera or microphone could be used. Check that one is connected and that pinchat may use it.",
+      "ui.media_unavailable": "Calls cannot start on this computer: the call engine is missing.",
+      "ui.no_devices": "pinchat may not use the camera and microphone. Allow it in the system's privacy settings, then call again.",
     },
   },
   zh: {
@@ -99,6 +101,8 @@ const WORDS = {
     rec_declined_video: "已拒绝视频来电", rec_declined_voice: "已拒绝语音来电",
     rec_end: { declined: "对方已拒绝", no_answer: "无人接听", cancelled: "已取消", other: "未接通" },
     callBack: "回拨",
+    noMicrophone: "未找到麦克风：{name} 听不到你的声音。",
+    noCamera: "未找到摄像头：{name} 看不到你的画面。",
     end: {
       hangup: "通话已结束。", declined: "{name} 拒绝了通话。", no_answer: "无人接听。",
       answered_elsewhere: "已在其他设备上接听。", cancelled: "{name} 在你接听前挂断了。",
@@ -123,8 +127,8 @@ const WORDS = {
       "call.glare": "双方同时呼叫，保留了另一通通话。",
       "call.not_found": "该通话已结束。",
       "call.invalid": "无法建立通话。",
-      "ui.media_unavailable": "此电脑无法开始通话：没有摄像头或麦克风，或缺少通话组件。",
-      "ui.no_devices": "无法使用摄像头或麦克风。请确认已连接，并允许 pinchat 使用。",
+      "ui.media_unavailable": "此电脑无法开始通话：缺少通话组件。",
+      "ui.no_devices": "pinchat 无权使用摄像头和麦克风。请在系统隐私设置中允许后再次呼叫。",
     },
   },
 };
@@ -823,9 +827,10 @@ async function startEngine(c) {
   if (webEngine) {
     let stream;
     try {
-      stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: c.video });
+      stream = await localMedia(c);
     } catch (e) {
-      // No camera or microphone, or the person refused them: the peer is told the call failed.
+      // The person (or the system's privacy settings) refused the camera and microphone: the peer is
+      // told the call failed.
       c.error = errorText({ code: "ui.no_devices" });
       return hangUp(true);
     }
@@ -850,6 +855,23 @@ async function startEngine(c) {
   }
   for (const sig of c.pending.splice(0)) await remoteSignal(c, sig);
 }
+// The camera and microphone for a call in the page's own WebRTC. What the computer lacks is left out
+// (the call goes on without it, and the view says so, as the native engine's `missing` event does);
+// a refusal is not worked around.
+async function localMedia(c) {
+  const tries = c.video ? [[true, true], [true, false], [false, true]] : [[true, false]];
+  for (const [audio, video] of tries) {
+    try {
+      const stream = await navigator.mediaDevices.getUserMedia({ audio, video });
+      if (!audio || (c.video && !video)) c.missing = { microphone: !audio, camera: c.video && !video };
+      return stream;
+    } catch (e) {
+      if (e && e.name === "NotAllowedError") throw e;
+    }
+  }
+  c.missing = { microphone: true, camera: c.video };
+  return new MediaStream();
+}
 async function remoteSignal(c, sig) {
   if (!c.engine) { c.pending.push(sig); return; }
   try { await c.engine.remote(sig); } catch (e) {
@@ -864,6 +886,7 @@ function onMedia(c, ev, signal) {
   else if (ev.ice) onIce(c, ev.ice);
   else if (ev.first_frame) setPhase(c, "connected");
   else if (ev.failed) { c.error = ev.failed; hangUp(true); }
+  else if (ev.missing) { c.missing = ev.missing; if (state.screen === "call") callView(); }
 }
 function onIce(c, s) {
   if (activeCall !== c || c.phase === "ended") return;
@@ -952,6 +975,9 @@ function callView() {
     h("div", { class: "call-stage" + (picture ? "" : " voice") },
       picture || h("div", { class: "call-avatar" }, avatar(c.contact.name, null, c.contact.avatar)),
       clock,
+      c.missing && c.phase !== "ended" ? h("div", { class: "note", id: "call-missing", role: "status" },
+        [c.missing.microphone ? t("noMicrophone") : null, c.missing.camera ? t("noCamera") : null]
+          .filter(Boolean).map((s) => s.replace("{name}", c.contact.name)).join(" ")) : null,
       c.error ? h("div", { class: "error", id: "call-error", role: "alert" }, c.error) : null),
     h("div", { class: "bar call-bar" }, h("span", { class: "grow" }), buttons, h("span", { class: "grow" })));
   if (picture && !webEngine && c.engine) pumpFrames(c);

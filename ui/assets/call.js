@@ -34,13 +34,22 @@ class PinchatCall {
         { candidate: "", mline: 0, mid: null } });
     };
     pc.oniceconnectionstatechange = () => options.onState && options.onState(pc.iceConnectionState);
+    // The peer's sound and picture in one stream, whichever streams its description names (a line
+    // offered to receive only, or a peer that names none, gives tracks without one): a stream per
+    // track would leave the picture's element playing the sound alone.
+    this.remoteStream = new MediaStream();
     pc.ontrack = (e) => {
-      if (options.onRemoteStream) options.onRemoteStream(e.streams[0] || new MediaStream([e.track]));
+      if (!this.remoteStream.getTracks().includes(e.track)) this.remoteStream.addTrack(e.track);
+      if (options.onRemoteStream) options.onRemoteStream(this.remoteStream);
     };
   }
 
-  // The caller, once the callee accepted: make and send the offer.
+  // The caller, once the callee accepted: make and send the offer. What the computer has no device
+  // for is still offered, to receive (the callee's answer keeps the offer's lines either way).
   async offer() {
+    const kinds = new Set(this.options.localStream.getTracks().map((t) => t.kind));
+    if (!kinds.has("audio")) this.pc.addTransceiver("audio", { direction: "recvonly" });
+    if (this.options.video && !kinds.has("video")) this.pc.addTransceiver("video", { direction: "recvonly" });
     const offer = await this.pc.createOffer();
     await this.pc.setLocalDescription(offer);
     this.options.onSignal({ offer: { sdp: this.pc.localDescription.sdp } });

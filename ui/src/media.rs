@@ -219,6 +219,9 @@ mod native {
             EngineEvent::Ice(state) => json!({ "ice": state }),
             EngineEvent::Gathered => json!({ "gathered": true }),
             EngineEvent::FirstFrame => json!({ "first_frame": true }),
+            EngineEvent::Missing { microphone, camera } => {
+                json!({ "missing": { "microphone": microphone, "camera": camera } })
+            }
             EngineEvent::Failed(why) => json!({ "failed": why }),
         }
     }
