@@ -86,6 +86,7 @@ mod tests {
             stale: false,
             max_pins: 10,
             storage: None,
+            ringing: vec![],
         }
     }
 

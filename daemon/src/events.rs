@@ -30,6 +30,8 @@ pub struct WidgetState {
     pub max_pins: u16,
     /// Why nothing can be stored, when that is so.
     pub storage: Option<String>,
+    /// Incoming calls ringing: (call, caller, video).
+    pub ringing: Vec<(u64, AccountId, bool)>,
 }
 
 impl WidgetState {

@@ -486,6 +486,15 @@ fn widget_view(s: &WidgetState) -> WidgetView {
         stale: s.stale,
         max_pins: s.max_pins,
         storage: s.storage.clone(),
+        ringing: s
+            .ringing
+            .iter()
+            .map(|&(call, contact, video)| pinchat_ipc::api::RingingCall {
+                call,
+                contact: contact.0,
+                video,
+            })
+            .collect(),
     }
 }
 

@@ -482,6 +482,7 @@ impl Live {
             stale: !r.online,
             max_pins: 0,
             storage: None,
+            ringing: vec![],
         }
     }
 

@@ -395,6 +395,21 @@ pub struct WidgetView {
     /// user; absent when all is well. The widget is stale meanwhile and catches up by itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
+    /// Incoming calls ringing now (not yet accepted, declined or over): what a client that starts
+    /// while one rings shows. Absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ringing: Vec<RingingCall>,
+}
+
+/// An incoming call that rings, in [`WidgetView::ringing`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RingingCall {
+    /// The call.
+    pub call: u64,
+    /// The caller (a pinned contact).
+    pub contact: u64,
+    /// A video call.
+    pub video: bool,
 }
 
 /// The widget account's own identity.

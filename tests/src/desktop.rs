@@ -1089,9 +1089,40 @@ pub struct Dunst {
 impl Dunst {
     /// Starts dunst and waits until it serves `org.freedesktop.Notifications`.
     pub fn start(display: &str) -> Dunst {
+        Dunst::start_with(display, &[])
+    }
+
+    /// [`Dunst::start`] whose context menu (the list of a notification's actions, which dunst hands to
+    /// a menu program such as dmenu for the user to pick from) picks the entry named in `choice`:
+    /// [`Dunst::choose`] writes it there and opens the menu. `dir` holds the menu program and dunstrc.
+    pub fn start_with_menu(display: &str, dir: &Path) -> (Dunst, PathBuf) {
+        let choice = dir.join("dunst-choice");
+        let menu = dir.join("dunst-menu");
+        std::fs::write(
+            &menu,
+            format!("#!/bin/sh\ngrep -m1 -F \"$(cat '{}')\"\n", choice.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&menu, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let config = dir.join("dunstrc");
+        std::fs::write(&config, format!("[global]\ndmenu = {}\n", menu.display())).unwrap();
+        let config = config.display().to_string();
+        (Dunst::start_with(display, &["-config", &config]), choice)
+    }
+
+    /// Picks the action labelled `label` (as dunst lists it: `#Accept (<summary>) [<id>,<action>]`) of
+    /// the notifications on screen, as a user does from dunst's context menu. `choice` is what
+    /// [`Dunst::start_with_menu`] returned.
+    pub fn choose(&self, choice: &Path, label: &str) {
+        std::fs::write(choice, format!("#{label} (")).unwrap();
+        Self::ctl(&["context"]).expect("dunstctl context");
+    }
+
+    fn start_with(display: &str, args: &[&str]) -> Dunst {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let mut child = std::process::Command::new("dunst")
+                .args(args)
                 .env("DISPLAY", display)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
@@ -1133,6 +1164,14 @@ impl Dunst {
     pub fn newest_closed_icon(&self) -> Option<String> {
         let history: serde_json::Value = serde_json::from_str(&Self::ctl(&["history"])?).ok()?;
         history["data"][0][0]["icon_path"]["data"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    /// The summary (title) of the newest notification in dunst's history (the ones closed).
+    pub fn newest_closed_summary(&self) -> Option<String> {
+        let history: serde_json::Value = serde_json::from_str(&Self::ctl(&["history"])?).ok()?;
+        history["data"][0][0]["summary"]["data"]
             .as_str()
             .map(str::to_owned)
     }

@@ -8,7 +8,7 @@ use pinchat_ipc::api::{CreateWidget, Login, SetPins, SetPinsParams};
 use pinchat_media::{Engine, EngineEvent, Options, Source, Stats};
 use pinchat_proto::AccountId;
 use pinchat_proto::stream::{CallEnd, CallEvent, CallSignal, ClientFrame, ServerFrame};
-use pinchat_tests::desktop::{WebDriver, Xvfb, eventually, serial, visible_window};
+use pinchat_tests::desktop::{Dunst, WebDriver, Xvfb, eventually, serial, visible_window};
 use pinchat_tests::{Server, Stream, pinchat_proto::codec::Encoding};
 
 /// What the peer's side saw of the call.
@@ -469,6 +469,117 @@ async fn a_panel_without_camera_or_microphone_calls_and_says_what_is_missing() {
         let centre = report.centre.expect("a picture");
         assert!(centre.iter().all(|c| *c < 48), "Alice sees {centre:?}, not black");
     }
+}
+
+/// An incoming call rings as an OS notification of the real server dunst too, with Accept and
+/// Decline: Decline there ends it for the caller and the panel stops ringing; Accept there answers it
+/// in the account's panel; a call the caller gives up on takes its notification away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incoming_call_rings_as_a_notification_with_accept_and_decline() {
+    let _serial = serial().await;
+    let x = Xvfb::start();
+    let menus = tempfile::tempdir().unwrap();
+    let (dunst, choice) = Dunst::start_with_menu(&x.display, menus.path());
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let Calling {
+        wd,
+        widget,
+        alice,
+        alice_key,
+        demo_id,
+    } = calling(&x, &server, dir.path(), &[]).await;
+    open_widget(&wd, &widget, "en").await;
+    let ringing = |what: &'static str| {
+        eventually(what, || (dunst.displayed() == 1).then_some(()));
+    };
+    let gone = |what: &'static str| {
+        eventually(what, || (dunst.displayed() == 0).then_some(()));
+    };
+
+    // Alice calls; Decline in the notification.
+    let mut stream = server.stream(&alice_key, Encoding::Json).await;
+    stream.subscribe(1, 0, &[demo_id], None).await;
+    let invite = |req| ClientFrame::CallInvite {
+        req,
+        to: demo_id,
+        video: true,
+    };
+    stream.send(&invite(2)).await;
+    tokio::task::block_in_place(|| ringing("the call's notification"));
+    wd.until(
+        "the panel ringing",
+        "return document.querySelector('#call-state')?.dataset.phase === 'incoming' || null",
+    )
+    .await;
+    dunst.choose(&choice, "Decline");
+    let ended = loop {
+        if let ServerFrame::Call {
+            event: CallEvent::Ended { reason },
+            ..
+        } = stream.recv().await
+        {
+            break reason;
+        }
+    };
+    assert_eq!(ended, CallEnd::Declined);
+    assert_eq!(
+        dunst.newest_closed_summary().as_deref(),
+        Some(format!("{} is calling you", alice.name).as_str())
+    );
+    // The panel stops ringing and shows the conversation, with the declined call in it.
+    wd.until(
+        "the declined call in the chat",
+        "return document.querySelector('#messages .callrec[data-kind=declined]') || null",
+    )
+    .await;
+    tokio::task::block_in_place(|| gone("the notification gone"));
+
+    // Alice calls again; Accept in the notification answers it in the account's panel, which sends
+    // its green to her.
+    drop(stream);
+    let (calling, _) = alice_side(&server, &alice_key, demo_id, true, std::time::Duration::ZERO).await;
+    tokio::task::block_in_place(|| ringing("the second call's notification"));
+    dunst.choose(&choice, "Accept");
+    let report = calling.await.expect("the calling side");
+    assert_eq!(report.ended, CallEnd::Hangup, "Alice saw 30 frames and hung up");
+    let centre = report.centre.expect("a picture");
+    assert!(
+        centre[0] < 60 && centre[1] > 200 && centre[2] < 60,
+        "Alice sees the panel's green: {centre:?}"
+    );
+    // The panel under test was not the one that answered: it says so.
+    wd.until(
+        "answered on another device",
+        "return document.querySelector('#call-state')?.dataset.reason === 'answered_elsewhere' || null",
+    )
+    .await;
+    tokio::task::block_in_place(|| gone("the accepted call's notification gone"));
+
+    // Alice calls and gives up before anyone answers: the notification goes with the ringing.
+    let mut stream = server.stream(&alice_key, Encoding::Json).await;
+    stream.subscribe(1, 0, &[demo_id], None).await;
+    stream.send(&invite(2)).await;
+    let call = loop {
+        if let ServerFrame::Call {
+            call,
+            event: CallEvent::Ringing,
+            ..
+        } = stream.recv().await
+        {
+            break call;
+        }
+    };
+    tokio::task::block_in_place(|| ringing("the third call's notification"));
+    stream
+        .send(&ClientFrame::CallSignal {
+            req: 3,
+            call,
+            signal: CallSignal::Hangup { failed: false },
+        })
+        .await;
+    tokio::task::block_in_place(|| gone("the given-up call's notification gone"));
+    assert!(!wd.app.as_ref().unwrap().log().contains("panicked"));
 }
 
 /// Regenerates the call view's screenshots in docs/screenshots (run by ui/screenshots.sh): a video

@@ -185,6 +185,16 @@ window.pinchat = {
     const c = state.view.pins.find((p) => p.id === contact);
     if (c) chatView(c);
   },
+  // Accepted in its OS notification: answer the call that rings here, or as soon as it does (the
+  // page may not have heard it ring yet).
+  answer(callId) {
+    if (activeCall && activeCall.id === callId && activeCall.phase === "incoming") {
+      if (state.screen !== "call") callView();
+      acceptCall();
+    } else if (!activeCall || activeCall.phase === "ended") {
+      answerWhenRinging = callId;
+    }
+  },
 };
 function call(method, params) {
   const id = nextId++;
@@ -760,6 +770,8 @@ function markRead() {
 // engine in the panel's process (`ui.media`; WebKitGTK), whose pictures the page fetches from
 // call/frame. Signals go between the engine and the daemon (`call.signal`) unchanged either way.
 let activeCall = null;
+// A call accepted in its OS notification before this page heard it ring.
+let answerWhenRinging = null;
 const webEngine = typeof RTCPeerConnection === "function";
 function callWords(c) {
   if (c.phase === "ended") return t("end")[c.reason] ? t("end")[c.reason].replace("{name}", c.contact.name) : t("call_ended");
@@ -789,6 +801,10 @@ function incomingCall(p) {
   if (activeCall && activeCall.phase !== "ended") return;
   activeCall = { id: p.call, contact: contactById(p.contact), video: p.video, outgoing: false, phase: "incoming", pending: [] };
   callView();
+  if (answerWhenRinging === p.call) {
+    answerWhenRinging = null;
+    return acceptCall();
+  }
   // The engine's libraries load while it rings (no camera or microphone is opened before accepting).
   if (!webEngine) call("ui.media", { op: "warm" }).catch(() => {});
 }
@@ -809,7 +825,7 @@ function declineCall() {
   if (!c) return;
   call("call.decline", { widget: state.widget, call: c.id }).catch(() => {});
   closeCall(c);
-  widgetView();
+  chatView(c.contact);
 }
 function hangUp(failed) {
   const c = activeCall;
@@ -1092,7 +1108,12 @@ function onEvent(n) {
       if (activeCall && activeCall.id === p.call) remoteSignal(activeCall, p.signal);
       break;
     case "call.ended":
-      if (activeCall && activeCall.id === p.call) endCall(activeCall, p.reason);
+      // Declined elsewhere (its OS notification, another panel): it simply stops ringing here.
+      if (activeCall && activeCall.id === p.call && !activeCall.outgoing && p.reason === "declined") {
+        const c = activeCall;
+        closeCall(c);
+        if (state.screen === "call") chatView(c.contact);
+      } else if (activeCall && activeCall.id === p.call) endCall(activeCall, p.reason);
       if (state.screen === "chat" && state.chat && state.chat.contact.id === p.contact) newCalls(state.chat);
       break;
   }
@@ -1106,9 +1127,13 @@ function onEvent(n) {
       await loadWidget();
       widgetView();
       if (params.get("chat")) await window.pinchat.openChat(Number(params.get("chat")));
-      // Opened by the tray for an incoming call: ring here.
-      const ring = /^(\d+):(\d+):(video|voice)$/.exec(params.get("ring") || "");
-      if (ring) incomingCall({ call: Number(ring[1]), contact: Number(ring[2]), video: ring[3] === "video" });
+      // Opened by the tray for an incoming call (`ring`), or opened while one rings: ring here —
+      // if it still rings (the daemon's view says; the one the tray named may be over by now).
+      const ring = /^(\d+):(\d+):(video|voice)(:answer)?$/.exec(params.get("ring") || "");
+      if (ring && ring[4]) window.pinchat.answer(Number(ring[1]));
+      const ringing = state.view.ringing || [];
+      const now = (ring && ringing.find((r) => r.call === Number(ring[1]))) || ringing[0];
+      if (now) incomingCall(now);
     } catch (e) { show(h("div", { class: "pad error" }, errorText(e))); }
   } else {
     loginView(false);

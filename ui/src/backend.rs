@@ -10,8 +10,8 @@ use crate::model::TrayModel;
 use base64::Engine as _;
 use pinchat_ipc::api::ErrorCode;
 use pinchat_ipc::api::{
-    Avatar, AvatarParams, ListWidgets, NoParams, Notification, Snapshot, Subscribe, SubscribeParams,
-    WidgetRef, WidgetSummary, WidgetView,
+    Avatar, AvatarParams, CallState, ListWidgets, NoParams, Notification, Snapshot, Subscribe,
+    SubscribeParams, WidgetRef, WidgetSummary, WidgetView,
 };
 use pinchat_ipc::client::{Client, ClientError};
 use serde_json::Value;
@@ -54,6 +54,17 @@ pub enum ToUi {
         widget: String,
         /// The call and the caller.
         ring: crate::control::Ring,
+        /// The caller's name.
+        name: String,
+        /// The caller's avatar as a file, when it has been fetched.
+        avatar: Option<std::path::PathBuf>,
+    },
+    /// A call of this widget stopped ringing (answered here or elsewhere, declined, given up, over).
+    RingOver {
+        /// The widget.
+        widget: String,
+        /// The call.
+        call: u64,
     },
     /// A pinned contact's picture (this hash) is now in the avatar cache: icons drawn without it can
     /// be drawn again.
@@ -424,9 +435,22 @@ async fn serve(
                 if !tray {
                     continue;
                 }
-                if let Notification::CallIncoming { widget, call, contact, video } = &n {
-                    let ring = crate::control::Ring { call: *call, contact: *contact, video: *video };
-                    sink(ToUi::Ringing { widget: widget.clone(), ring });
+                match &n {
+                    Notification::CallIncoming { widget, call, contact, video } => {
+                        let ring = crate::control::Ring { call: *call, contact: *contact, video: *video, answer: false };
+                        let name = model
+                            .sender(widget, *contact)
+                            .map_or_else(|| contact.to_string(), str::to_owned);
+                        let avatar = model
+                            .avatar(widget, *contact)
+                            .and_then(|hash| avatars.as_ref()?.cached(hash));
+                        sink(ToUi::Ringing { widget: widget.clone(), ring, name, avatar });
+                    }
+                    Notification::CallEnded { widget, call, .. }
+                    | Notification::CallChanged { widget, call, state: CallState::Accepted, .. } => {
+                        sink(ToUi::RingOver { widget: widget.clone(), call: *call });
+                    }
+                    _ => {}
                 }
                 let applied = model.apply(&n);
                 // Messages that were waiting when their contact was pinned are listed, not announced.

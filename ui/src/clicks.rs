@@ -16,6 +16,10 @@
 //!
 //! Notifications are grouped per contact: a newer message from the same contact replaces the
 //! notification still shown for the older one (`replaces_id`), instead of stacking up.
+//!
+//! An incoming call rings as a notification too, with Accept and Decline, critical and without a time
+//! limit: it is taken away when the call stops ringing (answered here or elsewhere, declined, given
+//! up by the caller).
 
 use std::collections::{HashMap, VecDeque};
 use tokio::sync::mpsc;
@@ -38,7 +42,17 @@ pub enum Clicked {
     MarkRead,
     /// Typed a reply in it (servers with `inline-reply`, such as KDE Plasma's).
     Reply(String),
+    /// Clicked an incoming call's notification: show the call.
+    ShowCall(u64),
+    /// Chose "Accept" on an incoming call.
+    Answer(u64),
+    /// Chose "Decline" on an incoming call.
+    Decline(u64),
 }
+
+/// The action keys of an incoming call's buttons.
+const ACCEPT: &str = "accept";
+const DECLINE: &str = "decline";
 
 /// The action key of a reply typed in the notification (the specification's `inline-reply`).
 const INLINE_REPLY: &str = "inline-reply";
@@ -65,13 +79,48 @@ pub struct Show {
     pub image: Option<std::path::PathBuf>,
 }
 
+/// An incoming call to ring as a notification, with Accept and Decline.
+#[derive(Debug, Clone)]
+pub struct CallShow {
+    /// Its title (who calls).
+    pub title: String,
+    /// Its text (video or voice).
+    pub body: String,
+    /// The labels of its buttons, in the app's language.
+    pub accept: String,
+    /// See [`CallShow::accept`].
+    pub decline: String,
+    /// The widget called.
+    pub widget: String,
+    /// The call.
+    pub call: u64,
+    /// The caller.
+    pub contact: u64,
+    /// The caller's avatar as a file.
+    pub image: Option<std::path::PathBuf>,
+}
+
+/// What the notification thread is asked to do.
+enum Request {
+    Message(Show),
+    Call(CallShow),
+    /// The call stopped ringing: its notification goes.
+    CallOver {
+        widget: String,
+        call: u64,
+    },
+}
+
 /// The notifications shown and not yet closed: id → (widget, contact), their order, and the newest
-/// one per contact (which the next message from that contact replaces).
+/// one per contact (which the next message from that contact replaces); ringing calls apart, by id
+/// and by (widget, call).
 #[derive(Default)]
 struct Shown {
     targets: HashMap<u32, (String, u64)>,
     order: VecDeque<u32>,
     latest: HashMap<(String, u64), u32>,
+    calls: HashMap<u32, (String, u64, u64)>,
+    ringing: HashMap<(String, u64), u32>,
 }
 
 impl Shown {
@@ -104,6 +153,32 @@ impl Shown {
         target
     }
 
+    fn ring(&mut self, id: u32, widget: String, call: u64, contact: u64) {
+        self.ringing.insert((widget.clone(), call), id);
+        self.calls.insert(id, (widget, call, contact));
+        // Calls ring one at a time per account; a server that never reports a closed one leaves a few.
+        if self.calls.len() > REMEMBERED {
+            let oldest = self.calls.keys().min().copied();
+            if let Some((w, c, _)) = oldest.and_then(|o| self.calls.remove(&o)) {
+                self.ringing.remove(&(w, c));
+            }
+        }
+    }
+
+    /// Call notification `id` was acted on or closed: its widget, call and caller.
+    fn call_closed(&mut self, id: u32) -> Option<(String, u64, u64)> {
+        let (widget, call, contact) = self.calls.remove(&id)?;
+        self.ringing.remove(&(widget.clone(), call));
+        Some((widget, call, contact))
+    }
+
+    /// The notification of a call that stopped ringing, forgotten.
+    fn call_over(&mut self, widget: &str, call: u64) -> Option<u32> {
+        let id = self.ringing.remove(&(widget.to_owned(), call))?;
+        self.calls.remove(&id);
+        Some(id)
+    }
+
     fn forget(&mut self, id: u32) -> Option<(String, u64)> {
         let target = self.targets.remove(&id)?;
         if self.latest.get(&target) == Some(&id) {
@@ -116,7 +191,7 @@ impl Shown {
 /// The handle: hands notifications to the thread that shows them and hears their clicks.
 #[derive(Clone)]
 pub struct Clicks {
-    show: mpsc::Sender<Show>,
+    show: mpsc::Sender<Request>,
 }
 
 impl Clicks {
@@ -139,14 +214,28 @@ impl Clicks {
 
     /// Shows a notification (never blocks: the thread shows it).
     pub fn show(&self, notification: Show) {
-        if let Err(e) = self.show.try_send(notification) {
-            tracing::warn!(error = %e, "a notification was not shown");
+        self.ask(Request::Message(notification));
+    }
+
+    /// Rings an incoming call as a notification with Accept and Decline.
+    pub fn ring(&self, call: CallShow) {
+        self.ask(Request::Call(call));
+    }
+
+    /// Takes away the notification of a call that stopped ringing.
+    pub fn call_over(&self, widget: String, call: u64) {
+        self.ask(Request::CallOver { widget, call });
+    }
+
+    fn ask(&self, request: Request) {
+        if self.show.try_send(request).is_err() {
+            tracing::warn!("a notification was not shown or taken away: too many waiting");
         }
     }
 }
 
 async fn serve(
-    mut requests: mpsc::Receiver<Show>,
+    mut requests: mpsc::Receiver<Request>,
     open: &impl Fn(String, u64, Clicked),
 ) -> zbus_notify::Result<()> {
     use futures_util::StreamExt;
@@ -168,10 +257,23 @@ async fn serve(
             request = requests.recv() => {
                 // The app is quitting.
                 let Some(request) = request else { return Ok(()) };
-                let replaces = shown.replaces(&request.widget, request.contact);
-                match notify(&connection, &request, replaces, inline_reply).await {
-                    Ok(id) => shown.remember(id, request.widget, request.contact),
-                    Err(e) => tracing::warn!(error = %e, "cannot show a notification"),
+                match request {
+                    Request::Message(request) => {
+                        let replaces = shown.replaces(&request.widget, request.contact);
+                        match notify(&connection, &request, replaces, inline_reply).await {
+                            Ok(id) => shown.remember(id, request.widget, request.contact),
+                            Err(e) => tracing::warn!(error = %e, "cannot show a notification"),
+                        }
+                    }
+                    Request::Call(call) => match notify_call(&connection, &call).await {
+                        Ok(id) => shown.ring(id, call.widget, call.call, call.contact),
+                        Err(e) => tracing::warn!(error = %e, "cannot show an incoming call's notification"),
+                    },
+                    Request::CallOver { widget, call } => {
+                        if let Some(id) = shown.call_over(&widget, call) {
+                            let _ = close(&connection, id).await;
+                        }
+                    }
                 }
             }
             message = signals.next() => {
@@ -180,6 +282,21 @@ async fn serve(
                 let header = message.header();
                 let member = header.member().map(|m| m.as_str().to_owned());
                 let body = message.body();
+                // An incoming call's notification: its buttons, or a click on it.
+                if member.as_deref() == Some("ActionInvoked")
+                    && let Ok((id, action)) = body.deserialize::<(u32, String)>()
+                    && let Some((widget, call, contact)) = shown.call_closed(id)
+                {
+                    let what = match action.as_str() {
+                        ACCEPT => Clicked::Answer(call),
+                        DECLINE => Clicked::Decline(call),
+                        _ => Clicked::ShowCall(call),
+                    };
+                    // Acted on, it goes (some servers leave that to the app).
+                    let _ = close(&connection, id).await;
+                    open(widget, contact, what);
+                    continue;
+                }
                 let (id, clicked) = match member.as_deref() {
                     Some("ActionInvoked") => match body.deserialize::<(u32, String)>() {
                         Ok((id, action)) if action == "default" => (id, Some(Clicked::Open)),
@@ -193,7 +310,11 @@ async fn serve(
                         Err(_) => continue,
                     },
                     Some("NotificationClosed") => match body.deserialize::<(u32, u32)>() {
-                        Ok((id, _reason)) => (id, None),
+                        Ok((id, _reason)) => {
+                            // Dismissed while it rang: the call rings on in the panel.
+                            shown.call_closed(id);
+                            (id, None)
+                        }
                         Err(_) => continue,
                     },
                     _ => continue,
@@ -246,6 +367,46 @@ async fn notify(
                 &actions[..],
                 hints,
                 EXPIRE_MS,
+            ),
+        )
+        .await?;
+    reply.body().deserialize::<u32>()
+}
+
+/// Shows an incoming call: critical and without a time limit (it goes when the call stops ringing),
+/// a click shows the call, and Accept and Decline answer it.
+async fn notify_call(connection: &zbus_notify::Connection, n: &CallShow) -> zbus_notify::Result<u32> {
+    use zbus_notify::Variant as Value;
+    let mut hints: HashMap<&str, Value<'_>> = HashMap::new();
+    hints.insert("category", Value::from("call.incoming"));
+    hints.insert("desktop-entry", Value::from("pinchat"));
+    hints.insert("urgency", Value::from(2u8));
+    if let Some(path) = n.image.as_deref().and_then(|p| p.to_str()) {
+        hints.insert("image-path", Value::from(path));
+    }
+    let actions = [
+        "default",
+        n.title.as_str(),
+        ACCEPT,
+        n.accept.as_str(),
+        DECLINE,
+        n.decline.as_str(),
+    ];
+    let reply = connection
+        .call_method(
+            Some("org.freedesktop.Notifications"),
+            "/org/freedesktop/Notifications",
+            Some("org.freedesktop.Notifications"),
+            "Notify",
+            &(
+                "pinchat",
+                0u32,
+                "",
+                n.title.as_str(),
+                n.body.as_str(),
+                &actions[..],
+                hints,
+                0i32,
             ),
         )
         .await?;

@@ -15,6 +15,8 @@ pub enum ToPanel {
     Chat(u64),
     /// Speak this language from now on.
     Lang(crate::i18n::Lang),
+    /// Answer this incoming call (accepted from its OS notification).
+    Answer(u64),
 }
 
 impl ToPanel {
@@ -24,6 +26,7 @@ impl ToPanel {
             ToPanel::Show => "show\n".into(),
             ToPanel::Chat(c) => format!("chat {c}\n"),
             ToPanel::Lang(l) => format!("lang {}\n", l.code()),
+            ToPanel::Answer(c) => format!("answer {c}\n"),
         }
     }
 
@@ -31,6 +34,7 @@ impl ToPanel {
     pub fn parse(line: &str) -> Option<ToPanel> {
         match line.trim().split_once(' ') {
             Some(("chat", c)) => c.trim().parse().ok().map(ToPanel::Chat),
+            Some(("answer", c)) => c.trim().parse().ok().map(ToPanel::Answer),
             Some(("lang", l)) => crate::i18n::Lang::from_code(l.trim()).map(ToPanel::Lang),
             None if line.trim() == "show" => Some(ToPanel::Show),
             _ => None,
@@ -38,8 +42,9 @@ impl ToPanel {
     }
 }
 
-/// An incoming call a panel opens on (`pinchat panel --ring <call>:<contact>:<video|voice>`): the tray
-/// heard it ring while no panel of that account was open.
+/// An incoming call a panel opens on (`pinchat panel --ring <call>:<contact>:<video|voice>[:answer]`):
+/// the tray heard it ring while no panel of that account was open. With `:answer` the panel answers it
+/// at once (it was accepted in its OS notification).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ring {
     /// The call.
@@ -48,12 +53,15 @@ pub struct Ring {
     pub contact: u64,
     /// A video call.
     pub video: bool,
+    /// Answer it on opening.
+    pub answer: bool,
 }
 
 impl std::fmt::Display for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = if self.video { "video" } else { "voice" };
-        write!(f, "{}:{}:{kind}", self.call, self.contact)
+        let answer = if self.answer { ":answer" } else { "" };
+        write!(f, "{}:{}:{kind}{answer}", self.call, self.contact)
     }
 }
 
@@ -61,7 +69,7 @@ impl std::str::FromStr for Ring {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Ring, String> {
-        let bad = || format!("{s:?} is not <call>:<contact>:<video|voice>");
+        let bad = || format!("{s:?} is not <call>:<contact>:<video|voice>[:answer]");
         let mut parts = s.split(':');
         let call = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
         let contact = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
@@ -70,10 +78,20 @@ impl std::str::FromStr for Ring {
             Some("voice") => false,
             _ => return Err(bad()),
         };
+        let answer = match parts.next() {
+            None => false,
+            Some("answer") => true,
+            Some(_) => return Err(bad()),
+        };
         if parts.next().is_some() {
             return Err(bad());
         }
-        Ok(Ring { call, contact, video })
+        Ok(Ring {
+            call,
+            contact,
+            video,
+            answer,
+        })
     }
 }
 
@@ -269,15 +287,27 @@ mod tests {
 
     #[test]
     fn a_ring_round_trips_through_its_argument_and_odd_ones_are_refused() {
-        let ring = Ring {
+        let mut ring = Ring {
             call: 7,
             contact: 42,
             video: true,
+            answer: false,
         };
         assert_eq!(ring.to_string(), "7:42:video");
         assert_eq!("7:42:video".parse::<Ring>(), Ok(ring));
         assert_eq!("3:4:voice".parse::<Ring>().map(|r| r.video), Ok(false));
-        for bad in ["", "7", "7:42", "7:42:film", "x:42:video", "7:42:video:1"] {
+        ring.answer = true;
+        assert_eq!(ring.to_string(), "7:42:video:answer");
+        assert_eq!("7:42:video:answer".parse::<Ring>(), Ok(ring));
+        for bad in [
+            "",
+            "7",
+            "7:42",
+            "7:42:film",
+            "x:42:video",
+            "7:42:video:1",
+            "7:42:video:answer:x",
+        ] {
             assert!(bad.parse::<Ring>().is_err(), "{bad}");
         }
     }
@@ -288,6 +318,7 @@ mod tests {
             ToPanel::Show,
             ToPanel::Chat(42),
             ToPanel::Lang(crate::i18n::Lang::Zh),
+            ToPanel::Answer(7),
         ] {
             assert_eq!(ToPanel::parse(&m.line()), Some(m));
         }

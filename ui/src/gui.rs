@@ -49,6 +49,10 @@ pub enum UserEvent {
     /// A reply typed in an OS notification (Linux servers with inline reply): sent to that contact.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Reply(String, u64, String),
+    /// An incoming call's notification: clicked (`None`: show the call), Accept (`Some(true)`) or
+    /// Decline (`Some(false)`); the widget, the caller and the call.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    CallClicked(String, u64, u64, Option<bool>),
 }
 
 /// What a panel shows first.
@@ -132,6 +136,8 @@ struct App {
     avatars: Option<crate::avatars::Avatars>,
     /// The panel's size or place changed since the settings were saved.
     place_changed: bool,
+    /// The incoming calls ringing now, by (widget, call): what a click on one's notification opens.
+    ringing: HashMap<(String, u64), crate::control::Ring>,
     /// Listens for clicks on notifications (Linux), from the first notification on.
     #[cfg(target_os = "linux")]
     clicks: Option<crate::clicks::Clicks>,
@@ -240,6 +246,7 @@ pub fn run(
         contact_trays: BTreeMap::new(),
         avatars: crate::avatars::Avatars::in_cache(),
         place_changed: false,
+        ringing: HashMap::new(),
         #[cfg(target_os = "linux")]
         clicks: None,
     };
@@ -399,32 +406,92 @@ impl App {
                     tracing::debug!(widget, contact, "no notification: do not disturb");
                 } else {
                     #[cfg(target_os = "linux")]
-                    let clicked = self
-                        .clicks
-                        .get_or_insert_with(|| {
-                            let proxy = Mutex::new(self.proxy.clone());
-                            crate::clicks::Clicks::start(move |widget, contact, what| {
-                                let event = match what {
-                                    crate::clicks::Clicked::Open => UserEvent::OpenChat(widget, contact),
-                                    crate::clicks::Clicked::MarkRead => UserEvent::MarkRead(widget, contact),
-                                    crate::clicks::Clicked::Reply(text) => {
-                                        UserEvent::Reply(widget, contact, text)
-                                    }
-                                };
-                                let _ = proxy.lock().unwrap_or_else(|e| e.into_inner()).send_event(event);
-                            })
-                        })
-                        .clone();
+                    let clicked = self.clicks();
                     #[cfg(not(target_os = "linux"))]
                     let clicked = self.proxy.clone();
                     notify(clicked, self.lang, title, widget, contact, text, avatar);
                 }
             }
-            UserEvent::Backend(ToUi::Ringing { widget, ring }) => {
+            UserEvent::Backend(ToUi::Ringing {
+                widget,
+                ring,
+                name,
+                avatar,
+            }) => {
                 // The account's panel rings: brought forward when it is open (its page heard the call
-                // itself), else opened on the call.
+                // itself), else opened on the call. Where the OS's notifications take buttons (Linux),
+                // the call rings there too, with Accept and Decline.
                 tracing::info!(widget, call = ring.call, "an incoming call: the panel rings");
+                self.ringing.insert((widget.clone(), ring.call), ring);
+                #[cfg(target_os = "linux")]
+                {
+                    let words = self.lang.words();
+                    self.clicks().ring(crate::clicks::CallShow {
+                        title: format!("{name} {}", words.is_calling),
+                        body: (if ring.video {
+                            words.video_call
+                        } else {
+                            words.voice_call
+                        })
+                        .to_owned(),
+                        accept: words.accept.to_owned(),
+                        decline: words.decline.to_owned(),
+                        widget: widget.clone(),
+                        call: ring.call,
+                        contact: ring.contact,
+                        image: avatar,
+                    });
+                }
+                #[cfg(not(target_os = "linux"))]
+                let _ = (name, avatar);
                 self.ring(widget, ring, target);
+            }
+            UserEvent::Backend(ToUi::RingOver { widget, call }) => {
+                self.ringing.remove(&(widget.clone(), call));
+                #[cfg(target_os = "linux")]
+                if let Some(clicks) = &self.clicks {
+                    clicks.call_over(widget, call);
+                }
+                #[cfg(not(target_os = "linux"))]
+                let _ = (widget, call);
+            }
+            UserEvent::CallClicked(widget, contact, call, answer) => {
+                tracing::info!(
+                    widget,
+                    call,
+                    ?answer,
+                    "an incoming call's notification was acted on"
+                );
+                match answer {
+                    // Declined from the notification: the panel that rings hears it is over, as every
+                    // client of the widget does.
+                    Some(false) => {
+                        if let Some(backend) = &self.backend {
+                            let params = serde_json::json!({ "widget": widget, "call": call });
+                            let _ = backend.request(0, "call.decline".into(), params);
+                        }
+                    }
+                    // Accepted, or clicked: the panel answers it, or shows it ringing.
+                    Some(true) | None => {
+                        let answer = answer.is_some();
+                        let kind = PanelKind::Widget(widget.clone());
+                        if answer && self.tell_panel(&kind, &crate::control::ToPanel::Answer(call)) {
+                            return false;
+                        }
+                        let Some(ring) = self.ringing.get(&(widget.clone(), call)) else {
+                            // It stopped ringing meanwhile: nothing to answer or show.
+                            tracing::debug!(
+                                widget,
+                                call,
+                                contact,
+                                "a call's notification acted on after it stopped ringing"
+                            );
+                            return false;
+                        };
+                        let ring = crate::control::Ring { answer, ..*ring };
+                        self.ring(widget, ring, target);
+                    }
+                }
             }
             UserEvent::OpenChat(widget, contact) => {
                 self.open(PanelKind::Widget(widget), Some(contact), target);
@@ -585,6 +652,29 @@ impl App {
         if let Err(e) = self.start_panel(kind, chat, None, target) {
             tracing::error!(error = %e, "cannot open a panel");
         }
+    }
+
+    /// The thread that shows OS notifications and hears their clicks, started on first use.
+    #[cfg(target_os = "linux")]
+    fn clicks(&mut self) -> crate::clicks::Clicks {
+        let proxy = &self.proxy;
+        self.clicks
+            .get_or_insert_with(|| {
+                let proxy = Mutex::new(proxy.clone());
+                crate::clicks::Clicks::start(move |widget, contact, what| {
+                    use crate::clicks::Clicked;
+                    let event = match what {
+                        Clicked::Open => UserEvent::OpenChat(widget, contact),
+                        Clicked::MarkRead => UserEvent::MarkRead(widget, contact),
+                        Clicked::Reply(text) => UserEvent::Reply(widget, contact, text),
+                        Clicked::ShowCall(call) => UserEvent::CallClicked(widget, contact, call, None),
+                        Clicked::Answer(call) => UserEvent::CallClicked(widget, contact, call, Some(true)),
+                        Clicked::Decline(call) => UserEvent::CallClicked(widget, contact, call, Some(false)),
+                    };
+                    let _ = proxy.lock().unwrap_or_else(|e| e.into_inner()).send_event(event);
+                })
+            })
+            .clone()
     }
 
     /// An incoming call for `widget`: its panel comes forward, or opens ringing.

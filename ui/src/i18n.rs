@@ -80,6 +80,16 @@ pub struct Words {
     pub mark_read: &'static str,
     /// The reply field of a notification.
     pub reply: &'static str,
+    /// An incoming call's notification: the title after the caller's name.
+    pub is_calling: &'static str,
+    /// Its text for a video call and for a voice call.
+    pub video_call: &'static str,
+    /// See [`Words::video_call`].
+    pub voice_call: &'static str,
+    /// Its actions.
+    pub accept: &'static str,
+    /// See [`Words::accept`].
+    pub decline: &'static str,
     /// Presence states: online, offline, busy, idle, do not disturb (the words `pinchatctl` uses).
     pub states: [&'static str; 5],
     /// The account submenu's entry that opens the panel.
@@ -140,6 +150,11 @@ static EN: Words = Words {
     new_message_from: "New message from",
     mark_read: "Mark as read",
     reply: "Reply",
+    is_calling: "is calling you",
+    video_call: "Video call",
+    voice_call: "Voice call",
+    accept: "Accept",
+    decline: "Decline",
     states: ["online", "offline", "busy", "idle", "do not disturb"],
     open: "Open",
     mode_push: "Live updates (push)",
@@ -170,6 +185,11 @@ static ZH: Words = Words {
     new_message_from: "新消息来自",
     mark_read: "标为已读",
     reply: "回复",
+    is_calling: "邀请你通话",
+    video_call: "视频通话",
+    voice_call: "语音通话",
+    accept: "接听",
+    decline: "拒绝",
     states: ["在线", "离线", "忙碌", "空闲", "请勿打扰"],
     open: "打开",
     mode_push: "实时更新（推送）",

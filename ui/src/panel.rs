@@ -73,6 +73,8 @@ enum PanelEvent {
     Chat(u64),
     /// The tray's language changed.
     Lang(Lang),
+    /// The tray asked to answer this incoming call (accepted in its OS notification).
+    Answer(u64),
     /// The tray closed the control channel (or went away).
     Close,
     /// The page has loaded (its scripts have run).
@@ -202,6 +204,7 @@ pub fn run_page(
                         Some(crate::control::ToPanel::Chat(c)) => PanelEvent::Chat(c),
                         Some(crate::control::ToPanel::Show) => PanelEvent::Show,
                         Some(crate::control::ToPanel::Lang(l)) => PanelEvent::Lang(l),
+                        Some(crate::control::ToPanel::Answer(c)) => PanelEvent::Answer(c),
                         None => continue,
                     };
                     if p.send_event(event).is_err() {
@@ -271,6 +274,8 @@ pub fn run_page(
         managed: args.managed,
         popover: args.popover,
         painted: false,
+        loaded: false,
+        queued: Vec::new(),
         show_by: None,
         // Until the page says otherwise (it does as soon as it runs), a panel stays open.
         keep_open: true,
@@ -322,6 +327,10 @@ struct Panel {
     popover: bool,
     /// The page has drawn its first view (or was given up on): the window may be visible.
     painted: bool,
+    /// The page has loaded (its scripts have run): what the tray asks can be run in it.
+    loaded: bool,
+    /// What the tray asked before the page had loaded (open a chat, answer a call), run once it has.
+    queued: Vec<String>,
     /// When to show the window even though the page has not said it drew.
     show_by: Option<std::time::Instant>,
     /// Stay open when focus goes elsewhere (the page decides: logging in, picking, pinned open).
@@ -364,7 +373,11 @@ impl Panel {
             PanelEvent::Show => self.show(),
             PanelEvent::Chat(contact) => {
                 self.show();
-                self.script(&format!("window.pinchat&&window.pinchat.openChat({contact})"));
+                self.tray_script(format!("window.pinchat&&window.pinchat.openChat({contact})"));
+            }
+            PanelEvent::Answer(call) => {
+                self.show();
+                self.tray_script(format!("window.pinchat&&window.pinchat.answer({call})"));
             }
             PanelEvent::Lang(lang) => {
                 self.script(&format!(
@@ -374,6 +387,10 @@ impl Panel {
             }
             PanelEvent::Close => return true,
             PanelEvent::Loaded => {
+                self.loaded = true;
+                for js in std::mem::take(&mut self.queued) {
+                    self.script(&js);
+                }
                 if !self.painted {
                     self.show_by = Some(std::time::Instant::now() + SHOW_ANYWAY);
                 }
@@ -598,6 +615,16 @@ impl Panel {
         ));
     }
 
+    /// Runs what the tray asked in the page, or once the page has loaded (a panel just started by
+    /// the tray is asked at once, before its page can hear it).
+    fn tray_script(&mut self, js: String) {
+        if self.loaded {
+            self.script(&js);
+        } else {
+            self.queued.push(js);
+        }
+    }
+
     fn script(&self, js: &str) {
         let _ = self.webview.evaluate_script(js);
     }
@@ -724,6 +751,7 @@ mod tests {
                 call: 3,
                 contact: 9,
                 video: false,
+                answer: false,
             }),
             ..PanelArgs::default()
         };

@@ -68,7 +68,16 @@ pub fn run(backend: Backend, events: Receiver<ToUi>, lang: Lang) -> std::process
                 draw(render(&order, &views, newest.as_ref(), lang), &mut last);
             }
             // Calls need a panel: without a display, one rings out for the caller.
-            ToUi::Show | ToUi::AvatarStored(_) | ToUi::Ringing { .. } => {}
+            // Calls need the desktop app; here it is said who calls.
+            ToUi::Ringing { name, ring, .. } => {
+                let kind = if ring.video {
+                    words.video_call
+                } else {
+                    words.voice_call
+                };
+                println!("📞 {name} {} ({kind})", words.is_calling);
+            }
+            ToUi::Show | ToUi::AvatarStored(_) | ToUi::RingOver { .. } => {}
             ToUi::Stop => {
                 backend.stop();
                 return std::process::ExitCode::SUCCESS;

@@ -55,6 +55,9 @@ impl Widget {
                 CallSignal::Accept => Some(CallEvent::Accepted),
                 _ => None,
             };
+            if told.is_some() {
+                self.ringing.remove(call);
+            }
             if let Some(event) = told {
                 let peer = match event {
                     CallEvent::Ended { .. } => self.calls.remove(call),
@@ -76,11 +79,16 @@ impl Widget {
     /// Something happened to a call on the widget's stream.
     pub(super) fn call_event(&mut self, call: CallId, peer: AccountId, event: CallEvent) {
         match &event {
-            CallEvent::Incoming { .. } | CallEvent::Ringing => {
+            CallEvent::Incoming { video } => {
+                self.calls.insert(call, peer);
+                self.ringing.insert(call, (peer, *video));
+            }
+            CallEvent::Ringing => {
                 self.calls.insert(call, peer);
             }
             CallEvent::Ended { .. } => {
                 self.calls.remove(&call);
+                self.ringing.remove(&call);
             }
             _ => {}
         }
@@ -94,6 +102,7 @@ impl Widget {
 
     /// The widget's link is down: its live calls ended with it.
     pub(super) fn calls_lost(&mut self) {
+        self.ringing.clear();
         for (call, peer) in std::mem::take(&mut self.calls) {
             self.notify(Event::Call {
                 widget: self.id.clone(),

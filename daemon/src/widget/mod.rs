@@ -189,6 +189,7 @@ pub fn spawn(start: Start, tracker: &tokio_util::task::TaskTracker) -> Result<Wi
         configured: false,
         newly_pinned: HashSet::new(),
         calls: HashMap::new(),
+        ringing: Default::default(),
     };
     if let Some(problem) = read_only {
         widget.start_in_trouble(problem);
@@ -238,6 +239,9 @@ struct Widget {
     newly_pinned: HashSet<AccountId>,
     /// Live calls on the widget's stream, with their peers.
     calls: HashMap<pinchat_proto::stream::CallId, AccountId>,
+    /// Incoming calls ringing (not yet accepted by a client of the widget, declined or over), with
+    /// their callers and whether they are video calls: a panel that opens meanwhile rings too.
+    ringing: std::collections::BTreeMap<pinchat_proto::stream::CallId, (AccountId, bool)>,
 }
 
 /// Sleeps until `at`, or forever.
@@ -297,6 +301,11 @@ impl Widget {
             stale: self.stale,
             max_pins: self.max_pins,
             storage: self.storage.clone(),
+            ringing: self
+                .ringing
+                .iter()
+                .map(|(&call, &(peer, video))| (call, peer, video))
+                .collect(),
         }
     }
 
