@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates docs/screenshots/: every panel of the real app (login, contact picker, widget, unread
-# details, chat, a call and an incoming call), light and dark, English and Chinese, driven through WebKitWebDriver under Xvfb; the
+# details, chat, a call, an incoming call and the calls in a chat), light and dark, English and Chinese, driven through WebKitWebDriver under Xvfb; the
 # full client's window (pinchat-full) in both languages; and
 # the tray icon, its menu and a notification in a real Xfce panel with dunst.
 # Needs what `./run test` installs.

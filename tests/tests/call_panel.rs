@@ -595,8 +595,9 @@ async fn call_screenshots() {
     std::fs::create_dir_all(&out).unwrap();
     let _serial = serial().await;
     let x = Xvfb::start();
-    let server = Server::start().await;
     for (lang, theme) in [("en", "light"), ("en", "dark"), ("zh", "light"), ("zh", "dark")] {
+        // A server each: the history shot shows this round's calls only.
+        let server = Server::start().await;
         let dir = tempfile::tempdir().unwrap();
         let gtk_theme = if theme == "dark" {
             "Adwaita:dark"
@@ -642,6 +643,55 @@ async fn call_screenshots() {
         shot("call-incoming", wd.screenshot());
         wd.click("#call-decline").await;
         let _ = calling.await;
+        // A message, and a call Alice gave up on before it was answered: the conversation with its
+        // calls, a missed one among them.
+        server
+            .send_text(&alice_key, demo_id, "shot-1", "Call me when you are back?")
+            .await;
+        let mut stream = server.stream(&alice_key, Encoding::Json).await;
+        stream.subscribe(1, 0, &[demo_id], None).await;
+        stream
+            .send(&ClientFrame::CallInvite {
+                req: 2,
+                to: demo_id,
+                video: false,
+            })
+            .await;
+        let call = loop {
+            if let ServerFrame::Call {
+                call,
+                event: CallEvent::Ringing,
+                ..
+            } = stream.recv().await
+            {
+                break call;
+            }
+        };
+        wd.until(
+            "the panel ringing again",
+            "return document.querySelector('#call-state')?.dataset.phase === 'incoming' || null",
+        )
+        .await;
+        stream
+            .send(&ClientFrame::CallSignal {
+                req: 3,
+                call,
+                signal: CallSignal::Hangup { failed: false },
+            })
+            .await;
+        wd.until(
+            "the call given up",
+            "return document.querySelector('#call-state')?.dataset.reason === 'cancelled' || null",
+        )
+        .await;
+        wd.click("#call-close").await;
+        wd.until(
+            "three calls and a message in the chat",
+            "return (document.querySelectorAll('#messages .callrec').length === 3
+                && document.querySelectorAll('#messages .msg').length === 1) || null",
+        )
+        .await;
+        shot("call-history", wd.screenshot());
     }
 }
 
