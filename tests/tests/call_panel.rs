@@ -161,6 +161,50 @@ async fn calling(x: &Xvfb, server: &Server, dir: &std::path::Path, env: &[(&str,
     }
 }
 
+/// Alice calls the demo user from a stream of her own (nothing answers on her side); returns the
+/// stream and the call once it rings.
+async fn alice_calls(server: &Server, key: &str, demo: AccountId, video: bool) -> (Stream, u64) {
+    let mut stream = server.stream(key, Encoding::Json).await;
+    stream.subscribe(1, 0, &[demo], None).await;
+    stream
+        .send(&ClientFrame::CallInvite {
+            req: 2,
+            to: demo,
+            video,
+        })
+        .await;
+    loop {
+        if let ServerFrame::Call {
+            call,
+            event: CallEvent::Ringing,
+            ..
+        } = stream.recv().await
+        {
+            return (stream, call);
+        }
+    }
+}
+
+/// Alice gives up on her call before it is answered.
+async fn alice_gives_up(stream: &mut Stream, call: u64) {
+    stream
+        .send(&ClientFrame::CallSignal {
+            req: 3,
+            call,
+            signal: CallSignal::Hangup { failed: false },
+        })
+        .await;
+}
+
+/// Waits until the panel's call view rings.
+async fn panel_rings(wd: &WebDriver) {
+    wd.until(
+        "the panel ringing",
+        "return document.querySelector('#call-state')?.dataset.phase === 'incoming' || null",
+    )
+    .await;
+}
+
 /// Shows the widget in the panel, once its link is up (a call needs it).
 async fn open_widget(wd: &WebDriver, widget: &str, lang: &str) {
     wd.js(&format!(
@@ -308,11 +352,7 @@ async fn video_calls_from_and_to_the_panel_ring_show_the_peer_and_hang_up() {
             visible_window(&x.display, "pinchat — Demo User")
         })
     });
-    wd.until(
-        "the panel ringing",
-        "return document.querySelector('#call-state')?.dataset.phase === 'incoming' || null",
-    )
-    .await;
+    panel_rings(&wd).await;
     assert_eq!(
         wd.text("#call-peer").await.lines().next(),
         Some(alice.name.as_str())
@@ -343,37 +383,9 @@ async fn video_calls_from_and_to_the_panel_ring_show_the_peer_and_hang_up() {
         "return document.querySelectorAll('#messages .callrec').length === 2 || null",
     )
     .await;
-    let mut stream = server.stream(&alice_key, Encoding::Json).await;
-    stream.subscribe(1, 0, &[demo_id], None).await;
-    stream
-        .send(&ClientFrame::CallInvite {
-            req: 2,
-            to: demo_id,
-            video: false,
-        })
-        .await;
-    wd.until(
-        "the panel ringing again",
-        "return document.querySelector('#call-state')?.dataset.phase === 'incoming' || null",
-    )
-    .await;
-    let call = loop {
-        if let ServerFrame::Call {
-            call,
-            event: CallEvent::Ringing,
-            ..
-        } = stream.recv().await
-        {
-            break call;
-        }
-    };
-    stream
-        .send(&ClientFrame::CallSignal {
-            req: 3,
-            call,
-            signal: CallSignal::Hangup { failed: false },
-        })
-        .await;
+    let (mut stream, call) = alice_calls(&server, &alice_key, demo_id, false).await;
+    panel_rings(&wd).await;
+    alice_gives_up(&mut stream, call).await;
     wd.until(
         "the call shown cancelled",
         "return document.querySelector('#call-state')?.dataset.reason === 'cancelled' || null",
@@ -498,20 +510,9 @@ async fn an_incoming_call_rings_as_a_notification_with_accept_and_decline() {
     };
 
     // Alice calls; Decline in the notification.
-    let mut stream = server.stream(&alice_key, Encoding::Json).await;
-    stream.subscribe(1, 0, &[demo_id], None).await;
-    let invite = |req| ClientFrame::CallInvite {
-        req,
-        to: demo_id,
-        video: true,
-    };
-    stream.send(&invite(2)).await;
+    let (mut stream, _) = alice_calls(&server, &alice_key, demo_id, true).await;
     tokio::task::block_in_place(|| ringing("the call's notification"));
-    wd.until(
-        "the panel ringing",
-        "return document.querySelector('#call-state')?.dataset.phase === 'incoming' || null",
-    )
-    .await;
+    panel_rings(&wd).await;
     dunst.choose(&choice, "Decline");
     let ended = loop {
         if let ServerFrame::Call {
@@ -557,27 +558,9 @@ async fn an_incoming_call_rings_as_a_notification_with_accept_and_decline() {
     tokio::task::block_in_place(|| gone("the accepted call's notification gone"));
 
     // Alice calls and gives up before anyone answers: the notification goes with the ringing.
-    let mut stream = server.stream(&alice_key, Encoding::Json).await;
-    stream.subscribe(1, 0, &[demo_id], None).await;
-    stream.send(&invite(2)).await;
-    let call = loop {
-        if let ServerFrame::Call {
-            call,
-            event: CallEvent::Ringing,
-            ..
-        } = stream.recv().await
-        {
-            break call;
-        }
-    };
+    let (mut stream, call) = alice_calls(&server, &alice_key, demo_id, true).await;
     tokio::task::block_in_place(|| ringing("the third call's notification"));
-    stream
-        .send(&ClientFrame::CallSignal {
-            req: 3,
-            call,
-            signal: CallSignal::Hangup { failed: false },
-        })
-        .await;
+    alice_gives_up(&mut stream, call).await;
     tokio::task::block_in_place(|| gone("the given-up call's notification gone"));
     assert!(!wd.app.as_ref().unwrap().log().contains("panicked"));
 }
@@ -635,11 +618,7 @@ async fn call_screenshots() {
         answering.await.unwrap();
         wd.click("#call-close").await;
         let (calling, _) = alice_side(&server, &alice_key, demo_id, true, std::time::Duration::ZERO).await;
-        wd.until(
-            "the panel ringing",
-            "return document.querySelector('#call-state')?.dataset.phase === 'incoming' || null",
-        )
-        .await;
+        panel_rings(&wd).await;
         shot("call-incoming", wd.screenshot());
         wd.click("#call-decline").await;
         let _ = calling.await;
@@ -648,37 +627,9 @@ async fn call_screenshots() {
         server
             .send_text(&alice_key, demo_id, "shot-1", "Call me when you are back?")
             .await;
-        let mut stream = server.stream(&alice_key, Encoding::Json).await;
-        stream.subscribe(1, 0, &[demo_id], None).await;
-        stream
-            .send(&ClientFrame::CallInvite {
-                req: 2,
-                to: demo_id,
-                video: false,
-            })
-            .await;
-        let call = loop {
-            if let ServerFrame::Call {
-                call,
-                event: CallEvent::Ringing,
-                ..
-            } = stream.recv().await
-            {
-                break call;
-            }
-        };
-        wd.until(
-            "the panel ringing again",
-            "return document.querySelector('#call-state')?.dataset.phase === 'incoming' || null",
-        )
-        .await;
-        stream
-            .send(&ClientFrame::CallSignal {
-                req: 3,
-                call,
-                signal: CallSignal::Hangup { failed: false },
-            })
-            .await;
+        let (mut stream, call) = alice_calls(&server, &alice_key, demo_id, false).await;
+        panel_rings(&wd).await;
+        alice_gives_up(&mut stream, call).await;
         wd.until(
             "the call given up",
             "return document.querySelector('#call-state')?.dataset.reason === 'cancelled' || null",
