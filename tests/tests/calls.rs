@@ -943,3 +943,67 @@ async fn ice_servers_come_with_turn_credentials_minted_for_the_account() {
     let status = w.s.http.get(w.s.url("/v1/ice")).send().await.unwrap().status();
     assert_eq!(status, 401);
 }
+
+/// The peer's process is SIGKILLed mid-call (no shutdown code runs, its link just ends): the other
+/// party is told the connection was lost, and the call is on record as answered and lost.
+#[tokio::test]
+async fn a_peer_sigkilled_mid_call_ends_it_as_connection_lost() {
+    let w = world("").await;
+    let (mut daemon, client, mut events, widget) = gadget(&w).await;
+    let mut alice = party(&w.s, &w.s.key("alice").await, &[w.demo], Encoding::Binary).await;
+    let placed = client
+        .call::<CallStart>(CallStartParams {
+            widget: widget.clone(),
+            contact: w.alice.0,
+            video: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        call_frame(&mut alice).await,
+        (placed.call, w.demo, CallEvent::Incoming { video: true })
+    );
+    signal(&mut alice, 2, placed.call, CallSignal::Accept)
+        .await
+        .unwrap();
+    assert!(matches!(
+        until(&mut events, |n| matches!(
+            n,
+            Notification::CallChanged {
+                state: CallState::Accepted,
+                ..
+            }
+        )
+        .then_some(n.clone()))
+        .await,
+        Notification::CallChanged { call, .. } if call == placed.call
+    ));
+    // The gadget stays connected: its connection closing would hang the call up (invariant 19d).
+    daemon.kill();
+    assert_eq!(
+        call_frame(&mut alice).await,
+        (
+            placed.call,
+            w.demo,
+            CallEvent::Ended {
+                reason: CallEnd::ConnectionLost
+            }
+        )
+    );
+    let page: CallHistoryPage =
+        w.s.get(&w.s.key("alice").await, &format!("/v1/calls/{}", w.demo))
+            .await
+            .unwrap();
+    let record = &page.calls[0];
+    assert_eq!(
+        (record.caller, record.reason, record.duration_ms.is_some()),
+        (w.demo, CallEnd::ConnectionLost, true)
+    );
+    // Alice is free to call again at once.
+    let again = invite(&mut alice, 3, w.demo, false).await;
+    assert_eq!(
+        code(again),
+        ErrorCode::CallUnavailable,
+        "nothing of the demo user follows her now"
+    );
+}
