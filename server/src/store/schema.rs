@@ -142,3 +142,47 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), String>> {
     tx.commit()?;
     Ok(Ok(()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database of schema 1 (before the call history) is brought to the current schema on open,
+    /// with what it held untouched, and the new table usable.
+    #[test]
+    fn a_schema_1_database_gains_the_call_history_and_keeps_its_data() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(
+            "PRAGMA user_version = 1;
+             INSERT INTO meta (key, value) VALUES ('epoch', 7), ('seq', 3);
+             INSERT INTO accounts (id, login, password_hash, created_at, name, name_v, avatar_v, signature_v,
+                                   description_v, state_v, status_v, v)
+             VALUES (1, 'demo', 'x', 0, 'Demo', 1, 1, 1, 1, 1, 1, 1),
+                    (2, 'alice', 'x', 0, 'Alice', 2, 2, 2, 2, 2, 2, 2);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap().unwrap();
+        let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let seq: i64 = conn
+            .query_row("SELECT value FROM meta WHERE key = 'seq'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(seq, 3, "the cursor is kept");
+        let accounts: i64 = conn
+            .query_row("SELECT count(*) FROM accounts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(accounts, 2);
+        conn.execute(
+            "INSERT INTO calls (caller, callee, video, ts, duration_ms, reason) VALUES (1, 2, 1, 5, NULL, 'no_answer')",
+            [],
+        )
+        .unwrap();
+        // Opening it again changes nothing.
+        migrate(&mut conn).unwrap().unwrap();
+        let calls: i64 = conn
+            .query_row("SELECT count(*) FROM calls", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(calls, 1);
+    }
+}
