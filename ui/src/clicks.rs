@@ -352,22 +352,29 @@ async fn notify(
     if inline_reply {
         actions.extend([INLINE_REPLY, n.reply.as_str()]);
     }
+    send_notify(
+        connection, replaces, &n.title, &n.body, &actions, hints, EXPIRE_MS,
+    )
+    .await
+}
+
+/// `org.freedesktop.Notifications.Notify` itself: the server's id for the notification.
+async fn send_notify(
+    connection: &zbus_notify::Connection,
+    replaces: u32,
+    title: &str,
+    body: &str,
+    actions: &[&str],
+    hints: HashMap<&str, zbus_notify::Variant<'_>>,
+    expire_ms: i32,
+) -> zbus_notify::Result<u32> {
     let reply = connection
         .call_method(
             Some("org.freedesktop.Notifications"),
             "/org/freedesktop/Notifications",
             Some("org.freedesktop.Notifications"),
             "Notify",
-            &(
-                "pinchat",
-                replaces,
-                "",
-                n.title.as_str(),
-                n.body.as_str(),
-                &actions[..],
-                hints,
-                EXPIRE_MS,
-            ),
+            &("pinchat", replaces, "", title, body, actions, hints, expire_ms),
         )
         .await?;
     reply.body().deserialize::<u32>()
@@ -392,25 +399,8 @@ async fn notify_call(connection: &zbus_notify::Connection, n: &CallShow) -> zbus
         DECLINE,
         n.decline.as_str(),
     ];
-    let reply = connection
-        .call_method(
-            Some("org.freedesktop.Notifications"),
-            "/org/freedesktop/Notifications",
-            Some("org.freedesktop.Notifications"),
-            "Notify",
-            &(
-                "pinchat",
-                0u32,
-                "",
-                n.title.as_str(),
-                n.body.as_str(),
-                &actions[..],
-                hints,
-                0i32,
-            ),
-        )
-        .await?;
-    reply.body().deserialize::<u32>()
+    // No time limit (0): it goes when the call stops ringing.
+    send_notify(connection, 0, &n.title, &n.body, &actions, hints, 0).await
 }
 
 /// `org.freedesktop.Notifications.GetCapabilities`.
