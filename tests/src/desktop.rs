@@ -549,6 +549,23 @@ impl App {
         found
     }
 
+    /// The app's panel processes: its own children started as `pinchat panel …` (not a fork that has
+    /// not yet become another program, which bears the app's name for a moment).
+    pub fn panels(&self) -> Vec<u32> {
+        self.descendants()
+            .into_iter()
+            .filter(|(pid, _)| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let ppid = stat
+                    .rsplit_once(") ")
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                ppid == Some(self.pid()) && cmdline.split(|b| *b == 0).any(|a| a == b"panel")
+            })
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+
     /// How many of the app's threads have a name starting with `prefix` (Linux truncates thread
     /// names to 15 bytes).
     pub fn threads_named(&self, prefix: &str) -> usize {

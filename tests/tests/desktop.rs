@@ -1110,12 +1110,7 @@ async fn a_hung_panel_is_killed_when_closed() {
     eventually("the tooltip to name the account", || {
         app.tray_property("ToolTip").contains("Demo User").then_some(())
     });
-    let panel_process = |app: &App| {
-        app.descendants()
-            .into_iter()
-            .find(|(_, name)| name.starts_with("pinchat"))
-            .map(|(pid, _)| pid)
-    };
+    let panel_process = |app: &App| app.panels().first().copied();
     app.click_tray();
     let panel = eventually("the panel's process", || panel_process(&app));
     shown_with_focus(&x, "pinchat — Demo User");
@@ -1131,7 +1126,12 @@ async fn a_hung_panel_is_killed_when_closed() {
     app.click_tray();
     let again = eventually("a new panel", || panel_process(&app));
     assert_ne!(again, panel);
-    assert!(app.log().contains("did not end; killing it"), "{}", app.log());
+    let log = app.log();
+    assert!(log.contains("did not end; killing it"), "{log}");
+    assert!(
+        log.contains("signal: 9"),
+        "the tray logs how the panel ended: {log}"
+    );
 }
 
 /// Notifications are shown and their clicks heard by one thread on one bus connection, not a waiting

@@ -825,7 +825,15 @@ impl App {
                 }
                 let child = reaped.lock().unwrap_or_else(|e| e.into_inner()).take();
                 if let Some(mut child) = child {
-                    let _ = child.wait();
+                    // A panel that crashed (or was killed) says so in the log: its window is simply
+                    // gone for the person.
+                    match child.wait() {
+                        Ok(status) if status.success() => {
+                            tracing::debug!(pid = child.id(), "a panel ended");
+                        }
+                        Ok(status) => tracing::warn!(pid = child.id(), %status, "a panel ended"),
+                        Err(e) => tracing::warn!(error = %e, "cannot reap a panel"),
+                    }
                 }
                 let _ = proxy.send_event(UserEvent::PanelClosed(id));
             })?;
