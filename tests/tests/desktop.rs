@@ -485,9 +485,12 @@ async fn login_pick_widget_live_updates_details_chat_and_read_state_in_the_real_
             .await;
         serde_json::from_value::<Vec<String>>(v).unwrap()
     };
+    // The reply can be shown before the history has come (it is typed as soon as the chat opens):
+    // wait for both.
     wd.until(
         "the newest page",
-        "return document.querySelector('#messages')?.textContent.includes('Reading them now')",
+        "return document.querySelector('#messages')?.textContent.includes('Reading them now') \
+         && document.querySelectorAll('#messages .msg').length >= 30",
     )
     .await;
     // The newest page of history (30), with the reply at the end (from history, or just sent).
