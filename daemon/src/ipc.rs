@@ -638,6 +638,9 @@ fn notification(e: &Event) -> Notification {
                 },
                 CallEvent::Ringing => changed(CallState::Ringing),
                 CallEvent::Accepted => changed(CallState::Accepted),
+                CallEvent::Reconnecting { own: false } => changed(CallState::PeerAway),
+                CallEvent::Reconnecting { own: true } => changed(CallState::Away),
+                CallEvent::Reconnected => changed(CallState::Back),
                 e @ (CallEvent::Offer { .. } | CallEvent::Answer { .. } | CallEvent::Ice { .. }) => signal(
                     e.into_signal()
                         .expect("offers, answers and candidates are signals"),

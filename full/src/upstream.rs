@@ -11,7 +11,9 @@
 use futures_util::{SinkExt, StreamExt};
 use pinchat_daemon::remote::ServerStream;
 use pinchat_proto::codec::{self, Encoding};
-use pinchat_proto::stream::{Ack, CallEvent, CallId, ClientFrame, ReqId, ServerFrame, SubId, Welcome};
+use pinchat_proto::stream::{
+    Ack, CallEvent, CallId, CallSignal, ClientFrame, ReqId, ServerFrame, SubId, Welcome,
+};
 use pinchat_proto::{AccountId, ErrorBody, ErrorCode};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -227,6 +229,12 @@ impl Tables {
                 Some(ClientFrame::CallInvite { req: r, to, video })
             }
             ClientFrame::CallSignal { req, call, signal } => {
+                // A widget whose own link dropped claims its call back through this stream: the
+                // call is the link's from now on (the server refuses a claim that is not the
+                // account's).
+                if signal == CallSignal::Rejoin {
+                    self.calls.insert(call, link);
+                }
                 if self.calls.get(&call) != Some(&link) {
                     let message = format!("no live call {call} on this link; it may have ended already");
                     self.refuse(link, req, ErrorCode::CallNotFound, &message);

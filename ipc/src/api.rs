@@ -603,6 +603,16 @@ pub enum CallState {
     Ringing,
     /// The callee accepted: the caller sends its offer now.
     Accepted,
+    /// The peer's link to the server dropped during the call. The media between the peers may go on;
+    /// the server waits for the peer to come back (`back` follows), or ends the call with
+    /// `connection_lost`.
+    PeerAway,
+    /// This widget's own link to the server dropped during the call; the daemon claims the call back
+    /// when it is up again (`back` follows, or `call.ended` with `connection_lost`). Hanging up
+    /// meanwhile ends the call here at once.
+    Away,
+    /// The party whose link had dropped is back: signalling goes on.
+    Back,
 }
 
 /// `subscribe`.

@@ -373,7 +373,7 @@ impl Engine {
                     self.early.push((mline, candidate));
                 }
             }
-            CallSignal::Accept | CallSignal::Decline | CallSignal::Hangup { .. } => {}
+            CallSignal::Accept | CallSignal::Decline | CallSignal::Rejoin | CallSignal::Hangup { .. } => {}
         }
         Ok(())
     }

@@ -155,6 +155,12 @@ pub enum CallSignal {
         /// The media line's `mid`, when known.
         mid: Option<String>,
     },
+    /// Claims a connected call again from a new stream of the same account, after this party's link
+    /// dropped ([`CallEvent::Reconnecting`] told the peer). Within the server's rejoin time
+    /// (`call_rejoin_secs`) the call goes on on this stream and the peer is told
+    /// [`CallEvent::Reconnected`]; later, `call.not_found` (the call ended with
+    /// [`CallEnd::ConnectionLost`]). Added in version 1 (servers before it answer `proto.malformed`).
+    Rejoin,
     /// Ends the call (or, while it rings, cancels or refuses it).
     Hangup {
         /// `true` when the call ends because something failed on this side (no camera, media could not
@@ -200,6 +206,18 @@ pub enum CallEvent {
         /// `sdpMid`, when known.
         mid: Option<String>,
     },
+    /// A party's link to the server dropped during a connected call. The media, which flows between
+    /// the peers, may well go on; the call waits for the party to come back ([`CallSignal::Rejoin`]),
+    /// then [`CallEvent::Reconnected`] follows, or, after the rejoin time, [`CallEnd::ConnectionLost`].
+    /// From the server it is always the peer's link (`own` is `false`); a daemon tells its own
+    /// clients of its own link dropping with `own: true`. Added in version 1.
+    Reconnecting {
+        /// `true`: this side's own link dropped; `false`: the peer's.
+        #[serde(default)]
+        own: bool,
+    },
+    /// The party whose link dropped is back: signalling goes on. Added in version 1.
+    Reconnected,
     /// The call is over for this stream.
     Ended {
         /// Why.
@@ -226,6 +244,8 @@ impl CallEvent {
             CallEvent::Incoming { .. }
             | CallEvent::Ringing
             | CallEvent::Accepted
+            | CallEvent::Reconnecting { .. }
+            | CallEvent::Reconnected
             | CallEvent::Ended { .. } => None,
         }
     }
@@ -245,7 +265,8 @@ pub enum CallEnd {
     AnsweredElsewhere,
     /// The caller hung up before anybody answered.
     Cancelled,
-    /// The peer's stream ended (it lost its connection or quit).
+    /// The peer's stream ended (it lost its connection or quit) and, for a connected call, did not
+    /// come back within the rejoin time.
     ConnectionLost,
     /// Both called each other at the same moment; the call placed by the account with the lower id goes
     /// on, this one ended.

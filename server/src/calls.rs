@@ -18,7 +18,12 @@
 //!   [`CallEnd::NoAnswer`].
 //! - Once connected, the call is between exactly two streams; offers, answers and candidates pass only
 //!   between them, bounded in size and in number.
-//! - A party's stream ending ends the call for the other party ([`CallEnd::ConnectionLost`]).
+//! - A ringing call ends with the caller's stream ([`CallEnd::Cancelled`] to the callee), or with the
+//!   last stream it rings on ([`CallEnd::Unavailable`]).
+//! - A connected call outlives a party's stream for the rejoin time: the media flows between the peers
+//!   and may well go on, so the peer is told [`CallEvent::Reconnecting`], and the party's next stream
+//!   claims the call back ([`CallSignal::Rejoin`], then [`CallEvent::Reconnected`] to the peer). Not
+//!   back in time, or both parties gone, the call ends ([`CallEnd::ConnectionLost`]).
 
 use crate::hub::ConnId;
 pub use crate::store::Finished;
@@ -40,11 +45,13 @@ pub type Delivery = (ConnId, ServerFrame);
 /// Every live call.
 pub struct Calls {
     ring: Duration,
+    rejoin: Duration,
     next_id: CallId,
     calls: HashMap<CallId, Call>,
     /// The call each account takes part in.
     by_account: HashMap<AccountId, CallId>,
-    timers: DelayQueue<CallId>,
+    /// Ring timers of ringing calls and rejoin timers of calls waiting for a party.
+    timers: DelayQueue<(CallId, Timer)>,
     /// Calls ended since the owner last took them ([`Calls::take_finished`]).
     finished: Vec<Finished>,
 }
@@ -59,6 +66,22 @@ struct Call {
     answered_ms: Option<i64>,
     state: State,
     signals: u32,
+    /// A connected call's party whose stream ended, while the call waits for it to rejoin.
+    away: Option<Away>,
+}
+
+/// What a timer is for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Timer {
+    Ring,
+    Rejoin,
+}
+
+/// A party of a connected call whose stream ended.
+struct Away {
+    /// `true`: the caller; `false`: the callee.
+    caller: bool,
+    timer: delay_queue::Key,
 }
 
 enum State {
@@ -82,10 +105,12 @@ enum Role {
 }
 
 impl Calls {
-    /// No calls; unanswered calls stop ringing after `ring`.
-    pub fn new(ring: Duration) -> Self {
+    /// No calls; unanswered calls stop ringing after `ring`; a connected call waits `rejoin` for a
+    /// party whose stream ended.
+    pub fn new(ring: Duration, rejoin: Duration) -> Self {
         Calls {
             ring,
+            rejoin,
             next_id: 1,
             calls: HashMap::new(),
             by_account: HashMap::new(),
@@ -156,7 +181,7 @@ impl Calls {
         }
         let id = self.next_id;
         self.next_id += 1;
-        let timer = self.timers.insert(id, self.ring);
+        let timer = self.timers.insert((id, Timer::Ring), self.ring);
         for &conn in &callee_conns {
             out.push(frame(conn, id, caller, CallEvent::Incoming { video }));
         }
@@ -175,6 +200,7 @@ impl Calls {
                     timer,
                 },
                 signals: 0,
+                away: None,
             },
         );
         self.by_account.insert(caller, id);
@@ -182,10 +208,11 @@ impl Calls {
         Ok(id)
     }
 
-    /// Applies `signal` from stream `conn` to call `id`.
+    /// Applies `signal` from stream `conn` of `account` to call `id`.
     pub fn signal(
         &mut self,
         conn: ConnId,
+        account: AccountId,
         id: CallId,
         signal: CallSignal,
         out: &mut Vec<Delivery>,
@@ -203,7 +230,18 @@ impl Calls {
             match &call.state {
                 State::Ringing { conns, .. } if conns.contains(&conn) => Role::Ringing,
                 State::Connected { callee_conn } if *callee_conn == conn => Role::Callee,
-                _ => return Err(not_found()),
+                // A party whose stream ended may hang up from its next one without claiming the call
+                // back first (it hung up while it was away).
+                _ => match &call.away {
+                    Some(away) if matches!(signal, CallSignal::Hangup { .. }) => {
+                        let role = if away.caller { Role::Caller } else { Role::Callee };
+                        if sender(call, role) != account {
+                            return Err(not_found());
+                        }
+                        role
+                    }
+                    _ => return Err(not_found()),
+                },
             }
         };
         call.signals += 1;
@@ -296,36 +334,95 @@ impl Calls {
             return;
         };
         let call = self.calls.get_mut(&id).expect("by_account names live calls");
-        if conn == call.caller_conn {
-            let reason = match call.state {
-                State::Ringing { .. } => CallEnd::Cancelled,
-                State::Connected { .. } => CallEnd::ConnectionLost,
-            };
-            self.end(id, CallEnd::ConnectionLost, reason, out);
-            // The caller's stream is gone: nothing to tell it.
-            out.retain(|(c, _)| *c != conn);
-            return;
-        }
-        match &mut call.state {
+        let party = match &mut call.state {
+            State::Ringing { .. } if conn == call.caller_conn => {
+                self.end(id, CallEnd::ConnectionLost, CallEnd::Cancelled, out);
+                // The caller's stream is gone: nothing to tell it.
+                out.retain(|(c, _)| *c != conn);
+                return;
+            }
             State::Ringing { conns, .. } => {
                 conns.retain(|c| *c != conn);
                 if conns.is_empty() {
                     self.end(id, CallEnd::Unavailable, CallEnd::Unavailable, out);
                 }
+                return;
             }
-            State::Connected { callee_conn } if *callee_conn == conn => {
-                out.push(ended(call.caller_conn, id, call.callee, CallEnd::ConnectionLost));
-                self.forget(id, CallEnd::ConnectionLost);
-            }
-            State::Connected { .. } => {}
+            State::Connected { .. } if conn == call.caller_conn => Role::Caller,
+            State::Connected { callee_conn } if *callee_conn == conn => Role::Callee,
+            // Another stream of a party's account: not the one in the call.
+            State::Connected { .. } => return,
+        };
+        if call.away.is_some() {
+            // Both parties gone: nobody is left to wait or to tell.
+            self.forget(id, CallEnd::ConnectionLost);
+            return;
         }
+        let timer = self.timers.insert((id, Timer::Rejoin), self.rejoin);
+        call.away = Some(Away {
+            caller: party == Role::Caller,
+            timer,
+        });
+        out.push(frame(
+            peer_conn(call, party),
+            id,
+            sender(call, party),
+            CallEvent::Reconnecting { own: false },
+        ));
     }
 
-    /// Waits for the next call to ring out unanswered, and ends it. Never ready while nothing rings: poll
-    /// it only when [`Calls::ringing`].
+    /// Stream `conn` of `account` claims call `id` back after the account's stream in it ended (or as
+    /// it ends: a client may reconnect before the server has noticed its old stream is gone). The peer
+    /// is told [`CallEvent::Reconnected`] if it heard the party was away.
+    pub fn rejoin(
+        &mut self,
+        conn: ConnId,
+        account: AccountId,
+        id: CallId,
+        out: &mut Vec<Delivery>,
+    ) -> Result<(), ErrorBody> {
+        let not_found = || {
+            ErrorBody::new(
+                ErrorCode::CallNotFound,
+                format!(
+                    "no connected call {id} of this account to rejoin; it ended (not rejoined in time, \
+                     or hung up)"
+                ),
+            )
+        };
+        let call = self.calls.get_mut(&id).ok_or_else(not_found)?;
+        let State::Connected { callee_conn } = &mut call.state else {
+            return Err(not_found());
+        };
+        let party = if account == call.caller {
+            call.caller_conn = conn;
+            Role::Caller
+        } else if account == call.callee {
+            *callee_conn = conn;
+            Role::Callee
+        } else {
+            return Err(not_found());
+        };
+        if let Some(away) = call.away.take_if(|a| a.caller == (party == Role::Caller)) {
+            self.timers.remove(&away.timer);
+            out.push(frame(
+                peer_conn(call, party),
+                id,
+                sender(call, party),
+                CallEvent::Reconnected,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits for the next call to ring out unanswered, or to wait in vain for a party to rejoin, and
+    /// ends it. Never ready while no timer runs: poll it only when [`Calls::waiting`].
     pub async fn expired(&mut self, out: &mut Vec<Delivery>) {
         if let Some(expired) = futures_util::StreamExt::next(&mut self.timers).await {
-            self.end_unanswered(expired.into_inner(), out);
+            match expired.into_inner() {
+                (id, Timer::Ring) => self.end_unanswered(id, out),
+                (id, Timer::Rejoin) => self.end_abandoned(id, out),
+            }
         }
     }
 
@@ -334,8 +431,8 @@ impl Calls {
         std::mem::take(&mut self.finished)
     }
 
-    /// `true` when a call is waiting to ring out.
-    pub fn ringing(&self) -> bool {
+    /// `true` when a call is waiting to ring out, or for a party to rejoin.
+    pub fn waiting(&self) -> bool {
         !self.timers.is_empty()
     }
 
@@ -353,6 +450,25 @@ impl Calls {
                 out.push(ended(conn, id, call.caller, CallEnd::NoAnswer));
             }
         }
+    }
+
+    /// Ends a call whose away party did not rejoin in time (its timer is spent): the party still there
+    /// is told [`CallEnd::ConnectionLost`].
+    fn end_abandoned(&mut self, id: CallId, out: &mut Vec<Delivery>) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(away) = call.away.take() else {
+            return;
+        };
+        let present = if away.caller { Role::Callee } else { Role::Caller };
+        out.push(ended(
+            conn_of(call, present),
+            id,
+            sender(call, peer_role(present)),
+            CallEnd::ConnectionLost,
+        ));
+        self.forget(id, CallEnd::ConnectionLost);
     }
 
     /// Ends call `id`, telling the caller `to_caller` and the callee's streams `to_callee` (which is also
@@ -380,6 +496,9 @@ impl Calls {
         if let State::Ringing { timer, .. } = &call.state {
             self.timers.remove(timer);
         }
+        if let Some(away) = &call.away {
+            self.timers.remove(&away.timer);
+        }
         self.record(&call, reason);
         Some(call)
     }
@@ -406,6 +525,20 @@ fn peer_conn(call: &Call, role: Role) -> ConnId {
     match (role, &call.state) {
         (Role::Caller, State::Connected { callee_conn }) => *callee_conn,
         _ => call.caller_conn,
+    }
+}
+
+/// The stream of the party in `role` (a connected call's).
+fn conn_of(call: &Call, role: Role) -> ConnId {
+    peer_conn(call, peer_role(role))
+}
+
+/// The other party's role in a connected call.
+fn peer_role(role: Role) -> Role {
+    if role == Role::Caller {
+        Role::Callee
+    } else {
+        Role::Caller
     }
 }
 
@@ -439,6 +572,7 @@ fn signal_name(signal: &CallSignal) -> &'static str {
         CallSignal::Answer { .. } => "an answer",
         CallSignal::Ice { .. } => "an ICE candidate",
         CallSignal::Hangup { .. } => "hangup",
+        CallSignal::Rejoin => "rejoin",
     }
 }
 

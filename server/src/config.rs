@@ -40,6 +40,9 @@ pub struct Config {
     pub resume_max_messages: u32,
     /// Seconds an unanswered call rings before it ends with `no_answer`.
     pub call_ring_secs: u16,
+    /// Seconds a connected call waits for a party whose link dropped to come back before it ends with
+    /// `connection_lost`.
+    pub call_rejoin_secs: u16,
     /// Size and rate limits.
     pub limits: Limits,
     /// STUN and TURN servers handed to callers (`GET /v1/ice`).
@@ -149,6 +152,7 @@ impl Default for Config {
             snapshot_hints: 3,
             resume_max_messages: 500,
             call_ring_secs: 30,
+            call_rejoin_secs: 20,
             ice: IceSettings::default(),
             limits: Limits::default(),
         }
@@ -188,7 +192,7 @@ impl Config {
     /// Checks every value; the error names the key and the allowed range.
     pub fn validate(&self) -> anyhow::Result<()> {
         let l = &self.limits;
-        let checks: [(bool, &str); 16] = [
+        let checks: [(bool, &str); 17] = [
             (
                 (1..=1000).contains(&l.max_pins),
                 "limits.max_pins must be between 1 and 1000",
@@ -237,6 +241,10 @@ impl Config {
             (
                 (1..=600).contains(&self.call_ring_secs),
                 "call_ring_secs must be between 1 and 600",
+            ),
+            (
+                (1..=600).contains(&self.call_rejoin_secs),
+                "call_rejoin_secs must be between 1 and 600",
             ),
             (
                 self.ice.turn.is_empty() || self.ice.turn_secret.as_ref().is_some_and(|s| s.0.len() >= 16),

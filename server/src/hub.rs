@@ -171,6 +171,8 @@ pub struct HubConfig {
     pub key_ttl: Duration,
     /// How long an unanswered call rings.
     pub ring: Duration,
+    /// How long a connected call waits for a party whose stream ended.
+    pub rejoin: Duration,
 }
 
 enum Cmd {
@@ -333,7 +335,7 @@ pub async fn spawn(
     let presence = Arc::new(PresenceQueue::default());
     tracker.spawn(presence.clone().run(store.clone(), shutdown.clone()));
     let mut hub = Hub {
-        calls: Calls::new(config.ring),
+        calls: Calls::new(config.ring, config.rejoin),
         config,
         metrics,
         conns: HashMap::new(),
@@ -379,7 +381,7 @@ impl Hub {
                         self.presence.set(account, false);
                     }
                 }
-                _ = self.calls.expired(&mut calls_out), if self.calls.ringing() => {
+                _ = self.calls.expired(&mut calls_out), if self.calls.waiting() => {
                     self.deliver_calls(&mut calls_out, None, Ok(Ack::Done));
                 }
                 // The sweep only runs while there are streams to sweep.
@@ -446,9 +448,16 @@ impl Hub {
                     .invite(account, conn, to, video, follow, &mut out)
                     .map(|call| Ack::Call { call })
             }
+            CallOp::Signal {
+                call,
+                signal: CallSignal::Rejoin,
+            } => self
+                .calls
+                .rejoin(conn, account, call, &mut out)
+                .map(|()| Ack::Done),
             CallOp::Signal { call, signal } => self
                 .calls
-                .signal(conn, call, signal, &mut out)
+                .signal(conn, account, call, signal, &mut out)
                 .map(|()| Ack::Done),
         };
         self.deliver_calls(&mut out, Some(reply), result);

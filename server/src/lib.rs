@@ -107,6 +107,7 @@ pub async fn run(
         keepalive: Duration::from_secs(config.keepalive_secs.into()),
         key_ttl: config.key_ttl(),
         ring: Duration::from_secs(config.call_ring_secs.into()),
+        rejoin: Duration::from_secs(config.call_rejoin_secs.into()),
     };
     let hub = hub::spawn(
         store.clone(),

@@ -5,15 +5,15 @@
 
 use pinchat_ipc::api::{
     CallAccept, CallDecline, CallHangup, CallHangupParams, CallHistory, CallIce, CallRef, CallSignalMethod,
-    CallSignalParams, CallStart, CallStartParams, CallState, Connection, HistoryParams, Notification,
-    SetPins, SetPinsParams, Subscribe, SubscribeParams, WidgetRef,
+    CallSignalParams, CallStart, CallStartParams, CallState, Connection, CreateWidget, HistoryParams, Login,
+    Notification, SetPins, SetPinsParams, Subscribe, SubscribeParams, WidgetRef,
 };
 use pinchat_proto::http::CallHistoryPage;
 use pinchat_proto::stream::{
     Ack, CallEnd, CallEvent, CallId, CallSignal, ClientFrame, MAX_SDP_BYTES, ReqId, ServerFrame,
 };
 use pinchat_proto::{AccountId, Encoding, ErrorBody, ErrorCode, Presence};
-use pinchat_tests::{Daemon, Server, Stream, create_widget, until};
+use pinchat_tests::{DEMO_PASSWORD, Daemon, Fault, FaultProxy, Server, Stream, create_widget, until};
 use std::collections::VecDeque;
 
 /// A party: a stream subscribed to `pins`, with the call frames that arrived while it waited for an
@@ -501,7 +501,7 @@ async fn glare_keeps_the_call_placed_by_the_lower_account_id() {
 
 #[tokio::test]
 async fn a_party_in_a_call_is_busy_and_a_vanished_party_ends_it() {
-    let w = world("").await;
+    let w = world("call_rejoin_secs = 1\n").await;
     let mut demo = party(
         &w.s,
         &w.s.key("demo").await,
@@ -525,10 +525,15 @@ async fn a_party_in_a_call_is_busy_and_a_vanished_party_ends_it() {
         ErrorCode::CallBusy
     );
 
-    // Alice's connection vanishes mid-call: Demo is told, and free again.
+    // Alice's connection vanishes mid-call: Demo is told she is away, then, as she does not come back
+    // within the rejoin time, that the call is over; he is free again.
     drop(alice);
     assert_eq!(call_frame(&mut demo).await.2, CallEvent::Ringing);
     assert_eq!(call_frame(&mut demo).await.2, CallEvent::Accepted);
+    assert_eq!(
+        call_frame(&mut demo).await,
+        (call, w.alice, CallEvent::Reconnecting { own: false })
+    );
     assert_eq!(
         call_frame(&mut demo).await,
         (
@@ -569,6 +574,108 @@ async fn a_party_in_a_call_is_busy_and_a_vanished_party_ends_it() {
         carol.stream.recv().await,
         ServerFrame::Ack { req: 3, .. }
     ));
+}
+
+/// A connected call outlives a party's dropped link: the peer hears it is away, the party's next
+/// stream claims the call back and signalling goes on there; only a party of the call can rejoin it,
+/// and not after it ended.
+#[tokio::test]
+async fn a_party_whose_link_drops_rejoins_the_call_from_its_next_stream() {
+    let w = world("").await;
+    let demo_key = w.s.key("demo").await;
+    let alice_key = w.s.key("alice").await;
+    let mut demo = party(&w.s, &demo_key, &[w.alice, w.carol], Encoding::Binary).await;
+    let mut alice = party(&w.s, &alice_key, &[w.demo], Encoding::Json).await;
+    let call = invite(&mut demo, 2, w.alice, true).await.unwrap();
+    call_frame(&mut alice).await;
+    signal(&mut alice, 2, call, CallSignal::Accept).await.unwrap();
+    assert_eq!(call_frame(&mut demo).await.2, CallEvent::Ringing);
+    assert_eq!(call_frame(&mut demo).await.2, CallEvent::Accepted);
+
+    // Alice's link drops: Demo hears she is away, and the call waits for her.
+    drop(alice);
+    assert_eq!(
+        call_frame(&mut demo).await,
+        (call, w.alice, CallEvent::Reconnecting { own: false })
+    );
+    // A stranger to the call cannot take it over, nor can a party claim a call that does not exist.
+    let mut carol = party(&w.s, &w.s.key("carol").await, &[w.demo], Encoding::Binary).await;
+    assert_eq!(
+        code(signal(&mut carol, 2, call, CallSignal::Rejoin).await),
+        ErrorCode::CallNotFound
+    );
+    let mut alice = party(&w.s, &alice_key, &[w.demo], Encoding::Json).await;
+    assert_eq!(
+        code(signal(&mut alice, 2, call + 100, CallSignal::Rejoin).await),
+        ErrorCode::CallNotFound
+    );
+    // Her next stream claims it back: Demo hears she is back, and the signalling goes on there.
+    signal(&mut alice, 3, call, CallSignal::Rejoin).await.unwrap();
+    assert_eq!(
+        call_frame(&mut demo).await,
+        (call, w.alice, CallEvent::Reconnected)
+    );
+    let sdp = "v=0 an ICE restart".to_owned();
+    signal(&mut alice, 4, call, CallSignal::Offer { sdp: sdp.clone() })
+        .await
+        .unwrap();
+    assert_eq!(
+        call_frame(&mut demo).await,
+        (call, w.alice, CallEvent::Offer { sdp })
+    );
+    signal(
+        &mut demo,
+        3,
+        call,
+        CallSignal::Answer {
+            sdp: "v=0 answer".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        call_frame(&mut alice).await,
+        (
+            call,
+            w.demo,
+            CallEvent::Answer {
+                sdp: "v=0 answer".into()
+            }
+        )
+    );
+    // Demo's link drops too, and he comes back before the server noticed (his old stream still
+    // open): the claim moves the call to the new stream, and Alice, who never heard him away, hears
+    // nothing of it.
+    let mut demo2 = party(&w.s, &demo_key, &[w.alice], Encoding::Json).await;
+    signal(&mut demo2, 2, call, CallSignal::Rejoin).await.unwrap();
+    drop(demo);
+    heard_nothing(&mut alice).await;
+    // He hangs up from there: the call ends for Alice, and is over for a late claim.
+    signal(&mut demo2, 3, call, CallSignal::Hangup { failed: false })
+        .await
+        .unwrap();
+    assert_eq!(
+        call_frame(&mut alice).await,
+        (
+            call,
+            w.demo,
+            CallEvent::Ended {
+                reason: CallEnd::Hangup
+            }
+        )
+    );
+    assert_eq!(
+        code(signal(&mut alice, 5, call, CallSignal::Rejoin).await),
+        ErrorCode::CallNotFound
+    );
+    // The call is on record once, answered and hung up.
+    let history: CallHistoryPage =
+        w.s.get(&alice_key, &format!("/v1/calls/{}", w.demo))
+            .await
+            .unwrap();
+    assert_eq!(history.calls.len(), 1, "{history:?}");
+    assert_eq!(history.calls[0].reason, CallEnd::Hangup);
+    assert!(history.calls[0].duration_ms.is_some());
 }
 
 /// The next call notification of the local API.
@@ -626,9 +733,162 @@ async fn gadget(w: &World) -> (Daemon, pinchat_ipc::Client, Notifications, Strin
 
 type Notifications = tokio::sync::mpsc::Receiver<Notification>;
 
+/// The daemon's link to the server drops mid-call (a network cut, both ends reset): the media goes
+/// between the peers, so the call goes on — the gadget is told its link is away and the peer that
+/// the widget is away; when the link is back, the widget claims the call back and signalling goes on.
+/// A hang-up while the link is down ends the call at once for the gadget, and reaches the peer when
+/// the link is back.
+#[tokio::test]
+async fn a_widget_whose_link_drops_mid_call_claims_it_back_when_the_link_returns() {
+    let w = world("").await;
+    let proxy = FaultProxy::start(w.s.addr).await.unwrap();
+    let d = Daemon::start();
+    let mut client = d.client().await;
+    let mut events = client.notifications().unwrap();
+    client
+        .call::<Subscribe>(SubscribeParams::default())
+        .await
+        .unwrap();
+    let widget = client
+        .call::<CreateWidget>(Login {
+            server: format!("http://{}", proxy.addr),
+            account: "demo".into(),
+            password: DEMO_PASSWORD.into(),
+        })
+        .await
+        .unwrap()
+        .widget
+        .id;
+    client
+        .call::<SetPins>(SetPinsParams {
+            widget: widget.clone(),
+            pins: vec![w.alice.0],
+        })
+        .await
+        .unwrap();
+    let online = |n: &Notification| {
+        matches!(
+            n,
+            Notification::ConnectionChanged {
+                connection: Connection::Online,
+                ..
+            }
+        )
+        .then_some(())
+    };
+    until(&mut events, online).await;
+    let mut alice = party(&w.s, &w.s.key("alice").await, &[w.demo], Encoding::Binary).await;
+    let at = |call| CallRef {
+        widget: widget.clone(),
+        call,
+    };
+    let changed = |state: CallState, call: CallId| {
+        move |n: &Notification| {
+            matches!(n, Notification::CallChanged { state: s, call: c, .. } if *s == state && *c == call)
+                .then_some(())
+        }
+    };
+
+    // Alice calls, the gadget answers.
+    let call = invite(&mut alice, 2, w.demo, true).await.unwrap();
+    assert!(matches!(call_note(&mut events).await, Notification::CallIncoming { call: c, .. } if c == call));
+    client.call::<CallAccept>(at(call)).await.unwrap();
+    assert_eq!(call_frame(&mut alice).await.2, CallEvent::Ringing);
+    assert_eq!(call_frame(&mut alice).await.2, CallEvent::Accepted);
+
+    // The link is cut: the gadget hears its link is away, Alice that the demo user is; the call goes
+    // on. The link comes back by itself: the widget claims the call, both hear it is back.
+    proxy.reset_all();
+    until(&mut events, changed(CallState::Away, call)).await;
+    assert_eq!(
+        call_frame(&mut alice).await,
+        (call, w.demo, CallEvent::Reconnecting { own: false })
+    );
+    until(&mut events, changed(CallState::Back, call)).await;
+    assert_eq!(
+        call_frame(&mut alice).await,
+        (call, w.demo, CallEvent::Reconnected)
+    );
+    // Signalling goes on over the new link, both ways.
+    client
+        .call::<CallSignalMethod>(CallSignalParams {
+            widget: widget.clone(),
+            call,
+            signal: CallSignal::Offer {
+                sdp: "v=0 after the cut".into(),
+            },
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        call_frame(&mut alice).await.2,
+        CallEvent::Offer {
+            sdp: "v=0 after the cut".into()
+        }
+    );
+    signal(
+        &mut alice,
+        3,
+        call,
+        CallSignal::Answer {
+            sdp: "v=0 answer".into(),
+        },
+    )
+    .await
+    .unwrap();
+    until(&mut events, |n| {
+        matches!(n, Notification::CallSignal { call: c, signal: CallSignal::Answer { .. }, .. } if *c == call)
+            .then_some(())
+    })
+    .await;
+
+    // Cut again, and kept down: a hang-up now ends the call for the gadget at once; Alice hears it
+    // when the link is back.
+    proxy.set(Fault::Refuse);
+    proxy.reset_all();
+    until(&mut events, changed(CallState::Away, call)).await;
+    assert_eq!(
+        call_frame(&mut alice).await,
+        (call, w.demo, CallEvent::Reconnecting { own: false })
+    );
+    client
+        .call::<CallHangup>(CallHangupParams {
+            widget: widget.clone(),
+            call,
+            failed: false,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        call_note(&mut events).await,
+        Notification::CallEnded { reason: CallEnd::Hangup, call: c, .. } if c == call
+    ));
+    proxy.set(Fault::Pass);
+    assert_eq!(
+        call_frame(&mut alice).await,
+        (
+            call,
+            w.demo,
+            CallEvent::Ended {
+                reason: CallEnd::Hangup
+            }
+        )
+    );
+    // One record: answered, hung up.
+    let page: CallHistoryPage =
+        w.s.get(&w.s.key("alice").await, &format!("/v1/calls/{}", w.demo))
+            .await
+            .unwrap();
+    assert_eq!(page.calls.len(), 1, "{page:?}");
+    assert_eq!(
+        (page.calls[0].reason, page.calls[0].duration_ms.is_some()),
+        (CallEnd::Hangup, true)
+    );
+}
+
 #[tokio::test]
 async fn a_gadget_places_answers_and_loses_calls_through_the_daemons_local_api() {
-    let mut w = world("").await;
+    let mut w = world("call_rejoin_secs = 1\n").await;
     let (_daemon, client, mut events, widget) = gadget(&w).await;
     let start = |contact: AccountId| CallStartParams {
         widget: widget.clone(),
@@ -720,7 +980,13 @@ async fn a_gadget_places_answers_and_loses_calls_through_the_daemons_local_api()
         .await
         .unwrap_err();
     assert_eq!(api_code(e), "rpc.invalid_params");
+    // Alice's link drops: the gadget hears she is away, then, as she does not come back within the
+    // rejoin time, that the call is over.
     drop(alice);
+    assert!(matches!(
+        call_note(&mut events).await,
+        Notification::CallChanged { state: CallState::PeerAway, call: c, .. } if c == call
+    ));
     assert!(matches!(
         call_note(&mut events).await,
         Notification::CallEnded { reason: CallEnd::ConnectionLost, call: c, .. } if c == call
@@ -802,7 +1068,8 @@ async fn a_gadget_places_answers_and_loses_calls_through_the_daemons_local_api()
     assert_eq!(api_code(e), "widget.invalid");
 
     // She calls again and the gadget accepts; then the server goes away: the widget's own link drops,
-    // and the gadget is told the call is over.
+    // and the gadget is told the call waits for it; the server back (having lost its calls with its
+    // process), the widget's claim of the call is refused, and the gadget is told the call is over.
     let again = invite(&mut alice, 3, w.demo, true).await.unwrap();
     assert!(matches!(call_note(&mut events).await, Notification::CallIncoming { call, .. } if call == again));
     client.call::<CallAccept>(at(again)).await.unwrap();
@@ -814,6 +1081,11 @@ async fn a_gadget_places_answers_and_loses_calls_through_the_daemons_local_api()
     assert_eq!(call_frame(&mut alice).await.2, CallEvent::Ringing);
     assert_eq!(call_frame(&mut alice).await.2, CallEvent::Accepted);
     w.s.kill();
+    assert!(matches!(
+        call_note(&mut events).await,
+        Notification::CallChanged { state: CallState::Away, call, .. } if call == again
+    ));
+    w.s.restart();
     assert!(matches!(
         call_note(&mut events).await,
         Notification::CallEnded { reason: CallEnd::ConnectionLost, call, .. } if call == again
@@ -945,10 +1217,11 @@ async fn ice_servers_come_with_turn_credentials_minted_for_the_account() {
 }
 
 /// The peer's process is SIGKILLed mid-call (no shutdown code runs, its link just ends): the other
-/// party is told the connection was lost, and the call is on record as answered and lost.
+/// party is told the peer is away, then, as it does not come back within the rejoin time, that the
+/// connection was lost, and the call is on record as answered and lost.
 #[tokio::test]
 async fn a_peer_sigkilled_mid_call_ends_it_as_connection_lost() {
-    let w = world("").await;
+    let w = world("call_rejoin_secs = 1\n").await;
     let (mut daemon, client, mut events, widget) = gadget(&w).await;
     let mut alice = party(&w.s, &w.s.key("alice").await, &[w.demo], Encoding::Binary).await;
     let placed = client
@@ -980,6 +1253,10 @@ async fn a_peer_sigkilled_mid_call_ends_it_as_connection_lost() {
     ));
     // The gadget stays connected: its connection closing would hang the call up (invariant 19d).
     daemon.kill();
+    assert_eq!(
+        call_frame(&mut alice).await,
+        (placed.call, w.demo, CallEvent::Reconnecting { own: false })
+    );
     assert_eq!(
         call_frame(&mut alice).await,
         (

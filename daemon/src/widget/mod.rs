@@ -189,6 +189,9 @@ pub fn spawn(start: Start, tracker: &tokio_util::task::TaskTracker) -> Result<Wi
         configured: false,
         newly_pinned: HashSet::new(),
         calls: HashMap::new(),
+        connected: HashSet::new(),
+        owed: HashMap::new(),
+        rejoins: tokio::task::JoinSet::new(),
         ringing: Default::default(),
     };
     if let Some(problem) = read_only {
@@ -239,6 +242,12 @@ struct Widget {
     newly_pinned: HashSet<AccountId>,
     /// Live calls on the widget's stream, with their peers.
     calls: HashMap<pinchat_proto::stream::CallId, AccountId>,
+    /// The live calls that were answered: they outlive the widget's link dropping.
+    connected: HashSet<pinchat_proto::stream::CallId>,
+    /// Answered calls whose link dropped, with what the server is owed for each when the link is back.
+    owed: HashMap<pinchat_proto::stream::CallId, calls::Owed>,
+    /// Claims of calls back from the server after the link came back, with their answers.
+    rejoins: tokio::task::JoinSet<calls::Rejoined>,
     /// Incoming calls ringing (not yet accepted by a client of the widget, declined or over), with
     /// their callers and whether they are video calls: a panel that opens meanwhile rings too.
     ringing: std::collections::BTreeMap<pinchat_proto::stream::CallId, (AccountId, bool)>,
@@ -282,6 +291,11 @@ impl Widget {
                     Some(cmd) => self.command(cmd).await,
                 },
                 Some(event) = events.recv() => self.event(event).await,
+                Some(done) = self.rejoins.join_next(), if !self.rejoins.is_empty() => {
+                    if let Ok((call, result)) = done {
+                        self.rejoined(call, result);
+                    }
+                }
                 _ = until(retry_at) => self.retry_storage().await,
             }
         }
@@ -329,8 +343,10 @@ impl Widget {
     /// A link that is not online can no longer vouch for the data: it turns stale until the next
     /// sync confirms it.
     fn set_link(&mut self, link: Link) {
-        if link != Link::Online {
-            self.calls_lost();
+        if link == Link::Online {
+            self.claim_calls();
+        } else {
+            self.calls_lost(link == Link::AuthRequired);
         }
         let stale = self.stale || link != Link::Online;
         if self.link != link || self.stale != stale {
