@@ -9,7 +9,7 @@ use pinchat_media::{Engine, EngineEvent, Options, Source, Stats};
 use pinchat_proto::AccountId;
 use pinchat_proto::stream::{CallEnd, CallEvent, CallSignal, ClientFrame, ServerFrame};
 use pinchat_tests::desktop::{Dunst, WebDriver, Xvfb, eventually, serial, visible_window};
-use pinchat_tests::{Server, Stream, pinchat_proto::codec::Encoding};
+use pinchat_tests::{Fault, FaultProxy, Server, Stream, pinchat_proto::codec::Encoding};
 
 /// What the peer's side saw of the call.
 struct PeerReport {
@@ -121,6 +121,17 @@ struct Calling {
 /// Starts the tray app and a panel on `x` with the app's data in `dir` (and `env`); the panel sends
 /// green instead of a camera's picture (there is none under Xvfb), unless `env` says otherwise.
 async fn calling(x: &Xvfb, server: &Server, dir: &std::path::Path, env: &[(&str, &str)]) -> Calling {
+    calling_at(x, server, &server.url(""), dir, env).await
+}
+
+/// [`calling`] with the panel's daemon reaching the server at `url` (a proxy in front of it).
+async fn calling_at(
+    x: &Xvfb,
+    server: &Server,
+    url: &str,
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Calling {
     let mut env = env.to_vec();
     if !env.iter().any(|(k, _)| *k == "PINCHAT_CALL_TEST_PATTERN") {
         env.push(("PINCHAT_CALL_TEST_PATTERN", "00ff00"));
@@ -131,7 +142,7 @@ async fn calling(x: &Xvfb, server: &Server, dir: &std::path::Path, env: &[(&str,
         .unwrap();
     let created = client
         .call::<CreateWidget>(Login {
-            server: server.url(""),
+            server: url.to_owned(),
             account: "demo".into(),
             password: "demo".into(),
         })
@@ -430,6 +441,66 @@ async fn video_calls_from_and_to_the_panel_ring_show_the_peer_and_hang_up() {
 /// A computer without a camera or a microphone (this one: Xvfb, no /dev/video*, no /dev/snd) calls
 /// all the same with the system's devices: the call view says what the contact will miss, and the
 /// contact sees a black picture.
+/// The panel's link to the server is cut mid-call and held down: the call view says it is
+/// reconnecting and why, the peer's picture goes on meanwhile (the media go between the peers, not
+/// through the server), and once the link is back the call is connected again and hangs up as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_goes_on_through_a_cut_link_and_says_it_is_reconnecting() {
+    let _serial = serial().await;
+    let x = Xvfb::start();
+    let server = Server::start().await;
+    let proxy = FaultProxy::start(server.addr).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let Calling {
+        wd,
+        widget,
+        alice,
+        alice_key,
+        demo_id,
+    } = calling_at(&x, &server, &format!("http://{}", proxy.addr), dir.path(), &[]).await;
+    let (answering, _seen) = alice_side(&server, &alice_key, demo_id, false, std::time::Duration::ZERO).await;
+    open_widget(&wd, &widget, "en").await;
+    wd.click(&format!("button[data-video='{}']", alice.id)).await;
+    wd.until("Alice's magenta in the panel", MAGENTA_SHOWN).await;
+
+    proxy.set(Fault::Refuse);
+    proxy.reset_all();
+    wd.until(
+        "the call shown reconnecting",
+        "return document.querySelector('#call-state')?.textContent === 'reconnecting…' || null",
+    )
+    .await;
+    assert_eq!(
+        wd.text("#call-away").await,
+        "Your connection to the server dropped; the call goes on while it reconnects."
+    );
+    let frames = wd.js("return activeCall.frames").await.as_u64().unwrap();
+    wd.until(
+        "Alice's picture going on while the link is down",
+        &format!("return activeCall.frames >= {} || null", frames + 15),
+    )
+    .await;
+    assert_eq!(wd.text("#call-state").await, "reconnecting…");
+
+    proxy.set(Fault::Pass);
+    wd.until(
+        "the call connected again",
+        "return (document.querySelector('#call-state')?.textContent === 'connected' \
+         && !document.querySelector('#call-away')) || null",
+    )
+    .await;
+    wd.until("Alice's magenta after the link is back", MAGENTA_SHOWN)
+        .await;
+    wd.click("#call-hangup").await;
+    wd.until(
+        "the call shown ended",
+        "return document.querySelector('#call-state')?.dataset.phase === 'ended' || null",
+    )
+    .await;
+    let report = answering.await.expect("the peer's side");
+    assert_eq!(report.ended, CallEnd::Hangup);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panel_without_camera_or_microphone_calls_and_says_what_is_missing() {
     let _serial = serial().await;

@@ -39,6 +39,8 @@ const WORDS = {
     rec_end: { declined: "declined", no_answer: "no answer", cancelled: "cancelled", other: "not connected" },
     callBack: "Call back",
     noMicrophone: "No microphone found: {name} cannot hear you.",
+    awayPeer: "{name}'s connection to the server dropped; the call waits for it to come back.",
+    awayOwn: "Your connection to the server dropped; the call goes on while it reconnects.",
     noCamera: "No camera found: {name} sees no picture of you.",
     end: {
       hangup: "The call has ended.", declined: "{name} declined the call.", no_answer: "No answer.",
@@ -102,6 +104,8 @@ const WORDS = {
     rec_end: { declined: "对方已拒绝", no_answer: "无人接听", cancelled: "已取消", other: "未接通" },
     callBack: "回拨",
     noMicrophone: "未找到麦克风：{name} 听不到你的声音。",
+    awayPeer: "{name} 与服务器的连接中断，通话正在等待其恢复。",
+    awayOwn: "你与服务器的连接中断，正在重新连接，通话继续。",
     noCamera: "未找到摄像头：{name} 看不到你的画面。",
     end: {
       hangup: "通话已结束。", declined: "{name} 拒绝了通话。", no_answer: "无人接听。",
@@ -776,6 +780,8 @@ const webEngine = typeof RTCPeerConnection === "function";
 function callWords(c) {
   if (c.phase === "ended") return t("end")[c.reason] ? t("end")[c.reason].replace("{name}", c.contact.name) : t("call_ended");
   if (c.phase === "incoming") return `${t("call_incoming")} · ${t(c.video ? "call_incoming_video" : "call_incoming_voice")}`;
+  // A party's link to the server dropped: the call waits for it, whatever the media does meanwhile.
+  if (c.away) return t("call_reconnecting");
   return t("call_" + c.phase);
 }
 function contactById(id) {
@@ -994,6 +1000,8 @@ function callView() {
       c.missing && c.phase !== "ended" ? h("div", { class: "note", id: "call-missing", role: "status" },
         [c.missing.microphone ? t("noMicrophone") : null, c.missing.camera ? t("noCamera") : null]
           .filter(Boolean).map((s) => s.replace("{name}", c.contact.name)).join(" ")) : null,
+      c.away && c.phase !== "ended" ? h("div", { class: "note", id: "call-away", role: "status" },
+        t(c.away === "away" ? "awayOwn" : "awayPeer").replace("{name}", c.contact.name)) : null,
       c.error ? h("div", { class: "error", id: "call-error", role: "alert" }, c.error) : null),
     h("div", { class: "bar call-bar" }, h("span", { class: "grow" }), buttons, h("span", { class: "grow" })));
   if (picture && !webEngine && c.engine) pumpFrames(c);
@@ -1091,7 +1099,10 @@ function onEvent(n) {
       break;
     case "call.changed":
       if (!activeCall || activeCall.id !== p.call) return;
-      if (!activeCall.outgoing) {
+      if (p.state === "peer_away" || p.state === "away" || p.state === "back") {
+        activeCall.away = p.state === "back" ? null : p.state;
+        if (state.screen === "call") callView();
+      } else if (!activeCall.outgoing) {
         // Another panel or gadget of this account answered: it rings here no more.
         if (p.state === "accepted" && activeCall.phase === "incoming") endCall(activeCall, "answered_elsewhere");
       } else if (p.state === "ringing") setPhase(activeCall, "ringing");
