@@ -615,43 +615,52 @@ fn notification(e: &Event) -> Notification {
             call,
             contact,
             event,
-        } => {
-            let (widget, call, contact) = (widget.clone(), *call, contact.0);
-            let changed = |state| Notification::CallChanged {
-                widget: widget.clone(),
-                call,
-                contact,
-                state,
-            };
-            let signal = |signal| Notification::CallSignal {
-                widget: widget.clone(),
-                call,
-                contact,
-                signal,
-            };
-            match event.clone() {
-                CallEvent::Incoming { video } => Notification::CallIncoming {
-                    widget,
-                    call,
-                    contact,
-                    video,
-                },
-                CallEvent::Ringing => changed(CallState::Ringing),
-                CallEvent::Accepted => changed(CallState::Accepted),
-                CallEvent::Reconnecting { own: false } => changed(CallState::PeerAway),
-                CallEvent::Reconnecting { own: true } => changed(CallState::Away),
-                CallEvent::Reconnected => changed(CallState::Back),
-                e @ (CallEvent::Offer { .. } | CallEvent::Answer { .. } | CallEvent::Ice { .. }) => signal(
-                    e.into_signal()
-                        .expect("offers, answers and candidates are signals"),
-                ),
-                CallEvent::Ended { reason } => Notification::CallEnded {
-                    widget,
-                    call,
-                    contact,
-                    reason,
-                },
-            }
-        }
+        } => call_notification(widget, *call, *contact, event.clone()),
+    }
+}
+
+/// The local API's notification for a call event of `widget`'s call `call` with `contact` (also what
+/// the full client's window tells its page, which speaks the local API).
+pub fn call_notification(
+    widget: &str,
+    call: u64,
+    contact: pinchat_proto::AccountId,
+    event: CallEvent,
+) -> Notification {
+    let (widget, contact) = (widget.to_owned(), contact.0);
+    let changed = |state| Notification::CallChanged {
+        widget: widget.clone(),
+        call,
+        contact,
+        state,
+    };
+    let signal = |signal| Notification::CallSignal {
+        widget: widget.clone(),
+        call,
+        contact,
+        signal,
+    };
+    match event {
+        CallEvent::Incoming { video } => Notification::CallIncoming {
+            widget,
+            call,
+            contact,
+            video,
+        },
+        CallEvent::Ringing => changed(CallState::Ringing),
+        CallEvent::Accepted => changed(CallState::Accepted),
+        CallEvent::Reconnecting { own: false } => changed(CallState::PeerAway),
+        CallEvent::Reconnecting { own: true } => changed(CallState::Away),
+        CallEvent::Reconnected => changed(CallState::Back),
+        e @ (CallEvent::Offer { .. } | CallEvent::Answer { .. } | CallEvent::Ice { .. }) => signal(
+            e.into_signal()
+                .expect("offers, answers and candidates are signals"),
+        ),
+        CallEvent::Ended { reason } => Notification::CallEnded {
+            widget,
+            call,
+            contact,
+            reason,
+        },
     }
 }

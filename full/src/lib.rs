@@ -5,6 +5,7 @@
 //! - [`upstream`]: the one server stream, shared by every local link, numbers translated.
 //! - [`endpoint`]: the local endpoint (same-user socket / pipe) that speaks the stream protocol.
 //! - [`roster`]: the client's own view of every contact, over a roster subscription on that stream.
+//! - [`calls`]: the window's own calls, on the roster's link.
 //! - [`session`]: one logged-in session: the stream, reconnecting, the endpoint and registration.
 //! - [`window`]: the desktop window — the app's panel page in its full-client mode (every contact,
 //!   searchable; chats with history, unread counts, sending, read state), answered in-process from the
@@ -15,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod calls;
 pub mod endpoint;
 pub mod roster;
 pub mod session;
@@ -144,5 +146,6 @@ async fn headless(cli: Cli) -> anyhow::Result<()> {
         signal.cancel();
     });
     let (roster, _) = tokio::sync::watch::channel(roster::Roster::default());
-    session::run(session, roster, commands, stop).await
+    let calls = std::sync::Arc::new(calls::CallRoute::new(None));
+    session::run(session, roster, calls, commands, stop).await
 }

@@ -7,6 +7,7 @@
 //! costs only what changed), and applies every snapshot, delta and message to the [`Roster`] published
 //! on a `watch` channel, which the rest of the program reads.
 
+use crate::calls::CallRoute;
 use crate::upstream::{LINK_QUEUE, LinkId, Up};
 use pinchat_daemon::model::Pin;
 use pinchat_proto::stream::{ClientFrame, Resume, ServerFrame, Snapshot};
@@ -94,8 +95,14 @@ impl Roster {
 
 /// Keeps `roster` current over one server connection, reached through `up`; returns when the
 /// connection ends (or when the upstream drops this link for not keeping up, which applying frames in
-/// memory makes unlikely). `generation` numbers the connections, for the link's number.
-pub async fn follow(up: mpsc::Sender<Up>, roster: watch::Sender<Roster>, generation: u64) {
+/// memory makes unlikely). `generation` numbers the connections, for the link's number. The link also
+/// carries the window's calls (`calls`): it follows every contact, so the server rings it.
+pub async fn follow(
+    up: mpsc::Sender<Up>,
+    roster: watch::Sender<Roster>,
+    calls: std::sync::Arc<CallRoute>,
+    generation: u64,
+) {
     let link = FIRST_LINK + generation;
     let (frames, mut incoming) = mpsc::channel(LINK_QUEUE);
     let (reply, answer) = oneshot::channel();
@@ -103,6 +110,7 @@ pub async fn follow(up: mpsc::Sender<Up>, roster: watch::Sender<Roster>, generat
         return;
     }
     let Ok(Some(welcome)) = answer.await else { return };
+    calls.attached(link, up.clone());
     let resume = {
         let held = roster.borrow();
         (held.synced && held.epoch == welcome.epoch).then(|| Resume {
@@ -165,15 +173,23 @@ pub async fn follow(up: mpsc::Sender<Up>, roster: watch::Sender<Roster>, generat
                     true
                 });
             }
+            ServerFrame::Ack { req, result } => {
+                calls.answered(req, Ok(result));
+            }
+            ServerFrame::Error {
+                req: Some(req),
+                error,
+            } if calls.answered(req, Err(error.clone())) => {}
+            ServerFrame::Call { call, peer, event } => calls.event(call, peer, event),
             ServerFrame::Error { error, .. } => {
                 // The subscription was refused (e.g. an old server without roster subscriptions): the
                 // lending goes on; only the contact list stays unknown.
                 tracing::warn!(code = %error.code, message = %error.message, "the contact list cannot be followed");
             }
-            // The window does not take calls yet: a call that rings only here rings out unanswered.
-            ServerFrame::Welcome(_) | ServerFrame::Ack { .. } | ServerFrame::Call { .. } => {}
+            ServerFrame::Welcome(_) => {}
         }
     }
+    calls.detached(link);
     let _ = up.send(Up::Detach { link }).await;
 }
 

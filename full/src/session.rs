@@ -44,10 +44,11 @@ pub struct Session {
 }
 
 /// Runs the session until `stop` is cancelled or [`Command::Quit`] arrives (a closed command channel
-/// counts as quit), keeping `roster` current.
+/// counts as quit), keeping `roster` current and carrying the window's `calls`.
 pub async fn run(
     session: Session,
     roster: watch::Sender<Roster>,
+    calls: std::sync::Arc<crate::calls::CallRoute>,
     mut commands: mpsc::Receiver<Command>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -121,7 +122,12 @@ pub async fn run(
                 }
                 let logout = CancellationToken::new();
                 generation += 1;
-                tracker.spawn(crate::roster::follow(up_tx.clone(), roster.clone(), generation));
+                tracker.spawn(crate::roster::follow(
+                    up_tx.clone(),
+                    roster.clone(),
+                    calls.clone(),
+                    generation,
+                ));
                 let carried = upstream::run(ws, &welcome, &mut up, &logout);
                 tokio::pin!(carried);
                 // Once leaving (quit, logout, a signal), only the stream's end is awaited.

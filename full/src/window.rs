@@ -16,6 +16,7 @@
 //! messages read), and new messages as `message.received`, as the daemon's notifications would.
 
 use crate::Cli;
+use crate::calls::CallRoute;
 use crate::roster::Roster;
 use crate::session::{self, Command, Session};
 use base64::Engine as _;
@@ -25,6 +26,8 @@ use pinchat_ipc::api::{
     MarkReadParams, MessageView, Mode, Notification, ReauthParams, SendParams, UnreadParams, UnreadView, Via,
     WidgetSummary, WidgetView,
 };
+use pinchat_ipc::api::{CallHangupParams, CallRef, CallSignalParams, CallStartParams, CallView};
+use pinchat_proto::stream::{Ack, CallId, CallSignal, ClientFrame};
 use pinchat_proto::{AccountId, MessageId};
 use pinchat_ui::backend::{PageBackend, Sink, ToUi, error_value};
 use pinchat_ui::i18n::Lang;
@@ -135,6 +138,8 @@ struct App {
 struct Live {
     remote: Remote,
     key: String,
+    /// The window's own calls, on the account's stream.
+    calls: Arc<CallRoute>,
     me: Arc<Mutex<AccountView>>,
     roster: watch::Receiver<Roster>,
     stop: CancellationToken,
@@ -182,6 +187,11 @@ async fn serve(
 /// An error answer for the page.
 fn fail(code: &str, message: impl std::fmt::Display) -> Value {
     error_value(code, &message.to_string())
+}
+
+/// A server's refusal of a stream request, for the page.
+fn server_error(e: pinchat_proto::ErrorBody) -> Value {
+    fail(&e.code.to_string(), e.message)
 }
 
 fn remote_error(e: RemoteError) -> Value {
@@ -286,11 +296,90 @@ impl App {
                     data: base64::engine::general_purpose::STANDARD.encode(bytes),
                 })
             }
+            "call.start" => {
+                let q: CallStartParams = params(p)?;
+                let live = self.current().await?;
+                let (to, video) = (AccountId(q.contact), q.video);
+                let ack = live
+                    .calls
+                    .ask(|req| ClientFrame::CallInvite { req, to, video })
+                    .await
+                    .map_err(server_error)?;
+                let Ack::Call { call } = ack else {
+                    return Err(fail("server.unreachable", "the server answered a call oddly"));
+                };
+                json(&CallView {
+                    call,
+                    contact: q.contact,
+                    video,
+                })
+            }
+            "call.accept" | "call.decline" => {
+                let q: CallRef = params(p)?;
+                let signal = if method == "call.accept" {
+                    CallSignal::Accept
+                } else {
+                    CallSignal::Decline
+                };
+                self.signal(q.call, signal).await
+            }
+            "call.hangup" => {
+                let q: CallHangupParams = params(p)?;
+                self.signal(q.call, CallSignal::Hangup { failed: q.failed }).await
+            }
+            "call.signal" => {
+                let q: CallSignalParams = params(p)?;
+                match q.signal {
+                    signal @ (CallSignal::Offer { .. }
+                    | CallSignal::Answer { .. }
+                    | CallSignal::Ice { .. }) => self.signal(q.call, signal).await,
+                    _ => Err(fail(
+                        "rpc.invalid_params",
+                        "call.signal carries an offer, an answer or an ICE candidate",
+                    )),
+                }
+            }
+            "call.ice" => {
+                let live = self.current().await?;
+                json(&live.remote.ice(&live.key).await.map_err(remote_error)?)
+            }
+            "call.history" => {
+                let q: HistoryParams = params(p)?;
+                let live = self.current().await?;
+                let page = live
+                    .remote
+                    .call_history(
+                        &live.key,
+                        AccountId(q.contact),
+                        q.before,
+                        q.limit.unwrap_or(50).clamp(1, 200),
+                    )
+                    .await
+                    .map_err(remote_error)?;
+                json(&page)
+            }
             other => Err(fail(
                 "rpc.method_not_found",
                 format!("the full client's window has no method {other:?}"),
             )),
         }
+    }
+
+    /// Passes a signal of the window's call `call` to the server; a hang-up or a decline ends the call
+    /// for the window once the server has it (the server answers the party that ends a call with an
+    /// ack, not an `ended`).
+    async fn signal(&self, call: CallId, signal: CallSignal) -> Result<Value, Value> {
+        let live = self.current().await?;
+        let ends = matches!(signal, CallSignal::Hangup { .. } | CallSignal::Decline);
+        let result = live
+            .calls
+            .ask(|req| ClientFrame::CallSignal { req, call, signal })
+            .await;
+        if ends {
+            live.calls.forget(call);
+        }
+        result.map_err(server_error)?;
+        Ok(serde_json::json!({}))
     }
 
     /// The logged-in session, or the error that asks for a login.
@@ -318,6 +407,14 @@ impl App {
             old.end(!same).await;
         }
         let (roster_tx, roster) = watch::channel(Roster::default());
+        // The server's call events reach the page as the local API's notifications.
+        let sink = self.sink.clone();
+        let calls = Arc::new(CallRoute::new(Some(Box::new(move |call, peer, event| {
+            send(
+                &sink,
+                &pinchat_daemon::ipc::call_notification(WIDGET, call, peer, event),
+            );
+        }))));
         // The window does not print the contact list: its only command is the end (by `stop`).
         let (keep, commands) = mpsc::channel::<Command>(1);
         let stop = CancellationToken::new();
@@ -331,6 +428,7 @@ impl App {
         let live = Arc::new(Live {
             remote,
             key: login.key,
+            calls: calls.clone(),
             me: Arc::new(Mutex::new(account_view(&me))),
             roster,
             stop: stop.clone(),
@@ -339,7 +437,7 @@ impl App {
         tasks.spawn(async move {
             // The command sender lives as long as the session: a closed channel would mean "quit".
             let _keep = keep;
-            if let Err(e) = session::run(session, roster_tx, commands, stop).await {
+            if let Err(e) = session::run(session, roster_tx, calls, commands, stop).await {
                 tracing::error!(error = format!("{e:#}"), "the session ended with an error");
             }
         });

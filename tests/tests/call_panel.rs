@@ -501,6 +501,97 @@ async fn a_call_goes_on_through_a_cut_link_and_says_it_is_reconnecting() {
     assert_eq!(report.ended, CallEnd::Hangup);
 }
 
+/// The full client's window takes and places calls of its own: Alice calls the demo user, whom no
+/// widget pins, and the window rings; accepted there, it shows her picture and she sees its green; the
+/// call is in the chat's history, and the window's own video call to her connects as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_full_client_window_takes_and_places_video_calls() {
+    let _serial = serial().await;
+    let x = Xvfb::start();
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let url = server.url("");
+    let wd = WebDriver::start_full(
+        &x.display,
+        dir.path(),
+        &[("PINCHAT_CALL_TEST_PATTERN", "00ff00")],
+        &[
+            "--server",
+            &url,
+            "--account",
+            "demo",
+            "--runtime-dir",
+            run.to_str().unwrap(),
+        ],
+    )
+    .await;
+    wd.find("#login").await;
+    wd.type_into("#password", "demo").await;
+    wd.click("#login").await;
+    wd.until(
+        "connected",
+        "return document.querySelector('#connection')?.textContent === 'connected' || null",
+    )
+    .await;
+    let alice_key = server.key("alice").await;
+    let demo_id = server.id_of(&alice_key, "demo").await;
+    let alice = server.id_of(&server.key("demo").await, "alice").await;
+
+    // Alice calls; the window rings and is answered there.
+    let (calling, _) = alice_side(&server, &alice_key, demo_id, true, std::time::Duration::ZERO).await;
+    panel_rings(&wd).await;
+    wd.click("#call-accept").await;
+    wd.until("Alice's magenta in the window", MAGENTA_SHOWN).await;
+    // She hangs up once she has seen 30 of the window's frames: green.
+    let report = calling.await.expect("Alice's side");
+    assert_eq!(report.ended, CallEnd::Hangup);
+    let centre = report.centre.expect("a picture");
+    assert!(
+        centre[0] < 60 && centre[1] > 200 && centre[2] < 60,
+        "Alice sees the window's green: {centre:?}"
+    );
+    wd.until(
+        "the call shown ended",
+        "return document.querySelector('#call-state')?.dataset.phase === 'ended' || null",
+    )
+    .await;
+    // Back in the chat, the call is in the history.
+    wd.click("#call-close").await;
+    wd.until(
+        "the call in the chat's history",
+        "return [...document.querySelectorAll('#messages .callrec')].some((c) => c.textContent.includes('Incoming video call')) || null",
+    )
+    .await;
+
+    // The window calls her from the chat; she answers, and the window hangs up.
+    let (answering, mut seen) =
+        alice_side(&server, &alice_key, demo_id, false, std::time::Duration::ZERO).await;
+    wd.click("#chat-video").await;
+    wd.until("Alice's magenta in the window", MAGENTA_SHOWN).await;
+    tokio::time::timeout(pinchat_tests::DEADLINE, seen.wait_for(|s| s.video_frames >= 30))
+        .await
+        .expect("Alice decodes 30 frames of the window's video")
+        .unwrap();
+    wd.click("#call-hangup").await;
+    let report = answering.await.expect("Alice's side");
+    assert_eq!(report.ended, CallEnd::Hangup);
+    let page: pinchat_proto::http::CallHistoryPage = server
+        .get(&alice_key, &format!("/v1/calls/{demo_id}"))
+        .await
+        .unwrap();
+    let answered: Vec<_> = page
+        .calls
+        .iter()
+        .map(|c| (c.caller, c.reason, c.duration_ms.is_some()))
+        .collect();
+    assert_eq!(
+        answered,
+        [(demo_id, CallEnd::Hangup, true), (alice, CallEnd::Hangup, true)]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panel_without_camera_or_microphone_calls_and_says_what_is_missing() {
     let _serial = serial().await;

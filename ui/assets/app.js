@@ -513,7 +513,7 @@ function fillContacts(list, v) {
     const row = h("li", { tabindex: "0", "data-contact": c.id, "aria-label": `${c.name}, ${t(c.state)}` },
       avatar(c.name, c.state, c.avatar),
       h("div", { class: "who" }, h("div", { class: "name" }, c.name), h("div", { class: "sig" }, c.status || c.signature)),
-      count, full ? null : callButtons(c));
+      count, callButtons(c));
     activate(row, () => chatView(c));
     list.append(row);
   }
@@ -658,7 +658,7 @@ async function chatView(contact) {
   const scroller = h("div", { class: "scroll" }, box);
   const text = h("textarea", { id: "text", "aria-label": `${t("typeMessage")} (${t("typeHint")})`, placeholder: t("typeMessage"), title: t("typeHint"), autofocus: true });
   const chat = { contact, box, scroller, oldest: null, oldestTs: null, more: true, loading: false, nodes: new Map(),
-    calls: { pending: [], before: null, oldestTs: null, more: !full } };
+    calls: { pending: [], before: null, oldestTs: null, more: true } };
   state.chat = chat;
   async function send() {
     const body = text.value.trim();
@@ -674,8 +674,8 @@ async function chatView(contact) {
   show(
     h("header", {}, h("button", { id: "back", onclick: () => { state.chat = null; widgetView(); }, "aria-label": t("back") }, "←"),
       avatar(contact.name, contact.state, contact.avatar), h("h1", { id: "peer" }, contact.name, h("span", { class: "sub" }, t(contact.state))),
-      full ? null : h("button", { class: "icon", id: "chat-voice", "aria-label": t("voiceCall"), title: t("voiceCall"), onclick: () => startCall(contact, false) }, "📞"),
-      full ? null : h("button", { class: "icon", id: "chat-video", "aria-label": t("videoCall"), title: t("videoCall"), onclick: () => startCall(contact, true) }, "🎥"),
+      h("button", { class: "icon", id: "chat-voice", "aria-label": t("voiceCall"), title: t("voiceCall"), onclick: () => startCall(contact, false) }, "📞"),
+      h("button", { class: "icon", id: "chat-video", "aria-label": t("videoCall"), title: t("videoCall"), onclick: () => startCall(contact, true) }, "🎥"),
       avatar(me.name, me.state, me.avatar)),
     scroller,
     h("div", { class: "compose" }, text, h("button", { class: "primary", id: "send", onclick: send }, t("send"))));
