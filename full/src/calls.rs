@@ -6,14 +6,17 @@
 //! first). [`CallRoute`] is how the window reaches that link: it numbers the window's call requests,
 //! hands the server's answers back to whoever asked, and passes the server's call events to the
 //! window (which shows them as the local API's notifications). It lives as long as the session;
-//! the link under it changes with each connection. When a connection ends, the calls on it end for
-//! the window (`connection_lost`), and requests in flight are answered with `call.unavailable`.
+//! the link under it changes with each connection. When a connection ends, requests in flight are
+//! answered with `call.unavailable`, calls that still ring end for the window (`connection_lost`), and
+//! answered ones go on — their media flows between the peers — and are claimed back on the next
+//! connection (`rejoin`), as the daemon's widgets do.
 
 use crate::upstream::{LinkId, Up};
-use pinchat_proto::stream::{Ack, CallEnd, CallEvent, CallId, ClientFrame, ReqId};
+use pinchat_proto::stream::{Ack, CallEnd, CallEvent, CallId, CallSignal, ClientFrame, ReqId};
 use pinchat_proto::{AccountId, ErrorBody, ErrorCode};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 /// The first request number of the window's call requests on the roster's link (the roster's own
@@ -37,6 +40,10 @@ struct State {
     pending: HashMap<ReqId, oneshot::Sender<Result<Ack, ErrorBody>>>,
     /// Live calls on the link, with their peers.
     live: HashMap<CallId, AccountId>,
+    /// The live calls that were answered.
+    connected: HashSet<CallId>,
+    /// Answered calls waiting for the next connection to be claimed back.
+    away: HashSet<CallId>,
 }
 
 impl CallRoute {
@@ -49,6 +56,8 @@ impl CallRoute {
                 next_req: FIRST_REQ,
                 pending: HashMap::new(),
                 live: HashMap::new(),
+                connected: HashSet::new(),
+                away: HashSet::new(),
             }),
             listener,
         }
@@ -83,22 +92,79 @@ impl CallRoute {
         answer.await.unwrap_or_else(|_| Err(unavailable()))
     }
 
-    /// The roster's link on a new connection.
-    pub(crate) fn attached(&self, link: LinkId, up: mpsc::Sender<Up>) {
-        self.state().link = Some((link, up));
+    /// The roster's link on a new connection: the answered calls that waited for it are claimed back.
+    pub(crate) fn attached(self: &Arc<Self>, link: LinkId, up: mpsc::Sender<Up>) {
+        let away: Vec<CallId> = {
+            let mut s = self.state();
+            s.link = Some((link, up));
+            s.away.drain().collect()
+        };
+        for call in away {
+            let route = self.clone();
+            tokio::spawn(async move {
+                let claimed = route
+                    .ask(|req| ClientFrame::CallSignal {
+                        req,
+                        call,
+                        signal: CallSignal::Rejoin,
+                    })
+                    .await;
+                let peer = {
+                    let mut s = route.state();
+                    let peer = s.live.get(&call).copied();
+                    if claimed.is_err() {
+                        s.live.remove(&call);
+                        s.connected.remove(&call);
+                    }
+                    peer
+                };
+                let event = match claimed {
+                    Ok(_) => CallEvent::Reconnected,
+                    Err(e) => {
+                        tracing::info!(call, code = %e.code, "a call could not be claimed back");
+                        CallEvent::Ended {
+                            reason: CallEnd::ConnectionLost,
+                        }
+                    }
+                };
+                if let Some(peer) = peer {
+                    route.tell(call, peer, event);
+                }
+            });
+        }
     }
 
-    /// The connection ended: its calls are over for the window, its requests unanswered.
+    /// The connection ended: its requests are unanswered, its ringing calls over for the window, its
+    /// answered calls waiting for the next connection.
     pub(crate) fn detached(&self, link: LinkId) {
-        let live = {
+        let (ended, waiting) = {
             let mut s = self.state();
             if s.link.as_ref().is_some_and(|(l, _)| *l == link) {
                 s.link = None;
             }
             s.pending.clear();
-            std::mem::take(&mut s.live)
+            let State {
+                live,
+                connected,
+                away,
+                ..
+            } = &mut *s;
+            let ended: Vec<(CallId, AccountId)> = live
+                .iter()
+                .filter(|(call, _)| !connected.contains(call))
+                .map(|(c, p)| (*c, *p))
+                .collect();
+            for (call, _) in &ended {
+                live.remove(call);
+            }
+            let waiting: Vec<(CallId, AccountId)> = live
+                .iter()
+                .filter(|(call, _)| away.insert(**call))
+                .map(|(c, p)| (*c, *p))
+                .collect();
+            (ended, waiting)
         };
-        for (call, peer) in live {
+        for (call, peer) in ended {
             self.tell(
                 call,
                 peer,
@@ -106,6 +172,9 @@ impl CallRoute {
                     reason: CallEnd::ConnectionLost,
                 },
             );
+        }
+        for (call, peer) in waiting {
+            self.tell(call, peer, CallEvent::Reconnecting { own: true });
         }
     }
 
@@ -126,8 +195,12 @@ impl CallRoute {
                 CallEvent::Incoming { .. } | CallEvent::Ringing => {
                     s.live.insert(call, peer);
                 }
+                CallEvent::Accepted => {
+                    s.connected.insert(call);
+                }
                 CallEvent::Ended { .. } => {
                     s.live.remove(&call);
+                    s.connected.remove(&call);
                 }
                 _ => {}
             }
@@ -135,9 +208,17 @@ impl CallRoute {
         self.tell(call, peer, event);
     }
 
-    /// The window ended call `call` itself (a hang-up or decline the server acknowledged).
+    /// The window answered call `call`.
+    pub fn answered_here(&self, call: CallId) {
+        self.state().connected.insert(call);
+    }
+
+    /// The window ended call `call` itself (a hang-up or a decline).
     pub fn forget(&self, call: CallId) {
-        self.state().live.remove(&call);
+        let mut s = self.state();
+        s.live.remove(&call);
+        s.connected.remove(&call);
+        s.away.remove(&call);
     }
 
     fn tell(&self, call: CallId, peer: AccountId, event: CallEvent) {

@@ -371,6 +371,7 @@ impl App {
     async fn signal(&self, call: CallId, signal: CallSignal) -> Result<Value, Value> {
         let live = self.current().await?;
         let ends = matches!(signal, CallSignal::Hangup { .. } | CallSignal::Decline);
+        let accepts = signal == CallSignal::Accept;
         let result = live
             .calls
             .ask(|req| ClientFrame::CallSignal { req, call, signal })
@@ -379,6 +380,9 @@ impl App {
             live.calls.forget(call);
         }
         result.map_err(server_error)?;
+        if accepts {
+            live.calls.answered_here(call);
+        }
         Ok(serde_json::json!({}))
     }
 

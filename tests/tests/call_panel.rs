@@ -503,16 +503,18 @@ async fn a_call_goes_on_through_a_cut_link_and_says_it_is_reconnecting() {
 
 /// The full client's window takes and places calls of its own: Alice calls the demo user, whom no
 /// widget pins, and the window rings; accepted there, it shows her picture and she sees its green; the
-/// call is in the chat's history, and the window's own video call to her connects as well.
+/// call is in the chat's history, and the window's own video call to her connects as well, and goes on
+/// through the window's connection being cut (it says it is reconnecting, then connected again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_full_client_window_takes_and_places_video_calls() {
     let _serial = serial().await;
     let x = Xvfb::start();
     let server = Server::start().await;
+    let proxy = FaultProxy::start(server.addr).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
-    let url = server.url("");
+    let url = format!("http://{}", proxy.addr);
     let wd = WebDriver::start_full(
         &x.display,
         dir.path(),
@@ -574,6 +576,19 @@ async fn the_full_client_window_takes_and_places_video_calls() {
         .await
         .expect("Alice decodes 30 frames of the window's video")
         .unwrap();
+    proxy.reset_all();
+    wd.until(
+        "the window's call shown reconnecting",
+        "return document.querySelector('#call-away')?.textContent === \
+         'Your connection to the server dropped; the call goes on while it reconnects.' || null",
+    )
+    .await;
+    wd.until(
+        "the window's call connected again",
+        "return (document.querySelector('#call-state')?.textContent === 'connected' \
+         && !document.querySelector('#call-away')) || null",
+    )
+    .await;
     wd.click("#call-hangup").await;
     let report = answering.await.expect("Alice's side");
     assert_eq!(report.ended, CallEnd::Hangup);
