@@ -320,6 +320,49 @@ struct Hub {
     presence: Arc<PresenceQueue>,
     store: Arc<dyn Store>,
     calls: Calls,
+    /// Call deliveries that wait behind a history write, in order.
+    call_chain: CallChain,
+}
+
+/// Call frames to queue, and the request that caused them to answer.
+type CallFrames = (
+    Vec<(Arc<ConnShared>, ServerFrame)>,
+    Option<oneshot::Sender<Result<Ack, ErrorBody>>>,
+    Result<Ack, ErrorBody>,
+);
+
+/// The task that records ended calls and then delivers the frames that go with them, one batch after
+/// the other; `waiting` counts the batches handed to it and not yet delivered. While it is not zero,
+/// every call delivery goes through it too, so that no frame overtakes an earlier one (a new call's
+/// `incoming` must not reach a stream before the previous call's `ended`).
+struct CallChain {
+    tx: mpsc::UnboundedSender<(Vec<crate::store::Finished>, CallFrames)>,
+    waiting: Arc<AtomicU64>,
+}
+
+fn push_call_frames((frames, reply, result): CallFrames) {
+    for (shared, frame) in frames {
+        shared.events.push(Outbound::Call(Box::new(frame)), usize::MAX);
+    }
+    if let Some(reply) = reply {
+        let _ = reply.send(result);
+    }
+}
+
+async fn record_and_deliver(
+    mut jobs: mpsc::UnboundedReceiver<(Vec<crate::store::Finished>, CallFrames)>,
+    store: Arc<dyn Store>,
+    waiting: Arc<AtomicU64>,
+) {
+    while let Some((finished, frames)) = jobs.recv().await {
+        if !finished.is_empty()
+            && let Err(e) = store.record_calls(finished).await
+        {
+            tracing::error!(error = %e, "cannot record the calls that ended; the history will lack them");
+        }
+        push_call_frames(frames);
+        waiting.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Starts the hub and its presence writer. The hub runs until `shutdown` is cancelled or the feed ends.
@@ -334,7 +377,14 @@ pub async fn spawn(
     let (_, head) = store.head().await?;
     let presence = Arc::new(PresenceQueue::default());
     tracker.spawn(presence.clone().run(store.clone(), shutdown.clone()));
+    let (chain_tx, chain_rx) = mpsc::unbounded_channel();
+    let waiting = Arc::new(AtomicU64::new(0));
+    tracker.spawn(record_and_deliver(chain_rx, store.clone(), waiting.clone()));
     let mut hub = Hub {
+        call_chain: CallChain {
+            tx: chain_tx,
+            waiting,
+        },
         calls: Calls::new(config.ring, config.rejoin),
         config,
         metrics,
@@ -468,10 +518,11 @@ impl Hub {
     /// database the way a change can.
     ///
     /// When calls ended, their records are written first, and the frames queued and the request that
-    /// caused them (`reply`, given `result`) answered after the commit, on a task of their own (the hub
-    /// never waits on the store): a client that lists the call history on hearing `ended`, or on its
-    /// hang-up being acknowledged, finds the call there. A record that cannot be written is logged; the
-    /// parties are told all the same.
+    /// caused them (`reply`, given `result`) answered after the commit, on the call chain's task (the
+    /// hub never waits on the store): a client that lists the call history on hearing `ended`, or on
+    /// its hang-up being acknowledged, finds the call there. Later frames wait behind them on the same
+    /// task, so that the order of call frames is the hub's. A record that cannot be written is
+    /// logged; the parties are told all the same.
     fn deliver_calls(
         &mut self,
         out: &mut Vec<Delivery>,
@@ -482,26 +533,21 @@ impl Hub {
             .drain(..)
             .filter_map(|(conn, frame)| Some((self.conns.get(&conn)?.shared.clone(), frame)))
             .collect();
-        let push = move |frames: Vec<(Arc<ConnShared>, ServerFrame)>| {
-            for (shared, frame) in frames {
-                shared.events.push(Outbound::Call(Box::new(frame)), usize::MAX);
-            }
-            if let Some(reply) = reply {
-                let _ = reply.send(result);
-            }
-        };
         let finished = self.calls.take_finished();
-        if finished.is_empty() {
-            push(frames);
+        // Nothing to record and nothing waiting to be delivered before these: at once. (Only the hub
+        // adds to `waiting`, so a zero here means every earlier batch has been delivered.)
+        if finished.is_empty() && self.call_chain.waiting.load(Ordering::Acquire) == 0 {
+            push_call_frames((frames, reply, result));
             return;
         }
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store.record_calls(finished).await {
-                tracing::error!(error = %e, "cannot record the calls that ended; the history will lack them");
-            }
-            push(frames);
-        });
+        self.call_chain.waiting.fetch_add(1, Ordering::AcqRel);
+        if let Err(mpsc::error::SendError((_, frames))) =
+            self.call_chain.tx.send((finished, (frames, reply, result)))
+        {
+            // The chain's task is gone (the server is stopping): deliver unrecorded.
+            self.call_chain.waiting.fetch_sub(1, Ordering::AcqRel);
+            push_call_frames(frames);
+        }
     }
 
     fn connect(&mut self, account: AccountId, key: KeyId, expires_at: i64) -> Result<Conn, ErrorBody> {

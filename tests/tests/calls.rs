@@ -678,6 +678,79 @@ async fn a_party_whose_link_drops_rejoins_the_call_from_its_next_stream() {
     assert!(history.calls[0].duration_ms.is_some());
 }
 
+/// A call's frames keep their order across its end: Alice hangs up and Carol calls the demo user at
+/// once, from her own stream; the demo user hears Alice's call end before Carol's rings, although the
+/// end waits for its history record to be written and Carol's ring does not.
+#[tokio::test]
+async fn a_call_placed_right_after_one_ended_rings_after_that_end() {
+    let w = world("").await;
+    let mut demo = party(
+        &w.s,
+        &w.s.key("demo").await,
+        &[w.alice, w.carol],
+        Encoding::Binary,
+    )
+    .await;
+    let mut alice = party(&w.s, &w.s.key("alice").await, &[w.demo], Encoding::Binary).await;
+    let mut carol = party(&w.s, &w.s.key("carol").await, &[w.demo], Encoding::Binary).await;
+    let mut seen = 0;
+    for round in 0..10 {
+        let req = 10 * round + 2;
+        let call = invite(&mut alice, req, w.demo, false).await.unwrap();
+        assert_eq!(call_frame(&mut demo).await.0, call);
+        signal(&mut demo, req, call, CallSignal::Accept).await.unwrap();
+        assert_eq!(call_frame(&mut alice).await.2, CallEvent::Ringing);
+        assert_eq!(call_frame(&mut alice).await.2, CallEvent::Accepted);
+        // Both sent before either is answered.
+        alice
+            .stream
+            .send(&ClientFrame::CallSignal {
+                req: req + 1,
+                call,
+                signal: CallSignal::Hangup { failed: false },
+            })
+            .await;
+        let placed = invite(&mut carol, req, w.demo, true).await;
+        loop {
+            match alice.stream.recv().await {
+                ServerFrame::Ack { req: r, .. } if r == req + 1 => break,
+                ServerFrame::Error { error, .. } => panic!("round {round}: {error}"),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            call_frame(&mut demo).await,
+            (
+                call,
+                w.alice,
+                CallEvent::Ended {
+                    reason: CallEnd::Hangup
+                }
+            ),
+            "round {round}: the first call's end comes first"
+        );
+        let next = match placed {
+            Ok(next) => next,
+            // Carol's invite reached the server before Alice's hang-up: nothing to compare.
+            Err(e) if e.code == ErrorCode::CallBusy => continue,
+            Err(e) => panic!("round {round}: {e}"),
+        };
+        seen += 1;
+        assert_eq!(
+            call_frame(&mut demo).await,
+            (next, w.carol, CallEvent::Incoming { video: true }),
+            "round {round}"
+        );
+        signal(&mut demo, req + 1, next, CallSignal::Decline)
+            .await
+            .unwrap();
+        assert_eq!(call_frame(&mut carol).await.2, CallEvent::Ringing);
+        assert!(matches!(call_frame(&mut carol).await.2, CallEvent::Ended { .. }));
+    }
+    eprintln!("{seen} of 10 rounds had Carol's call follow Alice's hang-up");
+    assert!(seen > 0, "Carol's call never followed Alice's hang-up");
+}
+
 /// The next call notification of the local API.
 async fn call_note(events: &mut tokio::sync::mpsc::Receiver<Notification>) -> Notification {
     until(events, |n| {
