@@ -419,8 +419,9 @@ impl App {
                 avatar,
             }) => {
                 // The account's panel rings: brought forward when it is open (its page heard the call
-                // itself), else opened on the call. Where the OS's notifications take buttons (Linux),
-                // the call rings there too, with Accept and Decline.
+                // itself), else opened on the call. The call rings as an OS notification too: with
+                // Accept and Decline where notifications take buttons (Linux); elsewhere a click on it
+                // shows the ringing panel.
                 tracing::info!(widget, call = ring.call, "an incoming call: the panel rings");
                 self.ringing.insert((widget.clone(), ring.call), ring);
                 #[cfg(target_os = "linux")]
@@ -443,7 +444,25 @@ impl App {
                     });
                 }
                 #[cfg(not(target_os = "linux"))]
-                let _ = (name, avatar);
+                {
+                    let words = self.lang.words();
+                    let kind = if ring.video {
+                        words.video_call
+                    } else {
+                        words.voice_call
+                    };
+                    toast(
+                        self.proxy.clone(),
+                        Toast {
+                            title: format!("{name} {}", words.is_calling),
+                            body: kind.to_owned(),
+                            avatar,
+                            clicked: UserEvent::CallClicked(widget.clone(), ring.contact, ring.call, None),
+                            // A call rings at most this long (the server's ring time, 30 s by default).
+                            timeout_ms: 30_000,
+                        },
+                    );
+                }
                 self.ring(widget, ring, target);
             }
             UserEvent::Backend(ToUi::RingOver { widget, call }) => {
@@ -1196,6 +1215,38 @@ fn notify(
     text: String,
     avatar: Option<PathBuf>,
 ) {
+    toast(
+        clicked,
+        Toast {
+            title,
+            body: text,
+            avatar,
+            clicked: UserEvent::OpenChat(widget, contact),
+            timeout_ms: 10_000,
+        },
+    );
+}
+
+/// An OS notification on Windows and macOS, and what a click on it does.
+#[cfg(not(target_os = "linux"))]
+struct Toast {
+    title: String,
+    body: String,
+    avatar: Option<PathBuf>,
+    clicked: UserEvent,
+    timeout_ms: u32,
+}
+
+/// Shows `toast`; a click on it sends its event to the event loop.
+#[cfg(not(target_os = "linux"))]
+fn toast(target: ClickTarget, toast: Toast) {
+    let Toast {
+        title,
+        body: text,
+        avatar,
+        clicked: event,
+        timeout_ms,
+    } = toast;
     // Showing is a blocking call (the notification center on macOS — answered on the main thread,
     // which the event loop keeps running): off the event loop.
     let spawned = std::thread::Builder::new()
@@ -1205,7 +1256,7 @@ fn notify(
             n.appname("pinchat")
                 .summary(&title)
                 .body(&text)
-                .timeout(notify_rust::Timeout::Milliseconds(10_000));
+                .timeout(notify_rust::Timeout::Milliseconds(timeout_ms));
             // The sender's avatar, where the system shows an image.
             if let Some(path) = avatar.as_deref().and_then(|p| p.to_str()) {
                 n.image_path(path);
@@ -1222,7 +1273,7 @@ fn notify(
                     if WAITING.fetch_add(1, Ordering::SeqCst) < MAX_WAITING {
                         handle.wait_for_action(|action| {
                             if action == "default" {
-                                let _ = clicked.send_event(UserEvent::OpenChat(widget, contact));
+                                let _ = target.send_event(event);
                             }
                         });
                     } else {
