@@ -443,7 +443,29 @@ impl App {
                         image: avatar,
                     });
                 }
-                #[cfg(not(target_os = "linux"))]
+                #[cfg(windows)]
+                {
+                    let words = self.lang.words();
+                    call_toast(
+                        self.proxy.clone(),
+                        CallToast {
+                            title: format!("{name} {}", words.is_calling),
+                            body: (if ring.video {
+                                words.video_call
+                            } else {
+                                words.voice_call
+                            })
+                            .to_owned(),
+                            accept: words.accept.to_owned(),
+                            decline: words.decline.to_owned(),
+                            avatar,
+                            widget: widget.clone(),
+                            contact: ring.contact,
+                            call: ring.call,
+                        },
+                    );
+                }
+                #[cfg(target_os = "macos")]
                 {
                     let words = self.lang.words();
                     let kind = if ring.video {
@@ -1225,6 +1247,67 @@ fn notify(
             timeout_ms: 10_000,
         },
     );
+}
+
+/// An incoming call's toast on Windows: who calls, and its Accept and Decline buttons.
+#[cfg(windows)]
+struct CallToast {
+    title: String,
+    body: String,
+    accept: String,
+    decline: String,
+    avatar: Option<PathBuf>,
+    widget: String,
+    contact: u64,
+    call: u64,
+}
+
+/// Shows an incoming call as a Windows toast with Accept and Decline (notify-rust has no buttons
+/// there; this is the toast library it uses). A button or a click on the toast goes to the event loop
+/// as `CallClicked`, as on Linux. It stays 25 s (Windows' long toast), about the ring time; a toast
+/// cannot be taken away when the call stops ringing, so a late click finds the call over and is
+/// ignored.
+#[cfg(windows)]
+fn call_toast(target: EventLoopProxy<UserEvent>, t: CallToast) {
+    use tauri_winrt_notification::{Duration, IconCrop, Toast};
+    let spawned = std::thread::Builder::new()
+        .name("pinchat-call-toast".into())
+        .spawn(move || {
+            let CallToast {
+                title,
+                body,
+                accept,
+                decline,
+                avatar,
+                widget,
+                contact,
+                call,
+            } = t;
+            let mut toast = Toast::new(Toast::POWERSHELL_APP_ID)
+                .title(&title)
+                .text1(&body)
+                .duration(Duration::Long)
+                .add_button(&accept, "accept")
+                .add_button(&decline, "decline")
+                .on_activated(move |action| {
+                    let answer = match action.as_deref() {
+                        Some("accept") => Some(true),
+                        Some("decline") => Some(false),
+                        _ => None,
+                    };
+                    let _ = target.send_event(UserEvent::CallClicked(widget.clone(), contact, call, answer));
+                    Ok(())
+                });
+            if let Some(path) = avatar.as_deref() {
+                toast = toast.icon(path, IconCrop::Circular, "");
+            }
+            if let Err(e) = toast.show() {
+                tracing::warn!(error = %e, "cannot show an incoming call's notification");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot show an incoming call's notification");
+    }
 }
 
 /// An OS notification on Windows and macOS, and what a click on it does.
