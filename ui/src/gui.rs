@@ -419,9 +419,8 @@ impl App {
                 avatar,
             }) => {
                 // The account's panel rings: brought forward when it is open (its page heard the call
-                // itself), else opened on the call. The call rings as an OS notification too: with
-                // Accept and Decline where notifications take buttons (Linux); elsewhere a click on it
-                // shows the ringing panel.
+                // itself), else opened on the call. The call rings as an OS notification too, with
+                // Accept and Decline (on Linux taken away when it stops ringing).
                 tracing::info!(widget, call = ring.call, "an incoming call: the panel rings");
                 self.ringing.insert((widget.clone(), ring.call), ring);
                 #[cfg(target_os = "linux")]
@@ -443,7 +442,7 @@ impl App {
                         image: avatar,
                     });
                 }
-                #[cfg(windows)]
+                #[cfg(not(target_os = "linux"))]
                 {
                     let words = self.lang.words();
                     call_toast(
@@ -462,26 +461,6 @@ impl App {
                             widget: widget.clone(),
                             contact: ring.contact,
                             call: ring.call,
-                        },
-                    );
-                }
-                #[cfg(target_os = "macos")]
-                {
-                    let words = self.lang.words();
-                    let kind = if ring.video {
-                        words.video_call
-                    } else {
-                        words.voice_call
-                    };
-                    toast(
-                        self.proxy.clone(),
-                        Toast {
-                            title: format!("{name} {}", words.is_calling),
-                            body: kind.to_owned(),
-                            avatar,
-                            clicked: UserEvent::CallClicked(widget.clone(), ring.contact, ring.call, None),
-                            // A call rings at most this long (the server's ring time, 30 s by default).
-                            timeout_ms: 30_000,
                         },
                     );
                 }
@@ -1249,8 +1228,8 @@ fn notify(
     );
 }
 
-/// An incoming call's toast on Windows: who calls, and its Accept and Decline buttons.
-#[cfg(windows)]
+/// An incoming call's notification on Windows and macOS: who calls, and its Accept and Decline.
+#[cfg(not(target_os = "linux"))]
 struct CallToast {
     title: String,
     body: String,
@@ -1303,6 +1282,64 @@ fn call_toast(target: EventLoopProxy<UserEvent>, t: CallToast) {
             }
             if let Err(e) = toast.show() {
                 tracing::warn!(error = %e, "cannot show an incoming call's notification");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot show an incoming call's notification");
+    }
+}
+
+/// Shows an incoming call as a macOS notification with Accept and Decline (notify-rust's actions,
+/// which macOS shows in the notification's options menu and reports by their labels); a choice or a
+/// click goes to the event loop as `CallClicked`, as on Linux. It expires with the ring time; it cannot
+/// be taken away when the call stops ringing, so a late choice finds the call over and is ignored.
+#[cfg(target_os = "macos")]
+fn call_toast(target: EventLoopProxy<UserEvent>, t: CallToast) {
+    let spawned = std::thread::Builder::new()
+        .name("pinchat-call-toast".into())
+        .spawn(move || {
+            let CallToast {
+                title,
+                body,
+                accept,
+                decline,
+                avatar,
+                widget,
+                contact,
+                call,
+            } = t;
+            let mut n = notify_rust::Notification::new();
+            n.appname("pinchat")
+                .summary(&title)
+                .body(&body)
+                .action("accept", &accept)
+                .action("decline", &decline)
+                .timeout(notify_rust::Timeout::Milliseconds(30_000));
+            if let Some(path) = avatar.as_deref().and_then(|p| p.to_str()) {
+                n.image_path(path);
+            }
+            match n.show() {
+                Ok(handle) => {
+                    if WAITING.fetch_add(1, Ordering::SeqCst) < MAX_WAITING {
+                        handle.wait_for_action(|action| {
+                            let answer = if action == accept || action == "accept" {
+                                Some(true)
+                            } else if action == decline || action == "decline" {
+                                Some(false)
+                            } else if action == "default" {
+                                None
+                            } else {
+                                // Closed, or expired.
+                                return;
+                            };
+                            let _ = target.send_event(UserEvent::CallClicked(widget, contact, call, answer));
+                        });
+                    } else {
+                        drop(handle);
+                    }
+                    WAITING.fetch_sub(1, Ordering::SeqCst);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot show an incoming call's notification"),
             }
         });
     if let Err(e) = spawned {
