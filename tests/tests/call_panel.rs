@@ -576,6 +576,9 @@ async fn the_full_client_window_takes_and_places_video_calls() {
         .await
         .expect("Alice decodes 30 frames of the window's video")
         .unwrap();
+    // Cut and held down (the full client reconnects at once after a cut: a link that came straight
+    // back could be back before the page is looked at).
+    proxy.set(Fault::Refuse);
     proxy.reset_all();
     wd.until(
         "the window's call shown reconnecting",
@@ -583,6 +586,7 @@ async fn the_full_client_window_takes_and_places_video_calls() {
          'Your connection to the server dropped; the call goes on while it reconnects.' || null",
     )
     .await;
+    proxy.set(Fault::Pass);
     wd.until(
         "the window's call connected again",
         "return (document.querySelector('#call-state')?.textContent === 'connected' \
