@@ -13,7 +13,7 @@ use pinchat_proto::stream::{
     Ack, CallEnd, CallEvent, CallId, CallSignal, ClientFrame, MAX_SDP_BYTES, ReqId, ServerFrame,
 };
 use pinchat_proto::{AccountId, Encoding, ErrorBody, ErrorCode, Presence};
-use pinchat_tests::{DEMO_PASSWORD, Daemon, Fault, FaultProxy, Server, Stream, create_widget, until};
+use pinchat_tests::{DEMO_PASSWORD, Daemon, Fault, FaultProxy, Server, Stream, until};
 use std::collections::VecDeque;
 
 /// A party: a stream subscribed to `pins`, with the call frames that arrived while it waited for an
@@ -95,6 +95,21 @@ async fn heard_nothing(p: &mut Party) {
         ServerFrame::Ack { req: 900, .. } => {}
         other => panic!("the stream heard {other:?}"),
     }
+}
+
+/// The demo user (pinning Alice and Carol), Alice and Carol (each pinning the demo user), each on a
+/// stream of their own.
+async fn three_parties(w: &World) -> (Party, Party, Party) {
+    let demo = party(
+        &w.s,
+        &w.s.key("demo").await,
+        &[w.alice, w.carol],
+        Encoding::Binary,
+    )
+    .await;
+    let alice = party(&w.s, &w.s.key("alice").await, &[w.demo], Encoding::Binary).await;
+    let carol = party(&w.s, &w.s.key("carol").await, &[w.demo], Encoding::Binary).await;
+    (demo, alice, carol)
 }
 
 struct World {
@@ -502,15 +517,7 @@ async fn glare_keeps_the_call_placed_by_the_lower_account_id() {
 #[tokio::test]
 async fn a_party_in_a_call_is_busy_and_a_vanished_party_ends_it() {
     let w = world("call_rejoin_secs = 1\n").await;
-    let mut demo = party(
-        &w.s,
-        &w.s.key("demo").await,
-        &[w.alice, w.carol],
-        Encoding::Binary,
-    )
-    .await;
-    let mut alice = party(&w.s, &w.s.key("alice").await, &[w.demo], Encoding::Binary).await;
-    let mut carol = party(&w.s, &w.s.key("carol").await, &[w.demo], Encoding::Binary).await;
+    let (mut demo, mut alice, mut carol) = three_parties(&w).await;
 
     let call = invite(&mut demo, 2, w.alice, true).await.unwrap();
     call_frame(&mut alice).await;
@@ -684,15 +691,7 @@ async fn a_party_whose_link_drops_rejoins_the_call_from_its_next_stream() {
 #[tokio::test]
 async fn a_call_placed_right_after_one_ended_rings_after_that_end() {
     let w = world("").await;
-    let mut demo = party(
-        &w.s,
-        &w.s.key("demo").await,
-        &[w.alice, w.carol],
-        Encoding::Binary,
-    )
-    .await;
-    let mut alice = party(&w.s, &w.s.key("alice").await, &[w.demo], Encoding::Binary).await;
-    let mut carol = party(&w.s, &w.s.key("carol").await, &[w.demo], Encoding::Binary).await;
+    let (mut demo, mut alice, mut carol) = three_parties(&w).await;
     let mut seen = 0;
     for round in 0..10 {
         let req = 10 * round + 2;
@@ -775,6 +774,11 @@ fn api_code(e: pinchat_ipc::ClientError) -> String {
 /// A daemon with the demo user's widget, Alice pinned and its link up, and a gadget subscribed to
 /// every notification.
 async fn gadget(w: &World) -> (Daemon, pinchat_ipc::Client, Notifications, String) {
+    gadget_at(w, &w.s.url("")).await
+}
+
+/// [`gadget`] with the daemon reaching the server at `server` (a proxy in front of it).
+async fn gadget_at(w: &World, server: &str) -> (Daemon, pinchat_ipc::Client, Notifications, String) {
     let d = Daemon::start();
     let mut client = d.client().await;
     let mut events = client.notifications().unwrap();
@@ -782,7 +786,16 @@ async fn gadget(w: &World) -> (Daemon, pinchat_ipc::Client, Notifications, Strin
         .call::<Subscribe>(SubscribeParams::default())
         .await
         .unwrap();
-    let widget = create_widget(&client, &w.s, "demo").await.widget.id;
+    let widget = client
+        .call::<CreateWidget>(Login {
+            server: server.to_owned(),
+            account: "demo".into(),
+            password: DEMO_PASSWORD.into(),
+        })
+        .await
+        .unwrap()
+        .widget
+        .id;
     client
         .call::<SetPins>(SetPinsParams {
             widget: widget.clone(),
@@ -815,41 +828,7 @@ type Notifications = tokio::sync::mpsc::Receiver<Notification>;
 async fn a_widget_whose_link_drops_mid_call_claims_it_back_when_the_link_returns() {
     let w = world("").await;
     let proxy = FaultProxy::start(w.s.addr).await.unwrap();
-    let d = Daemon::start();
-    let mut client = d.client().await;
-    let mut events = client.notifications().unwrap();
-    client
-        .call::<Subscribe>(SubscribeParams::default())
-        .await
-        .unwrap();
-    let widget = client
-        .call::<CreateWidget>(Login {
-            server: format!("http://{}", proxy.addr),
-            account: "demo".into(),
-            password: DEMO_PASSWORD.into(),
-        })
-        .await
-        .unwrap()
-        .widget
-        .id;
-    client
-        .call::<SetPins>(SetPinsParams {
-            widget: widget.clone(),
-            pins: vec![w.alice.0],
-        })
-        .await
-        .unwrap();
-    let online = |n: &Notification| {
-        matches!(
-            n,
-            Notification::ConnectionChanged {
-                connection: Connection::Online,
-                ..
-            }
-        )
-        .then_some(())
-    };
-    until(&mut events, online).await;
+    let (_daemon, client, mut events, widget) = gadget_at(&w, &format!("http://{}", proxy.addr)).await;
     let mut alice = party(&w.s, &w.s.key("alice").await, &[w.demo], Encoding::Binary).await;
     let at = |call| CallRef {
         widget: widget.clone(),

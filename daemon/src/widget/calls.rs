@@ -69,12 +69,7 @@ impl Widget {
                 self.connected.remove(call);
                 if let Some(peer) = self.calls.remove(call) {
                     let reason = if *failed { CallEnd::Failed } else { CallEnd::Hangup };
-                    self.notify(Event::Call {
-                        widget: self.id.clone(),
-                        call: *call,
-                        contact: peer,
-                        event: CallEvent::Ended { reason },
-                    });
+                    self.tell(*call, peer, CallEvent::Ended { reason });
                 }
                 let _ = reply.send(Ok(None));
                 return;
@@ -115,16 +110,21 @@ impl Widget {
                     _ => self.calls.get(call).copied(),
                 };
                 if let Some(peer) = peer {
-                    self.notify(Event::Call {
-                        widget: self.id.clone(),
-                        call: *call,
-                        contact: peer,
-                        event,
-                    });
+                    self.tell(*call, peer, event);
                 }
             }
         }
         let _ = self.source.send(SourceCmd::Call(CallRequest { op, reply }));
+    }
+
+    /// Tells the widget's clients that something happened to call `call` with `peer`.
+    fn tell(&self, call: CallId, peer: AccountId, event: CallEvent) {
+        self.notify(Event::Call {
+            widget: self.id.clone(),
+            call,
+            contact: peer,
+            event,
+        });
     }
 
     /// Something happened to a call on the widget's stream.
@@ -148,12 +148,7 @@ impl Widget {
             }
             _ => {}
         }
-        self.notify(Event::Call {
-            widget: self.id.clone(),
-            call,
-            contact: peer,
-            event,
-        });
+        self.tell(call, peer, event);
     }
 
     /// The widget's link is down: the calls that still ring ended with it; answered ones wait for
@@ -166,25 +161,19 @@ impl Widget {
                 self.calls.insert(call, peer);
                 if let std::collections::hash_map::Entry::Vacant(e) = self.owed.entry(call) {
                     e.insert(Owed::Rejoin);
-                    self.notify(Event::Call {
-                        widget: self.id.clone(),
-                        call,
-                        contact: peer,
-                        event: CallEvent::Reconnecting { own: true },
-                    });
+                    self.tell(call, peer, CallEvent::Reconnecting { own: true });
                 }
                 continue;
             }
             self.connected.remove(&call);
             self.owed.remove(&call);
-            self.notify(Event::Call {
-                widget: self.id.clone(),
+            self.tell(
                 call,
-                contact: peer,
-                event: CallEvent::Ended {
+                peer,
+                CallEvent::Ended {
                     reason: CallEnd::ConnectionLost,
                 },
-            });
+            );
         }
     }
 
@@ -251,12 +240,7 @@ impl Widget {
             _ => self.calls.get(&call).copied(),
         };
         if let Some(peer) = peer {
-            self.notify(Event::Call {
-                widget: self.id.clone(),
-                call,
-                contact: peer,
-                event,
-            });
+            self.tell(call, peer, event);
         }
     }
 }
