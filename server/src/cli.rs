@@ -26,6 +26,10 @@ struct Cli {
     /// SQLite database file (overrides `database` in the config file).
     #[arg(long, env = "PINCHAT_DATABASE", global = true)]
     database: Option<PathBuf>,
+    /// PostgreSQL connection string: keep the data there, as a node of a cluster (overrides `store`
+    /// in the config file; see docs/operations.md, *Cluster mode*).
+    #[arg(long, env = "PINCHAT_STORE", global = true, hide_env_values = true)]
+    store: Option<String>,
     /// Log format.
     #[arg(long, env = "PINCHAT_LOG_FORMAT", global = true, value_enum)]
     log_format: Option<LogFormat>,
@@ -190,6 +194,9 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
     if let Some(db) = cli.database {
         config.database = db;
     }
+    if let Some(store) = cli.store {
+        config.store = Some(crate::config::Secret(store));
+    }
     if let Some(f) = cli.log_format {
         config.log_format = f;
     }
@@ -325,7 +332,7 @@ fn read_password(from_stdin: bool) -> anyhow::Result<String> {
     Ok(first)
 }
 
-async fn finish(store: std::sync::Arc<dyn crate::store::Store>, writer: crate::store::sqlite::WriterThread) {
+async fn finish(store: std::sync::Arc<dyn crate::store::Store>, writer: crate::store::StoreThreads) {
     drop(store);
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
 }

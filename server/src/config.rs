@@ -17,6 +17,15 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The SQLite database file.
     pub database: PathBuf,
+    /// A PostgreSQL connection string (`postgres://user:password@host/db`, or `host=/run/postgresql
+    /// dbname=pinchat`): the data lives there instead of in `database`, and this server is one node of
+    /// a cluster sharing it. Also `--store` and `PINCHAT_STORE` (which keep a password out of the file).
+    pub store: Option<Secret>,
+    /// This node's name in the cluster's `nodes` table and its logs (default: the host name and the port).
+    pub node_name: Option<String>,
+    /// Seconds a cluster node's registration lasts unless renewed (it renews every third of this); a
+    /// node silent for longer is dead, and its accounts go offline `presence_grace_secs` later.
+    pub node_lease_secs: u16,
     /// TLS certificate and key; without them the server speaks plain HTTP.
     pub tls: Option<TlsConfig>,
     /// Allow plain HTTP on a non-loopback address (development only).
@@ -141,6 +150,9 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
             database: PathBuf::from("pinchat.db"),
+            store: None,
+            node_name: None,
+            node_lease_secs: 15,
             tls: None,
             insecure_plaintext: false,
             metrics: true,
@@ -192,7 +204,18 @@ impl Config {
     /// Checks every value; the error names the key and the allowed range.
     pub fn validate(&self) -> anyhow::Result<()> {
         let l = &self.limits;
-        let checks: [(bool, &str); 17] = [
+        let checks: [(bool, &str); 19] = [
+            (
+                self.store.as_ref().is_none_or(|s| {
+                    s.0.starts_with("postgres://") || s.0.starts_with("postgresql://") || s.0.contains('=')
+                }),
+                "store must be a PostgreSQL connection string: postgres://user:password@host/database, or \
+                 key=value pairs such as \"host=/run/postgresql dbname=pinchat\"",
+            ),
+            (
+                (3..=600).contains(&self.node_lease_secs),
+                "node_lease_secs must be between 3 and 600",
+            ),
             (
                 (1..=1000).contains(&l.max_pins),
                 "limits.max_pins must be between 1 and 1000",
@@ -286,6 +309,15 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// Where the data lives, for the logs: the SQLite file, or "PostgreSQL" (never the connection
+    /// string, which may hold a password).
+    pub fn store_description(&self) -> String {
+        match &self.store {
+            Some(_) => "PostgreSQL (cluster mode)".into(),
+            None => self.database.display().to_string(),
+        }
     }
 
     /// How long a visible account stays online after its last stream ends.

@@ -40,7 +40,9 @@ use crate::config::Config;
 use crate::hub::{HubConfig, HubHandle};
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::store::sqlite::{SqliteOptions, SqliteStore, WriterThread};
+use crate::store::StoreThreads;
+use crate::store::postgres::{PgOptions, PgStore};
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,19 +62,48 @@ pub struct App {
     pub tracker: TaskTracker,
 }
 
-/// Opens the SQLite store at `config.database` off the async runtime.
+/// Opens the store off the async runtime: PostgreSQL when `config.store` names one (cluster mode),
+/// else the SQLite file at `config.database`.
 pub async fn open_store(
     config: &Config,
     feed: Option<tokio::sync::mpsc::Sender<store::ChangeBatch>>,
-) -> anyhow::Result<(Arc<dyn Store>, WriterThread)> {
+) -> anyhow::Result<(Arc<dyn Store>, StoreThreads)> {
+    let external_poll = Duration::from_millis(config.external_poll_ms);
+    if let Some(url) = &config.store {
+        let options = PgOptions {
+            url: url.0.clone(),
+            node_name: config
+                .node_name
+                .clone()
+                .unwrap_or_else(|| default_node_name(config)),
+            feed,
+            external_poll,
+            readers: 4,
+            lease: Duration::from_secs(config.node_lease_secs.into()),
+            grace: config.presence_grace(),
+        };
+        let (store, threads) = PgStore::open(options).await?;
+        return Ok((Arc::new(store), threads));
+    }
     let path = config.database.clone();
     let options = SqliteOptions {
         feed,
-        external_poll: Duration::from_millis(config.external_poll_ms),
+        external_poll,
         readers: 4,
     };
     let (store, writer) = tokio::task::spawn_blocking(move || SqliteStore::open(&path, options)).await??;
     Ok((Arc::new(store), writer))
+}
+
+/// A cluster node's name when none is configured: the host's name and the port it serves.
+fn default_node_name(config: &Config) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .unwrap_or_else(|| "pinchat".into());
+    format!("{host}:{}", config.listen.port())
 }
 
 /// What [`run`] can be asked to do besides serving.
@@ -147,13 +178,13 @@ pub async fn run(
     match &config.tls {
         Some(tls) => {
             let tls_config = tls::load_config(&tls.cert, &tls.key)?;
-            tracing::info!(address = %local, database = %config.database.display(), "serving HTTPS");
+            tracing::info!(address = %local, store = %config.store_description(), "serving HTTPS");
             let listener = tls::TlsListener::new(listener, tls_config, shutdown.clone())?;
             axum::serve(listener, router).with_graceful_shutdown(stop).await?;
         }
         None => {
             if local.ip().is_loopback() {
-                tracing::info!(address = %local, database = %config.database.display(), "serving plain HTTP on loopback (no TLS configured)");
+                tracing::info!(address = %local, store = %config.store_description(), "serving plain HTTP on loopback (no TLS configured)");
             } else {
                 tracing::warn!(address = %local, "serving PLAIN HTTP on a non-loopback address: keys and messages cross the network unencrypted; configure [tls] for production");
             }

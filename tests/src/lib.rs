@@ -16,6 +16,8 @@
 
 #[cfg(target_os = "linux")]
 pub mod desktop;
+#[cfg(unix)]
+pub mod postgres;
 
 use futures_util::{SinkExt, StreamExt};
 use pinchat_proto::codec::{self, Encoding};
@@ -75,6 +77,8 @@ pub struct Server {
     pub addr: SocketAddr,
     dir: tempfile::TempDir,
     database: PathBuf,
+    /// The PostgreSQL database's connection string, when the server runs on one.
+    store: Option<String>,
     config: PathBuf,
     /// HTTP client.
     pub http: reqwest::Client,
@@ -96,6 +100,20 @@ impl Server {
     /// Like [`Server::start_with`], with the database in `data` (a test's own file system, say)
     /// instead of the server's temporary directory.
     pub async fn start_at(data: Option<&Path>, extra: &str) -> Server {
+        #[cfg(unix)]
+        if postgres::selected() {
+            return Server::start_on_store(&postgres::Postgres::shared().new_database(), extra).await;
+        }
+        Server::start_in(data, None, extra).await
+    }
+
+    /// Starts a server on the PostgreSQL database `url` as a node of its cluster (seeding the demo world
+    /// if the database has none yet): several servers on one `url` are a cluster.
+    pub async fn start_on_store(url: &str, extra: &str) -> Server {
+        Server::start_in(None, Some(url), extra).await
+    }
+
+    async fn start_in(data: Option<&Path>, store: Option<&str>, extra: &str) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = data.unwrap_or(dir.path()).join("pinchat.db");
         let config = dir.path().join("pinchat.toml");
@@ -103,8 +121,9 @@ impl Server {
             Some(i) => (&extra[..i], &extra[i + "[limits]".len()..]),
             None => (extra, ""),
         };
+        let store_line = store.map_or(String::new(), |url| format!("store = {url:?}\n"));
         let text = format!(
-            "database = {db:?}\nexternal_poll_ms = 50\npresence_grace_secs = 1\n{top}\n[limits]\n{limits}\n",
+            "database = {db:?}\n{store_line}external_poll_ms = 50\npresence_grace_secs = 1\n{top}\n[limits]\n{limits}\n",
             db = db.display().to_string()
         );
         std::fs::write(&config, text).expect("write config");
@@ -113,6 +132,7 @@ impl Server {
             addr: "127.0.0.1:0".parse().unwrap(),
             stderr_log: dir.path().join("server.log"),
             database: db,
+            store: store.map(str::to_owned),
             dir,
             config,
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
@@ -135,6 +155,24 @@ impl Server {
     /// The database file.
     pub fn database(&self) -> PathBuf {
         self.database.clone()
+    }
+
+    /// The PostgreSQL connection string, when the server runs on PostgreSQL.
+    pub fn store(&self) -> Option<&str> {
+        self.store.as_deref()
+    }
+
+    /// Everything the server has stored, as bytes: the SQLite file and its WAL, or a dump of the
+    /// PostgreSQL database's data. For "never stored in clear" checks.
+    pub fn stored_bytes(&self) -> Vec<u8> {
+        #[cfg(unix)]
+        if let Some(url) = &self.store {
+            let pg = postgres::Postgres::shared();
+            return pg.dump(postgres::Postgres::database_of(url));
+        }
+        let mut bytes = std::fs::read(&self.database).expect("read the database");
+        bytes.extend(std::fs::read(self.database.with_extension("db-wal")).unwrap_or_default());
+        bytes
     }
 
     /// What the server logged so far.

@@ -2,7 +2,7 @@
 //!
 //! [`Store`] is what the rest of the server needs from a database: accounts, keys, contacts, presence,
 //! messages, the call history and the pinned-contact sync queries. [`sqlite::SqliteStore`] implements it on an embedded
-//! SQLite file; a PostgreSQL implementation can be added behind the same trait.
+//! SQLite file (one server); [`postgres::PgStore`] on PostgreSQL, shared by the nodes of a cluster.
 //!
 //! # The change feed
 //! Every change a store commits is stamped with the next value of one global counter, the *cursor*, and
@@ -14,6 +14,7 @@
 //!   cursor order, as a [`ChangeBatch`] on the feed. Writes by other processes on the same database (the
 //!   admin commands) are picked up the same way, so a running server pushes them too.
 
+pub mod postgres;
 mod schema;
 pub mod sqlite;
 
@@ -249,6 +250,19 @@ pub fn storage_trouble(e: &rusqlite::Error) -> Option<&'static str> {
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// The threads a store runs on, to be joined at shutdown.
+pub struct StoreThreads(pub(crate) Vec<std::thread::JoinHandle<()>>);
+
+impl StoreThreads {
+    /// Waits until every queued write is committed and the threads have stopped, in the order they were
+    /// started (the writer first). Blocking: call it from `spawn_blocking` or outside the runtime.
+    pub fn join(self) {
+        for thread in self.0 {
+            let _ = thread.join();
+        }
     }
 }
 

@@ -52,7 +52,7 @@ impl Default for SqliteOptions {
 const STATEMENT_CACHE: usize = 96;
 
 /// The SQLite store. Dropping it lets the writer finish the jobs already queued and stop; join the
-/// returned [`WriterThread`] to wait for that.
+/// returned [`StoreThreads`] to wait for that.
 pub struct SqliteStore {
     jobs: flume::Sender<Box<dyn Job>>,
     readers: Arc<ReaderPool>,
@@ -61,20 +61,9 @@ pub struct SqliteStore {
     storage: Arc<Mutex<Option<String>>>,
 }
 
-/// The writer thread, to be joined at shutdown.
-pub struct WriterThread(std::thread::JoinHandle<()>);
-
-impl WriterThread {
-    /// Waits until every queued write is committed and the thread has stopped. Blocking: call it from
-    /// `spawn_blocking` or outside the runtime.
-    pub fn join(self) {
-        let _ = self.0.join();
-    }
-}
-
 impl SqliteStore {
     /// Opens (creating and migrating as needed) the database at `path`.
-    pub fn open(path: &Path, options: SqliteOptions) -> Result<(SqliteStore, WriterThread), StoreError> {
+    pub fn open(path: &Path, options: SqliteOptions) -> Result<(SqliteStore, StoreThreads), StoreError> {
         let (mut conn, read_only) = match open_writer(path) {
             // SQLite falls back to reading a file it cannot write: the disk is read-only. Serve reads;
             // the writer reopens the database for writing once it can.
@@ -150,7 +139,7 @@ impl SqliteStore {
                 epoch: epoch as u64,
                 storage,
             },
-            WriterThread(thread),
+            StoreThreads(vec![thread]),
         ))
     }
 

@@ -1,0 +1,271 @@
+//! A private PostgreSQL server for the tests: `initdb` in a temporary directory, `postgres` listening on
+//! a Unix socket only, one fresh database per test server.
+//!
+//! PostgreSQL refuses to run as root, so as root (CI) it runs as the `postgres` user the Debian package
+//! creates. The server lives as long as the test program: it is started under a small shell that stops
+//! it when the program's end closes its standard input, so nothing outlives a test run, not even one
+//! that was killed.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// Whether the end-to-end suites run against PostgreSQL instead of SQLite (`PINCHAT_TEST_STORE=postgres`).
+pub fn selected() -> bool {
+    std::env::var("PINCHAT_TEST_STORE").as_deref() == Ok("postgres")
+}
+
+/// A running PostgreSQL server.
+pub struct Postgres {
+    /// The directory of its Unix socket.
+    socket_dir: PathBuf,
+    data: PathBuf,
+    bin: PathBuf,
+    /// The supervising shell (its standard input keeps the server alive).
+    child: Mutex<Option<Child>>,
+    _dir: tempfile::TempDir,
+}
+
+/// The directory of PostgreSQL's programs (`initdb` and `postgres` are not on the PATH on Debian).
+fn bin_dir() -> PathBuf {
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
+        && out.status.success()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if dir.join("initdb").exists() {
+            return dir;
+        }
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.flatten().map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    found.sort();
+    found.pop().filter(|d| d.join("initdb").exists()).expect(
+        "PostgreSQL is not installed: on Debian/Ubuntu, sudo apt-get install postgresql (./run deps does)",
+    )
+}
+
+fn as_root() -> bool {
+    // SAFETY-free check: the effective user id via `id -u`.
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A command run as the user PostgreSQL runs as.
+fn as_postgres(program: &Path) -> Command {
+    if as_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+impl Postgres {
+    /// The test program's server, started on first use.
+    pub fn shared() -> &'static Postgres {
+        static PG: OnceLock<Postgres> = OnceLock::new();
+        PG.get_or_init(Postgres::start)
+    }
+
+    /// Creates a cluster and starts its server; returns once it accepts connections.
+    pub fn start() -> Postgres {
+        let bin = bin_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("pinchat-pg-")
+            .tempdir()
+            .expect("tempdir");
+        let data = dir.path().join("data");
+        let socket_dir = dir.path().join("socket");
+        std::fs::create_dir_all(&socket_dir).unwrap();
+        if as_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown");
+            assert!(
+                status.success(),
+                "cannot give {} to the postgres user",
+                dir.path().display()
+            );
+        }
+        let out = as_postgres(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--locale=C",
+            ])
+            .output()
+            .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pg = Postgres {
+            socket_dir,
+            data,
+            bin,
+            child: Mutex::new(None),
+            _dir: dir,
+        };
+        pg.run();
+        pg
+    }
+
+    /// Starts the server on the existing data directory and waits until it is ready.
+    fn run(&self) {
+        let postgres = self.bin.join("postgres");
+        // The shell stops the server (fast shutdown) when its input closes: when the test program ends.
+        let script = r#"pg="$1"; shift; "$pg" "$@" & pid=$!; read _; kill -INT $pid; wait $pid"#;
+        let mut child = as_postgres(Path::new("sh"))
+            .args(["-c", script, "sh"])
+            .arg(&postgres)
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-k")
+            .arg(&self.socket_dir)
+            .args([
+                "-c",
+                "listen_addresses=",
+                "-c",
+                "max_connections=300",
+                // The tests kill servers and nodes, not the machine: what PostgreSQL wrote reaches the
+                // file system, so syncing it to disk only slows the tests.
+                "-c",
+                "fsync=off",
+                "-c",
+                "log_min_messages=warning",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start postgres");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = String::new();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if line.contains("database system is ready to accept connections") {
+                        break;
+                    }
+                    seen.push_str(&line);
+                    seen.push('\n');
+                }
+                _ => panic!("postgres ended before it was ready:\n{seen}"),
+            }
+        }
+        // Keep reading its log so that it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        *self.child.lock().unwrap() = Some(child);
+    }
+
+    /// Stops the server abruptly (SIGKILL of the postmaster's whole group is not possible from here;
+    /// an immediate shutdown is what a crash looks like to clients).
+    pub fn crash(&self) {
+        let out = as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["stop", "-m", "immediate", "-w"])
+            .output()
+            .expect("pg_ctl stop");
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            drop(child.stdin.take());
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again after [`Postgres::crash`].
+    pub fn restart(&self) {
+        self.run();
+    }
+
+    /// A fresh, empty database; returns its connection string.
+    pub fn new_database(&self) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "pinchat_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        self.psql("postgres", &format!("CREATE DATABASE {name}"));
+        format!("host={} user=postgres dbname={name}", self.socket_dir.display())
+    }
+
+    /// Runs SQL with psql in `database`; returns what it printed (unaligned, tuples only).
+    pub fn psql(&self, database: &str, sql: &str) -> String {
+        let psql = self.bin.join("psql");
+        let psql = if psql.exists() {
+            psql
+        } else {
+            PathBuf::from("psql")
+        };
+        let mut child = Command::new(psql)
+            .arg("-h")
+            .arg(&self.socket_dir)
+            .args(["-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1", "-qAt"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run psql");
+        child.stdin.take().unwrap().write_all(sql.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "psql {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The whole content of `database`, as `pg_dump` writes it.
+    pub fn dump(&self, database: &str) -> Vec<u8> {
+        let out = Command::new(self.bin.join("pg_dump"))
+            .arg("-h")
+            .arg(&self.socket_dir)
+            .args(["-U", "postgres", "--data-only", database])
+            .output()
+            .expect("run pg_dump");
+        assert!(
+            out.status.success(),
+            "pg_dump: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// The database name in a connection string from [`Postgres::new_database`].
+    pub fn database_of(url: &str) -> &str {
+        url.rsplit("dbname=").next().unwrap_or_default()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            drop(child.stdin.take());
+            let _ = child.wait();
+        }
+    }
+}
