@@ -241,12 +241,29 @@ impl Server {
         self.spawn();
     }
 
+    /// An admin subcommand on the same config and database, to be spawned by the caller.
+    pub fn admin_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(server_binary());
+        command.arg("--config").arg(&self.config).args(args);
+        command
+    }
+
+    /// Runs SQL that changes rows in the server's database, behind its back (SQLite or PostgreSQL);
+    /// returns how many rows it changed.
+    pub fn execute_sql(&self, sql: &str) -> u64 {
+        #[cfg(unix)]
+        if let Some(url) = &self.store {
+            return postgres::Postgres::shared().execute(postgres::Postgres::database_of(url), sql);
+        }
+        let db = rusqlite::Connection::open(&self.database).unwrap();
+        db.busy_timeout(Duration::from_secs(10)).unwrap();
+        db.execute(sql, []).unwrap() as u64
+    }
+
     /// Runs an admin subcommand on the same config and database; `stdin` is piped in.
     pub fn admin(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-        let mut child = Command::new(server_binary())
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
+        let mut child = self
+            .admin_command(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -1006,6 +1023,56 @@ impl Drop for FullClient {
             eprintln!("---- pinchat-full log ----\n{}", self.log());
         }
     }
+}
+
+/// Expects a delta about `contact`; returns its cursor and fields.
+pub fn delta(frame: ServerFrame, contact: AccountId) -> (u64, Vec<pinchat_proto::Field>) {
+    match frame {
+        ServerFrame::Delta {
+            contact: c,
+            cursor,
+            fields,
+            ..
+        } if c == contact => (cursor, fields),
+        other => panic!("expected a delta about {contact}, got {other:?}"),
+    }
+}
+
+/// Expects a message; returns its cursor and the message.
+pub fn message(frame: ServerFrame) -> (u64, pinchat_proto::Message) {
+    match frame {
+        ServerFrame::Message { cursor, message, .. } => (cursor, message),
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+/// Expects an error; returns its code.
+pub fn error_code(frame: ServerFrame) -> pinchat_proto::ErrorCode {
+    match frame {
+        ServerFrame::Error { error, .. } => error.code,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+/// Sends a text message over HTTP; panics on an error.
+pub async fn send(
+    s: &Server,
+    key: &str,
+    to: AccountId,
+    client_id: &str,
+    text: &str,
+) -> pinchat_proto::http::SendResponse {
+    s.post(
+        key,
+        "/v1/messages",
+        &pinchat_proto::http::SendRequest {
+            to,
+            client_id: client_id.into(),
+            text: text.into(),
+        },
+    )
+    .await
+    .unwrap()
 }
 
 /// Waits until `check` holds, looking again every 20 ms; fails the test after [`DEADLINE`]. For

@@ -239,6 +239,38 @@ impl Postgres {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs one data-changing statement in `database`; returns how many rows it changed (from psql's
+    /// command tag, e.g. `UPDATE 1`).
+    pub fn execute(&self, database: &str, sql: &str) -> u64 {
+        let out = Command::new(self.bin.join("psql"))
+            .arg("-h")
+            .arg(&self.socket_dir)
+            .args([
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .last()
+            .and_then(|tag| tag.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no row count in psql's output {text:?}"))
+    }
+
     /// The whole content of `database`, as `pg_dump` writes it.
     pub fn dump(&self, database: &str) -> Vec<u8> {
         let out = Command::new(self.bin.join("pg_dump"))

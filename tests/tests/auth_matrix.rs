@@ -205,14 +205,9 @@ async fn world() -> World {
     // An expired key: the server checks each key's expiry on every use, so setting it in the past is
     // what time would do.
     let expired = s.key("lapsed").await;
-    let db = rusqlite::Connection::open(s.database()).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    let n = db
-        .execute(
-            "UPDATE keys SET expires_at = 1 WHERE account = (SELECT id FROM accounts WHERE login = 'lapsed')",
-            [],
-        )
-        .unwrap();
+    let n = s.execute_sql(
+        "UPDATE keys SET expires_at = 1 WHERE account = (SELECT id FROM accounts WHERE login = 'lapsed')",
+    );
     assert_eq!(n, 1);
     let me: pinchat_proto::http::Me = s.get(&other, "/v1/me").await.unwrap();
     World {

@@ -144,14 +144,8 @@ async fn admin_commands_validate_their_input() {
 async fn admin_commands_end_quietly_when_their_reader_goes_away() {
     let s = Server::start().await;
     // `pinchat-server contacts list demo | head -0`: the reader is gone before the first line.
-    let mut child = Command::new(server_binary())
-        .args([
-            "--database",
-            s.database().to_str().unwrap(),
-            "contacts",
-            "list",
-            "demo",
-        ])
+    let mut child = s
+        .admin_command(&["contacts", "list", "demo"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -2,55 +2,13 @@
 //! duplicate, re-pinning, revocation, bad input, crash durability and shutdown.
 
 use futures_util::future::join_all;
-use pinchat_proto::http::{SendRequest, SendResponse};
 use pinchat_proto::stream::{Ack, ClientFrame, Resume, ServerFrame};
-use pinchat_proto::{AccountId, Encoding, ErrorCode, Field, Message, MessageId, Presence};
-use pinchat_tests::{CountingProxy, Server, Stream};
+use pinchat_proto::{AccountId, Encoding, ErrorCode, Field, MessageId, Presence};
+use pinchat_tests::{CountingProxy, Server, Stream, delta, error_code, message, send};
 use std::collections::BTreeSet;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-
-/// Expects a delta about `contact`; returns its cursor and fields.
-fn delta(frame: ServerFrame, contact: AccountId) -> (u64, Vec<Field>) {
-    match frame {
-        ServerFrame::Delta {
-            contact: c,
-            cursor,
-            fields,
-            ..
-        } if c == contact => (cursor, fields),
-        other => panic!("expected a delta about {contact}, got {other:?}"),
-    }
-}
-
-fn message(frame: ServerFrame) -> (u64, Message) {
-    match frame {
-        ServerFrame::Message { cursor, message, .. } => (cursor, message),
-        other => panic!("expected a message, got {other:?}"),
-    }
-}
-
-fn error_code(frame: ServerFrame) -> ErrorCode {
-    match frame {
-        ServerFrame::Error { error, .. } => error.code,
-        other => panic!("expected an error, got {other:?}"),
-    }
-}
-
-async fn send(s: &Server, key: &str, to: AccountId, client_id: &str, text: &str) -> SendResponse {
-    s.post(
-        key,
-        "/v1/messages",
-        &SendRequest {
-            to,
-            client_id: client_id.into(),
-            text: text.into(),
-        },
-    )
-    .await
-    .unwrap()
-}
 
 #[tokio::test]
 async fn a_presence_change_reaches_only_the_widget_that_pinned_it_in_a_few_bytes() {

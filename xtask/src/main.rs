@@ -53,43 +53,58 @@ pub(crate) fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
+/// The suites that run a second time with every test server on PostgreSQL (`PINCHAT_TEST_STORE=postgres`):
+/// everything that talks to a server, but the disk faults, which are about SQLite's file.
+const POSTGRES_SUITES: &[&str] = &[
+    "stream",
+    "http",
+    "auth_matrix",
+    "cli",
+    "calls",
+    "daemon",
+    "borrow",
+    "faults",
+];
+const POSTGRES_SKIPS: &[&str] = &["the_server_on_a_full_disk", "the_server_on_a_read_only_disk"];
+
 fn test(extra: &[String]) -> ExitCode {
-    let mut command = if cfg!(target_os = "linux") {
-        for tool in ["dbus-run-session", "gnome-keyring-daemon"] {
-            if !on_path(tool) {
-                eprintln!(
-                    "xtask: `{tool}` is missing; the daemon's tests need a session bus and a Secret Service.\n\
-                     On Debian/Ubuntu: sudo apt-get install dbus gnome-keyring"
-                );
-                return ExitCode::FAILURE;
-            }
-        }
-        // A fresh keyring directory per run: gnome-keyring creates and unlocks a new login keyring there.
-        let keyrings = std::env::temp_dir().join(format!("pinchat-xtask-keyring-{}", std::process::id()));
-        if let Err(e) = std::fs::create_dir_all(&keyrings) {
-            eprintln!("xtask: cannot create {}: {e}", keyrings.display());
-            return ExitCode::FAILURE;
-        }
-        let script = r#"echo -n pinchat | gnome-keyring-daemon --unlock --components=secrets >/dev/null || exit 1; exec "$@""#;
-        let mut c = Command::new("dbus-run-session");
-        c.args(["--", "sh", "-c", script, "sh"])
-            .arg(cargo())
-            .env("XDG_DATA_HOME", &keyrings);
-        c
-    } else {
-        Command::new(cargo())
+    let Some(mut command) = suite_command() else {
+        return ExitCode::FAILURE;
     };
     // Every test binary runs even when one fails, so that one run shows every failure.
     command
         .args(["test", "--workspace", "--no-fail-fast"])
         .args(extra);
     let status = command.status();
+    let whole = extra.iter().all(|a| a == "--locked");
+    // The whole suite runs the server's suites once more on PostgreSQL (cluster mode's store).
+    let status = match status {
+        Ok(s) if s.success() && whole && cfg!(target_os = "linux") => {
+            let Some(mut again) = suite_command() else {
+                return ExitCode::FAILURE;
+            };
+            again
+                .env("PINCHAT_TEST_STORE", "postgres")
+                .args(["test", "--no-fail-fast", "-p", "pinchat-tests"])
+                .args(extra);
+            for suite in POSTGRES_SUITES {
+                again.args(["--test", suite]);
+            }
+            again.arg("--");
+            for skip in POSTGRES_SKIPS {
+                again.args(["--skip", skip]);
+            }
+            eprintln!("xtask: the server's suites again, on PostgreSQL");
+            again.status()
+        }
+        other => other,
+    };
     match status {
         // The whole suite (no filter given) ends with the packages: the .deb built, linted and its
         // programs run (with PINCHAT_SYSTEM_TESTS=1, CI's disposable machine, also installed with apt
         // and purged), the macOS bundle and DMG laid out and read back, and the MSI built and run under
         // Wine.
-        Ok(s) if s.success() && extra.iter().all(|a| a == "--locked") && cfg!(target_os = "linux") => {
+        Ok(s) if s.success() && whole && cfg!(target_os = "linux") => {
             let deb = package::Options {
                 profile: "dev".into(),
                 check: true,
@@ -131,6 +146,35 @@ fn test(extra: &[String]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `cargo`, on Linux inside a private D-Bus session with an unlocked gnome-keyring (the daemon's tests
+/// need a Secret Service); `None` after saying what is missing.
+fn suite_command() -> Option<Command> {
+    if !cfg!(target_os = "linux") {
+        return Some(Command::new(cargo()));
+    }
+    for tool in ["dbus-run-session", "gnome-keyring-daemon"] {
+        if !on_path(tool) {
+            eprintln!(
+                "xtask: `{tool}` is missing; the daemon's tests need a session bus and a Secret Service.\n\
+                 On Debian/Ubuntu: sudo apt-get install dbus gnome-keyring"
+            );
+            return None;
+        }
+    }
+    // A fresh keyring directory per run: gnome-keyring creates and unlocks a new login keyring there.
+    let keyrings = std::env::temp_dir().join(format!("pinchat-xtask-keyring-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&keyrings) {
+        eprintln!("xtask: cannot create {}: {e}", keyrings.display());
+        return None;
+    }
+    let script = r#"echo -n pinchat | gnome-keyring-daemon --unlock --components=secrets >/dev/null || exit 1; exec "$@""#;
+    let mut c = Command::new("dbus-run-session");
+    c.args(["--", "sh", "-c", script, "sh"])
+        .arg(cargo())
+        .env("XDG_DATA_HOME", &keyrings);
+    Some(c)
 }
 
 /// Removes the test programs the suite has run (and the incremental caches), keeping every library

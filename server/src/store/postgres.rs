@@ -35,7 +35,7 @@ use pinchat_proto::http::{CallRecord, HistoryMessage};
 use pinchat_proto::stream::{CallEnd, Snapshot};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -85,10 +85,22 @@ impl std::fmt::Debug for PgOptions {
 impl From<pg::Error> for StoreError {
     fn from(e: pg::Error) -> Self {
         if unreachable(&e) {
-            StoreError::Unavailable(format!("the PostgreSQL server cannot be reached ({e})"))
+            StoreError::Unavailable(format!(
+                "the PostgreSQL server cannot be reached ({})",
+                describe(&e)
+            ))
         } else {
-            StoreError::Db(e.to_string())
+            StoreError::Db(describe(&e))
         }
+    }
+}
+
+/// A PostgreSQL error in words: the server's own message when it sent one (the client's `Display`
+/// says only "db error" then).
+fn describe(e: &pg::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+        None => e.to_string(),
     }
 }
 
@@ -144,9 +156,9 @@ type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 impl Conn {
     fn open(config: &pg::Config) -> Result<Conn, StoreError> {
-        let client = config
-            .connect(NoTls)
-            .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+        let client = config.connect(NoTls).map_err(|e| {
+            StoreError::Unavailable(format!("cannot connect to PostgreSQL: {}", describe(&e)))
+        })?;
         Ok(Conn {
             client,
             statements: HashMap::new(),
@@ -368,6 +380,9 @@ fn migrate(conn: &mut Conn) -> StoreResult<()> {
 pub struct PgStore {
     jobs: flume::Sender<Box<dyn Job>>,
     reads: flume::Sender<ReadJob>,
+    /// Counts the outages noticed: a read connection opened before the latest one is not trusted (its
+    /// server may have gone and come back) and is replaced before its next read.
+    outages: Arc<AtomicU64>,
     epoch: Epoch,
     /// This node's id in `nodes`; `None` for the admin tools.
     node: Option<i64>,
@@ -433,9 +448,14 @@ impl PgStore {
                 .map_err(|e| StoreError::Db(format!("cannot start the {name} thread: {e}")))
         };
         let head: i64 = conn.one("SELECT value FROM meta WHERE key = 'seq'", &[])?.get(0);
+        // Any thread that finds the database gone counts an outage; the others then replace their
+        // connections before using them (one that predates an outage looks fine until used).
+        let outages = Arc::new(AtomicU64::new(0));
         let writer = Writer {
             config: config.clone(),
             conn: Some(conn),
+            opened_after: 0,
+            outages: outages.clone(),
             storage: storage.clone(),
             jobs: rx,
             poll: options.external_poll,
@@ -446,6 +466,8 @@ impl PgStore {
             let reader = Reader {
                 config: config.clone(),
                 conn: None,
+                opened_after: 0,
+                outages: outages.clone(),
                 jobs: read_rx.clone(),
             };
             threads.push(spawn("pg-reader", Box::new(move || reader.run()))?);
@@ -456,6 +478,7 @@ impl PgStore {
                 conn: None,
                 feed,
                 published: head as Cursor,
+                outages: outages.clone(),
                 poll: options.external_poll,
                 stopping,
                 failing: false,
@@ -486,6 +509,7 @@ impl PgStore {
             PgStore {
                 jobs: tx,
                 reads: read_tx,
+                outages,
                 epoch: epoch as u64,
                 node,
                 sessions,
@@ -530,7 +554,18 @@ impl PgStore {
             let _ = reply.send(result);
         });
         self.reads.send_async(job).await.map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let result = rx.await.map_err(|_| StoreError::Closed)?;
+        if let Err(StoreError::Unavailable(why)) = &result {
+            self.outages.fetch_add(1, Ordering::AcqRel);
+            // A read that cannot reach the database makes /healthz fail too; the writer's probe clears
+            // it once the database answers again.
+            let mut storage = self.storage.lock().unwrap_or_else(|e| e.into_inner());
+            if storage.is_none() {
+                tracing::error!(reason = %why, "PostgreSQL cannot be reached; requests fail with server.storage_unavailable until it can");
+                *storage = Some(why.clone());
+            }
+        }
+        result
     }
 }
 
@@ -541,19 +576,31 @@ type ReadJob = Box<dyn FnOnce(StoreResult<&mut Conn>) + Send>;
 struct Reader {
     config: pg::Config,
     conn: Option<Conn>,
+    /// The outage count when `conn` was opened.
+    opened_after: u64,
+    outages: Arc<AtomicU64>,
     jobs: flume::Receiver<ReadJob>,
 }
 
 impl Reader {
     fn run(mut self) {
         while let Ok(job) = self.jobs.recv() {
-            // A connection that broke is replaced: the read after an outage opens a new one.
-            if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+            // A connection that broke, or that predates an outage (it looks fine until used), is
+            // replaced: the first read after the database returns works.
+            let outages = self.outages.load(Ordering::Acquire);
+            if self
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.client.is_closed() || self.opened_after != outages)
+            {
                 self.conn = None;
             }
             if self.conn.is_none() {
                 match Conn::open(&self.config) {
-                    Ok(conn) => self.conn = Some(conn),
+                    Ok(conn) => {
+                        self.conn = Some(conn);
+                        self.opened_after = outages;
+                    }
                     Err(e) => {
                         job(Err(e));
                         continue;
@@ -661,6 +708,9 @@ where
 struct Writer {
     config: pg::Config,
     conn: Option<Conn>,
+    /// The outage count when `conn` was opened.
+    opened_after: u64,
+    outages: Arc<AtomicU64>,
     storage: Arc<Mutex<Option<String>>>,
     jobs: flume::Receiver<Box<dyn Job>>,
     poll: Duration,
@@ -697,11 +747,17 @@ impl Writer {
 
     /// The open connection, reconnecting when there is none or it broke.
     fn connection(&mut self) -> StoreResult<&mut Conn> {
-        if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+        let outages = self.outages.load(Ordering::Acquire);
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.client.is_closed() || self.opened_after != outages)
+        {
             self.conn = None;
         }
         if self.conn.is_none() {
             self.conn = Some(Conn::open(&self.config)?);
+            self.opened_after = outages;
         }
         Ok(self.conn.as_mut().expect("just opened"))
     }
@@ -739,6 +795,7 @@ impl Writer {
                 }
             }
             Err(StoreError::Unavailable(why)) => {
+                self.outages.fetch_add(1, Ordering::AcqRel);
                 if storage.is_none() {
                     tracing::error!(reason = %why,
                         "PostgreSQL cannot be written; writes are refused with server.storage_unavailable until it can");
@@ -757,6 +814,7 @@ struct Publisher {
     conn: Option<Conn>,
     feed: mpsc::Sender<ChangeBatch>,
     published: Cursor,
+    outages: Arc<AtomicU64>,
     poll: Duration,
     stopping: Arc<AtomicBool>,
     /// Logged once per outage.
@@ -781,6 +839,9 @@ impl Publisher {
                 }
                 Ok(None) => self.recovered(),
                 Err(e) => {
+                    if matches!(e, StoreError::Unavailable(_)) {
+                        self.outages.fetch_add(1, Ordering::AcqRel);
+                    }
                     if !self.failing {
                         tracing::error!(error = %e, "cannot read committed changes for the feed; retrying");
                         self.failing = true;
@@ -834,6 +895,7 @@ impl Publisher {
         };
         drop(notifications);
         if broken {
+            self.outages.fetch_add(1, Ordering::AcqRel);
             self.conn = None;
         }
     }
