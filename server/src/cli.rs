@@ -46,6 +46,12 @@ enum Command {
     Demo(DemoArgs),
     /// Create the demo world (user "demo", password "demo", 30 contacts) in the database.
     SeedDemo,
+    /// Copy a SQLite database into the (empty) PostgreSQL database of `--store`, to move a server to
+    /// cluster mode; stop the server first. Keys, cursors and the epoch are kept, so clients carry on.
+    ImportSqlite {
+        /// The SQLite file (`database` of the old server).
+        file: PathBuf,
+    },
     /// Manage accounts.
     #[command(subcommand)]
     Account(AccountCmd),
@@ -231,6 +237,24 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                     demo::DEMO_PASSWORD
                 );
             }
+            Ok(())
+        }
+        Command::ImportSqlite { file } => {
+            let Some(url) = &config.store else {
+                anyhow::bail!(
+                    "import-sqlite copies into PostgreSQL: give its connection string with --store, PINCHAT_STORE \
+                     or `store` in the config file"
+                );
+            };
+            let done = crate::store::postgres::import_sqlite(&url.0, &file).await?;
+            say!(
+                "imported {}: {} accounts, {} messages, {} rows in all; the cluster continues from cursor {}",
+                file.display(),
+                done.accounts,
+                done.messages,
+                done.rows,
+                done.cursor
+            );
             Ok(())
         }
         Command::Account(cmd) => account(&config, cmd).await,

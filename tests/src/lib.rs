@@ -107,6 +107,11 @@ impl Server {
         Server::start_in(data, None, extra).await
     }
 
+    /// Starts a server on a SQLite file whatever `PINCHAT_TEST_STORE` says (for tests about the file).
+    pub async fn start_in_sqlite() -> Server {
+        Server::start_in(None, None, "").await
+    }
+
     /// Starts a server on the PostgreSQL database `url` as a node of its cluster (seeding the demo world
     /// if the database has none yet): several servers on one `url` are a cluster.
     pub async fn start_on_store(url: &str, extra: &str) -> Server {

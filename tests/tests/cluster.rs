@@ -416,3 +416,87 @@ async fn nodes_refuse_writes_clearly_while_postgresql_is_down_and_recover_by_the
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_sqlite_server_moves_to_a_cluster_and_its_clients_carry_on() {
+    // A single server on its SQLite file, with a conversation and a widget that knows its cursor.
+    let mut single = Server::start_in_sqlite().await;
+    let demo = single.key("demo").await;
+    let alice_key = single.key("alice").await;
+    let alice = single.id_of(&demo, "alice").await;
+    let demo_id = single.id_of(&alice_key, "demo").await;
+    let mut w = single.stream(&demo, Encoding::Binary).await;
+    let epoch = w.epoch();
+    w.subscribe(1, 0, &[alice], None).await;
+    let mut old = vec![];
+    for i in 0..2 {
+        let sent = send(
+            &single,
+            &alice_key,
+            demo_id,
+            &format!("old{i}"),
+            "before the move",
+        )
+        .await;
+        assert_eq!(message(next_news(&mut w).await).1.id, sent.id);
+        old.push(sent.id);
+    }
+    let (cursor, _) = delta(w.recv().await, alice);
+    drop(w);
+    assert!(single.terminate().success());
+
+    // The operator copies the file into an empty PostgreSQL database.
+    let pg = Postgres::shared();
+    let url = pg.new_database();
+    let import = |what: &str| {
+        std::process::Command::new(pinchat_tests::server_binary())
+            .args(["--store", &url, "import-sqlite"])
+            .arg(single.database())
+            .output()
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+    };
+    let out = import("import");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("2 messages"), "{said}");
+    let continues: u64 = said
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no cursor in {said:?}"));
+    assert!(continues >= cursor, "{said}");
+    // Twice would mix two worlds: refused, with what to do.
+    let again = import("again");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("import into an empty database"));
+
+    // A node on it: the old keys work, the widget resumes from its old cursor, and the conversation
+    // goes on after the history it had.
+    let node = Server::start_on_store(&url, NODE).await;
+    let mut w = node.stream(&demo, Encoding::Binary).await;
+    assert_eq!(w.epoch(), epoch, "the epoch moved with the data");
+    let snap = w
+        .subscribe(
+            1,
+            0,
+            &[alice],
+            Some(Resume {
+                epoch,
+                cursor,
+                fresh: vec![],
+            }),
+        )
+        .await;
+    assert!(!snap.full && snap.messages.is_empty(), "{snap:?}");
+    let new = send(&node, &alice_key, demo_id, "new", "after the move").await;
+    let (c, m) = message(next_news(&mut w).await);
+    assert!(c > cursor && m.id == new.id && new.id > old[1], "{c} {m:?}");
+    let page: pinchat_proto::http::HistoryPage = node
+        .get(&demo, &format!("/v1/messages/{alice}?limit=10"))
+        .await
+        .unwrap();
+    let ids: Vec<MessageId> = page.messages.iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec![new.id, old[1], old[0]]);
+    assert_eq!(page.unread, 3);
+}

@@ -15,7 +15,7 @@
 //!   admin commands) are picked up the same way, so a running server pushes them too.
 
 pub mod postgres;
-mod schema;
+pub(crate) mod schema;
 pub mod sqlite;
 
 use async_trait::async_trait;

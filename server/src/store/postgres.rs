@@ -1972,3 +1972,223 @@ fn sync(
         messages,
     })
 }
+
+/// What [`import_sqlite`] copied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Imported {
+    /// Accounts.
+    pub accounts: u64,
+    /// Messages.
+    pub messages: u64,
+    /// Rows of every table together.
+    pub rows: u64,
+    /// The cursor the database continues from.
+    pub cursor: Cursor,
+}
+
+/// Copies a SQLite database (of the current schema, the server stopped) into an empty PostgreSQL
+/// database, in one transaction: ids, cursors, versions and the epoch are kept, so keys stay valid and
+/// clients resume from their cursors on the cluster. Refuses a PostgreSQL database that holds data.
+/// Blocking, on a thread of its own (see [`PgStore::open`]).
+pub async fn import_sqlite(url: &str, path: &std::path::Path) -> StoreResult<Imported> {
+    let (url, path) = (url.to_owned(), path.to_owned());
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("pg-import".into())
+        .spawn(move || {
+            let _ = tx.send(import_blocking(&url, &path));
+        })
+        .map_err(|e| StoreError::Db(format!("cannot start a thread: {e}")))?;
+    rx.await
+        .map_err(|_| StoreError::Db("the import failed (see the log)".into()))?
+}
+
+fn import_blocking(url: &str, path: &std::path::Path) -> StoreResult<Imported> {
+    use rusqlite::OpenFlags;
+    let lite = rusqlite::Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| StoreError::Invalid(format!("cannot open {}: {e}", path.display())))?;
+    let version: u32 = lite.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version != super::schema::SCHEMA_VERSION {
+        return Err(StoreError::Invalid(format!(
+            "{} has schema version {version}; this pinchat-server imports version {} only: start this \
+             version of pinchat-server on the file once (it migrates it), stop it, then import",
+            path.display(),
+            super::schema::SCHEMA_VERSION
+        )));
+    }
+    let config = connect_config(url, "import")?;
+    let mut pg = Conn::open(&config)?;
+    migrate(&mut pg)?;
+    in_write_transaction(&mut pg, |ctx| {
+        let held: i64 = ctx.c.one("SELECT count(*) FROM accounts", &[])?.get(0);
+        if held > 0 || ctx.head > 0 {
+            return Err(StoreError::Invalid(
+                "the PostgreSQL database already holds data: import into an empty database".into(),
+            ));
+        }
+        let mut done = Imported::default();
+        let meta = |key: &str| -> rusqlite::Result<i64> {
+            lite.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        };
+        let (epoch, seq) = (meta("epoch")?, meta("seq")?);
+
+        // Each table: the SQLite columns, read as SQLite stores them, and the PostgreSQL insert.
+        let mut rows = lite.prepare(
+            "SELECT id, login, password_hash, disabled, created_at, name, name_v, avatar, avatar_v, signature,
+                    signature_v, description, description_v, chosen_state, state, state_v, status, status_v, v
+             FROM accounts ORDER BY id",
+        )?;
+        let mut q = rows.query([])?;
+        while let Some(r) = q.next()? {
+            let small = |i: usize| -> rusqlite::Result<i16> { Ok(r.get::<_, i64>(i)? as i16) };
+            ctx.c.exec(
+                "INSERT INTO accounts (id, login, password_hash, disabled, created_at, name, name_v, avatar,
+                     avatar_v, signature, signature_v, description, description_v, chosen_state, state, state_v,
+                     status, status_v, v)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+                &[
+                    &r.get::<_, i64>(0)?,
+                    &r.get::<_, String>(1)?,
+                    &r.get::<_, String>(2)?,
+                    &r.get::<_, bool>(3)?,
+                    &r.get::<_, i64>(4)?,
+                    &r.get::<_, String>(5)?,
+                    &r.get::<_, i64>(6)?,
+                    &r.get::<_, Option<String>>(7)?,
+                    &r.get::<_, i64>(8)?,
+                    &r.get::<_, String>(9)?,
+                    &r.get::<_, i64>(10)?,
+                    &r.get::<_, String>(11)?,
+                    &r.get::<_, i64>(12)?,
+                    &small(13)?,
+                    &small(14)?,
+                    &r.get::<_, i64>(15)?,
+                    &r.get::<_, String>(16)?,
+                    &r.get::<_, i64>(17)?,
+                    &r.get::<_, i64>(18)?,
+                ],
+            )?;
+            done.accounts += 1;
+        }
+        drop(q);
+
+        let mut rows = lite.prepare("SELECT hash, mime, data FROM avatars")?;
+        let mut q = rows.query([])?;
+        while let Some(r) = q.next()? {
+            ctx.c.exec(
+                "INSERT INTO avatars (hash, mime, data) VALUES ($1, $2, $3)",
+                &[
+                    &r.get::<_, String>(0)?,
+                    &r.get::<_, String>(1)?,
+                    &r.get::<_, Vec<u8>>(2)?,
+                ],
+            )?;
+            done.rows += 1;
+        }
+        drop(q);
+
+        let mut rows = lite
+            .prepare("SELECT id, account, hash, created_at, expires_at, revoked_v FROM keys ORDER BY id")?;
+        let mut q = rows.query([])?;
+        while let Some(r) = q.next()? {
+            ctx.c.exec(
+                "INSERT INTO keys (id, account, hash, created_at, expires_at, revoked_v) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &r.get::<_, i64>(0)?,
+                    &r.get::<_, i64>(1)?,
+                    &r.get::<_, Vec<u8>>(2)?,
+                    &r.get::<_, i64>(3)?,
+                    &r.get::<_, i64>(4)?,
+                    &r.get::<_, Option<i64>>(5)?,
+                ],
+            )?;
+            done.rows += 1;
+        }
+        drop(q);
+
+        let mut rows = lite.prepare("SELECT account, contact FROM contacts")?;
+        let mut q = rows.query([])?;
+        while let Some(r) = q.next()? {
+            ctx.c.exec(
+                "INSERT INTO contacts (account, contact) VALUES ($1, $2)",
+                &[&r.get::<_, i64>(0)?, &r.get::<_, i64>(1)?],
+            )?;
+            done.rows += 1;
+        }
+        drop(q);
+
+        let mut rows =
+            lite.prepare("SELECT id, sender, recipient, client_id, ts, text FROM messages ORDER BY id")?;
+        let mut q = rows.query([])?;
+        while let Some(r) = q.next()? {
+            ctx.c.exec(
+                "INSERT INTO messages (id, sender, recipient, client_id, ts, text) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &r.get::<_, i64>(0)?,
+                    &r.get::<_, i64>(1)?,
+                    &r.get::<_, i64>(2)?,
+                    &r.get::<_, String>(3)?,
+                    &r.get::<_, i64>(4)?,
+                    &r.get::<_, String>(5)?,
+                ],
+            )?;
+            done.messages += 1;
+        }
+        drop(q);
+
+        let mut rows =
+            lite.prepare("SELECT account, contact, unread, unread_v, read_up_to, read_v, v FROM unread")?;
+        let mut q = rows.query([])?;
+        while let Some(r) = q.next()? {
+            ctx.c.exec(
+                "INSERT INTO unread (account, contact, unread, unread_v, read_up_to, read_v, v)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &r.get::<_, i64>(0)?,
+                    &r.get::<_, i64>(1)?,
+                    &r.get::<_, i64>(2)?,
+                    &r.get::<_, i64>(3)?,
+                    &r.get::<_, i64>(4)?,
+                    &r.get::<_, i64>(5)?,
+                    &r.get::<_, i64>(6)?,
+                ],
+            )?;
+            done.rows += 1;
+        }
+        drop(q);
+
+        let mut rows =
+            lite.prepare("SELECT id, caller, callee, video, ts, duration_ms, reason FROM calls ORDER BY id")?;
+        let mut q = rows.query([])?;
+        while let Some(r) = q.next()? {
+            ctx.c.exec(
+                "INSERT INTO calls (id, caller, callee, video, ts, duration_ms, reason) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &r.get::<_, i64>(0)?,
+                    &r.get::<_, i64>(1)?,
+                    &r.get::<_, i64>(2)?,
+                    &r.get::<_, bool>(3)?,
+                    &r.get::<_, i64>(4)?,
+                    &r.get::<_, Option<i64>>(5)?,
+                    &r.get::<_, String>(6)?,
+                ],
+            )?;
+            done.rows += 1;
+        }
+        drop(q);
+
+        // Identity columns continue after the copied ids.
+        ctx.c.batch(
+            "SELECT setval(pg_get_serial_sequence('accounts', 'id'), coalesce(max(id), 0) + 1, false) FROM accounts;
+             SELECT setval(pg_get_serial_sequence('keys', 'id'), coalesce(max(id), 0) + 1, false) FROM keys;
+             SELECT setval(pg_get_serial_sequence('calls', 'id'), coalesce(max(id), 0) + 1, false) FROM calls;",
+        )?;
+        // The epoch is the SQLite database's: clients' cursors stay valid.
+        ctx.c
+            .exec("UPDATE meta SET value = $1 WHERE key = 'epoch'", &[&epoch])?;
+        ctx.head = seq as Cursor;
+        done.rows += done.accounts + done.messages;
+        done.cursor = ctx.head;
+        Ok(done)
+    })
+}
