@@ -41,6 +41,7 @@ pub struct Auth {
     argon: Arc<Semaphore>,
     per_account: DefaultKeyedRateLimiter<String>,
     per_address: DefaultKeyedRateLimiter<IpAddr>,
+    limits: LoginLimits,
 }
 
 /// Rate limits for login attempts.
@@ -64,6 +65,7 @@ impl Auth {
             argon: Arc::new(Semaphore::new(Self::ARGON_PARALLEL)),
             per_account: RateLimiter::keyed(Quota::per_minute(limits.per_account_per_minute)),
             per_address: RateLimiter::keyed(Quota::per_minute(limits.per_address_per_minute)),
+            limits,
         }
     }
 
@@ -75,11 +77,27 @@ impl Auth {
         from: IpAddr,
     ) -> Result<(String, AccountId, i64), ErrorBody> {
         let account_key = login.to_lowercase();
-        if self.per_address.check_key(&from).is_err() || self.per_account.check_key(&account_key).is_err() {
-            return Err(ErrorBody::new(
+        let limited = || {
+            ErrorBody::new(
                 ErrorCode::RateLimited,
                 "too many login attempts; wait a minute and try again",
-            ));
+            )
+        };
+        if self.per_address.check_key(&from).is_err() || self.per_account.check_key(&account_key).is_err() {
+            return Err(limited());
+        }
+        // In a cluster the same limits hold across every node: the attempt is counted in the database
+        // too (this node's own limiter above only spares it a round trip when it alone is over).
+        let shared = self
+            .store
+            .count_login_attempt(vec![format!("account:{account_key}"), format!("address:{from}")])
+            .await
+            .map_err(internal)?;
+        if let Some([account, address]) = shared.as_deref()
+            && (*account > self.limits.per_account_per_minute.get()
+                || *address > self.limits.per_address_per_minute.get())
+        {
+            return Err(limited());
         }
         // Forget quiet keys now and then so that the limiters' memory stays bounded.
         if self.per_account.len() > 10_000 || self.per_address.len() > 10_000 {

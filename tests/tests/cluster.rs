@@ -500,3 +500,30 @@ async fn a_sqlite_server_moves_to_a_cluster_and_its_clients_carry_on() {
     assert_eq!(ids, vec![new.id, old[1], old[0]]);
     assert_eq!(page.unread, 3);
 }
+
+#[tokio::test]
+async fn login_rate_limits_hold_across_the_nodes() {
+    let pg = Postgres::shared();
+    let nodes = cluster(
+        pg,
+        3,
+        "login_per_account_per_minute = 3\nlogin_per_address_per_minute = 100\n",
+    )
+    .await;
+    // Three wrong passwords for Alice, one through each node: each node alone is within its limit.
+    for node in &nodes {
+        assert_eq!(
+            node.login("alice", "wrong").await.unwrap_err().1.code,
+            ErrorCode::BadCredentials
+        );
+    }
+    // The fourth attempt, anywhere, is over the cluster's limit — even with the right password.
+    let (status, e) = nodes[0].login("alice", "demo").await.unwrap_err();
+    assert_eq!((status.as_u16(), e.code), (429, ErrorCode::RateLimited));
+    assert_eq!(
+        nodes[2].login("alice", "demo").await.unwrap_err().1.code,
+        ErrorCode::RateLimited
+    );
+    // Other accounts are not affected.
+    assert!(nodes[1].login("bob", "demo").await.is_ok());
+}

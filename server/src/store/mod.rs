@@ -311,6 +311,14 @@ pub trait Store: Send + Sync + 'static {
     /// Accounts whose visible state is not offline (used at start-up: nobody is connected yet).
     async fn visible_accounts(&self) -> StoreResult<Vec<AccountId>>;
 
+    /// Counts a login attempt under each of `buckets` (an account, an address) in a count shared by every
+    /// node of a cluster, and returns each bucket's attempts in the last minute; `None` when the store
+    /// serves one server, whose own limiter is then the whole truth.
+    async fn count_login_attempt(&self, buckets: Vec<String>) -> StoreResult<Option<Vec<u32>>> {
+        let _ = buckets;
+        Ok(None)
+    }
+
     /// Stores a new key hash.
     async fn insert_key(&self, account: AccountId, key_hash: [u8; 32], expires_at: i64)
     -> StoreResult<KeyId>;

@@ -317,6 +317,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (account, node)
     );
     CREATE INDEX node_sessions_node ON node_sessions (node);
+
+    -- Login attempts per bucket (an account, an address) and minute, shared by the nodes so that the
+    -- rate limits hold cluster-wide. Unlogged: losing it in a crash only forgets recent attempts.
+    CREATE UNLOGGED TABLE login_attempts (
+        bucket TEXT NOT NULL,
+        minute BIGINT NOT NULL,
+        n      BIGINT NOT NULL,
+        PRIMARY KEY (bucket, minute)
+    );
     "#,
 ];
 
@@ -976,6 +985,11 @@ impl Keeper {
         }
         if self.leader {
             self.expire_dead_nodes()?;
+            let conn = self.connection()?;
+            conn.client.execute(
+                "DELETE FROM login_attempts WHERE minute < (extract(epoch from now()) * 1000)::bigint / 60000 - 1",
+                &[],
+            )?;
         }
         Ok(())
     }
@@ -1514,6 +1528,32 @@ impl Store for PgStore {
             .iter()
             .map(|r| aid(r, 0))
             .collect())
+        })
+        .await
+    }
+
+    async fn count_login_attempt(&self, buckets: Vec<String>) -> StoreResult<Option<Vec<u32>>> {
+        // Not a change of the feed: no cursor, no writer; any connection counts it (autocommit). The
+        // estimate slides over the last minute: this minute's count plus the previous minute's, weighed
+        // by how much of it still lies within the last sixty seconds.
+        self.read(move |c| {
+            let mut counts = Vec::with_capacity(buckets.len());
+            for bucket in &buckets {
+                let r = c.one(
+                    "WITH m AS (SELECT (extract(epoch from now()) * 1000)::bigint AS ms),
+                          w AS (SELECT ms / 60000 AS minute, ms % 60000 AS into_ms FROM m),
+                          up AS (INSERT INTO login_attempts (bucket, minute, n) SELECT $1, minute, 1 FROM w
+                                 ON CONFLICT (bucket, minute) DO UPDATE SET n = login_attempts.n + 1 RETURNING n)
+                     SELECT (SELECT n FROM up),
+                            coalesce((SELECT a.n FROM login_attempts a, w WHERE a.bucket = $1 AND a.minute = w.minute - 1), 0),
+                            (SELECT into_ms FROM w)",
+                    &[bucket],
+                )?;
+                let (now, before, into_ms): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+                let estimate = now as f64 + before as f64 * (60_000 - into_ms) as f64 / 60_000.0;
+                counts.push(estimate.ceil() as u32);
+            }
+            Ok(Some(counts))
         })
         .await
     }
