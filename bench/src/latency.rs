@@ -287,7 +287,7 @@ pub async fn run(bin: &Path, plan: &Plan) -> anyhow::Result<Latency> {
     Ok(result)
 }
 
-async fn subscribe(ws: &mut Ws, sub: u8, pins: Vec<AccountId>) -> anyhow::Result<()> {
+pub(crate) async fn subscribe(ws: &mut Ws, sub: u8, pins: Vec<AccountId>) -> anyhow::Result<()> {
     send(
         ws,
         &ClientFrame::Subscribe {
@@ -307,7 +307,7 @@ async fn subscribe(ws: &mut Ws, sub: u8, pins: Vec<AccountId>) -> anyhow::Result
     }
 }
 
-async fn send(ws: &mut Ws, frame: &ClientFrame) -> anyhow::Result<()> {
+pub(crate) async fn send(ws: &mut Ws, frame: &ClientFrame) -> anyhow::Result<()> {
     ws.send(WsMessage::Binary(codec::encode(Encoding::Binary, frame).into()))
         .await?;
     Ok(())
@@ -359,7 +359,7 @@ async fn connection(mut ws: Ws, mut cmds: mpsc::Receiver<Cmd>, tally: Arc<Tally>
 
 /// Calls `offer` `rate` times per second for `step`, spread evenly (a tick per millisecond); returns how
 /// many offers were taken.
-async fn pace(rate: u32, step: Duration, mut offer: impl FnMut(usize) -> bool) -> u64 {
+pub(crate) async fn pace(rate: u32, step: Duration, mut offer: impl FnMut(usize) -> bool) -> u64 {
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_millis(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -379,7 +379,7 @@ async fn pace(rate: u32, step: Duration, mut offer: impl FnMut(usize) -> bool) -
 
 /// Waits until `count` has not grown for half a second (at most 10 s): the end of a step's deliveries.
 /// Returns when it last grew, to within 50 ms.
-async fn settle(count: impl Fn() -> u64) -> Instant {
+pub(crate) async fn settle(count: impl Fn() -> u64) -> Instant {
     let deadline = Instant::now() + Duration::from_secs(10);
     let (mut last, mut grew) = (count(), Instant::now());
     while Instant::now() < deadline && grew.elapsed() < Duration::from_millis(500) {
@@ -393,14 +393,14 @@ async fn settle(count: impl Fn() -> u64) -> Instant {
 }
 
 /// CPU of the server and of this process over an interval.
-struct Usage {
+pub(crate) struct Usage {
     server: u64,
     bench: u64,
     at: Instant,
 }
 
 impl Usage {
-    fn start(server: u32) -> Usage {
+    pub(crate) fn start(server: u32) -> Usage {
         Usage {
             server: cpu_ticks(server),
             bench: cpu_ticks(std::process::id()),
@@ -409,7 +409,7 @@ impl Usage {
     }
 
     /// Percent of one core, server and bench.
-    fn stop(self, server: u32) -> (f64, f64) {
+    pub(crate) fn stop(self, server: u32) -> (f64, f64) {
         let secs = self.at.elapsed().as_secs_f64();
         let pct = |ticks: u64| ticks as f64 / 100.0 / secs * 100.0;
         (

@@ -4,9 +4,13 @@
 pub mod borrow;
 #[cfg(target_os = "linux")]
 pub mod call;
+#[cfg(unix)]
+pub mod cluster;
 pub mod fault;
 pub mod footprint;
 pub mod latency;
+#[cfg(unix)]
+pub mod postgres;
 pub mod proxy;
 pub mod reliability;
 pub mod scale;

@@ -137,6 +137,39 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         idle: u64,
     },
+    /// Cluster mode: nodes on PostgreSQL against one server on SQLite — memory per idle stream on each
+    /// node, and how long a change on the first node takes to reach watchers on the last.
+    Cluster {
+        /// Nodes of the cluster.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Idle streams per node (and on the single server), each held by a process of its own.
+        #[arg(long, default_value_t = 19_500)]
+        streams_per_node: usize,
+        /// Watchers of the changing account, on the last node.
+        #[arg(long, default_value_t = 100)]
+        watchers: usize,
+        /// Presence changes per second to drive.
+        #[arg(long, value_delimiter = ',', default_value = "10,100")]
+        changes: Vec<u32>,
+        /// Messages per second, first node → last node.
+        #[arg(long, default_value_t = 200)]
+        messages: u32,
+        /// Seconds per step.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// (Used by `cluster`.) Holds idle streams to one server until standard input closes.
+    #[command(hide = true)]
+    Hold {
+        /// The server.
+        addr: std::net::SocketAddr,
+        /// A file of auth keys, one per line.
+        keys: PathBuf,
+    },
     Footprint {
         /// Widgets to bind, one run each (comma-separated).
         #[arg(long, value_delimiter = ',', default_values_t = [1, 3, 10])]
@@ -185,6 +218,102 @@ async fn main() -> anyhow::Result<()> {
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
                 println!("\nfigures written to {}", path.display());
+            }
+        }
+        #[cfg(unix)]
+        Command::Hold { addr, keys } => pinchat_bench::cluster::hold(addr, &keys).await?,
+        #[cfg(unix)]
+        Command::Cluster {
+            nodes,
+            streams_per_node,
+            watchers,
+            changes,
+            messages,
+            secs,
+            json,
+        } => {
+            let bin = pinchat_bench::scale::server_binary()?;
+            let plan = pinchat_bench::cluster::Plan {
+                nodes: nodes.max(2),
+                streams_per_node,
+                watchers,
+                change_rates: changes,
+                message_rate: messages,
+                step: Duration::from_secs(secs),
+            };
+            let me = std::env::current_exe()?;
+            let r = pinchat_bench::cluster::run(&bin, Some(&me), &plan).await?;
+            println!(
+                "{} nodes on PostgreSQL against one server on SQLite; {} idle streams per node, each node's held by a process of its own",
+                plan.nodes, streams_per_node
+            );
+            println!("memory per idle stream (server RSS growth ÷ streams):");
+            for (i, m) in r.cluster.memory.iter().enumerate() {
+                println!(
+                    "  cluster node {}    {:>8.0} bytes  ({:.1} MB → {:.1} MB)",
+                    i + 1,
+                    m.bytes_per_stream,
+                    m.baseline_kb as f64 / 1024.0,
+                    m.rss_kb as f64 / 1024.0
+                );
+            }
+            for m in &r.single.memory {
+                println!(
+                    "  single server     {:>8.0} bytes  ({:.1} MB → {:.1} MB)",
+                    m.bytes_per_stream,
+                    m.baseline_kb as f64 / 1024.0,
+                    m.rss_kb as f64 / 1024.0
+                );
+            }
+            println!(
+                "change → watchers' streams; cluster: made on node 1, watched on node {}; single: one process",
+                plan.nodes
+            );
+            println!(
+                "  {:<9} {:>7} | {:>9} {:>8} {:>8} {:>8} | {:>9} {:>8} {:>8} {:>8}",
+                "",
+                "rate/s",
+                "arrivals",
+                "p50 ms",
+                "p99 ms",
+                "max ms",
+                "arrivals",
+                "p50 ms",
+                "p99 ms",
+                "max ms"
+            );
+            for (c, s) in r.cluster.steps.iter().zip(&r.single.steps) {
+                println!(
+                    "  {:<9} {:>7} | {:>9} {:>8.2} {:>8.2} {:>8.1} | {:>9} {:>8.2} {:>8.2} {:>8.1}",
+                    c.what,
+                    c.rate,
+                    c.arrivals,
+                    c.p50_ms,
+                    c.p99_ms,
+                    c.max_ms,
+                    s.arrivals,
+                    s.p50_ms,
+                    s.p99_ms,
+                    s.max_ms
+                );
+            }
+            println!(
+                "  p99 ratio cluster ÷ single: {}",
+                r.cluster
+                    .steps
+                    .iter()
+                    .zip(&r.single.steps)
+                    .map(|(c, s)| format!("{} {}/s {:.1}×", c.what, c.rate, c.p99_ms / s.p99_ms.max(0.001)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            println!(
+                "  server CPU during the steps: cluster {:.0}% (all nodes), single {:.0}% of one core",
+                r.cluster.server_cpu_percent, r.single.server_cpu_percent
+            );
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&r)?)?;
+                println!("figures written to {}", path.display());
             }
         }
         Command::Scale { streams, idle } => {

@@ -16,8 +16,9 @@
 
 #[cfg(target_os = "linux")]
 pub mod desktop;
+/// A private PostgreSQL server (shared with the cluster benchmark).
 #[cfg(unix)]
-pub mod postgres;
+pub use pinchat_bench::postgres;
 
 use futures_util::{SinkExt, StreamExt};
 use pinchat_proto::codec::{self, Encoding};

@@ -527,3 +527,30 @@ async fn login_rate_limits_hold_across_the_nodes() {
     // Other accounts are not affected.
     assert!(nodes[1].login("bob", "demo").await.is_ok());
 }
+
+/// The cluster benchmark (`bench/run cluster`) at a tiny scale, so that it never rots. Only that every
+/// configuration was measured and every timed change arrived is checked, not how fast.
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_benchmark_smoke() {
+    let plan = pinchat_bench::cluster::Plan {
+        nodes: 2,
+        streams_per_node: 10,
+        watchers: 3,
+        change_rates: vec![20],
+        message_rate: 20,
+        step: std::time::Duration::from_millis(500),
+    };
+    let r = pinchat_bench::cluster::run(pinchat_tests::server_binary(), None, &plan)
+        .await
+        .unwrap();
+    for figures in [&r.cluster, &r.single] {
+        assert_eq!(figures.steps.len(), 2, "{r:?}");
+        for step in &figures.steps {
+            assert!(step.arrivals > 0 && step.p99_ms > 0.0, "{r:?}");
+        }
+        assert!(figures.memory.iter().all(|m| m.rss_kb > 0), "{r:?}");
+    }
+    assert_eq!(r.cluster.memory.len(), 2);
+    // Every message reached its recipient on the other node.
+    assert_eq!(r.cluster.steps[1].arrivals, r.single.steps[1].arrivals, "{r:?}");
+}

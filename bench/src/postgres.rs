@@ -1,4 +1,4 @@
-//! A private PostgreSQL server for the tests: `initdb` in a temporary directory, `postgres` listening on
+//! A private PostgreSQL server for the tests and the cluster benchmark: `initdb` in a temporary directory, `postgres` listening on
 //! a Unix socket only, one fresh database per test server.
 //!
 //! PostgreSQL refuses to run as root, so as root (CI) it runs as the `postgres` user the Debian package
