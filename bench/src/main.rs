@@ -72,6 +72,9 @@ enum Command {
         /// Seconds to watch the server's CPU while the streams idle.
         #[arg(long, default_value_t = 10)]
         idle: u64,
+        /// Also measure the same over TLS (rustls), in the same run, side by side.
+        #[arg(long)]
+        tls: bool,
     },
     /// The server: message latency at fixed rates across many connections, presence fan-out rate.
     Latency {
@@ -316,28 +319,42 @@ async fn main() -> anyhow::Result<()> {
                 println!("figures written to {}", path.display());
             }
         }
-        Command::Scale { streams, idle } => {
+        Command::Scale { streams, idle, tls } => {
             let bin = pinchat_bench::scale::server_binary()?;
-            let s = pinchat_bench::scale::run(&bin, streams, Duration::from_secs(idle)).await?;
+            let mut runs =
+                vec![pinchat_bench::scale::run(&bin, streams, Duration::from_secs(idle), false).await?];
+            if tls {
+                runs.push(pinchat_bench::scale::run(&bin, streams, Duration::from_secs(idle), true).await?);
+            }
             println!("server scale (idle authenticated streams, one account each):");
-            if let Some(limit) = s.fd_limit {
+            for s in &runs {
+                println!("{}:", if s.tls { "over TLS (rustls)" } else { "plain TCP" });
+                if let Some(limit) = s.fd_limit {
+                    println!(
+                        "  bounded by the open-file limit: {limit} per process (asked for {})",
+                        s.target
+                    );
+                }
+                println!("  streams held        {:>10}", s.streams);
                 println!(
-                    "  bounded by the open-file limit: {limit} per process (asked for {})",
-                    s.target
+                    "  server memory       {:>10.1} MB with them, {:.1} MB before",
+                    s.rss_kb as f64 / 1024.0,
+                    s.baseline_rss_kb as f64 / 1024.0
+                );
+                println!("  per stream          {:>10.0} bytes", s.bytes_per_stream);
+                println!(
+                    "  connect             {:>10.1} s ({:.0} streams/s, handshake + hello + welcome)",
+                    s.connect_secs, s.connect_rate
+                );
+                println!("  idle CPU            {:>10.2} % of one core", s.idle_cpu_percent);
+            }
+            if let [plain, tls] = &runs[..] {
+                println!(
+                    "TLS ÷ plain, memory per stream: {:.2}× (+{:.0} bytes)",
+                    tls.bytes_per_stream / plain.bytes_per_stream.max(1.0),
+                    tls.bytes_per_stream - plain.bytes_per_stream
                 );
             }
-            println!("  streams held        {:>10}", s.streams);
-            println!(
-                "  server memory       {:>10.1} MB with them, {:.1} MB before",
-                s.rss_kb as f64 / 1024.0,
-                s.baseline_rss_kb as f64 / 1024.0
-            );
-            println!("  per stream          {:>10.0} bytes", s.bytes_per_stream);
-            println!(
-                "  connect             {:>10.1} s ({:.0} streams/s, handshake + hello + welcome)",
-                s.connect_secs, s.connect_rate
-            );
-            println!("  idle CPU            {:>10.2} % of one core", s.idle_cpu_percent);
         }
         Command::Latency {
             connections,

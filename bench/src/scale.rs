@@ -17,7 +17,9 @@ use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -25,6 +27,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 /// What the scale benchmark measured.
 #[derive(Serialize, Debug, Default)]
 pub struct Scale {
+    /// Over TLS.
+    pub tls: bool,
     /// Streams asked for.
     pub target: usize,
     /// Streams held.
@@ -95,7 +99,11 @@ impl ServerProcess {
                 out.read_line(&mut line)? > 0,
                 "the server exited before listening"
             );
-            if let Some(addr) = line.trim().strip_prefix("pinchat-server listening on http://") {
+            let line = line.trim();
+            if let Some(addr) = line
+                .strip_prefix("pinchat-server listening on http://")
+                .or_else(|| line.strip_prefix("pinchat-server listening on https://"))
+            {
                 break addr.parse()?;
             }
         };
@@ -143,9 +151,9 @@ pub fn raise_fd_limit() -> Option<u64> {
     }
 }
 
-/// Runs the benchmark with the server binary `bin`, asking for `target` streams, and watches the server's
-/// CPU for `idle` once they are all open.
-pub async fn run(bin: &Path, target: usize, idle: Duration) -> anyhow::Result<Scale> {
+/// Runs the benchmark with the server binary `bin`, asking for `target` streams (over TLS with `tls`),
+/// and watches the server's CPU for `idle` once they are all open.
+pub async fn run(bin: &Path, target: usize, idle: Duration, tls: bool) -> anyhow::Result<Scale> {
     let limit = raise_fd_limit();
     // Each stream takes one descriptor here and one in the server; keep some for everything else.
     let streams = match limit {
@@ -162,11 +170,35 @@ pub async fn run(bin: &Path, target: usize, idle: Duration) -> anyhow::Result<Sc
     config.limits.max_connections = target + 1000;
     config.limits.login_per_address_per_minute = 1_000_000;
     let keys = crate::traffic::seed_accounts(&config, streams).await?;
+    // With TLS: a self-signed certificate for the loopback address, which the load generator trusts.
+    let (tls_table, client) = if tls {
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()])?;
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, cert.cert.pem())?;
+        std::fs::write(&key_path, cert.signing_key.serialize_pem())?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.cert.der().clone())?;
+        let client =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        (
+            format!(
+                "[tls]\ncert = {:?}\nkey = {:?}\n",
+                cert_path.display().to_string(),
+                key_path.display().to_string()
+            ),
+            Some(Arc::new(client)),
+        )
+    } else {
+        (String::new(), None)
+    };
     let server = ServerProcess::spawn(
         bin,
         dir.path(),
         &format!(
-            "database = {:?}\nkeepalive_secs = 3600\n[limits]\nmax_connections = {}\n",
+            "database = {:?}\nkeepalive_secs = 3600\n{tls_table}[limits]\nmax_connections = {}\n",
             config.database.display().to_string(),
             target + 1000
         ),
@@ -183,7 +215,7 @@ pub async fn run(bin: &Path, target: usize, idle: Duration) -> anyhow::Result<Sc
     for chunk in keys.chunks(256) {
         let batch = futures_util::future::try_join_all(chunk.iter().enumerate().map(|(i, (key, _))| {
             let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % 4) as u8));
-            open_stream(addr, source, key)
+            open_stream_with(addr, source, key, client.as_ref())
         }))
         .await?;
         open.extend(batch);
@@ -197,6 +229,7 @@ pub async fn run(bin: &Path, target: usize, idle: Duration) -> anyhow::Result<Sc
     drop(open);
     drop(server);
     Ok(Scale {
+        tls,
         target,
         streams,
         fd_limit: limit.filter(|_| streams < target),
@@ -210,14 +243,34 @@ pub async fn run(bin: &Path, target: usize, idle: Duration) -> anyhow::Result<Sc
 }
 
 /// A load-generator stream.
-pub type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+pub type Ws = tokio_tungstenite::WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens a stream from the loopback address `source` with small client buffers and says hello.
 pub async fn open_stream(addr: SocketAddr, source: IpAddr, key: &str) -> anyhow::Result<Ws> {
+    open_stream_with(addr, source, key, None).await
+}
+
+/// Like [`open_stream`], over TLS when `tls` is given (a client configuration trusting the server).
+pub async fn open_stream_with(
+    addr: SocketAddr,
+    source: IpAddr,
+    key: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> anyhow::Result<Ws> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source, 0))?;
     let tcp = socket.connect(addr).await?;
-    let mut request = format!("ws://{addr}/v1/stream").into_client_request()?;
+    let (tcp, scheme) = match tls {
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await?;
+            (MaybeTlsStream::Rustls(tls), "wss")
+        }
+        None => (MaybeTlsStream::Plain(tcp), "ws"),
+    };
+    let mut request = format!("{scheme}://{addr}/v1/stream").into_client_request()?;
     request
         .headers_mut()
         .insert("authorization", format!("Bearer {key}").parse()?);

@@ -855,7 +855,7 @@ async fn a_burst_is_delivered_exactly_once_even_when_a_stream_falls_behind() {
 #[tokio::test]
 async fn scale_benchmark_smoke() {
     let bin = pinchat_tests::server_binary();
-    let s = pinchat_bench::scale::run(bin, 20, std::time::Duration::from_millis(200))
+    let s = pinchat_bench::scale::run(bin, 20, std::time::Duration::from_millis(200), false)
         .await
         .unwrap();
     assert_eq!(s.streams, 20, "{s:?}");
