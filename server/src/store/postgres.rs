@@ -505,6 +505,7 @@ impl PgStore {
                     lease_ms,
                     grace_ms: options.grace.as_millis() as i64,
                     leader: false,
+                    connected_at: std::time::Instant::now(),
                     sessions: sessions.clone(),
                     stopped,
                 };
@@ -920,6 +921,8 @@ struct Keeper {
     grace_ms: i64,
     /// Holds the advisory lock on its connection.
     leader: bool,
+    /// When its connection was opened.
+    connected_at: std::time::Instant,
     sessions: Arc<Mutex<HashSet<i64>>>,
     stopped: flume::Receiver<()>,
 }
@@ -927,11 +930,22 @@ struct Keeper {
 impl Keeper {
     fn run(mut self) {
         let every = Duration::from_millis((self.lease_ms / 3).max(100) as u64);
+        let mut failing = false;
         loop {
-            if let Err(e) = self.tick() {
-                tracing::warn!(error = %e, node = self.node, "cannot renew this node's lease; retrying");
-                self.conn = None;
-                self.leader = false;
+            match self.tick() {
+                Ok(()) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!(node = self.node, "this node's lease is renewed again");
+                    }
+                }
+                Err(e) => {
+                    // Once per outage: the writer and the readers say the rest.
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(error = %e, node = self.node, "cannot renew this node's lease; retrying");
+                    }
+                    self.conn = None;
+                    self.leader = false;
+                }
             }
             match self.stopped.recv_timeout(every) {
                 Err(flume::RecvTimeoutError::Timeout) => {}
@@ -956,6 +970,7 @@ impl Keeper {
         }
         if self.conn.is_none() {
             self.conn = Some(Conn::open(&self.config)?);
+            self.connected_at = std::time::Instant::now();
         }
         Ok(self.conn.as_mut().expect("just opened"))
     }
@@ -983,7 +998,11 @@ impl Keeper {
                 );
             }
         }
-        if self.leader {
+        // A leader that has just (re)connected waits one lease before expiring anyone: after an outage
+        // of the database every lease has run out, and the other nodes need that long to renew theirs —
+        // their accounts must not flicker offline meanwhile.
+        let settled = self.connected_at.elapsed() >= Duration::from_millis(self.lease_ms as u64);
+        if self.leader && settled {
             self.expire_dead_nodes()?;
             let conn = self.connection()?;
             conn.client.execute(
