@@ -223,6 +223,10 @@ async fn main() -> anyhow::Result<()> {
                 println!("\nfigures written to {}", path.display());
             }
         }
+        #[cfg(not(unix))]
+        Command::Hold { .. } | Command::Cluster { .. } => {
+            anyhow::bail!("the cluster benchmark runs on Linux: it starts PostgreSQL and reads /proc")
+        }
         #[cfg(unix)]
         Command::Hold { addr, keys } => pinchat_bench::cluster::hold(addr, &keys).await?,
         #[cfg(unix)]
