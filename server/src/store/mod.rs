@@ -266,6 +266,52 @@ impl StoreThreads {
     }
 }
 
+/// A write queued for a store's writer thread, which runs it inside a savepoint of the batch's
+/// transaction on its context `C` and answers it once the commit's fate is known.
+pub(crate) trait Job<C: ?Sized>: Send {
+    /// Runs the job inside its savepoint; `false` means it failed and its writes must be rolled back.
+    fn run(&mut self, ctx: &mut C) -> bool;
+    /// Answers the caller once the transaction's fate is known.
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>);
+}
+
+/// A write: what to run, and where its result goes.
+pub(crate) struct WriteJob<T, F> {
+    pub(crate) f: Option<F>,
+    pub(crate) result: Option<StoreResult<T>>,
+    pub(crate) reply: tokio::sync::oneshot::Sender<StoreResult<T>>,
+}
+
+impl<C: ?Sized, T, F> Job<C> for WriteJob<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut C) -> StoreResult<T> + Send + 'static,
+{
+    fn run(&mut self, ctx: &mut C) -> bool {
+        let Some(f) = self.f.take() else { return false };
+        // A panic in one job is a bug, but it must not take the writer (and every later write) with it.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(ctx))).unwrap_or_else(|_| {
+            Err(StoreError::Db(
+                "internal error while writing (see the server log)".into(),
+            ))
+        });
+        if let Err(e) = &result {
+            tracing::debug!(error = %e, "a write was refused or failed; it is rolled back");
+        }
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
+        let result = match commit {
+            Ok(()) => self.result.unwrap_or(Err(StoreError::Closed)),
+            Err(e) => Err(e),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
 /// Result alias for store calls.
 pub type StoreResult<T> = Result<T, StoreError>;
 

@@ -387,7 +387,7 @@ fn migrate(conn: &mut Conn) -> StoreResult<()> {
 /// The PostgreSQL store. Dropping it lets the writer finish the jobs already queued and stop; join the
 /// returned [`StoreThreads`] to wait for that and for the node to give up its lease.
 pub struct PgStore {
-    jobs: flume::Sender<Box<dyn Job>>,
+    jobs: flume::Sender<Box<DynJob>>,
     reads: flume::Sender<ReadJob>,
     /// Counts the outages noticed: a read connection opened before the latest one is not trusted (its
     /// server may have gone and come back) and is replaced before its next read.
@@ -446,7 +446,7 @@ impl PgStore {
         };
         let storage = Arc::new(Mutex::new(None));
         let sessions = Arc::new(Mutex::new(HashSet::new()));
-        let (tx, rx) = flume::bounded::<Box<dyn Job>>(4 * MAX_BATCH);
+        let (tx, rx) = flume::bounded::<Box<DynJob>>(4 * MAX_BATCH);
         let (read_tx, read_rx) = flume::bounded::<ReadJob>(4 * MAX_BATCH);
         let stopping = Arc::new(AtomicBool::new(false));
         let mut threads = vec![];
@@ -627,6 +627,9 @@ impl Reader {
     }
 }
 
+/// A queued write, as this store's writer runs it.
+type DynJob = dyn for<'c> Job<WriteCtx<'c>>;
+
 /// What a write job sees: the open transaction (on the writer's connection) and the cursor counter.
 pub struct WriteCtx<'c> {
     c: &'c mut Conn,
@@ -671,49 +674,6 @@ fn in_write_transaction<T>(
     result
 }
 
-trait Job: Send {
-    /// Runs the job inside its savepoint; `false` means it failed and its writes must be rolled back.
-    fn run(&mut self, ctx: &mut WriteCtx<'_>) -> bool;
-    /// Answers the caller once the transaction's fate is known.
-    fn finish(self: Box<Self>, commit: Result<(), StoreError>);
-}
-
-struct WriteJob<T, F> {
-    f: Option<F>,
-    result: Option<StoreResult<T>>,
-    reply: oneshot::Sender<StoreResult<T>>,
-}
-
-impl<T, F> Job for WriteJob<T, F>
-where
-    T: Send + 'static,
-    F: FnOnce(&mut WriteCtx<'_>) -> StoreResult<T> + Send + 'static,
-{
-    fn run(&mut self, ctx: &mut WriteCtx<'_>) -> bool {
-        let Some(f) = self.f.take() else { return false };
-        // A panic in one job is a bug, but it must not take the writer (and every later write) with it.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(ctx))).unwrap_or_else(|_| {
-            Err(StoreError::Db(
-                "internal error while writing (see the server log)".into(),
-            ))
-        });
-        if let Err(e) = &result {
-            tracing::debug!(error = %e, "a write was refused or failed; it is rolled back");
-        }
-        let ok = result.is_ok();
-        self.result = Some(result);
-        ok
-    }
-
-    fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
-        let result = match commit {
-            Ok(()) => self.result.unwrap_or(Err(StoreError::Closed)),
-            Err(e) => Err(e),
-        };
-        let _ = self.reply.send(result);
-    }
-}
-
 /// The node's one writing connection: batches of jobs, one transaction each.
 struct Writer {
     config: pg::Config,
@@ -722,7 +682,7 @@ struct Writer {
     opened_after: u64,
     outages: Arc<AtomicU64>,
     storage: Arc<Mutex<Option<String>>>,
-    jobs: flume::Receiver<Box<dyn Job>>,
+    jobs: flume::Receiver<Box<DynJob>>,
     poll: Duration,
     /// Set when the writer stops: the publisher stops after one more read-back.
     stopping: Arc<AtomicBool>,
@@ -772,7 +732,7 @@ impl Writer {
         Ok(self.conn.as_mut().expect("just opened"))
     }
 
-    fn commit(&mut self, batch: &mut [Box<dyn Job>]) -> StoreResult<()> {
+    fn commit(&mut self, batch: &mut [Box<DynJob>]) -> StoreResult<()> {
         let conn = self.connection()?;
         let result = in_write_transaction(conn, |ctx| {
             for job in batch.iter_mut() {

@@ -18,7 +18,6 @@ use pinchat_proto::stream::{CallEnd, Snapshot};
 use pinchat_proto::{ContactUpdate, http::HistoryMessage};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use std::collections::{BTreeMap, HashSet};
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -54,7 +53,7 @@ const STATEMENT_CACHE: usize = 96;
 /// The SQLite store. Dropping it lets the writer finish the jobs already queued and stop; join the
 /// returned [`StoreThreads`] to wait for that.
 pub struct SqliteStore {
-    jobs: flume::Sender<Box<dyn Job>>,
+    jobs: flume::Sender<Box<DynJob>>,
     readers: Arc<ReaderPool>,
     epoch: Epoch,
     /// Why writes fail just now, set and cleared by the writer.
@@ -108,7 +107,7 @@ impl SqliteStore {
         let published = read_seq(&conn)?;
 
         let checkpointer = Checkpointer::start(path)?;
-        let (tx, rx) = flume::bounded::<Box<dyn Job>>(4 * MAX_BATCH);
+        let (tx, rx) = flume::bounded::<Box<DynJob>>(4 * MAX_BATCH);
         let readers = Arc::new(ReaderPool {
             path: path.to_owned(),
             max: options.readers.max(1),
@@ -242,6 +241,9 @@ impl ReaderPool {
     }
 }
 
+/// A queued write, as this store's writer runs it.
+type DynJob = dyn for<'c> Job<WriteCtx<'c>>;
+
 /// What a write job sees: the open transaction and the cursor counter.
 pub struct WriteCtx<'c> {
     conn: &'c Connection,
@@ -253,49 +255,6 @@ impl WriteCtx<'_> {
     fn stamp(&mut self) -> i64 {
         self.head += 1;
         self.head as i64
-    }
-}
-
-trait Job: Send {
-    /// Runs the job inside its savepoint; `false` means it failed and its writes must be rolled back.
-    fn run(&mut self, ctx: &mut WriteCtx<'_>) -> bool;
-    /// Answers the caller once the transaction's fate is known.
-    fn finish(self: Box<Self>, commit: Result<(), StoreError>);
-}
-
-struct WriteJob<T, F> {
-    f: Option<F>,
-    result: Option<StoreResult<T>>,
-    reply: oneshot::Sender<StoreResult<T>>,
-}
-
-impl<T, F> Job for WriteJob<T, F>
-where
-    T: Send + 'static,
-    F: FnOnce(&mut WriteCtx<'_>) -> StoreResult<T> + Send + 'static,
-{
-    fn run(&mut self, ctx: &mut WriteCtx<'_>) -> bool {
-        let Some(f) = self.f.take() else { return false };
-        // A panic in one job is a bug, but it must not take the writer (and every later write) with it.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(ctx))).unwrap_or_else(|_| {
-            Err(StoreError::Db(
-                "internal error while writing (see the server log)".into(),
-            ))
-        });
-        if let Err(e) = &result {
-            tracing::debug!(error = %e, "a write was refused or failed; it is rolled back");
-        }
-        let ok = result.is_ok();
-        self.result = Some(result);
-        ok
-    }
-
-    fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
-        let result = match commit {
-            Ok(()) => self.result.unwrap_or(Err(StoreError::Closed)),
-            Err(e) => Err(e),
-        };
-        let _ = self.reply.send(result);
     }
 }
 
@@ -404,7 +363,7 @@ struct Writer {
     readers: Arc<ReaderPool>,
     checkpointer: Option<Checkpointer>,
     commits: u64,
-    jobs: flume::Receiver<Box<dyn Job>>,
+    jobs: flume::Receiver<Box<DynJob>>,
     feed: Option<mpsc::Sender<ChangeBatch>>,
     external_poll: Duration,
     published: Cursor,
@@ -532,7 +491,7 @@ impl Writer {
         self.note(&result);
     }
 
-    fn commit(&self, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+    fn commit(&self, batch: &mut [Box<DynJob>]) -> Result<(), StoreError> {
         self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         let result = (|| {
             let mut ctx = WriteCtx {
