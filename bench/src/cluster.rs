@@ -39,10 +39,12 @@ pub struct Plan {
     pub watchers: usize,
     /// Presence changes per second to drive.
     pub change_rates: Vec<u32>,
-    /// Messages per second to offer (first node → last node).
-    pub message_rate: u32,
+    /// Messages per second to offer (first node → last node), one step each.
+    pub message_rates: Vec<u32>,
     /// How long each step runs.
     pub step: Duration,
+    /// How long the unmeasured warm-up before the steps drives changes, and then messages.
+    pub warm_up: Duration,
 }
 
 /// One node's memory.
@@ -86,6 +88,8 @@ pub struct Figures {
     pub steps: Vec<Step>,
     /// CPU of every server process together during the steps, percent of one core.
     pub server_cpu_percent: f64,
+    /// CPU of PostgreSQL (all its processes) during the steps, percent of one core; none for SQLite.
+    pub database_cpu_percent: Option<f64>,
 }
 
 /// What the benchmark measured: the cluster and the single server, side by side.
@@ -99,6 +103,43 @@ pub struct Report {
 
 /// Senders of messages (on the first node) and their recipients (on the last).
 const PAIRS: usize = 20;
+
+/// CPU of PostgreSQL's processes (the postmaster and its backends, found by name in `/proc`) over an
+/// interval. A backend that exits during the interval takes its share with it; the nodes' connections
+/// live as long as the run, so that is only the odd short-lived one.
+struct DatabaseCpu {
+    ticks: u64,
+    at: Instant,
+}
+
+impl DatabaseCpu {
+    fn start() -> DatabaseCpu {
+        DatabaseCpu {
+            ticks: postgres_ticks(),
+            at: Instant::now(),
+        }
+    }
+
+    /// Percent of one core.
+    fn stop(self) -> f64 {
+        let secs = self.at.elapsed().as_secs_f64();
+        postgres_ticks().saturating_sub(self.ticks) as f64 / 100.0 / secs * 100.0
+    }
+}
+
+/// User and system clock ticks of every process named `postgres`.
+fn postgres_ticks() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres")
+        })
+        .map(crate::scale::cpu_ticks)
+        .sum()
+}
 
 /// Runs the benchmark with the server binary `bin`; `me` is this program, whose `hold` command holds
 /// the idle streams (without it they are held in this process: for small runs, such as the suite's).
@@ -263,8 +304,30 @@ async fn measure(
         sender_txs.push((tx, recipient.1));
     }
 
+    // A warm-up, not measured: right after the streams were opened the database is still busy with
+    // their aftermath (autovacuum of the tables every connection touched), and the first change of a
+    // step would otherwise measure that rather than the steady state a deployment runs in.
+    pace(
+        plan.change_rates.first().copied().unwrap_or(10),
+        plan.warm_up,
+        |_| hot_tx.try_send(Cmd::Status).is_ok(),
+    )
+    .await;
+    pace(
+        plan.message_rates.first().copied().unwrap_or(10),
+        plan.warm_up,
+        |k| {
+            let (tx, to) = &sender_txs[k % sender_txs.len()];
+            tx.try_send(Cmd::Send(*to)).is_ok()
+        },
+    )
+    .await;
+    settle(|| presence.lock().map(|l| l.len() as u64).unwrap_or(0)).await;
+    settle(|| messages.lock().map(|l| l.len() as u64).unwrap_or(0)).await;
+
     let pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
     let usage: Vec<Usage> = pids.iter().map(|&p| Usage::start(p)).collect();
+    let database = url.map(|_| DatabaseCpu::start());
     let mut steps = vec![];
     for &rate in &plan.change_rates {
         presence.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -272,15 +335,18 @@ async fn measure(
         settle(|| presence.lock().map(|l| l.len() as u64).unwrap_or(0)).await;
         steps.push(step("presence", rate, &presence));
     }
-    messages.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    pace(plan.message_rate, plan.step, |k| {
-        let (tx, to) = &sender_txs[k % sender_txs.len()];
-        tx.try_send(Cmd::Send(*to)).is_ok()
-    })
-    .await;
-    settle(|| messages.lock().map(|l| l.len() as u64).unwrap_or(0)).await;
-    steps.push(step("message", plan.message_rate, &messages));
+    for &rate in &plan.message_rates {
+        messages.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        pace(rate, plan.step, |k| {
+            let (tx, to) = &sender_txs[k % sender_txs.len()];
+            tx.try_send(Cmd::Send(*to)).is_ok()
+        })
+        .await;
+        settle(|| messages.lock().map(|l| l.len() as u64).unwrap_or(0)).await;
+        steps.push(step("message", rate, &messages));
+    }
     let server_cpu: f64 = usage.into_iter().zip(&pids).map(|(u, &p)| u.stop(p).0).sum();
+    let database_cpu = database.map(DatabaseCpu::stop);
 
     drop(quiet);
     for task in tasks {
@@ -294,6 +360,7 @@ async fn measure(
         memory,
         steps,
         server_cpu_percent: server_cpu,
+        database_cpu_percent: database_cpu,
     })
 }
 

@@ -155,9 +155,9 @@ enum Command {
         /// Presence changes per second to drive.
         #[arg(long, value_delimiter = ',', default_value = "10,100")]
         changes: Vec<u32>,
-        /// Messages per second, first node → last node.
-        #[arg(long, default_value_t = 200)]
-        messages: u32,
+        /// Messages per second, first node → last node (one step per rate).
+        #[arg(long, value_delimiter = ',', default_value = "200,1000")]
+        messages: Vec<u32>,
         /// Seconds per step.
         #[arg(long, default_value_t = 10)]
         secs: u64,
@@ -245,8 +245,9 @@ async fn main() -> anyhow::Result<()> {
                 streams_per_node,
                 watchers,
                 change_rates: changes,
-                message_rate: messages,
+                message_rates: messages,
                 step: Duration::from_secs(secs),
+                warm_up: Duration::from_secs(3),
             };
             let me = std::env::current_exe()?;
             let r = pinchat_bench::cluster::run(&bin, Some(&me), &plan).await?;
@@ -315,8 +316,10 @@ async fn main() -> anyhow::Result<()> {
                     .join(", ")
             );
             println!(
-                "  server CPU during the steps: cluster {:.0}% (all nodes), single {:.0}% of one core",
-                r.cluster.server_cpu_percent, r.single.server_cpu_percent
+                "  CPU during the steps, % of one core: cluster nodes {:.0}% (all together) + PostgreSQL {:.0}%; single server {:.0}%",
+                r.cluster.server_cpu_percent,
+                r.cluster.database_cpu_percent.unwrap_or(0.0),
+                r.single.server_cpu_percent
             );
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&r)?)?;

@@ -537,8 +537,9 @@ async fn cluster_benchmark_smoke() {
         streams_per_node: 10,
         watchers: 3,
         change_rates: vec![20],
-        message_rate: 20,
+        message_rates: vec![20],
         step: std::time::Duration::from_millis(500),
+        warm_up: std::time::Duration::from_millis(200),
     };
     let r = pinchat_bench::cluster::run(pinchat_tests::server_binary(), None, &plan)
         .await
@@ -551,6 +552,7 @@ async fn cluster_benchmark_smoke() {
         assert!(figures.memory.iter().all(|m| m.rss_kb > 0), "{r:?}");
     }
     assert_eq!(r.cluster.memory.len(), 2);
+    assert!(r.cluster.database_cpu_percent.is_some() && r.single.database_cpu_percent.is_none());
     // Every message reached its recipient on the other node.
     assert_eq!(r.cluster.steps[1].arrivals, r.single.steps[1].arrivals, "{r:?}");
 }
