@@ -23,6 +23,8 @@ pub struct Postgres {
     socket_dir: PathBuf,
     data: PathBuf,
     bin: PathBuf,
+    /// With TLS: the loopback TCP port it also listens on, and its certificate (PEM, self-signed).
+    tls: Option<(u16, PathBuf)>,
     /// The supervising shell (its standard input keeps the server alive).
     child: Mutex<Option<Child>>,
     _dir: tempfile::TempDir,
@@ -75,6 +77,16 @@ impl Postgres {
 
     /// Creates a cluster and starts its server; returns once it accepts connections.
     pub fn start() -> Postgres {
+        Postgres::start_with(false)
+    }
+
+    /// Like [`Postgres::start`], and also listening on a loopback TCP port with TLS required there, with
+    /// a self-signed certificate for `127.0.0.1` and `localhost` ([`Postgres::tls`] says where).
+    pub fn start_with_tls() -> Postgres {
+        Postgres::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Postgres {
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("pinchat-pg-")
@@ -115,10 +127,37 @@ impl Postgres {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        let tls = tls.then(|| {
+            let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+                .expect("a self-signed certificate");
+            let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+            std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+            // PostgreSQL refuses a key others can read.
+            std::fs::set_permissions(&key_path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+            if as_root() {
+                let status = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&cert_path)
+                    .arg(&key_path)
+                    .status()
+                    .expect("chown");
+                assert!(
+                    status.success(),
+                    "cannot give the certificate to the postgres user"
+                );
+            }
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            (port, cert_path)
+        });
         let pg = Postgres {
             socket_dir,
             data,
             bin,
+            tls,
             child: Mutex::new(None),
             _dir: dir,
         };
@@ -131,16 +170,43 @@ impl Postgres {
         let postgres = self.bin.join("postgres");
         // The shell stops the server (fast shutdown) when its input closes: when the test program ends.
         let script = r#"pg="$1"; shift; "$pg" "$@" & pid=$!; read _; kill -INT $pid; wait $pid"#;
-        let mut child = as_postgres(Path::new("sh"))
+        let mut command = as_postgres(Path::new("sh"));
+        command
             .args(["-c", script, "sh"])
             .arg(&postgres)
             .arg("-D")
             .arg(&self.data)
             .arg("-k")
-            .arg(&self.socket_dir)
+            .arg(&self.socket_dir);
+        match &self.tls {
+            Some((port, cert)) => {
+                let dir = cert.parent().expect("the certificate's directory");
+                command.args([
+                    "-p",
+                    &port.to_string(),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "ssl=on",
+                ]);
+                command
+                    .arg("-c")
+                    .arg(format!("ssl_cert_file={}", cert.display()))
+                    .arg("-c")
+                    .arg(format!("ssl_key_file={}", dir.join("key.pem").display()));
+                // Over TCP, only TLS: a client that tries without is refused, not served in the clear.
+                std::fs::write(
+                    self.data.join("pg_hba.conf"),
+                    "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\n",
+                )
+                .expect("pg_hba.conf");
+            }
+            None => {
+                command.args(["-c", "listen_addresses="]);
+            }
+        }
+        let mut child = command
             .args([
-                "-c",
-                "listen_addresses=",
                 "-c",
                 "max_connections=300",
                 // The tests kill servers and nodes, not the machine: what PostgreSQL wrote reaches the
@@ -209,7 +275,26 @@ impl Postgres {
             N.fetch_add(1, Ordering::Relaxed)
         );
         self.psql("postgres", &format!("CREATE DATABASE {name}"));
-        format!("host={} user=postgres dbname={name}", self.socket_dir.display())
+        match &self.tls {
+            Some((port, _)) => format!(
+                "host={} port={port} user=postgres dbname={name}",
+                self.socket_dir.display()
+            ),
+            None => format!("host={} user=postgres dbname={name}", self.socket_dir.display()),
+        }
+    }
+
+    /// The port arguments of psql and pg_dump (the socket's name has the port in it).
+    fn port_args(&self) -> Vec<String> {
+        match &self.tls {
+            Some((port, _)) => vec!["-p".into(), port.to_string()],
+            None => vec![],
+        }
+    }
+
+    /// With [`Postgres::start_with_tls`]: its TCP port and the certificate (PEM) to trust.
+    pub fn tls(&self) -> Option<(u16, &Path)> {
+        self.tls.as_ref().map(|(port, cert)| (*port, cert.as_path()))
     }
 
     /// Runs SQL with psql in `database`; returns what it printed (unaligned, tuples only).
@@ -223,6 +308,7 @@ impl Postgres {
         let mut child = Command::new(psql)
             .arg("-h")
             .arg(&self.socket_dir)
+            .args(self.port_args())
             .args(["-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1", "-qAt"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -245,6 +331,7 @@ impl Postgres {
         let out = Command::new(self.bin.join("psql"))
             .arg("-h")
             .arg(&self.socket_dir)
+            .args(self.port_args())
             .args([
                 "-U",
                 "postgres",
@@ -276,6 +363,7 @@ impl Postgres {
         let out = Command::new(self.bin.join("pg_dump"))
             .arg("-h")
             .arg(&self.socket_dir)
+            .args(self.port_args())
             .args(["-U", "postgres", "--data-only", database])
             .output()
             .expect("run pg_dump");

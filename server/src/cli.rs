@@ -30,6 +30,10 @@ struct Cli {
     /// in the config file; see docs/operations.md, *Cluster mode*).
     #[arg(long, env = "PINCHAT_STORE", global = true, hide_env_values = true)]
     store: Option<String>,
+    /// With `sslmode=require` in the connection string: a PEM file of the CA that signed PostgreSQL's
+    /// certificate (overrides `store_ca` in the config file).
+    #[arg(long, env = "PINCHAT_STORE_CA", global = true)]
+    store_ca: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "PINCHAT_LOG_FORMAT", global = true, value_enum)]
     log_format: Option<LogFormat>,
@@ -203,6 +207,9 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
     if let Some(store) = cli.store {
         config.store = Some(crate::config::Secret(store));
     }
+    if let Some(ca) = cli.store_ca {
+        config.store_ca = Some(ca);
+    }
     if let Some(f) = cli.log_format {
         config.log_format = f;
     }
@@ -246,7 +253,8 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                      or `store` in the config file"
                 );
             };
-            let done = crate::store::postgres::import_sqlite(&url.0, &file).await?;
+            let done =
+                crate::store::postgres::import_sqlite(&url.0, config.store_ca.as_deref(), &file).await?;
             say!(
                 "imported {}: {} accounts, {} messages, {} rows in all; the cluster continues from cursor {}",
                 file.display(),

@@ -21,6 +21,10 @@ pub struct Config {
     /// dbname=pinchat`): the data lives there instead of in `database`, and this server is one node of
     /// a cluster sharing it. Also `--store` and `PINCHAT_STORE` (which keep a password out of the file).
     pub store: Option<Secret>,
+    /// With `sslmode=require` in `store`: a PEM file of the CA that signed PostgreSQL's certificate,
+    /// trusted besides the system's roots (PostgreSQL's certificate is always verified). Also
+    /// `--store-ca` and `PINCHAT_STORE_CA`.
+    pub store_ca: Option<PathBuf>,
     /// This node's name in the cluster's `nodes` table and its logs (default: the host name and the port).
     pub node_name: Option<String>,
     /// Seconds a cluster node's registration lasts unless renewed (it renews every third of this); a
@@ -151,6 +155,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
             database: PathBuf::from("pinchat.db"),
             store: None,
+            store_ca: None,
             node_name: None,
             node_lease_secs: 15,
             tls: None,
@@ -204,13 +209,18 @@ impl Config {
     /// Checks every value; the error names the key and the allowed range.
     pub fn validate(&self) -> anyhow::Result<()> {
         let l = &self.limits;
-        let checks: [(bool, &str); 19] = [
+        let checks: [(bool, &str); 20] = [
             (
                 self.store.as_ref().is_none_or(|s| {
                     s.0.starts_with("postgres://") || s.0.starts_with("postgresql://") || s.0.contains('=')
                 }),
                 "store must be a PostgreSQL connection string: postgres://user:password@host/database, or \
                  key=value pairs such as \"host=/run/postgresql dbname=pinchat\"",
+            ),
+            (
+                self.store_ca.is_none() || self.store.is_some(),
+                "store_ca is the CA of PostgreSQL's certificate: it needs store (a connection string with \
+                 sslmode=require)",
             ),
             (
                 (3..=600).contains(&self.node_lease_secs),

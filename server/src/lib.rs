@@ -72,6 +72,7 @@ pub async fn open_store(
     if let Some(url) = &config.store {
         let options = PgOptions {
             url: url.0.clone(),
+            ca: config.store_ca.clone(),
             node_name: config
                 .node_name
                 .clone()

@@ -556,3 +556,64 @@ async fn cluster_benchmark_smoke() {
     // Every message reached its recipient on the other node.
     assert_eq!(r.cluster.steps[1].arrivals, r.single.steps[1].arrivals, "{r:?}");
 }
+
+/// Runs `pinchat-server --config FILE seed-demo` with `config` (TOML): what it printed, and whether it
+/// succeeded.
+fn seed_with(config: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pinchat.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = std::process::Command::new(pinchat_tests::server_binary())
+        .arg("--config")
+        .arg(&path)
+        .arg("seed-demo")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// With `sslmode=require` a node speaks TLS to PostgreSQL and verifies its certificate: trusting
+/// `store_ca` it works (and PostgreSQL reports every one of its connections as encrypted); without
+/// it, PostgreSQL's self-signed certificate is refused with an error that says why; `store_ca`
+/// without `sslmode=require` is a configuration error rather than a silently unencrypted connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_reach_postgres_over_verified_tls() {
+    let pg = Postgres::start_with_tls();
+    let (port, cert) = pg.tls().unwrap();
+    let socket_url = pg.new_database();
+    let dbname = socket_url.rsplit("dbname=").next().unwrap().to_owned();
+    let tls_url = format!("host=127.0.0.1 port={port} user=postgres dbname={dbname} sslmode=require");
+
+    // Without the CA: refused, and nothing was written.
+    let (ok, said) = seed_with(&format!("store = {tls_url:?}\n"));
+    assert!(!ok, "{said}");
+    assert!(said.contains("invalid peer certificate: UnknownIssuer"), "{said}");
+    assert_eq!(
+        pg.psql(
+            &dbname,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'accounts'"
+        )
+        .trim(),
+        "0"
+    );
+    // The CA without TLS asked for.
+    let (ok, said) = seed_with(&format!("store = {socket_url:?}\nstore_ca = {cert:?}\n"));
+    assert!(!ok && said.contains("sslmode=require"), "{said}");
+
+    // With it: a working node, on encrypted connections only.
+    let node = Server::start_on_store(&tls_url, &format!("{NODE}store_ca = {cert:?}\n")).await;
+    assert!(node.login("alice", "demo").await.is_ok());
+    let counts = pg.psql(
+        &dbname,
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.application_name LIKE 'pinchat-server%'",
+    );
+    let (encrypted, all) = counts.trim().split_once('|').unwrap();
+    assert!(all.parse::<u32>().unwrap() >= 3, "{counts}");
+    assert_eq!(encrypted, all, "{counts}");
+}

@@ -35,10 +35,12 @@ use pinchat_proto::http::{CallRecord, HistoryMessage};
 use pinchat_proto::stream::{CallEnd, Snapshot};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Most jobs committed in one transaction.
 pub const MAX_BATCH: usize = 512;
@@ -57,6 +59,9 @@ const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 pub struct PgOptions {
     /// Connection string (`postgres://user:password@host/db` or `host=/run/postgresql dbname=…`).
     pub url: String,
+    /// With `sslmode=require`: a PEM file of the CA that signed PostgreSQL's certificate, trusted
+    /// besides the system's roots.
+    pub ca: Option<std::path::PathBuf>,
     /// This node's name in the `nodes` table and the logs.
     pub node_name: String,
     /// Where committed changes are published. `None` for tools that only write (the admin commands):
@@ -100,7 +105,20 @@ impl From<pg::Error> for StoreError {
 fn describe(e: &pg::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
-        None => e.to_string(),
+        None => {
+            // The cause is in the chain ("error performing TLS handshake" alone does not say that the
+            // certificate was not trusted).
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                let said = cause.to_string();
+                if !text.ends_with(&said) {
+                    text = format!("{text}: {said}");
+                }
+                source = cause.source();
+            }
+            text
+        }
     }
 }
 
@@ -131,19 +149,78 @@ fn unreachable(e: &pg::Error) -> bool {
     .any(|p| text.starts_with(p))
 }
 
-/// Parses a connection string and adds what every pinchat connection needs.
-fn connect_config(url: &str, node: &str) -> Result<pg::Config, StoreError> {
+/// Where and how the store connects: the parsed connection string, and TLS when it says
+/// `sslmode=require`.
+#[derive(Clone)]
+struct Target {
+    config: pg::Config,
+    tls: Option<MakeRustlsConnect>,
+}
+
+/// Parses a connection string and adds what every pinchat connection needs. With `sslmode=require`
+/// the connections are encrypted and PostgreSQL's certificate is verified — against the system's
+/// roots and the certificates of the PEM file `ca` — which is stricter than libpq's `require` (it does
+/// not verify): an encrypted connection to whoever answers is not worth much. Without it (libpq's
+/// default `prefer` included) they are not encrypted, as the operations guide says.
+fn connect_config(url: &str, node: &str, ca: Option<&Path>) -> Result<Target, StoreError> {
     let mut config: pg::Config = url.parse().map_err(|e| {
         // The string may hold a password: name the problem, not the string.
         StoreError::Invalid(format!("the PostgreSQL connection string cannot be parsed: {e}"))
     })?;
+    let tls = match (config.get_ssl_mode(), ca) {
+        (pg::config::SslMode::Require, ca) => Some(MakeRustlsConnect::new(tls_config(ca)?)),
+        (_, Some(ca)) => {
+            return Err(StoreError::Invalid(format!(
+                "store_ca is {} but the PostgreSQL connection string does not ask for TLS: add \
+                 sslmode=require to it (or ?sslmode=require to a postgres:// URL)",
+                ca.display()
+            )));
+        }
+        (_, None) => None,
+    };
     config
         .application_name(&format!("pinchat-server {node}"))
         .connect_timeout(Duration::from_secs(5))
         // A writer stalled while holding the cursor's lock would stall the whole cluster: PostgreSQL
         // ends such a session (and its lock) instead of waiting forever.
         .options("-c idle_in_transaction_session_timeout=30000 -c lock_timeout=30000");
-    Ok(config)
+    Ok(Target { config, tls })
+}
+
+/// The TLS client configuration for PostgreSQL: the system's roots and those of `ca`.
+fn tls_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, StoreError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    // Certificates of the system's store that rustls cannot use are skipped.
+    let (mut added, _) = roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(ca) = ca {
+        let certs = CertificateDer::pem_file_iter(ca)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| StoreError::Invalid(format!("cannot read store_ca {}: {e}", ca.display())))?;
+        let (valid, _) = roots.add_parsable_certificates(certs);
+        if valid == 0 {
+            return Err(StoreError::Invalid(format!(
+                "store_ca {} holds no certificate (it should be a PEM file of the CA that signed \
+                 PostgreSQL's certificate)",
+                ca.display()
+            )));
+        }
+        added += valid;
+    }
+    if added == 0 {
+        return Err(StoreError::Invalid(
+            "sslmode=require, but there is no certificate to verify PostgreSQL's against: install the \
+             system's CA certificates or set store_ca to the CA that signed PostgreSQL's certificate"
+                .into(),
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Invalid(format!("TLS for PostgreSQL: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// A connection with its prepared statements.
@@ -155,10 +232,12 @@ struct Conn {
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 impl Conn {
-    fn open(config: &pg::Config) -> Result<Conn, StoreError> {
-        let client = config.connect(NoTls).map_err(|e| {
-            StoreError::Unavailable(format!("cannot connect to PostgreSQL: {}", describe(&e)))
-        })?;
+    fn open(target: &Target) -> Result<Conn, StoreError> {
+        let client = match &target.tls {
+            Some(tls) => target.config.connect(tls.clone()),
+            None => target.config.connect(NoTls),
+        }
+        .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {}", describe(&e))))?;
         Ok(Conn {
             client,
             statements: HashMap::new(),
@@ -423,7 +502,7 @@ impl PgStore {
     }
 
     fn open_blocking(options: PgOptions) -> Result<(PgStore, StoreThreads), StoreError> {
-        let config = connect_config(&options.url, &options.node_name)?;
+        let config = connect_config(&options.url, &options.node_name, options.ca.as_deref())?;
         let mut conn = Conn::open(&config)?;
         migrate(&mut conn)?;
         let epoch: i64 = conn
@@ -584,7 +663,7 @@ type ReadJob = Box<dyn FnOnce(StoreResult<&mut Conn>) + Send>;
 
 /// One of the node's read connections, on a thread of its own; the readers share one queue of reads.
 struct Reader {
-    config: pg::Config,
+    config: Target,
     conn: Option<Conn>,
     /// The outage count when `conn` was opened.
     opened_after: u64,
@@ -676,7 +755,7 @@ fn in_write_transaction<T>(
 
 /// The node's one writing connection: batches of jobs, one transaction each.
 struct Writer {
-    config: pg::Config,
+    config: Target,
     conn: Option<Conn>,
     /// The outage count when `conn` was opened.
     opened_after: u64,
@@ -779,7 +858,7 @@ impl Writer {
 
 /// Reads back what was committed (by any node) and publishes it to this node's hub, in cursor order.
 struct Publisher {
-    config: pg::Config,
+    config: Target,
     /// The listening connection.
     conn: Option<Conn>,
     feed: mpsc::Sender<ChangeBatch>,
@@ -873,7 +952,7 @@ impl Publisher {
 
 /// Keeps this node's registration alive, and, on the leader, expires the nodes that died.
 struct Keeper {
-    config: pg::Config,
+    config: Target,
     conn: Option<Conn>,
     node: i64,
     name: String,
@@ -2009,20 +2088,20 @@ pub struct Imported {
 /// database, in one transaction: ids, cursors, versions and the epoch are kept, so keys stay valid and
 /// clients resume from their cursors on the cluster. Refuses a PostgreSQL database that holds data.
 /// Blocking, on a thread of its own (see [`PgStore::open`]).
-pub async fn import_sqlite(url: &str, path: &std::path::Path) -> StoreResult<Imported> {
-    let (url, path) = (url.to_owned(), path.to_owned());
+pub async fn import_sqlite(url: &str, ca: Option<&Path>, path: &Path) -> StoreResult<Imported> {
+    let (url, ca, path) = (url.to_owned(), ca.map(Path::to_owned), path.to_owned());
     let (tx, rx) = oneshot::channel();
     std::thread::Builder::new()
         .name("pg-import".into())
         .spawn(move || {
-            let _ = tx.send(import_blocking(&url, &path));
+            let _ = tx.send(import_blocking(&url, ca.as_deref(), &path));
         })
         .map_err(|e| StoreError::Db(format!("cannot start a thread: {e}")))?;
     rx.await
         .map_err(|_| StoreError::Db("the import failed (see the log)".into()))?
 }
 
-fn import_blocking(url: &str, path: &std::path::Path) -> StoreResult<Imported> {
+fn import_blocking(url: &str, ca: Option<&Path>, path: &Path) -> StoreResult<Imported> {
     use rusqlite::OpenFlags;
     let lite = rusqlite::Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| StoreError::Invalid(format!("cannot open {}: {e}", path.display())))?;
@@ -2035,7 +2114,7 @@ fn import_blocking(url: &str, path: &std::path::Path) -> StoreResult<Imported> {
             super::schema::SCHEMA_VERSION
         )));
     }
-    let config = connect_config(url, "import")?;
+    let config = connect_config(url, "import", ca)?;
     let mut pg = Conn::open(&config)?;
     migrate(&mut pg)?;
     in_write_transaction(&mut pg, |ctx| {
