@@ -304,6 +304,11 @@ async fn measure(
         sender_txs.push((tx, recipient.1));
     }
 
+    // The k-th message of a step goes from the sender k (of PAIRS, in turn) to its recipient.
+    let offer_message = |k: usize| {
+        let (tx, to) = &sender_txs[k % sender_txs.len()];
+        tx.try_send(Cmd::Send(*to)).is_ok()
+    };
     // A warm-up, not measured: right after the streams were opened the database is still busy with
     // their aftermath (autovacuum of the tables every connection touched), and the first change of a
     // step would otherwise measure that rather than the steady state a deployment runs in.
@@ -316,10 +321,7 @@ async fn measure(
     pace(
         plan.message_rates.first().copied().unwrap_or(10),
         plan.warm_up,
-        |k| {
-            let (tx, to) = &sender_txs[k % sender_txs.len()];
-            tx.try_send(Cmd::Send(*to)).is_ok()
-        },
+        offer_message,
     )
     .await;
     settle(|| presence.lock().map(|l| l.len() as u64).unwrap_or(0)).await;
@@ -337,11 +339,7 @@ async fn measure(
     }
     for &rate in &plan.message_rates {
         messages.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        pace(rate, plan.step, |k| {
-            let (tx, to) = &sender_txs[k % sender_txs.len()];
-            tx.try_send(Cmd::Send(*to)).is_ok()
-        })
-        .await;
+        pace(rate, plan.step, offer_message).await;
         settle(|| messages.lock().map(|l| l.len() as u64).unwrap_or(0)).await;
         steps.push(step("message", rate, &messages));
     }

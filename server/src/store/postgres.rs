@@ -237,7 +237,17 @@ impl Conn {
             Some(tls) => target.config.connect(tls.clone()),
             None => target.config.connect(NoTls),
         }
-        .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {}", describe(&e))))?;
+        .map_err(|e| {
+            let why = describe(&e);
+            // A certificate that does not verify will not verify on the next try either: say what fixes it.
+            let hint = if why.contains("invalid peer certificate") {
+                " (set store_ca to a PEM file of the CA that signed PostgreSQL's certificate, and connect by a \
+                 host name or address the certificate names)"
+            } else {
+                ""
+            };
+            StoreError::Unavailable(format!("cannot connect to PostgreSQL: {why}{hint}"))
+        })?;
         Ok(Conn {
             client,
             statements: HashMap::new(),
@@ -502,8 +512,8 @@ impl PgStore {
     }
 
     fn open_blocking(options: PgOptions) -> Result<(PgStore, StoreThreads), StoreError> {
-        let config = connect_config(&options.url, &options.node_name, options.ca.as_deref())?;
-        let mut conn = Conn::open(&config)?;
+        let target = connect_config(&options.url, &options.node_name, options.ca.as_deref())?;
+        let mut conn = Conn::open(&target)?;
         migrate(&mut conn)?;
         let epoch: i64 = conn
             .one("SELECT value FROM meta WHERE key = 'epoch'", &[])?
@@ -540,7 +550,7 @@ impl PgStore {
         // connections before using them (one that predates an outage looks fine until used).
         let outages = Arc::new(AtomicU64::new(0));
         let writer = Writer {
-            config: config.clone(),
+            target: target.clone(),
             conn: Some(conn),
             opened_after: 0,
             outages: outages.clone(),
@@ -552,7 +562,7 @@ impl PgStore {
         threads.push(spawn("pg-writer", Box::new(move || writer.run()))?);
         for _ in 0..options.readers.max(1) {
             let reader = Reader {
-                config: config.clone(),
+                target: target.clone(),
                 conn: None,
                 opened_after: 0,
                 outages: outages.clone(),
@@ -562,7 +572,7 @@ impl PgStore {
         }
         if let Some(feed) = options.feed {
             let publisher = Publisher {
-                config: config.clone(),
+                target: target.clone(),
                 conn: None,
                 feed,
                 published: head as Cursor,
@@ -577,7 +587,7 @@ impl PgStore {
             Some(node) => {
                 let (stop, stopped) = flume::bounded::<()>(1);
                 let keeper = Keeper {
-                    config,
+                    target,
                     conn: None,
                     node,
                     name: options.node_name.clone(),
@@ -663,7 +673,7 @@ type ReadJob = Box<dyn FnOnce(StoreResult<&mut Conn>) + Send>;
 
 /// One of the node's read connections, on a thread of its own; the readers share one queue of reads.
 struct Reader {
-    config: Target,
+    target: Target,
     conn: Option<Conn>,
     /// The outage count when `conn` was opened.
     opened_after: u64,
@@ -685,7 +695,7 @@ impl Reader {
                 self.conn = None;
             }
             if self.conn.is_none() {
-                match Conn::open(&self.config) {
+                match Conn::open(&self.target) {
                     Ok(conn) => {
                         self.conn = Some(conn);
                         self.opened_after = outages;
@@ -755,7 +765,7 @@ fn in_write_transaction<T>(
 
 /// The node's one writing connection: batches of jobs, one transaction each.
 struct Writer {
-    config: Target,
+    target: Target,
     conn: Option<Conn>,
     /// The outage count when `conn` was opened.
     opened_after: u64,
@@ -805,7 +815,7 @@ impl Writer {
             self.conn = None;
         }
         if self.conn.is_none() {
-            self.conn = Some(Conn::open(&self.config)?);
+            self.conn = Some(Conn::open(&self.target)?);
             self.opened_after = outages;
         }
         Ok(self.conn.as_mut().expect("just opened"))
@@ -858,7 +868,7 @@ impl Writer {
 
 /// Reads back what was committed (by any node) and publishes it to this node's hub, in cursor order.
 struct Publisher {
-    config: Target,
+    target: Target,
     /// The listening connection.
     conn: Option<Conn>,
     feed: mpsc::Sender<ChangeBatch>,
@@ -916,7 +926,7 @@ impl Publisher {
             self.conn = None;
         }
         if self.conn.is_none() {
-            let mut conn = Conn::open(&self.config)?;
+            let mut conn = Conn::open(&self.target)?;
             conn.batch(&format!("LISTEN {CHANNEL}"))?;
             self.conn = Some(conn);
         }
@@ -952,7 +962,7 @@ impl Publisher {
 
 /// Keeps this node's registration alive, and, on the leader, expires the nodes that died.
 struct Keeper {
-    config: Target,
+    target: Target,
     conn: Option<Conn>,
     node: i64,
     name: String,
@@ -1008,7 +1018,7 @@ impl Keeper {
             self.leader = false;
         }
         if self.conn.is_none() {
-            self.conn = Some(Conn::open(&self.config)?);
+            self.conn = Some(Conn::open(&self.target)?);
             self.connected_at = std::time::Instant::now();
         }
         Ok(self.conn.as_mut().expect("just opened"))
@@ -2114,8 +2124,8 @@ fn import_blocking(url: &str, ca: Option<&Path>, path: &Path) -> StoreResult<Imp
             super::schema::SCHEMA_VERSION
         )));
     }
-    let config = connect_config(url, "import", ca)?;
-    let mut pg = Conn::open(&config)?;
+    let target = connect_config(url, "import", ca)?;
+    let mut pg = Conn::open(&target)?;
     migrate(&mut pg)?;
     in_write_transaction(&mut pg, |ctx| {
         let held: i64 = ctx.c.one("SELECT count(*) FROM accounts", &[])?.get(0);
