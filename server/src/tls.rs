@@ -1,7 +1,12 @@
 //! TLS termination with rustls, as an axum [`Listener`](axum::serve::Listener).
 //!
 //! Handshakes run in their own tasks with a deadline, and finished connections are handed to axum through
-//! a channel: a client that stalls its handshake holds up nobody but itself.
+//! a channel: a client that stalls its handshake holds up nobody but itself. The streams are pinchat's own
+//! ([`stream`]), on rustls' unbuffered API, so that an idle connection holds no buffers.
+
+mod stream;
+
+pub use stream::{TlsStream, accept};
 
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
@@ -10,10 +15,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 /// How long a client may take to complete the TLS handshake.
@@ -42,7 +45,7 @@ pub fn load_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>>
 
 /// A listener that yields TLS streams whose handshake has completed.
 pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(TlsStream, SocketAddr)>,
     local: SocketAddr,
 }
 
@@ -55,7 +58,6 @@ impl TlsListener {
     ) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(256);
-        let acceptor = TlsAcceptor::from(config);
         tokio::spawn(async move {
             loop {
                 let (socket, peer) = tokio::select! {
@@ -70,9 +72,9 @@ impl TlsListener {
                         }
                     },
                 };
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                let (config, tx) = (config.clone(), tx.clone());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept(socket, config)).await {
                         Ok(Ok(stream)) => {
                             let _ = tx.send((stream, peer)).await;
                         }
@@ -87,7 +89,7 @@ impl TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = TlsStream;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

@@ -850,19 +850,22 @@ async fn a_burst_is_delivered_exactly_once_even_when_a_stream_falls_behind() {
     println!("{resyncs}");
 }
 
-/// The scale benchmark (`bench/run scale`) on a handful of streams, so that it never rots. No figure is
-/// checked: only that the streams were held and measured.
+/// The scale benchmark (`bench/run scale`, and `--tls`) on a handful of streams, so that it never rots. No
+/// figure is checked: only that the streams were held and measured — over TLS too, each a real login,
+/// WebSocket upgrade, `hello` and `welcome` through the server's own TLS stream.
 #[tokio::test]
 async fn scale_benchmark_smoke() {
     let bin = pinchat_tests::server_binary();
-    let s = pinchat_bench::scale::run(bin, 20, std::time::Duration::from_millis(200), false)
-        .await
-        .unwrap();
-    assert_eq!(s.streams, 20, "{s:?}");
-    if cfg!(target_os = "linux") {
-        assert!(s.rss_kb > 0, "{s:?}");
+    for tls in [false, true] {
+        let s = pinchat_bench::scale::run(bin, 20, std::time::Duration::from_millis(200), tls)
+            .await
+            .unwrap();
+        assert_eq!(s.streams, 20, "{s:?}");
+        if cfg!(target_os = "linux") {
+            assert!(s.rss_kb > 0, "{s:?}");
+        }
+        assert!(s.connect_rate > 0.0, "{s:?}");
     }
-    assert!(s.connect_rate > 0.0, "{s:?}");
 }
 
 /// The latency benchmark (`bench/run latency`) on a handful of connections and a low rate, so that it
