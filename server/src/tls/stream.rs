@@ -50,6 +50,9 @@ pub struct TlsStream {
     read_closed: bool,
     /// Our close_notify is queued.
     close_queued: bool,
+    /// rustls failed (and its state is an error): it is not driven again, since its error path would
+    /// report the same failure again with a second alert.
+    failed: bool,
 }
 
 /// What to do when rustls allows application data to be sent.
@@ -84,6 +87,7 @@ pub async fn accept(io: TcpStream, config: Arc<ServerConfig>) -> io::Result<TlsS
         outgoing_sent: 0,
         read_closed: false,
         close_queued: false,
+        failed: false,
     };
     loop {
         let driven = s.drive(Action::Nothing);
@@ -108,16 +112,26 @@ impl TlsStream {
     /// Lets rustls process the ciphertext received so far, queueing what it decrypts and what it wants sent,
     /// until it needs more data or application data may be sent; then does `action`.
     fn drive(&mut self, mut action: Action<'_>) -> io::Result<Driven> {
+        if self.failed {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the TLS connection failed",
+            ));
+        }
         loop {
             let UnbufferedStatus { mut discard, state } = self.conn.process_tls_records(&mut self.incoming);
             let driven = match state {
                 Err(e) => {
                     self.incoming.drain(..discard);
+                    self.failed = true;
                     return Err(tls_error(e));
                 }
                 Ok(ConnectionState::ReadTraffic(mut records)) => {
                     while let Some(record) = records.next_record() {
-                        let record = record.map_err(tls_error)?;
+                        let record = record.map_err(|e| {
+                            self.failed = true;
+                            tls_error(e)
+                        })?;
                         discard += record.discard;
                         self.plaintext.extend_from_slice(record.payload);
                     }
@@ -183,10 +197,13 @@ impl TlsStream {
         }
     }
 
-    /// Queues the alert rustls prepared when it failed, so the client learns why. rustls is given no input
-    /// for this round: shown the offending bytes again, it would fail (and prepare an alert) a second time.
+    /// Queues the alert rustls prepared when it failed, so the client learns why. One round only: rustls
+    /// hands over what it has to send before it looks at the input again, and looking again at the offending
+    /// bytes would fail (and prepare an alert) a second time. The input is the same buffer as before, since
+    /// rustls keeps positions in it (a handshake message it was joining).
     fn queue_alert(&mut self) {
-        if let Ok(ConnectionState::EncodeTlsData(mut data)) = self.conn.process_tls_records(&mut []).state {
+        let status = self.conn.process_tls_records(&mut self.incoming);
+        if let Ok(ConnectionState::EncodeTlsData(mut data)) = status.state {
             let encoded = append(&mut self.outgoing, |out| match data.encode(out) {
                 Ok(n) => Ok(n),
                 Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
@@ -532,6 +549,51 @@ mod tests {
             .expect("the handshake succeeded with a client that rejected the certificate");
         // (Its own certificate has the same subject, so it reports a bad signature: DecryptError.)
         assert!(e.to_string().contains("received fatal alert"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn refuses_a_handshake_message_larger_than_any_client_sends() {
+        let (_dir, config, _) = configs(&[&rustls::version::TLS13]);
+        let (listener, mut tcp) = pair().await;
+        // A handshake record whose ClientHello claims 16 MB: refused at once, not buffered up to that.
+        tcp.write_all(&[22, 3, 1, 0, 4, 1, 0xff, 0xff, 0xff])
+            .await
+            .unwrap();
+        let e = accept(listener.accept().await.unwrap().0, config)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        assert!(e.to_string().contains("HandshakePayloadTooLarge"), "{e}");
+        // rustls sends no alert for this one; the client sees the connection close.
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_forged_record_after_the_handshake_fails_the_stream_for_good() {
+        let (_dir, config, connector) = configs(&[&rustls::version::TLS13]);
+        let (listener, tcp) = pair().await;
+        let (server, client) = tokio::join!(
+            async { accept(listener.accept().await.unwrap().0, config).await.unwrap() },
+            async {
+                connector
+                    .connect("localhost".try_into().unwrap(), tcp)
+                    .await
+                    .unwrap()
+            }
+        );
+        let (mut server, mut client) = (server, client);
+        // An application-data record that no key encrypted, written under the client's TLS layer.
+        client.get_mut().0.write_all(&[23, 3, 3, 0, 20]).await.unwrap();
+        client.get_mut().0.write_all(&[0x5a; 20]).await.unwrap();
+        let mut buf = [0; 16];
+        let e = server.read(&mut buf).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        assert!(e.to_string().contains("cannot decrypt"), "{e}");
+        // Read or written again, it stays failed (and rustls is not asked to report it twice).
+        assert!(server.read(&mut buf).await.is_err());
+        assert!(server.write_all(b"late").await.is_err());
     }
 
     #[tokio::test]
