@@ -120,7 +120,7 @@ impl Remote {
                     .unwrap_or_default();
                 Err(StreamRefused::Auth(body))
             }
-            Ok(Err(e)) => Err(StreamRefused::Other(e.to_string())),
+            Ok(Err(e)) => Err(StreamRefused::Other(with_causes(&e))),
             Ok(Ok((ws, _))) => Ok(ws),
         }
     }
@@ -361,7 +361,30 @@ pub fn stream_tls() -> Option<std::sync::Arc<rustls::ClientConfig>> {
 }
 
 fn unreachable(e: reqwest::Error) -> RemoteError {
-    RemoteError::Unreachable(e.to_string())
+    RemoteError::Unreachable(with_causes(&e))
+}
+
+/// An error with the causes it wraps, so that the reason a person can act on is not lost: reqwest's own
+/// message is only "error sending request for url (…)", and why (refused, not resolved, a certificate this
+/// computer does not trust) is in its sources. A certificate failure also says what fixes it.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some layers repeat their inner error in their own message.
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    if text.contains("certificate") {
+        text.push_str(
+            " (the server's TLS certificate is not trusted here, or does not name this address: install the \
+             certificate of the authority that signed it in the system's store, or point SSL_CERT_FILE at it)",
+        );
+    }
+    text
 }
 
 async fn error_of(response: reqwest::Response) -> RemoteError {

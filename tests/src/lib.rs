@@ -662,6 +662,8 @@ pub struct Daemon {
     /// The local API's socket.
     pub socket: PathBuf,
     log: PathBuf,
+    /// Environment variables the daemon runs with, on every start.
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
 }
 
 impl Daemon {
@@ -677,7 +679,23 @@ impl Daemon {
         Daemon::start_with_data(tempfile::tempdir().expect("tempdir"), data.to_owned())
     }
 
+    /// Starts a daemon with these environment variables (`SSL_CERT_FILE`, say).
+    pub fn start_with_env(env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let env = env.iter().map(|(k, v)| (k.into(), v.into())).collect();
+        Daemon::start_with(dir, data, env)
+    }
+
     fn start_with_data(dir: tempfile::TempDir, data: PathBuf) -> Daemon {
+        Daemon::start_with(dir, data, Vec::new())
+    }
+
+    fn start_with(
+        dir: tempfile::TempDir,
+        data: PathBuf,
+        env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    ) -> Daemon {
         assert!(
             std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some(),
             "the daemon tests need a session bus with a Secret Service: run them with `cargo xtask test`"
@@ -690,6 +708,7 @@ impl Daemon {
             data,
             socket,
             log,
+            env,
         };
         d.spawn();
         d
@@ -717,6 +736,7 @@ impl Daemon {
             .arg("--socket")
             .arg(&self.socket)
             .env("RUST_LOG", "info,pinchat_daemon=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

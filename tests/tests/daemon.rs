@@ -1183,3 +1183,89 @@ async fn messages_waiting_when_a_contact_is_pinned_are_backlog_and_later_ones_ar
     .await;
     assert_eq!((text.as_str(), backlog), ("sent after the pin", false));
 }
+
+/// The daemon against a server that speaks only TLS (`https://` and `wss://`), as real deployments do: the
+/// login, the pins and a message pushed over the long-lived wss stream all pass through the server's own
+/// TLS streams (server/src/tls/stream.rs). The daemon trusts the server's certificate through
+/// `SSL_CERT_FILE`, as it would a company's CA; a daemon that does not trust it gets a clear error.
+#[tokio::test]
+async fn a_widget_works_against_a_server_that_speaks_only_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let s = Server::start_with(&format!(
+        "[tls]\ncert = {:?}\nkey = {:?}\n",
+        cert_path.display().to_string(),
+        key_path.display().to_string()
+    ))
+    .await;
+    let base = format!("https://localhost:{}", s.addr.port());
+    let login = Login {
+        server: base.clone(),
+        account: "demo".into(),
+        password: pinchat_tests::DEMO_PASSWORD.into(),
+    };
+
+    let stranger = Daemon::start();
+    let e = stranger
+        .client()
+        .await
+        .call::<CreateWidget>(login.clone())
+        .await
+        .unwrap_err();
+    println!("a daemon that does not trust the certificate: {e}");
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+
+    let d = Daemon::start_with_env(&[("SSL_CERT_FILE", cert_path.as_os_str())]);
+    let mut client = d.client().await;
+    let mut events = client.notifications().unwrap();
+    client
+        .call::<Subscribe>(SubscribeParams::default())
+        .await
+        .unwrap();
+    let created = client.call::<CreateWidget>(login).await.unwrap();
+    let alice = id_in(&created.contacts, "alice");
+    let view = client
+        .call::<SetPins>(SetPinsParams {
+            widget: created.widget.id.clone(),
+            pins: vec![alice],
+        })
+        .await
+        .unwrap();
+
+    // Alice writes over HTTPS; the message reaches the widget over the daemon's wss stream.
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let alice_login: pinchat_proto::http::LoginResponse = https
+        .post(format!("{base}/v1/login"))
+        .json(&serde_json::json!({ "account": "alice", "password": pinchat_tests::DEMO_PASSWORD }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    https
+        .post(format!("{base}/v1/messages"))
+        .bearer_auth(&alice_login.key)
+        .json(&SendRequest {
+            to: pinchat_proto::AccountId(view.account.id),
+            client_id: "tls-1".into(),
+            text: "over TLS all the way".into(),
+        })
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let msg = until(&mut events, |n| match n {
+        Notification::MessageReceived { message, .. } => Some(message.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!((msg.from, msg.text.as_str()), (alice, "over TLS all the way"));
+}
