@@ -15,5 +15,6 @@ pub mod proxy;
 pub mod reliability;
 pub mod scale;
 pub mod schedule;
+pub mod tls;
 pub mod traffic;
 pub mod xmpp;

@@ -76,6 +76,21 @@ enum Command {
         #[arg(long)]
         tls: bool,
     },
+    /// TLS throughput: the server's own TLS stream against tokio-rustls, side by side on loopback.
+    Tls {
+        /// Megabytes echoed in the bulk test.
+        #[arg(long, default_value_t = 256)]
+        bulk_mb: usize,
+        /// Small frames the server pushes, each flushed on its own.
+        #[arg(long, default_value_t = 200_000)]
+        pushes: usize,
+        /// Round trips of a small frame.
+        #[arg(long, default_value_t = 20_000)]
+        pings: usize,
+        /// Rounds per implementation, alternating; the best of each is reported.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// The server: message latency at fixed rates across many connections, presence fan-out rate.
     Latency {
         /// Connections to open (half send, half receive; all watch the changing accounts).
@@ -362,6 +377,41 @@ async fn main() -> anyhow::Result<()> {
                     tls.bytes_per_stream - plain.bytes_per_stream
                 );
             }
+        }
+        Command::Tls {
+            bulk_mb,
+            pushes,
+            pings,
+            rounds,
+        } => {
+            let plan = pinchat_bench::tls::Plan {
+                bulk_mb,
+                pushes,
+                pings,
+                rounds,
+            };
+            let [ours, theirs] = pinchat_bench::tls::run(&plan).await?;
+            println!(
+                "TLS server streams on loopback, best of {rounds} alternating rounds \
+                 ({bulk_mb} MB echoed, {pushes} pushes of 120 B, {pings} round trips of 120 B):"
+            );
+            println!(
+                "  {:<32} {:>12} {:>14} {:>14}",
+                "", "bulk MB/s", "pushes/s", "round trips/s"
+            );
+            for f in [&ours, &theirs] {
+                println!(
+                    "  {:<32} {:>12.0} {:>14.0} {:>14.0}",
+                    f.name, f.bulk_mb_per_s, f.pushes_per_s, f.pings_per_s
+                );
+            }
+            println!(
+                "  {:<32} {:>11.2}× {:>13.2}× {:>13.2}×",
+                "pinchat ÷ tokio-rustls",
+                ours.bulk_mb_per_s / theirs.bulk_mb_per_s.max(1e-9),
+                ours.pushes_per_s / theirs.pushes_per_s.max(1e-9),
+                ours.pings_per_s / theirs.pings_per_s.max(1e-9)
+            );
         }
         Command::Latency {
             connections,

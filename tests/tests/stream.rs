@@ -868,6 +868,25 @@ async fn scale_benchmark_smoke() {
     }
 }
 
+/// The TLS benchmark (`bench/run tls`) on a little data, so that it never rots: both implementations moved
+/// every byte (each side checks the counts and the clean close).
+#[tokio::test]
+async fn tls_benchmark_smoke() {
+    let plan = pinchat_bench::tls::Plan {
+        bulk_mb: 1,
+        pushes: 200,
+        pings: 50,
+        rounds: 1,
+    };
+    let figures = pinchat_bench::tls::run(&plan).await.unwrap();
+    for f in &figures {
+        assert!(
+            f.bulk_mb_per_s > 0.0 && f.pushes_per_s > 0.0 && f.pings_per_s > 0.0,
+            "{f:?}"
+        );
+    }
+}
+
 /// The latency benchmark (`bench/run latency`) on a handful of connections and a low rate, so that it
 /// never rots. No timing is checked: only that every message sent was delivered and measured, and that
 /// presence changes reached the watchers.

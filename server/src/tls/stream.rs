@@ -138,7 +138,7 @@ impl TlsStream {
                     None
                 }
                 Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    append(&mut self.outgoing, |out| match data.encode(out) {
+                    append(&mut self.outgoing, READ_SIZE, |out| match data.encode(out) {
                         Ok(n) => Ok(n),
                         Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
                         Err(EncodeError::AlreadyEncoded) => Err(None),
@@ -154,13 +154,13 @@ impl TlsStream {
                 Ok(ConnectionState::WriteTraffic(mut traffic)) => {
                     match std::mem::replace(&mut action, Action::Nothing) {
                         Action::Nothing => {}
-                        Action::Encrypt(data) => append(&mut self.outgoing, |out| {
+                        Action::Encrypt(data) => append(&mut self.outgoing, sealed_len(data.len()), |out| {
                             traffic.encrypt(data, out).map_err(|e| match e {
                                 EncryptError::InsufficientSize(s) => Some(s.required_size),
                                 _ => None,
                             })
                         })?,
-                        Action::CloseNotify => append(&mut self.outgoing, |out| {
+                        Action::CloseNotify => append(&mut self.outgoing, 64, |out| {
                             traffic.queue_close_notify(out).map_err(|e| match e {
                                 EncryptError::InsufficientSize(s) => Some(s.required_size),
                                 _ => None,
@@ -204,7 +204,7 @@ impl TlsStream {
     fn queue_alert(&mut self) {
         let status = self.conn.process_tls_records(&mut self.incoming);
         if let Ok(ConnectionState::EncodeTlsData(mut data)) = status.state {
-            let encoded = append(&mut self.outgoing, |out| match data.encode(out) {
+            let encoded = append(&mut self.outgoing, 64, |out| match data.encode(out) {
                 Ok(n) => Ok(n),
                 Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
                 Err(EncodeError::AlreadyEncoded) => Err(None),
@@ -358,14 +358,15 @@ impl AsyncWrite for TlsStream {
     }
 }
 
-/// Appends what `write` puts into a buffer to `out`, growing it to the size `write` asks for (`Err(Some(n))`)
-/// when its first guess was too small.
+/// Appends what `write` puts into a buffer to `out`: room for `guess` bytes first, then as much as `write`
+/// asks for (`Err(Some(n))`) if that was too little. (A close guess saves zeroing room that is not used.)
 fn append(
     out: &mut Vec<u8>,
+    guess: usize,
     mut write: impl FnMut(&mut [u8]) -> Result<usize, Option<usize>>,
 ) -> io::Result<()> {
     let start = out.len();
-    out.resize(start + READ_SIZE, 0);
+    out.resize(start + guess, 0);
     let written = match write(&mut out[start..]) {
         Ok(n) => Ok(n),
         Err(Some(required)) => {
@@ -384,6 +385,12 @@ fn append(
             Err(io::Error::other("rustls could not encode a TLS record"))
         }
     }
+}
+
+/// Room for `len` bytes of application data once encrypted: each record of at most 16 KB gains a header, a
+/// tag and (TLS 1.3) its content type or (TLS 1.2) an explicit nonce, under 64 bytes in all.
+fn sealed_len(len: usize) -> usize {
+    len + (len / 16_384 + 1) * 64
 }
 
 fn tls_error(e: rustls::Error) -> io::Error {
