@@ -90,7 +90,7 @@ pub async fn accept(io: TcpStream, config: Arc<ServerConfig>) -> io::Result<TlsS
         failed: false,
     };
     loop {
-        let driven = s.drive(Action::Nothing);
+        let driven = s.drive(Action::Nothing, None);
         if driven.is_err() {
             s.queue_alert();
         }
@@ -109,9 +109,10 @@ pub async fn accept(io: TcpStream, config: Arc<ServerConfig>) -> io::Result<TlsS
 }
 
 impl TlsStream {
-    /// Lets rustls process the ciphertext received so far, queueing what it decrypts and what it wants sent,
-    /// until it needs more data or application data may be sent; then does `action`.
-    fn drive(&mut self, mut action: Action<'_>) -> io::Result<Driven> {
+    /// Lets rustls process the ciphertext received so far, queueing what it wants sent and what it decrypts
+    /// (into `reader`'s buffer while that has room and nothing else waits to be read, saving a copy), until
+    /// it needs more data or application data may be sent; then does `action`.
+    fn drive(&mut self, mut action: Action<'_>, mut reader: Option<&mut ReadBuf<'_>>) -> io::Result<Driven> {
         if self.failed {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -133,7 +134,13 @@ impl TlsStream {
                             tls_error(e)
                         })?;
                         discard += record.discard;
-                        self.plaintext.extend_from_slice(record.payload);
+                        let mut payload = record.payload;
+                        if let Some(buf) = reader.as_deref_mut().filter(|_| self.plaintext.is_empty()) {
+                            let n = payload.len().min(buf.remaining());
+                            buf.put_slice(&payload[..n]);
+                            payload = &payload[n..];
+                        }
+                        self.plaintext.extend_from_slice(payload);
                     }
                     None
                 }
@@ -239,7 +246,14 @@ impl TlsStream {
                     "TLS message larger than any a client may send",
                 )));
             }
-            self.incoming.reserve(READ_SIZE);
+            // Room for the rest of the record under way, if its header is in, so that a large record is read
+            // in one go rather than grown into 4 KB at a time.
+            let record_rest = match self.incoming.get(..5) {
+                Some(header) => (5 + usize::from(u16::from_be_bytes([header[3], header[4]])))
+                    .saturating_sub(self.incoming.len()),
+                None => 0,
+            };
+            self.incoming.reserve(READ_SIZE.max(record_rest));
             match self.io.try_read_buf(&mut self.incoming) {
                 Ok(n) => return Poll::Ready(Ok(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -277,7 +291,11 @@ impl AsyncRead for TlsStream {
             if this.read_closed {
                 return Poll::Ready(Ok(()));
             }
-            this.drive(Action::Nothing)?;
+            let filled = buf.filled().len();
+            this.drive(Action::Nothing, Some(buf))?;
+            if buf.filled().len() > filled {
+                return Poll::Ready(Ok(()));
+            }
             if this.plaintext_read < this.plaintext.len() || this.read_closed {
                 continue;
             }
@@ -316,7 +334,7 @@ impl AsyncWrite for TlsStream {
             )));
         }
         let data = &data[..data.len().min(MAX_WRITE)];
-        match this.drive(Action::Encrypt(data))? {
+        match this.drive(Action::Encrypt(data), None)? {
             Driven::Traffic => {}
             Driven::Blocked => {
                 return Poll::Ready(Err(io::Error::new(
@@ -348,7 +366,7 @@ impl AsyncWrite for TlsStream {
         let this = self.get_mut();
         if !this.close_queued {
             this.close_queued = true;
-            if this.drive(Action::CloseNotify)? != Driven::Traffic {
+            if this.drive(Action::CloseNotify, None)? != Driven::Traffic {
                 // No close_notify can be sent (the handshake never finished, or both sides already closed).
                 tracing::trace!("TLS shutdown without close_notify");
             }
