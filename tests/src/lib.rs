@@ -652,6 +652,41 @@ pub fn daemon_binary() -> PathBuf {
     server_binary().with_file_name(format!("pinchatd-e2e{}", std::env::consts::EXE_SUFFIX))
 }
 
+/// A self-signed certificate for `localhost` and `127.0.0.1`, written as PEM files in its own directory,
+/// for a server started with TLS.
+pub struct TlsFiles {
+    pub cert: rcgen::CertifiedKey<rcgen::KeyPair>,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsFiles {
+    pub fn generate() -> TlsFiles {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("a self-signed certificate");
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+        std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+        TlsFiles {
+            cert,
+            cert_path,
+            key_path,
+            _dir: dir,
+        }
+    }
+
+    /// The server configuration's `[tls]` table naming these files.
+    pub fn config(&self) -> String {
+        format!(
+            "[tls]\ncert = {:?}\nkey = {:?}\n",
+            self.cert_path.display().to_string(),
+            self.key_path.display().to_string()
+        )
+    }
+}
+
 /// A running `pinchatd` with its own data directory and socket, using the session's real Secret
 /// Service (run the tests with `cargo xtask test`, which provides one).
 pub struct Daemon {

@@ -7,20 +7,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn serves_https_with_the_configured_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let s = Server::start_with(&format!(
-        "[tls]\ncert = {:?}\nkey = {:?}\n",
-        cert_path.display().to_string(),
-        key_path.display().to_string()
-    ))
-    .await;
+    let tls = pinchat_tests::TlsFiles::generate();
+    let s = Server::start_with(&tls.config()).await;
 
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
+    roots.add(tls.cert.cert.der().clone()).unwrap();
     let config =
         rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()

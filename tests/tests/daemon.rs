@@ -1190,17 +1190,8 @@ async fn messages_waiting_when_a_contact_is_pinned_are_backlog_and_later_ones_ar
 /// `SSL_CERT_FILE`, as it would a company's CA; a daemon that does not trust it gets a clear error.
 #[tokio::test]
 async fn a_widget_works_against_a_server_that_speaks_only_tls() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let s = Server::start_with(&format!(
-        "[tls]\ncert = {:?}\nkey = {:?}\n",
-        cert_path.display().to_string(),
-        key_path.display().to_string()
-    ))
-    .await;
+    let tls = pinchat_tests::TlsFiles::generate();
+    let s = Server::start_with(&tls.config()).await;
     let base = format!("https://localhost:{}", s.addr.port());
     let login = Login {
         server: base.clone(),
@@ -1218,7 +1209,7 @@ async fn a_widget_works_against_a_server_that_speaks_only_tls() {
     println!("a daemon that does not trust the certificate: {e}");
     assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
 
-    let d = Daemon::start_with_env(&[("SSL_CERT_FILE", cert_path.as_os_str())]);
+    let d = Daemon::start_with_env(&[("SSL_CERT_FILE", tls.cert_path.as_os_str())]);
     let mut client = d.client().await;
     let mut events = client.notifications().unwrap();
     client
@@ -1237,7 +1228,7 @@ async fn a_widget_works_against_a_server_that_speaks_only_tls() {
 
     // Alice writes over HTTPS; the message reaches the widget over the daemon's wss stream.
     let https = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(tls.cert.cert.pem().as_bytes()).unwrap())
         .build()
         .unwrap();
     let alice_login: pinchat_proto::http::LoginResponse = https

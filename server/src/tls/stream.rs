@@ -145,10 +145,8 @@ impl TlsStream {
                     None
                 }
                 Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    append(&mut self.outgoing, READ_SIZE, |out| match data.encode(out) {
-                        Ok(n) => Ok(n),
-                        Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
-                        Err(EncodeError::AlreadyEncoded) => Err(None),
+                    append(&mut self.outgoing, READ_SIZE, |out| {
+                        data.encode(out).map_err(encode_room)
                     })?;
                     None
                 }
@@ -162,16 +160,10 @@ impl TlsStream {
                     match std::mem::replace(&mut action, Action::Nothing) {
                         Action::Nothing => {}
                         Action::Encrypt(data) => append(&mut self.outgoing, sealed_len(data.len()), |out| {
-                            traffic.encrypt(data, out).map_err(|e| match e {
-                                EncryptError::InsufficientSize(s) => Some(s.required_size),
-                                _ => None,
-                            })
+                            traffic.encrypt(data, out).map_err(encrypt_room)
                         })?,
                         Action::CloseNotify => append(&mut self.outgoing, 64, |out| {
-                            traffic.queue_close_notify(out).map_err(|e| match e {
-                                EncryptError::InsufficientSize(s) => Some(s.required_size),
-                                _ => None,
-                            })
+                            traffic.queue_close_notify(out).map_err(encrypt_room)
                         })?,
                     }
                     Some(Driven::Traffic)
@@ -211,10 +203,8 @@ impl TlsStream {
     fn queue_alert(&mut self) {
         let status = self.conn.process_tls_records(&mut self.incoming);
         if let Ok(ConnectionState::EncodeTlsData(mut data)) = status.state {
-            let encoded = append(&mut self.outgoing, 64, |out| match data.encode(out) {
-                Ok(n) => Ok(n),
-                Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
-                Err(EncodeError::AlreadyEncoded) => Err(None),
+            let encoded = append(&mut self.outgoing, 64, |out| {
+                data.encode(out).map_err(encode_room)
             });
             // Sending the alert is a courtesy; the connection fails with the original error either way.
             drop(encoded);
@@ -405,6 +395,22 @@ fn append(
     }
 }
 
+/// The room an encoding asked for, for [`append`]; `None` for any other failure.
+fn encode_room(e: EncodeError) -> Option<usize> {
+    match e {
+        EncodeError::InsufficientSize(s) => Some(s.required_size),
+        EncodeError::AlreadyEncoded => None,
+    }
+}
+
+/// The room an encryption asked for, for [`append`]; `None` for any other failure.
+fn encrypt_room(e: EncryptError) -> Option<usize> {
+    match e {
+        EncryptError::InsufficientSize(s) => Some(s.required_size),
+        _ => None,
+    }
+}
+
 /// Room for `len` bytes of application data once encrypted: each record of at most 16 KB gains a header, a
 /// tag and (TLS 1.3) its content type or (TLS 1.2) an explicit nonce, under 64 bytes in all.
 fn sealed_len(len: usize) -> usize {
@@ -449,15 +455,13 @@ mod tests {
         (listener, client)
     }
 
-    /// Bytes that differ from one position to the next, so a reordering or a lost piece shows.
-    fn pattern(len: usize) -> Vec<u8> {
-        (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
-    }
-
-    async fn round_trip(versions: &[&'static rustls::SupportedProtocolVersion]) {
-        let (_dir, config, connector) = configs(versions);
+    /// A finished handshake: the server's stream and the client's.
+    async fn connected(
+        config: Arc<ServerConfig>,
+        connector: &tokio_rustls::TlsConnector,
+    ) -> (TlsStream, tokio_rustls::client::TlsStream<TcpStream>) {
         let (listener, tcp) = pair().await;
-        let (server, client) = tokio::join!(
+        tokio::join!(
             async { accept(listener.accept().await.unwrap().0, config).await.unwrap() },
             async {
                 connector
@@ -465,8 +469,17 @@ mod tests {
                     .await
                     .unwrap()
             }
-        );
-        let (mut server, mut client) = (server, client);
+        )
+    }
+
+    /// Bytes that differ from one position to the next, so a reordering or a lost piece shows.
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    async fn round_trip(versions: &[&'static rustls::SupportedProtocolVersion]) {
+        let (_dir, config, connector) = configs(versions);
+        let (mut server, mut client) = connected(config, &connector).await;
         assert_eq!(
             server.buffered_capacity(),
             0,
@@ -598,17 +611,7 @@ mod tests {
     #[tokio::test]
     async fn a_forged_record_after_the_handshake_fails_the_stream_for_good() {
         let (_dir, config, connector) = configs(&[&rustls::version::TLS13]);
-        let (listener, tcp) = pair().await;
-        let (server, client) = tokio::join!(
-            async { accept(listener.accept().await.unwrap().0, config).await.unwrap() },
-            async {
-                connector
-                    .connect("localhost".try_into().unwrap(), tcp)
-                    .await
-                    .unwrap()
-            }
-        );
-        let (mut server, mut client) = (server, client);
+        let (mut server, mut client) = connected(config, &connector).await;
         // An application-data record that no key encrypted, written under the client's TLS layer.
         client.get_mut().0.write_all(&[23, 3, 3, 0, 20]).await.unwrap();
         client.get_mut().0.write_all(&[0x5a; 20]).await.unwrap();
