@@ -69,13 +69,21 @@ pub enum ErrorCode {
     CallGlare,
     /// No live call of that number has this stream as a party.
     CallNotFound,
+    /// This server runs no XMPP gateway (no gateway key configured, or cluster mode).
+    XmppUnavailable,
+    /// The XMPP server refused the JID and password.
+    XmppAuthFailed,
+    /// The XMPP server could not be reached (DNS, connection, TLS).
+    XmppUnreachable,
+    /// The account has no linked XMPP account.
+    XmppNotLinked,
     /// A code this version of the protocol crate does not know.
     Other(String),
 }
 
 impl ErrorCode {
     /// Every known code, for documentation tests and exhaustive tables.
-    pub const KNOWN: [ErrorCode; 30] = [
+    pub const KNOWN: [ErrorCode; 34] = [
         ErrorCode::MissingKey,
         ErrorCode::InvalidKey,
         ErrorCode::BadCredentials,
@@ -106,6 +114,10 @@ impl ErrorCode {
         ErrorCode::CallBusy,
         ErrorCode::CallGlare,
         ErrorCode::CallNotFound,
+        ErrorCode::XmppUnavailable,
+        ErrorCode::XmppAuthFailed,
+        ErrorCode::XmppUnreachable,
+        ErrorCode::XmppNotLinked,
     ];
 
     /// The stable string form.
@@ -141,6 +153,10 @@ impl ErrorCode {
             ErrorCode::CallBusy => "call.busy",
             ErrorCode::CallGlare => "call.glare",
             ErrorCode::CallNotFound => "call.not_found",
+            ErrorCode::XmppUnavailable => "xmpp.unavailable",
+            ErrorCode::XmppAuthFailed => "xmpp.auth_failed",
+            ErrorCode::XmppUnreachable => "xmpp.unreachable",
+            ErrorCode::XmppNotLinked => "xmpp.not_linked",
             ErrorCode::Other(s) => s,
         }
     }

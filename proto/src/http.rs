@@ -268,3 +268,55 @@ pub struct CallRecord {
     /// `cancelled`, `unavailable` or `connection_lost` (the caller's link) before.
     pub reason: crate::stream::CallEnd,
 }
+
+/// `PUT /v1/xmpp`: link an existing XMPP account, whose roster then appears among the contacts (logins
+/// `xmpp:<jid>#<owner>`). The server logs in once before answering, so a wrong password or an
+/// unreachable server is an error here (`xmpp.auth_failed`, `xmpp.unreachable`), and nothing is stored.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+pub struct XmppLinkRequest {
+    /// The XMPP account's bare JID (`alice@example.org`).
+    pub jid: String,
+    /// Its password: sealed at rest with the server's gateway key, never logged, never returned.
+    pub password: String,
+    /// `host:port` of the XMPP server when it is not found through the domain's DNS SRV records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+}
+
+impl std::fmt::Debug for XmppLinkRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XmppLinkRequest")
+            .field("jid", &self.jid)
+            .field("password", &"…")
+            .field("server", &self.server)
+            .finish()
+    }
+}
+
+/// Where the gateway's session with a linked XMPP account stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum XmppState {
+    /// Logging in or reconnecting; contacts show offline with a status saying so.
+    Connecting,
+    /// Logged in: roster, presence and messages flow.
+    Online,
+    /// The XMPP server cannot be reached just now; the gateway keeps trying (every 1 s to 30 s).
+    Unreachable,
+    /// The XMPP server refused the password (changed since linking): link again with the new one.
+    AuthFailed,
+}
+
+/// `GET /v1/xmpp` and the answer to `PUT /v1/xmpp`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct XmppLinkStatus {
+    /// The linked bare JID.
+    pub jid: String,
+    /// The session's state.
+    pub state: XmppState,
+    /// What went wrong last, for a person to read (`unreachable`, `auth_failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How many contacts the linked roster holds.
+    pub contacts: u32,
+}

@@ -195,6 +195,12 @@ pub fn main() -> std::process::ExitCode {
 async fn real_main(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref())?;
     // The TURN secret is best kept out of files: the environment wins.
+    if let Some(key) = std::env::var_os("PINCHAT_GATEWAY_KEY") {
+        let key = key
+            .into_string()
+            .map_err(|_| anyhow::anyhow!("PINCHAT_GATEWAY_KEY is not valid UTF-8"))?;
+        config.gateway_key = Some(crate::config::Secret(key));
+    }
     if let Some(secret) = std::env::var_os("PINCHAT_TURN_SECRET") {
         let secret = secret
             .into_string()

@@ -60,6 +60,9 @@ pub struct Config {
     pub limits: Limits,
     /// STUN and TURN servers handed to callers (`GET /v1/ice`).
     pub ice: IceSettings,
+    /// The XMPP gateway's key: 32 bytes, base64, sealing linked accounts' XMPP passwords at rest. Also
+    /// read from `PINCHAT_GATEWAY_KEY`. Without it the gateway is off (`xmpp.unavailable`).
+    pub gateway_key: Option<Secret>,
 }
 
 /// Where calls' media may go. See docs/operations.md, *Calls: STUN and TURN*.
@@ -159,6 +162,7 @@ impl Default for Config {
             node_name: None,
             node_lease_secs: 15,
             tls: None,
+            gateway_key: None,
             insecure_plaintext: false,
             metrics: true,
             log_format: LogFormat::Text,
@@ -302,6 +306,15 @@ impl Config {
         ];
         for (ok, message) in checks {
             anyhow::ensure!(ok, "invalid configuration: {message}");
+        }
+        if let Some(key) = &self.gateway_key {
+            crate::gateway::seal::Sealer::from_base64(&key.0)
+                .map_err(|e| anyhow::anyhow!("invalid configuration: gateway_key {e}"))?;
+            anyhow::ensure!(
+                self.store.is_none(),
+                "invalid configuration: gateway_key: the XMPP gateway runs only on a server with an embedded \
+                 (SQLite) store, not in cluster mode"
+            );
         }
         anyhow::ensure!(
             self.key_ttl_days >= 1,

@@ -59,6 +59,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/changes", get(changes))
         .route("/stream", get(stream))
         .route("/ice", get(ice))
+        .route("/xmpp", get(xmpp_status).put(xmpp_link).delete(xmpp_unlink))
         .layer(middleware::from_fn(check_version));
     let mut router = Router::new().route("/healthz", get(healthz)).nest("/v1", v1);
     if app.api.config.metrics {
@@ -112,7 +113,10 @@ pub fn status_of(code: &ErrorCode) -> StatusCode {
     match code {
         MissingKey | InvalidKey | BadCredentials => StatusCode::UNAUTHORIZED,
         AccountDisabled | PinNotContact | MessageNotContact | CallNotContact => StatusCode::FORBIDDEN,
-        NotFound | CallNotFound => StatusCode::NOT_FOUND,
+        NotFound | CallNotFound | XmppNotLinked => StatusCode::NOT_FOUND,
+        XmppAuthFailed => StatusCode::UNPROCESSABLE_ENTITY,
+        XmppUnreachable => StatusCode::BAD_GATEWAY,
+        XmppUnavailable => StatusCode::NOT_IMPLEMENTED,
         AccountExists | CallBusy | CallGlare | CallUnavailable => StatusCode::CONFLICT,
         BodyTooLarge | FrameTooLarge | TextTooLong => StatusCode::PAYLOAD_TOO_LARGE,
         RateLimited | TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
@@ -523,6 +527,23 @@ async fn ice(State(app): State<Arc<App>>, authed: Authed) -> Json<pinchat_proto:
         authed.account,
         crate::util::now_ms() / 1000,
     ))
+}
+
+async fn xmpp_link(
+    State(app): State<Arc<App>>,
+    authed: Authed,
+    Body(req): Body<XmppLinkRequest>,
+) -> Result<Json<XmppLinkStatus>> {
+    Ok(Json(app.gateway.link(authed.account, req).await?))
+}
+
+async fn xmpp_status(State(app): State<Arc<App>>, authed: Authed) -> Result<Json<XmppLinkStatus>> {
+    Ok(Json(app.gateway.status(authed.account)?))
+}
+
+async fn xmpp_unlink(State(app): State<Arc<App>>, authed: Authed) -> Result<StatusCode> {
+    app.gateway.unlink(authed.account).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn contacts(State(app): State<Arc<App>>, authed: Authed) -> Result<Json<ContactList>> {

@@ -11,6 +11,7 @@
 //! - [`calls`]: the signalling of voice and video calls (the hub owns it; media never passes here).
 //! - [`ice`]: the STUN and TURN servers (with TURN-REST credentials) handed to callers.
 //! - [`auth`]: passwords, keys, login rate limits. [`tls`]: rustls termination.
+//! - [`gateway`]: the XMPP gateway (a linked XMPP account's roster as contacts).
 //! - [`config`], [`metrics`], [`admin`] and [`demo`]: operations.
 //!
 //! The binary is a thin wrapper: the caller binds the listener and owns the shutdown token, so tests run
@@ -25,6 +26,7 @@ pub mod calls;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod gateway;
 pub mod http;
 pub mod hub;
 pub mod ice;
@@ -56,6 +58,8 @@ pub struct App {
     pub api: Api,
     /// The subscription registry.
     pub hub: HubHandle,
+    /// Linked XMPP accounts' sessions.
+    pub gateway: Arc<gateway::Gateway>,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
     /// Tracks stream tasks so that shutdown can wait for them.
@@ -127,9 +131,24 @@ pub async fn run(
     config.validate()?;
     let config = Arc::new(config);
     let local = listener.local_addr()?;
-    let (feed_tx, feed_rx) = tokio::sync::mpsc::channel(256);
+    let (feed_tx, mut store_feed) = tokio::sync::mpsc::channel::<store::ChangeBatch>(256);
     let (store, writer) = open_store(&config, Some(feed_tx)).await?;
     let tracker = TaskTracker::new();
+    // The feed passes the gateway on its way to the hub: a message written to an XMPP contact rings
+    // the session that forwards it (without blocking, and without a copy).
+    let shadows = gateway::Shadows::default();
+    let (hub_feed, feed_rx) = tokio::sync::mpsc::channel(256);
+    {
+        let shadows = shadows.clone();
+        tracker.spawn(async move {
+            while let Some(batch) = store_feed.recv().await {
+                shadows.observe(&batch);
+                if hub_feed.send(batch).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
     let metrics = Arc::new(Metrics::default());
     let hub_config = HubConfig {
         max_per_account: config.limits.max_connections_per_account,
@@ -163,6 +182,14 @@ pub async fn run(
             .unwrap_or(NonZeroU32::MIN),
     };
     let auth = Auth::new(store.clone(), config.key_ttl(), limits);
+    let gateway = Arc::new(gateway::Gateway::new(
+        store.clone(),
+        &config,
+        shadows,
+        shutdown.clone(),
+        tracker.clone(),
+    )?);
+    gateway.start().await?;
     let app = Arc::new(App {
         api: Api {
             store,
@@ -171,6 +198,7 @@ pub async fn run(
             metrics,
         },
         hub,
+        gateway,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
     });

@@ -189,6 +189,42 @@ pub struct ChangeBatch {
     pub changes: Vec<Change>,
 }
 
+/// A pinchat account's link to an XMPP account, held by the gateway ([`crate::gateway`]).
+#[derive(Clone, Debug)]
+pub struct GatewayLink {
+    /// The pinchat account.
+    pub owner: AccountId,
+    /// The XMPP account's bare JID.
+    pub jid: String,
+    /// `host:port` to connect to instead of looking the domain up in DNS.
+    pub server: Option<String>,
+    /// The XMPP password, sealed with the gateway's key ([`crate::gateway::seal`]); never in clear.
+    pub sealed_password: Vec<u8>,
+    /// Every message the owner sent to an XMPP contact up to this id has been accepted by the XMPP
+    /// server (acknowledged through stream management); later ones are forwarded after a reconnect.
+    pub sent_up_to: MessageId,
+}
+
+/// A contact of a linked XMPP roster, represented by a pinchat account only its owner sees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayContact {
+    /// The contact's bare JID.
+    pub jid: String,
+    /// The pinchat account standing for it.
+    pub account: AccountId,
+}
+
+/// A message the owner of a link wrote to an XMPP contact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The message (and its cursor: ids grow with time).
+    pub id: MessageId,
+    /// The contact's bare JID.
+    pub jid: String,
+    /// The text.
+    pub text: String,
+}
+
 /// Store failures, in terms a caller can act on.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
@@ -312,6 +348,20 @@ where
     }
 }
 
+/// What a store without the gateway's tables answers.
+fn gateway_unsupported() -> StoreError {
+    StoreError::Invalid("the XMPP gateway runs only on a server with an embedded (SQLite) store".into())
+}
+
+/// The login of the account standing for XMPP contact `jid` of `owner`: the `xmpp:` prefix marks it
+/// (native logins cannot contain `:`), the fragment keeps two owners' views of one JID apart.
+pub fn gateway_login(owner: AccountId, jid: &str) -> String {
+    format!("xmpp:{jid}#{}", owner.0)
+}
+
+/// The password hash of gateway contacts' accounts: not a PHC string, so no password matches it.
+pub const NO_PASSWORD: &str = "!gateway";
+
 /// Result alias for store calls.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -413,6 +463,49 @@ pub trait Store: Send + Sync + 'static {
         before: Option<u64>,
         limit: u32,
     ) -> StoreResult<CallHistoryPage>;
+
+    /// Every XMPP link (the gateway starts a session for each).
+    async fn gateway_links(&self) -> StoreResult<Vec<GatewayLink>> {
+        Err(gateway_unsupported())
+    }
+    /// Creates or replaces `link.owner`'s link. `sent_up_to` is ignored: a new link starts after the
+    /// newest message stored, so nothing written before it is forwarded.
+    async fn put_gateway_link(&self, link: GatewayLink) -> StoreResult<()> {
+        let _ = link;
+        Err(gateway_unsupported())
+    }
+    /// Deletes `owner`'s link and its roster rows (the contacts' accounts and history stay); `false`
+    /// when there was none.
+    async fn delete_gateway_link(&self, owner: AccountId) -> StoreResult<bool> {
+        let _ = owner;
+        Err(gateway_unsupported())
+    }
+    /// Records that `owner`'s messages to XMPP contacts up to `up_to` were accepted by the XMPP server.
+    async fn set_gateway_sent(&self, owner: AccountId, up_to: MessageId) -> StoreResult<()> {
+        let _ = (owner, up_to);
+        Err(gateway_unsupported())
+    }
+    /// The XMPP contacts of `owner`'s link.
+    async fn gateway_contacts(&self, owner: AccountId) -> StoreResult<Vec<GatewayContact>> {
+        let _ = owner;
+        Err(gateway_unsupported())
+    }
+    /// Makes `jid` a contact of `owner`: finds or creates the account standing for it (login
+    /// `xmpp:<jid>#<owner>`, which cannot log in), links the two and updates its display name.
+    async fn add_gateway_contact(&self, owner: AccountId, jid: &str, name: &str) -> StoreResult<AccountId> {
+        let _ = (owner, jid, name);
+        Err(gateway_unsupported())
+    }
+    /// Up to `limit` messages `owner` wrote to its XMPP contacts after `after`, oldest first.
+    async fn gateway_outbox(
+        &self,
+        owner: AccountId,
+        after: MessageId,
+        limit: u32,
+    ) -> StoreResult<Vec<Outgoing>> {
+        let _ = (owner, after, limit);
+        Err(gateway_unsupported())
+    }
 
     /// The state of `pins` for `account`: full when `since` is `None` or unusable, otherwise what changed
     /// after `since.cursor`. Fails with [`StoreError::PinNotContact`] when a pin is not a contact.

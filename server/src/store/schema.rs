@@ -104,6 +104,23 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX calls_pair ON calls (caller, callee, id);
     "#,
+    // 3: the XMPP gateway. One link per pinchat account (the XMPP password sealed with the gateway's
+    // key), and the roster: which pinchat account stands for which JID of the owner's XMPP roster.
+    r#"
+    CREATE TABLE gateway_links (
+        owner       INTEGER PRIMARY KEY REFERENCES accounts (id),
+        jid         TEXT NOT NULL,
+        server      TEXT,
+        password    BLOB NOT NULL,
+        sent_up_to  INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE gateway_contacts (
+        owner   INTEGER NOT NULL REFERENCES accounts (id),
+        jid     TEXT NOT NULL,
+        account INTEGER NOT NULL UNIQUE REFERENCES accounts (id),
+        PRIMARY KEY (owner, jid)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1289,6 +1289,148 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn gateway_links(&self) -> StoreResult<Vec<GatewayLink>> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT owner, jid, server, password, sent_up_to FROM gateway_links")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(GatewayLink {
+                    owner: aid(r, 0)?,
+                    jid: r.get(1)?,
+                    server: r.get(2)?,
+                    sealed_password: r.get(3)?,
+                    sent_up_to: MessageId(r.get::<_, i64>(4)? as u64),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn put_gateway_link(&self, link: GatewayLink) -> StoreResult<()> {
+        self.write(move |ctx| {
+            account_exists(ctx.conn, link.owner)?;
+            ctx.conn
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO gateway_links (owner, jid, server, password, sent_up_to)
+                     VALUES (?1, ?2, ?3, ?4, (SELECT coalesce(max(id), 0) FROM messages))",
+                )?
+                .execute(params![
+                    link.owner.0 as i64,
+                    link.jid,
+                    link.server,
+                    link.sealed_password
+                ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_gateway_link(&self, owner: AccountId) -> StoreResult<bool> {
+        self.write(move |ctx| {
+            let n = ctx
+                .conn
+                .prepare_cached("DELETE FROM gateway_links WHERE owner = ?1")?
+                .execute([owner.0 as i64])?;
+            ctx.conn
+                .prepare_cached("DELETE FROM gateway_contacts WHERE owner = ?1")?
+                .execute([owner.0 as i64])?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn set_gateway_sent(&self, owner: AccountId, up_to: MessageId) -> StoreResult<()> {
+        self.write(move |ctx| {
+            ctx.conn
+                .prepare_cached("UPDATE gateway_links SET sent_up_to = max(sent_up_to, ?2) WHERE owner = ?1")?
+                .execute(params![owner.0 as i64, sql_id(up_to.0)])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn gateway_contacts(&self, owner: AccountId) -> StoreResult<Vec<GatewayContact>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached("SELECT jid, account FROM gateway_contacts WHERE owner = ?1")?;
+            let rows = stmt.query_map([owner.0 as i64], |r| {
+                Ok(GatewayContact {
+                    jid: r.get(0)?,
+                    account: aid(r, 1)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn add_gateway_contact(&self, owner: AccountId, jid: &str, name: &str) -> StoreResult<AccountId> {
+        let (jid, name) = (jid.to_owned(), name.to_owned());
+        self.write(move |ctx| {
+            account_exists(ctx.conn, owner)?;
+            let login = gateway_login(owner, &jid);
+            let existing: Option<(i64, String)> = ctx
+                .conn
+                .prepare_cached("SELECT id, name FROM accounts WHERE login = ?1")?
+                .query_row([&login], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let id = match existing {
+                Some((id, current)) => {
+                    if current != name {
+                        let s = ctx.stamp();
+                        ctx.conn
+                            .prepare_cached("UPDATE accounts SET name = ?2, name_v = ?3, v = ?3 WHERE id = ?1")?
+                            .execute(params![id, name, s])?;
+                    }
+                    id
+                }
+                None => {
+                    let s = ctx.stamp();
+                    ctx.conn
+                        .prepare_cached(
+                            "INSERT INTO accounts (login, password_hash, disabled, created_at, name, name_v, avatar_v,
+                                                   signature, signature_v, description_v, state_v, status_v, v)
+                             VALUES (?1, ?2, 1, ?3, ?4, ?5, ?5, ?6, ?5, ?5, ?5, ?5, ?5)",
+                        )?
+                        .execute(params![login, NO_PASSWORD, now_ms(), name, s, format!("XMPP: {jid}")])?;
+                    ctx.conn.last_insert_rowid()
+                }
+            };
+            ctx.conn
+                .prepare_cached("INSERT OR IGNORE INTO contacts (account, contact) VALUES (?1, ?2), (?2, ?1)")?
+                .execute(params![owner.0 as i64, id])?;
+            ctx.conn
+                .prepare_cached("INSERT OR REPLACE INTO gateway_contacts (owner, jid, account) VALUES (?1, ?2, ?3)")?
+                .execute(params![owner.0 as i64, jid, id])?;
+            Ok(AccountId(id as u64))
+        })
+        .await
+    }
+
+    async fn gateway_outbox(
+        &self,
+        owner: AccountId,
+        after: MessageId,
+        limit: u32,
+    ) -> StoreResult<Vec<Outgoing>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT m.id, g.jid, m.text FROM gateway_contacts g
+                 JOIN messages m ON m.recipient = g.account AND m.sender = g.owner AND m.id > ?2
+                 WHERE g.owner = ?1 ORDER BY m.id LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![owner.0 as i64, sql_id(after.0), i64::from(limit)], |r| {
+                Ok(Outgoing {
+                    id: MessageId(r.get::<_, i64>(0)? as u64),
+                    jid: r.get(1)?,
+                    text: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
     async fn sync(
         &self,
         account: AccountId,
