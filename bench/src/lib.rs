@@ -11,6 +11,8 @@ pub mod footprint;
 pub mod latency;
 #[cfg(unix)]
 pub mod postgres;
+#[cfg(target_os = "linux")]
+pub mod prosody;
 pub mod proxy;
 pub mod reliability;
 pub mod scale;

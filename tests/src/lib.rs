@@ -19,6 +19,8 @@ pub mod desktop;
 /// A private PostgreSQL server (shared with the cluster benchmark).
 #[cfg(unix)]
 pub use pinchat_bench::postgres;
+#[cfg(target_os = "linux")]
+pub use pinchat_bench::prosody;
 
 use futures_util::{SinkExt, StreamExt};
 use pinchat_proto::codec::{self, Encoding};
@@ -84,6 +86,8 @@ pub struct Server {
     /// HTTP client.
     pub http: reqwest::Client,
     stderr_log: PathBuf,
+    /// Extra environment of the server process.
+    env: Vec<(String, std::ffi::OsString)>,
 }
 
 impl Server {
@@ -105,21 +109,32 @@ impl Server {
         if postgres::selected() {
             return Server::start_on_store(&postgres::Postgres::shared().new_database(), extra).await;
         }
-        Server::start_in(data, None, extra).await
+        Server::start_in(data, None, extra, &[]).await
     }
 
     /// Starts a server on a SQLite file whatever `PINCHAT_TEST_STORE` says (for tests about the file).
     pub async fn start_in_sqlite() -> Server {
-        Server::start_in(None, None, "").await
+        Server::start_in(None, None, "", &[]).await
+    }
+
+    /// Starts a server on a SQLite file with extra configuration and environment (the XMPP gateway,
+    /// which runs only on the embedded store, trusting a test XMPP server through `SSL_CERT_FILE`).
+    pub async fn start_in_sqlite_with(extra: &str, env: &[(&str, &std::ffi::OsStr)]) -> Server {
+        Server::start_in(None, None, extra, env).await
     }
 
     /// Starts a server on the PostgreSQL database `url` as a node of its cluster (seeding the demo world
     /// if the database has none yet): several servers on one `url` are a cluster.
     pub async fn start_on_store(url: &str, extra: &str) -> Server {
-        Server::start_in(None, Some(url), extra).await
+        Server::start_in(None, Some(url), extra, &[]).await
     }
 
-    async fn start_in(data: Option<&Path>, store: Option<&str>, extra: &str) -> Server {
+    async fn start_in(
+        data: Option<&Path>,
+        store: Option<&str>,
+        extra: &str,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = data.unwrap_or(dir.path()).join("pinchat.db");
         let config = dir.path().join("pinchat.toml");
@@ -142,6 +157,10 @@ impl Server {
             dir,
             config,
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_os_string()))
+                .collect(),
         };
         let out = server.admin(&["seed-demo"], None);
         assert!(
@@ -197,6 +216,7 @@ impl Server {
             .arg(&self.config)
             .args(["serve", "--listen", &self.addr.to_string()])
             .env("RUST_LOG", "info,pinchat_server=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

@@ -384,8 +384,9 @@ impl Running {
         self.s.state.send_modify(|s| s.contacts = contacts);
         if full {
             // Announce ourselves: the server then sends the contacts' presences and any messages it
-            // stored while the account was offline.
-            let presence = XmppPresence::available().with_priority(-1);
+            // stored while the account was offline. Priority 0, not negative: a resource of negative
+            // priority is never given messages sent to the bare JID (RFC 6121 §8.5.2.1.1).
+            let presence = XmppPresence::available().with_priority(0);
             self.stream.send(Box::new(presence.into())).await;
             self.online = true;
             self.set_state(XmppState::Online, None).await;
