@@ -218,6 +218,31 @@ async fn a_linked_roster_reaches_a_widget_only_through_its_pins() {
     )
     .await;
 
+    // Carbons: what the account's other XMPP client exchanges with a pinned contact shows here too — a
+    // message to that client's own resource, and one it sent (which is not forwarded a second time).
+    announce(&mut other, None, "").await;
+    let other_jid = other.bound_jid().unwrap().to_string();
+    say(&mut p0, &other_jid, "to-other", "to your other client").await;
+    let m = next_message(&mut widget).await;
+    assert_eq!((m.from, m.text.as_str()), (c0, "to your other client"));
+    say(&mut other, &jid(&contact(0)), "from-other", "from my phone").await;
+    assert_eq!(heard(&mut p0).await, "from my phone");
+    // Prosody queued the carbon to the gateway before the contact even heard the message, so once the
+    // contact's answer reaches the widget the gateway (one task, in order) has stored the carbon.
+    say(&mut p0, &jid("owner"), "got-it", "got it").await;
+    assert_eq!(next_message(&mut widget).await.text, "got it");
+    s.send_text(&demo, c0, "r2", "and from pinchat").await;
+    assert_eq!(heard(&mut p0).await, "and from pinchat", "nothing was sent twice");
+    let history: HistoryPage = s.get(&demo, &format!("/v1/messages/{}", c0.0)).await.unwrap();
+    let mut mine: Vec<&str> = history
+        .messages
+        .iter()
+        .filter(|m| m.to == c0)
+        .map(|m| m.text.as_str())
+        .collect();
+    mine.sort();
+    assert_eq!(mine, ["and from pinchat", "from my phone", "hello from pinchat"]);
+
     // Unlinking closes the session and deletes the credential; the contacts stay, offline, saying so.
     let r = s
         .http

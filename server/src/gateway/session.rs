@@ -386,6 +386,10 @@ impl Running {
             // Announce ourselves: the server then sends the contacts' presences and any messages it
             // stored while the account was offline. Priority 0, not negative: a resource of negative
             // priority is never given messages sent to the bare JID (RFC 6121 §8.5.2.1.1).
+            // Carbons (XEP-0280): copies of what the account's other clients exchange, so the history
+            // here stays in step with theirs.
+            let carbons = Iq::from_set(self.id("carbons"), tokio_xmpp::parsers::carbons::Enable);
+            self.stream.send(Box::new(carbons.into())).await;
             let presence = XmppPresence::available().with_priority(0);
             self.stream.send(Box::new(presence.into())).await;
             self.online = true;
@@ -524,6 +528,82 @@ impl Running {
     }
 
     async fn on_message(&mut self, m: Message) {
+        use tokio_xmpp::parsers::carbons::{Received, Sent};
+        // Only the account's own server sends carbons (from the bare JID of the account, or without
+        // `from`); one from anybody else is a forgery, treated as an ordinary message (it has no body).
+        let own = m.from.as_ref().is_none_or(|f| f.to_bare() == self.s.jid);
+        if own {
+            for p in &m.payloads {
+                if p.is("received", ns::CARBONS)
+                    && let Ok(r) = Received::try_from(p.clone())
+                {
+                    return self.inbound(r.forwarded.message).await;
+                }
+                if p.is("sent", ns::CARBONS)
+                    && let Ok(sent) = Sent::try_from(p.clone())
+                {
+                    return self.sent_elsewhere(sent.forwarded.message).await;
+                }
+            }
+        }
+        self.inbound(m).await;
+    }
+
+    /// The account's contact for `jid`, added when it is not in the roster (so that nothing is dropped).
+    async fn contact_for(&mut self, jid: &BareJid) -> Option<AccountId> {
+        if let Some(&a) = self.contacts.get(jid) {
+            return Some(a);
+        }
+        match self
+            .s
+            .store
+            .add_gateway_contact(self.s.owner, jid.as_str(), jid.as_str())
+            .await
+        {
+            Ok(a) => {
+                self.contacts.insert(jid.clone(), a);
+                self.s.shadows.insert(a, self.s.outbox.clone());
+                Some(a)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot add an XMPP contact");
+                None
+            }
+        }
+    }
+
+    /// A message another client of the account sent to a contact: stored as the owner's, with a client
+    /// id the outbox skips (it is on the XMPP network already).
+    async fn sent_elsewhere(&mut self, m: Message) {
+        let Some(text) = m.bodies.get("").or_else(|| m.bodies.values().next()).cloned() else {
+            return;
+        };
+        let Some(to) = m.to.as_ref().map(|t| t.to_bare()) else {
+            return;
+        };
+        if to == self.s.jid {
+            return;
+        }
+        let Some(account) = self.contact_for(&to).await else {
+            return;
+        };
+        let key = match &m.id {
+            Some(id) => format!("sent\0{to}\0{}", id.0),
+            None => format!("sent\0{}", random_u64()),
+        };
+        let text = truncate(&text, self.s.max_text_bytes);
+        if let Err(e) = self
+            .s
+            .store
+            .send_message(self.s.owner, account, &client_id(&key), &text, now_ms())
+            .await
+        {
+            tracing::warn!(error = %e, "cannot store a message sent by another XMPP client");
+        }
+    }
+
+    /// A message from a contact (or a carbon of one).
+    async fn inbound(&mut self, m: Message) {
         if !matches!(m.type_, MessageType::Chat | MessageType::Normal) {
             return;
         }
@@ -534,27 +614,11 @@ impl Running {
         let Some(from) = m.from.as_ref().map(|f| f.to_bare()) else {
             return;
         };
-        let account = match self.contacts.get(&from) {
-            Some(&a) => a,
-            None => {
-                // Someone outside the roster: they become a contact, so that nothing is dropped.
-                match self
-                    .s
-                    .store
-                    .add_gateway_contact(self.s.owner, from.as_str(), from.as_str())
-                    .await
-                {
-                    Ok(a) => {
-                        self.contacts.insert(from.clone(), a);
-                        self.s.shadows.insert(a, self.s.outbox.clone());
-                        a
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot add the sender of an XMPP message");
-                        return;
-                    }
-                }
-            }
+        if from == self.s.jid {
+            return;
+        }
+        let Some(account) = self.contact_for(&from).await else {
+            return;
         };
         let client_id = match &m.id {
             Some(id) => client_id(&format!("{from}\0{}", id.0)),

@@ -496,7 +496,9 @@ pub trait Store: Send + Sync + 'static {
         let _ = (owner, jid, name);
         Err(gateway_unsupported())
     }
-    /// Up to `limit` messages `owner` wrote to its XMPP contacts after `after`, oldest first.
+    /// Up to `limit` messages `owner` wrote to its XMPP contacts after `after`, oldest first — except
+    /// those whose client id starts with `xmpp:`, which came from the XMPP network (carbons of what the
+    /// owner's other XMPP clients sent).
     async fn gateway_outbox(
         &self,
         owner: AccountId,

@@ -1417,7 +1417,7 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare_cached(
                 "SELECT m.id, g.jid, m.text FROM gateway_contacts g
                  JOIN messages m ON m.recipient = g.account AND m.sender = g.owner AND m.id > ?2
-                 WHERE g.owner = ?1 ORDER BY m.id LIMIT ?3",
+                 WHERE g.owner = ?1 AND m.client_id NOT LIKE 'xmpp:%' ORDER BY m.id LIMIT ?3",
             )?;
             let rows = stmt.query_map(params![owner.0 as i64, sql_id(after.0), i64::from(limit)], |r| {
                 Ok(Outgoing {
