@@ -8,6 +8,8 @@ pub mod call;
 pub mod cluster;
 pub mod fault;
 pub mod footprint;
+#[cfg(target_os = "linux")]
+pub mod gateway;
 pub mod latency;
 #[cfg(unix)]
 pub mod postgres;

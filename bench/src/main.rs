@@ -60,6 +60,10 @@ enum Command {
         /// Also run Prosody (needs `prosody` and Python's `slixmpp`; see bench/run).
         #[arg(long)]
         xmpp: bool,
+        /// Also run pinchat through the XMPP gateway: the contacts on Prosody, the widget on pinchat
+        /// (needs `prosody`; Linux).
+        #[arg(long)]
+        gateway: bool,
         /// Write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -210,6 +214,7 @@ async fn main() -> anyhow::Result<()> {
             message_every,
             seed,
             xmpp,
+            gateway,
             json,
         } => {
             let schedule =
@@ -231,6 +236,15 @@ async fn main() -> anyhow::Result<()> {
             ];
             if xmpp {
                 results.extend(xmpp::run(&schedule, scale)?);
+            }
+            if gateway {
+                #[cfg(target_os = "linux")]
+                results.push(
+                    pinchat_bench::gateway::run(&pinchat_bench::scale::server_binary()?, &schedule, scale)
+                        .await?,
+                );
+                #[cfg(not(target_os = "linux"))]
+                anyhow::bail!("the gateway configuration runs on Linux (it starts Debian's Prosody)");
             }
             report(&schedule, &results);
             if let Some(path) = json {

@@ -74,6 +74,16 @@ impl ServerProcess {
     /// Starts `bin` with the configuration file `config` (TOML), written into `dir`, on an ephemeral
     /// loopback port, and waits until it listens.
     pub fn spawn(bin: &Path, dir: &Path, config: &str) -> anyhow::Result<ServerProcess> {
+        ServerProcess::spawn_with(bin, dir, config, &[])
+    }
+
+    /// [`ServerProcess::spawn`] with extra environment variables.
+    pub fn spawn_with(
+        bin: &Path,
+        dir: &Path,
+        config: &str,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> anyhow::Result<ServerProcess> {
         let config_path = dir.join("server.toml");
         std::fs::write(&config_path, config)?;
         // A profiler may wrap the server (`PINCHAT_BENCH_WRAP=heaptrack`, see BENCHMARKS.md).
@@ -90,6 +100,7 @@ impl ServerProcess {
             .arg(&config_path)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .spawn()?;
         let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));

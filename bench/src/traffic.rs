@@ -242,8 +242,11 @@ where
     }
 }
 
-enum ContactCmd {
+/// What the schedule asks of one contact.
+pub enum ContactCmd {
+    /// Change state.
     State(Presence),
+    /// Send message `m<seq>` to the observer.
     Message(u32),
 }
 
@@ -297,41 +300,109 @@ pub async fn run(schedule: &Schedule, all_pins: bool, scale: f64) -> anyhow::Res
         schedule.pins.iter().map(|&i| world.contacts[i].1).collect()
     };
     // Wait (on a stream outside the proxy) until the server shows every contact online.
-    {
-        let mut check = connect(addr, &world.observer.0).await?;
-        let all: Vec<AccountId> = world.contacts.iter().map(|c| c.1).collect();
-        send(
-            &mut check,
-            &ClientFrame::Subscribe {
-                req: 1,
-                sub: 0,
-                pins: all.clone(),
-                resume: None,
-            },
-        )
-        .await?;
-        let mut online = std::collections::HashSet::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while online.len() < all.len() {
-            anyhow::ensure!(Instant::now() < deadline, "contacts did not all come online");
-            let frame = tokio::time::timeout(Duration::from_secs(30), next(&mut check))
-                .await??
-                .0;
-            let updates = match frame {
-                ServerFrame::Snapshot(s) => s.contacts.into_iter().map(|c| (c.id, c.fields)).collect(),
-                ServerFrame::Delta { contact, fields, .. } => vec![(contact, fields)],
-                _ => vec![],
-            };
-            for (id, fields) in updates {
-                if fields.contains(&Field::State(Presence::Online)) {
-                    online.insert(id);
-                }
+    let all: Vec<AccountId> = world.contacts.iter().map(|c| c.1).collect();
+    wait_all_online(addr, &world.observer.0, &all).await?;
+
+    let (proxy, observe, stop) =
+        observe(addr, &world.observer.0, pins, schedule, scale, sent_at.clone()).await?;
+    let initial = proxy.initial;
+    let proxy = proxy.proxy;
+
+    let mut m = replay(schedule, scale, &drivers, stop, observe).await?;
+    m.name = if all_pins {
+        "(b) pinchat, all 500 contacts".into()
+    } else {
+        format!("(a) pinchat, {} pins", schedule.pins.len())
+    };
+    m.initial_bytes = initial;
+    m.run_bytes = proxy.bytes_down() - initial;
+    m.window_minutes = schedule.window_secs / 60.0;
+    drop(drivers);
+    drop(server);
+    Ok(m)
+}
+
+/// Replays the schedule at the time scale through the contacts' drivers, then lets the last events
+/// arrive (the observer stops by itself after the last message, or 10 s after the window) and returns
+/// what the observer counted.
+pub async fn replay(
+    schedule: &Schedule,
+    scale: f64,
+    drivers: &[mpsc::Sender<ContactCmd>],
+    stop: CancellationToken,
+    observe: tokio::task::JoinHandle<Measured>,
+) -> anyhow::Result<Measured> {
+    let start = tokio::time::Instant::now();
+    for e in &schedule.events {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(e.t / scale)).await;
+        let cmd = match (&e.state, e.seq) {
+            (Some(state), _) => ContactCmd::State(state.parse().map_err(|e: String| anyhow::anyhow!(e))?),
+            (None, Some(seq)) => ContactCmd::Message(seq),
+            _ => continue,
+        };
+        drivers[e.contact].send(cmd).await?;
+    }
+    tokio::time::sleep_until(start + Duration::from_secs_f64(schedule.window_secs / scale)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), stop.cancelled()).await;
+    stop.cancel();
+    Ok(observe.await?)
+}
+
+/// Waits until a subscription of `key` to `all` shows every one of them online.
+pub async fn wait_all_online(addr: SocketAddr, key: &str, all: &[AccountId]) -> anyhow::Result<()> {
+    let mut check = connect(addr, key).await?;
+    send(
+        &mut check,
+        &ClientFrame::Subscribe {
+            req: 1,
+            sub: 0,
+            pins: all.to_vec(),
+            resume: None,
+        },
+    )
+    .await?;
+    let mut online = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while online.len() < all.len() {
+        anyhow::ensure!(Instant::now() < deadline, "contacts did not all come online");
+        let frame = tokio::time::timeout(Duration::from_secs(30), next(&mut check))
+            .await??
+            .0;
+        let updates = match frame {
+            ServerFrame::Snapshot(s) => s.contacts.into_iter().map(|c| (c.id, c.fields)).collect(),
+            ServerFrame::Delta { contact, fields, .. } => vec![(contact, fields)],
+            _ => vec![],
+        };
+        for (id, fields) in updates {
+            if fields.contains(&Field::State(Presence::Online)) {
+                online.insert(id);
             }
         }
     }
+    Ok(())
+}
 
+/// The observer's proxy and the bytes it had carried when the initial snapshot was in.
+pub struct Observed {
+    /// The byte counter.
+    pub proxy: CountingProxy,
+    /// Bytes down once the snapshot arrived.
+    pub initial: u64,
+}
+
+/// Subscribes the observer (`key`, behind a byte-counting proxy) to `pins` and counts what arrives in a
+/// task — presence changes, messages (timed against `sent_at`, by the `m<seq>` text) — pinging as a
+/// daemon would, until `stop` or the schedule's last message.
+pub async fn observe(
+    addr: SocketAddr,
+    key: &str,
+    pins: Vec<AccountId>,
+    schedule: &Schedule,
+    scale: f64,
+    sent_at: Arc<Mutex<HashMap<u32, Instant>>>,
+) -> anyhow::Result<(Observed, tokio::task::JoinHandle<Measured>, CancellationToken)> {
     let proxy = CountingProxy::start(addr).await?;
-    let mut observer = connect(proxy.addr, &world.observer.0).await?;
+    let mut observer = connect(proxy.addr, key).await?;
     send(
         &mut observer,
         &ClientFrame::Subscribe {
@@ -353,7 +424,6 @@ pub async fn run(schedule: &Schedule, all_pins: bool, scale: f64) -> anyhow::Res
     let total_messages = schedule.messages() as u64;
     let observe = {
         let stop = stop.clone();
-        let sent_at = sent_at.clone();
         let ping_every = Duration::from_secs_f64(30.0 / scale);
         tokio::spawn(async move {
             let mut m = Measured::default();
@@ -392,31 +462,5 @@ pub async fn run(schedule: &Schedule, all_pins: bool, scale: f64) -> anyhow::Res
         })
     };
 
-    // The driver: replay the schedule at the time scale.
-    let start = tokio::time::Instant::now();
-    for e in &schedule.events {
-        tokio::time::sleep_until(start + Duration::from_secs_f64(e.t / scale)).await;
-        let cmd = match (&e.state, e.seq) {
-            (Some(state), _) => ContactCmd::State(state.parse().map_err(|e: String| anyhow::anyhow!(e))?),
-            (None, Some(seq)) => ContactCmd::Message(seq),
-            _ => continue,
-        };
-        drivers[e.contact].send(cmd).await?;
-    }
-    tokio::time::sleep_until(start + Duration::from_secs_f64(schedule.window_secs / scale)).await;
-    // Let the last events arrive: the observer stops by itself after the last message.
-    let _ = tokio::time::timeout(Duration::from_secs(10), stop.cancelled()).await;
-    stop.cancel();
-    let mut m = observe.await?;
-    m.name = if all_pins {
-        "(b) pinchat, all 500 contacts".into()
-    } else {
-        format!("(a) pinchat, {} pins", schedule.pins.len())
-    };
-    m.initial_bytes = initial;
-    m.run_bytes = proxy.bytes_down() - initial;
-    m.window_minutes = schedule.window_secs / 60.0;
-    drop(drivers);
-    drop(server);
-    Ok(m)
+    Ok((Observed { proxy, initial }, observe, stop))
 }

@@ -437,3 +437,16 @@ async fn linking_errors_are_clear_and_store_nothing() {
     }
     assert!(!String::from_utf8_lossy(&s.stored_bytes()).contains(Prosody::PASSWORD));
 }
+
+/// The traffic benchmark's gateway configuration (`bench/run traffic --gateway`) on a small schedule, so
+/// that it never rots: every message of the pinned contacts went from an XMPP client through Prosody
+/// and the gateway to the widget, and the pinned contacts' state changes reached it.
+#[tokio::test]
+async fn gateway_traffic_benchmark_smoke() {
+    let schedule = pinchat_bench::schedule::Schedule::generate(20, 3, 60.0, 10.0, 5.0, 1);
+    let m = pinchat_bench::gateway::run(pinchat_tests::server_binary(), &schedule, 20.0)
+        .await
+        .unwrap();
+    assert_eq!(m.messages, schedule.messages() as u64, "{m:?}");
+    assert!(m.presence_events > 0 && m.run_bytes > 0, "{m:?}");
+}
