@@ -311,6 +311,24 @@ async fn the_xmpp_server_restarting_mid_conversation_loses_and_duplicates_nothin
 
     // The XMPP server goes down; the owner writes meanwhile (stored, waiting for the XMPP server).
     prosody.stop();
+    // The widget shows the contact offline, saying why; the link says so too.
+    changes_until(
+        &mut widget,
+        c0,
+        &[
+            Field::State(Presence::Offline),
+            Field::Status(format!("XMPP: cannot reach {}, retrying", Prosody::DOMAIN)),
+        ],
+    )
+    .await;
+    let link: XmppLinkStatus = s.get(&demo, "/v1/xmpp").await.unwrap();
+    assert_eq!(link.state, XmppState::Unreachable, "{link:?}");
+    assert!(
+        link.error
+            .as_deref()
+            .is_some_and(|e| e.contains("onnection refused")),
+        "{link:?}"
+    );
     s.send_text(&demo, c0, "out-2", "out 2").await;
     s.send_text(&demo, c0, "out-3", "out 3").await;
     prosody.start_again().unwrap();

@@ -200,14 +200,14 @@ struct Running {
 impl Session {
     /// Runs until cancelled. `sent_up_to` is the link's stored acknowledgement mark.
     pub async fn run(self, sent_up_to: MessageId) {
-        let (auth_tx, mut auth_rx) = tokio::sync::mpsc::channel::<String>(1);
+        // The reconnector's failures, for the session to show on the contacts.
+        let (auth_tx, mut auth_rx) = tokio::sync::mpsc::channel::<LoginError>(4);
         let stream = {
             let connector = connector(&self.jid, self.server.as_deref());
-            let (jid, password, state) = (self.jid.clone(), self.password.clone(), self.state.clone());
+            let (jid, password) = (self.jid.clone(), self.password.clone());
             let cancel = self.cancel.clone();
             let reconnect = move |_: Option<String>, slot: oneshot::Sender<Connection>| {
-                let (connector, jid, password, state) =
-                    (connector.clone(), jid.clone(), password.clone(), state.clone());
+                let (connector, jid, password) = (connector.clone(), jid.clone(), password.clone());
                 let (auth_tx, cancel) = (auth_tx.clone(), cancel.clone());
                 tokio::spawn(async move {
                     let mut delay = Duration::from_secs(1);
@@ -224,15 +224,12 @@ impl Session {
                             Err(LoginError::Auth(why)) => {
                                 // Dropping the slot ends the stream: retrying a refused password only
                                 // risks the account being locked.
-                                let _ = auth_tx.try_send(why);
+                                let _ = auth_tx.try_send(LoginError::Auth(why));
                                 return;
                             }
                             Err(LoginError::Unreachable(why)) => {
                                 tracing::info!(%jid, error = %why, retry_in = ?delay, "XMPP server unreachable");
-                                state.send_modify(|s| {
-                                    s.state = XmppState::Unreachable;
-                                    s.error = Some(why);
-                                });
+                                let _ = auth_tx.try_send(LoginError::Unreachable(why));
                                 tokio::select! {
                                     _ = cancel.cancelled() => return,
                                     _ = tokio::time::sleep(delay) => {}
@@ -268,18 +265,24 @@ impl Session {
 }
 
 impl Running {
-    async fn run(mut self, auth: &mut tokio::sync::mpsc::Receiver<String>) {
+    async fn run(mut self, auth: &mut tokio::sync::mpsc::Receiver<LoginError>) {
         let cancel = self.s.cancel.clone();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                Some(why) = auth.recv() => {
-                    tracing::warn!(jid = %self.s.jid, "the XMPP server refused the password");
-                    self.set_state(XmppState::AuthFailed, Some(format!(
-                        "the XMPP server refused the password of {} ({why}): link the account again with its current password",
-                        self.s.jid
-                    ))).await;
-                }
+                Some(failure) = auth.recv() => match failure {
+                    LoginError::Auth(why) => {
+                        tracing::warn!(jid = %self.s.jid, "the XMPP server refused the password");
+                        self.set_state(XmppState::AuthFailed, Some(format!(
+                            "the XMPP server refused the password of {} ({why}): link the account again with its current password",
+                            self.s.jid
+                        ))).await;
+                    }
+                    LoginError::Unreachable(why) => {
+                        self.online = false;
+                        self.set_state(XmppState::Unreachable, Some(why)).await;
+                    }
+                },
                 event = self.stream.next() => match event {
                     Some(Event::Stream(StreamEvent::Reset { features, .. })) => {
                         self.sm = features.stream_management.is_some();
