@@ -181,6 +181,42 @@ async fn a_linked_roster_reaches_a_widget_only_through_its_pins() {
         "{bytes} bytes reached the widget for one pinned change"
     );
 
+    // An avatar (XEP-0153): a pinned contact publishes a vCard with a photo and advertises its hash in
+    // its presence; the widget gets the avatar's hash, and the image is served like any avatar.
+    let demo_contacts: ContactList = s.get(&demo, "/v1/contacts").await.unwrap();
+    let hash = demo_contacts
+        .contacts
+        .iter()
+        .find_map(|c| c.avatar.clone())
+        .expect("a demo contact with an avatar");
+    let png = s
+        .http
+        .get(s.url(&format!("/v1/avatars/{hash}")))
+        .bearer_auth(&demo)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let mut p1 = peer(&prosody, &contact(1)).await;
+    let vcard = format!(
+        "<iq xmlns='jabber:client' type='set' id='v1'><vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>{}</BINVAL></PHOTO></vCard></iq>",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &png)
+    );
+    let element: tokio_xmpp::minidom::Element = vcard.parse().unwrap();
+    p1.send_stanza(tokio_xmpp::parsers::iq::Iq::try_from(element).unwrap().into())
+        .await
+        .unwrap();
+    let update: tokio_xmpp::minidom::Element =
+        "<x xmlns='vcard-temp:x:update'><photo>0123456789abcdef0123456789abcdef01234567</photo></x>"
+            .parse()
+            .unwrap();
+    p1.send_stanza(XmppPresence::available().with_payloads(vec![update]).into())
+        .await
+        .unwrap();
+    changes_until(&mut widget, c1, &[Field::Avatar(Some(hash.clone()))]).await;
+
     // A message from a pinned XMPP contact reaches the widget.
     say(&mut p0, &jid("owner"), "m-in-1", "hello from XMPP").await;
     let m = next_message(&mut widget).await;

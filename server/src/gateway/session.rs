@@ -152,6 +152,8 @@ pub struct Session {
     pub server: Option<String>,
     /// Longest message stored, in bytes; longer XMPP messages are cut there.
     pub max_text_bytes: usize,
+    /// Largest avatar accepted from a vCard, in bytes.
+    pub max_avatar_bytes: usize,
     /// The state, for `GET /v1/xmpp`.
     pub state: watch::Sender<LinkState>,
     /// Rung when the owner wrote to one of this link's contacts.
@@ -190,6 +192,10 @@ struct Running {
     sm: bool,
     /// The id of the roster request in flight.
     roster_request: Option<String>,
+    /// vCard requests in flight: id → whose.
+    vcard_requests: HashMap<String, BareJid>,
+    /// The avatar hash (SHA-1, XEP-0153) each contact last advertised and we fetched.
+    photos: HashMap<BareJid, Option<[u8; 20]>>,
     /// Acknowledgements awaited, each resolving to its message and the stage reached.
     acks: Acks,
     /// Whether the stream is bound and the roster loaded.
@@ -253,6 +259,8 @@ impl Session {
             queued_up_to: sent_up_to,
             sm: false,
             roster_request: None,
+            vcard_requests: HashMap::new(),
+            photos: HashMap::new(),
             acks: FuturesUnordered::new(),
             online: false,
             next_id: 0,
@@ -433,6 +441,16 @@ impl Running {
                 });
                 self.on_roster(roster, true).await;
             }
+            Iq::Result { id, payload, .. } if self.vcard_requests.contains_key(&id) => {
+                let jid = self.vcard_requests.remove(&id).expect("checked");
+                if let Some(payload) = payload {
+                    self.on_vcard(jid, payload).await;
+                }
+            }
+            Iq::Error { id, .. } if self.vcard_requests.contains_key(&id) => {
+                // No vCard (or none we may read): the contact keeps the avatar it has.
+                self.vcard_requests.remove(&id);
+            }
             Iq::Set {
                 from, id, payload, ..
             } => {
@@ -492,9 +510,10 @@ impl Running {
             return;
         };
         let resource = from.resource().map(|r| r.as_str().to_owned()).unwrap_or_default();
-        let resources = self.presence.entry(bare.clone()).or_default();
         match p.type_ {
             presence::Type::None => {
+                self.avatar_advertised(&bare, &p).await;
+                let resources = self.presence.entry(bare.clone()).or_default();
                 let state = match p.show {
                     None | Some(presence::Show::Chat) => Presence::Online,
                     Some(presence::Show::Away) | Some(presence::Show::Xa) => Presence::Idle,
@@ -516,17 +535,104 @@ impl Running {
                 );
             }
             presence::Type::Unavailable | presence::Type::Error => {
-                resources.remove(&resource);
+                self.presence.entry(bare.clone()).or_default().remove(&resource);
             }
             _ => return,
         }
-        let best = resources
+        let best = self
+            .presence
+            .entry(bare.clone())
+            .or_default()
             .values()
             .max_by_key(|a| (a.priority, a.state == Presence::Online))
             .cloned();
         match best {
             Some(a) => self.show(account, true, a.state, truncate(&a.status, 140)).await,
             None => self.show(account, false, Presence::Offline, String::new()).await,
+        }
+    }
+
+    /// A presence that advertises an avatar (XEP-0153): fetch the vCard when the hash is new, or drop
+    /// the avatar when the contact advertises none.
+    async fn avatar_advertised(&mut self, jid: &BareJid, p: &XmppPresence) {
+        use tokio_xmpp::parsers::vcard_update::VCardUpdate;
+        let Some(update) = p
+            .payloads
+            .iter()
+            .find(|e| e.is("x", ns::VCARD_UPDATE))
+            .and_then(|e| VCardUpdate::try_from(e.clone()).ok())
+        else {
+            return;
+        };
+        // No <photo/> at all: the client has not looked yet, which says nothing.
+        let Some(photo) = update.photo else { return };
+        if self.photos.get(jid) == Some(&photo.data) {
+            return;
+        }
+        self.photos.insert(jid.clone(), photo.data);
+        match photo.data {
+            None => {
+                if let Some(&account) = self.contacts.get(jid) {
+                    self.set_avatar(account, None).await;
+                }
+            }
+            Some(_) => {
+                let id = self.id("vcard");
+                self.vcard_requests.insert(id.clone(), jid.clone());
+                let iq =
+                    Iq::from_get(id, tokio_xmpp::parsers::vcard::VCardQuery).with_to(Jid::from(jid.clone()));
+                self.stream.send(Box::new(iq.into())).await;
+            }
+        }
+    }
+
+    /// A contact's vCard arrived: its photo, checked like an uploaded avatar, becomes the avatar.
+    async fn on_vcard(&mut self, jid: BareJid, payload: Element) {
+        let Some(&account) = self.contacts.get(&jid) else {
+            return;
+        };
+        let Ok(vcard) = tokio_xmpp::parsers::vcard::VCard::try_from(payload) else {
+            tracing::debug!(%jid, "an unreadable vCard");
+            return;
+        };
+        let Some(photo) = vcard.photo else {
+            self.set_avatar(account, None).await;
+            return;
+        };
+        let bytes = photo.binval.data;
+        if bytes.len() > self.s.max_avatar_bytes {
+            tracing::info!(%jid, bytes = bytes.len(), "an XMPP avatar over max_avatar_bytes is not taken");
+            return;
+        }
+        let Some(mime) = crate::http::sniff_image(&bytes) else {
+            tracing::info!(%jid, "an XMPP avatar that is not a PNG, JPEG, GIF or WebP image is not taken");
+            return;
+        };
+        let checked =
+            tokio::task::spawn_blocking(move || crate::http::check_image(&bytes, mime).map(|()| bytes)).await;
+        let bytes = match checked {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(why)) => {
+                tracing::info!(%jid, %why, "an XMPP avatar is not taken");
+                return;
+            }
+            Err(_) => return,
+        };
+        let hash = crate::http::avatar_hash(&bytes);
+        if let Err(e) = self.s.store.put_avatar(&hash, mime, bytes).await {
+            tracing::warn!(error = %e, "cannot store an XMPP avatar");
+            return;
+        }
+        self.set_avatar(account, Some(hash)).await;
+    }
+
+    async fn set_avatar(&mut self, account: AccountId, hash: Option<String>) {
+        let change = crate::store::ProfileChange {
+            avatar: Some(hash),
+            ..Default::default()
+        };
+        if let Err(e) = self.s.store.update_profile(account, change).await {
+            tracing::warn!(error = %e, "cannot set an XMPP contact's avatar");
         }
     }
 
