@@ -70,7 +70,7 @@ c2s_interfaces = {{ "127.0.0.1" }}
 s2s_ports = {{ }}
 http_ports = {{ }}
 https_ports = {{ }}
-modules_enabled = {{ "roster", "saslauth", "tls", "disco", "ping", "smacks", "offline", "carbons", "vcard" }}
+modules_enabled = {{ "roster", "saslauth", "tls", "disco", "ping", "smacks", "offline", "carbons", "vcard", "mam" }}
 modules_disabled = {{ "s2s" }}
 ssl = {{ certificate = {cert}; key = {key}; }}
 VirtualHost "{domain}"

@@ -140,8 +140,16 @@ pub async fn run(
     let (hub_feed, feed_rx) = tokio::sync::mpsc::channel(256);
     {
         let shadows = shadows.clone();
+        let shutdown = shutdown.clone();
+        // It ends with the hub, at shutdown: the store, which holds the feed's sender, outlives the
+        // tracked tasks, so waiting for the feed to end would wait for ever.
         tracker.spawn(async move {
-            while let Some(batch) = store_feed.recv().await {
+            loop {
+                let batch = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    batch = store_feed.recv() => batch,
+                };
+                let Some(batch) = batch else { break };
                 shadows.observe(&batch);
                 if hub_feed.send(batch).await.is_err() {
                     break;

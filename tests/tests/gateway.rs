@@ -396,6 +396,51 @@ async fn the_xmpp_server_restarting_mid_conversation_loses_and_duplicates_nothin
 }
 
 #[tokio::test]
+async fn what_another_client_received_while_the_gateway_was_away_comes_from_the_archive() {
+    let prosody = Prosody::start(2).unwrap();
+    let mut s = server(&prosody).await;
+    let demo = s.key("demo").await;
+    assert_eq!(link(&s, &demo, &prosody).await.state, XmppState::Online);
+    let c0 = xmpp_contacts(&s, &demo).await[&jid(&contact(0))];
+    let mut widget = s.stream(&demo, Encoding::Binary).await;
+    widget.subscribe(1, 0, &[c0], None).await;
+    let mut p0 = peer(&prosody, &contact(0)).await;
+    announce(&mut p0, None, "").await;
+    say(&mut p0, &jid("owner"), "live-1", "live 1").await;
+    assert_eq!(next_message(&mut widget).await.text, "live 1");
+    // The account's other client comes online.
+    let mut other = peer(&prosody, "owner").await;
+    announce(&mut other, None, "").await;
+
+    // The pinchat server stops. The contact writes; the other client gets it (so the XMPP server
+    // stores nothing offline), and the archive keeps it.
+    drop(widget);
+    s.terminate();
+    say(&mut p0, &jid("owner"), "away-1", "while away 1").await;
+    say(&mut p0, &jid("owner"), "away-2", "while away 2").await;
+    assert_eq!(heard(&mut other).await, "while away 1");
+    assert_eq!(heard(&mut other).await, "while away 2");
+
+    // Back: the gateway fetches them from the archive, and a widget gets them (as unread hints in its
+    // snapshot, or pushed once stored).
+    s.restart();
+    let mut widget = s.stream(&demo, Encoding::Binary).await;
+    let snap = widget.subscribe(1, 0, &[c0], None).await;
+    let mut texts: Vec<String> = snap.messages.into_iter().map(|m| m.text).collect();
+    while !(texts.iter().any(|t| t == "while away 1") && texts.iter().any(|t| t == "while away 2")) {
+        texts.push(next_message(&mut widget).await.text);
+    }
+    let history: HistoryPage = s.get(&demo, &format!("/v1/messages/{}", c0.0)).await.unwrap();
+    let mut stored: Vec<&str> = history.messages.iter().map(|m| m.text.as_str()).collect();
+    stored.sort();
+    assert_eq!(
+        stored,
+        ["live 1", "while away 1", "while away 2"],
+        "each stored once"
+    );
+}
+
+#[tokio::test]
 async fn linking_errors_are_clear_and_store_nothing() {
     let mut prosody = Prosody::start(1).unwrap();
     let s = server(&prosody).await;

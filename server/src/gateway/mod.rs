@@ -149,7 +149,14 @@ impl Gateway {
                 continue;
             };
             match sealer.open(link.owner, &link.jid, &link.sealed_password) {
-                Some(password) => self.spawn(link.owner, jid, password, link.server, link.sent_up_to),
+                Some(password) => self.spawn(
+                    link.owner,
+                    jid,
+                    password,
+                    link.server,
+                    link.sent_up_to,
+                    link.archive_after,
+                ),
                 None => tracing::warn!(
                     owner = link.owner.0,
                     jid = %link.jid,
@@ -177,6 +184,7 @@ impl Gateway {
         password: String,
         server: Option<String>,
         sent_up_to: pinchat_proto::MessageId,
+        archive_after: Option<String>,
     ) {
         let (state, rx) = watch::channel(LinkState {
             state: XmppState::Connecting,
@@ -200,7 +208,7 @@ impl Gateway {
         let bell = session.outbox.clone();
         let shadows = self.shadows.clone();
         let task = self.tracker.spawn(async move {
-            session.run(sent_up_to).await;
+            session.run(sent_up_to, archive_after).await;
             shadows.remove_bell(&bell);
         });
         let link = Link {
@@ -263,6 +271,7 @@ impl Gateway {
                 server: req.server.clone(),
                 sealed_password: sealed,
                 sent_up_to: pinchat_proto::MessageId(0),
+                archive_after: None,
             })
             .await
             .map_err(crate::api::store_error)?;
@@ -275,7 +284,7 @@ impl Gateway {
             .find(|l| l.owner == owner)
             .map_or(pinchat_proto::MessageId(0), |l| l.sent_up_to);
         tracing::info!(owner = owner.0, %jid, "XMPP account linked");
-        self.spawn(owner, jid, req.password, req.server, sent_up_to);
+        self.spawn(owner, jid, req.password, req.server, sent_up_to, None);
         let mut rx = self.watch(owner)?;
         let _ = tokio::time::timeout(LINK_WAIT, rx.wait_for(|s| s.state != XmppState::Connecting)).await;
         self.status(owner)

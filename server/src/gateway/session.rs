@@ -192,6 +192,11 @@ struct Running {
     sm: bool,
     /// The id of the roster request in flight.
     roster_request: Option<String>,
+    /// The archive id (XEP-0313) of the newest message seen, and the one last recorded in the store.
+    archive_after: Option<String>,
+    archive_saved: Option<String>,
+    /// The id (also the query id) of the archive query in flight.
+    archive_request: Option<String>,
     /// vCard requests in flight: id → whose.
     vcard_requests: HashMap<String, BareJid>,
     /// The avatar hash (SHA-1, XEP-0153) each contact last advertised and we fetched.
@@ -204,8 +209,9 @@ struct Running {
 }
 
 impl Session {
-    /// Runs until cancelled. `sent_up_to` is the link's stored acknowledgement mark.
-    pub async fn run(self, sent_up_to: MessageId) {
+    /// Runs until cancelled. `sent_up_to` is the link's stored acknowledgement mark, `archive_after`
+    /// the archive id of the newest message seen before.
+    pub async fn run(self, sent_up_to: MessageId, archive_after: Option<String>) {
         // The reconnector's failures, for the session to show on the contacts.
         let (auth_tx, mut auth_rx) = tokio::sync::mpsc::channel::<LoginError>(4);
         let stream = {
@@ -260,6 +266,9 @@ impl Session {
             sm: false,
             roster_request: None,
             vcard_requests: HashMap::new(),
+            archive_saved: archive_after.clone(),
+            archive_after,
+            archive_request: None,
             photos: HashMap::new(),
             acks: FuturesUnordered::new(),
             online: false,
@@ -298,7 +307,11 @@ impl Running {
                     }
                     Some(Event::Stream(StreamEvent::Suspended)) => {
                         self.online = false;
-                        self.set_state(XmppState::Connecting, None).await;
+                        // The reconnector may have failed already (its report can come first); that
+                        // is the more useful thing to show.
+                        if self.s.state.borrow().state != XmppState::Unreachable {
+                            self.set_state(XmppState::Connecting, None).await;
+                        }
                     }
                     Some(Event::Stream(StreamEvent::Resumed)) => {
                         self.online = true;
@@ -315,7 +328,61 @@ impl Running {
                 Some((id, state)) = self.acks.next() => self.on_ack(id, state).await,
             }
         }
+        self.save_archive_mark().await;
         self.stream.close().await;
+    }
+
+    /// Records the archive mark when it moved. Losing a recent mark (a crash) costs only a longer
+    /// fetch next time: what is fetched again is recognised by its client id and not stored twice.
+    async fn save_archive_mark(&mut self) {
+        if self.archive_after == self.archive_saved {
+            return;
+        }
+        let Some(after) = self.archive_after.clone() else {
+            return;
+        };
+        match self.s.store.set_gateway_archive(self.s.owner, after).await {
+            Ok(()) => self.archive_saved = self.archive_after.clone(),
+            Err(e) => tracing::warn!(error = %e, "cannot record the XMPP archive mark"),
+        }
+    }
+
+    /// Asks the account's archive (XEP-0313) for what came after the newest message seen: messages
+    /// another client of the account received or sent while the gateway was away. Without a mark
+    /// (nothing seen yet) there is nothing to anchor the query to, and nothing is fetched.
+    async fn query_archive(&mut self) {
+        use tokio_xmpp::parsers::mam::{Query, QueryId};
+        use tokio_xmpp::parsers::rsm::SetQuery;
+        let Some(after) = self.archive_after.clone() else {
+            return;
+        };
+        let id = self.id("mam");
+        self.archive_request = Some(id.clone());
+        let query = Query {
+            queryid: Some(QueryId(id.clone())),
+            node: None,
+            form: None,
+            set: Some(SetQuery {
+                max: Some(100),
+                after: Some(after),
+                before: None,
+                index: None,
+            }),
+            flip_page: false,
+        };
+        self.stream.send(Box::new(Iq::from_set(id, query).into())).await;
+    }
+
+    /// Notes the archive id the account's server gave a live message.
+    fn note_archive_id(&mut self, m: &Message) {
+        use tokio_xmpp::parsers::stanza_id::StanzaId;
+        for p in m.payloads.iter().filter(|p| p.is("stanza-id", ns::SID)) {
+            if let Ok(sid) = StanzaId::try_from(p.clone())
+                && sid.by.to_bare() == self.s.jid
+            {
+                self.archive_after = Some(sid.id);
+            }
+        }
     }
 
     /// A new stream (first login, or a reconnect without resumption): nothing sent earlier and not
@@ -405,6 +472,7 @@ impl Running {
             self.stream.send(Box::new(presence.into())).await;
             self.online = true;
             self.set_state(XmppState::Online, None).await;
+            self.query_archive().await;
             self.flush().await;
         }
     }
@@ -440,6 +508,21 @@ impl Running {
                     items: vec![],
                 });
                 self.on_roster(roster, true).await;
+            }
+            Iq::Result { id, payload, .. } if self.archive_request.as_deref() == Some(id.as_str()) => {
+                self.archive_request = None;
+                let complete = payload
+                    .and_then(|p| tokio_xmpp::parsers::mam::Fin::try_from(p).ok())
+                    .is_none_or(|fin| fin.complete);
+                self.save_archive_mark().await;
+                if !complete {
+                    self.query_archive().await;
+                }
+            }
+            Iq::Error { id, .. } if self.archive_request.as_deref() == Some(id.as_str()) => {
+                // No archive on this server (or an expired mark): live delivery and offline storage remain.
+                tracing::info!(jid = %self.s.jid, "the XMPP server did not answer the archive query");
+                self.archive_request = None;
             }
             Iq::Result { id, payload, .. } if self.vcard_requests.contains_key(&id) => {
                 let jid = self.vcard_requests.remove(&id).expect("checked");
@@ -642,15 +725,37 @@ impl Running {
         // `from`); one from anybody else is a forgery, treated as an ordinary message (it has no body).
         let own = m.from.as_ref().is_none_or(|f| f.to_bare() == self.s.jid);
         if own {
+            for p in m.payloads.iter().filter(|p| p.is("result", ns::MAM)) {
+                let Ok(result) = tokio_xmpp::parsers::mam::Result_::try_from(p.clone()) else {
+                    continue;
+                };
+                if result.queryid.as_ref().map(|q| q.0.as_str()) != self.archive_request.as_deref() {
+                    continue;
+                }
+                self.archive_after = Some(result.id);
+                let inner = result.forwarded.message;
+                let mine = inner.from.as_ref().is_some_and(|f| f.to_bare() == self.s.jid);
+                if mine {
+                    self.sent_elsewhere(inner).await;
+                } else {
+                    self.inbound(inner).await;
+                }
+                return;
+            }
+        }
+        self.note_archive_id(&m);
+        if own {
             for p in &m.payloads {
                 if p.is("received", ns::CARBONS)
                     && let Ok(r) = Received::try_from(p.clone())
                 {
+                    self.note_archive_id(&r.forwarded.message);
                     return self.inbound(r.forwarded.message).await;
                 }
                 if p.is("sent", ns::CARBONS)
                     && let Ok(sent) = Sent::try_from(p.clone())
                 {
+                    self.note_archive_id(&sent.forwarded.message);
                     return self.sent_elsewhere(sent.forwarded.message).await;
                 }
             }
@@ -691,6 +796,10 @@ impl Running {
             return;
         };
         if to == self.s.jid {
+            return;
+        }
+        // The gateway's own messages come back from the archive: they are stored already.
+        if m.id.as_ref().is_some_and(|id| id.0.starts_with("pinchat-")) {
             return;
         }
         let Some(account) = self.contact_for(&to).await else {

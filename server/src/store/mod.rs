@@ -203,6 +203,8 @@ pub struct GatewayLink {
     /// Every message the owner sent to an XMPP contact up to this id has been accepted by the XMPP
     /// server (acknowledged through stream management); later ones are forwarded after a reconnect.
     pub sent_up_to: MessageId,
+    /// The XMPP server's archive id (XEP-0313) of the newest message the gateway saw, if any.
+    pub archive_after: Option<String>,
 }
 
 /// A contact of a linked XMPP roster, represented by a pinchat account only its owner sees.
@@ -483,6 +485,11 @@ pub trait Store: Send + Sync + 'static {
     /// Records that `owner`'s messages to XMPP contacts up to `up_to` were accepted by the XMPP server.
     async fn set_gateway_sent(&self, owner: AccountId, up_to: MessageId) -> StoreResult<()> {
         let _ = (owner, up_to);
+        Err(gateway_unsupported())
+    }
+    /// Records the archive id of the newest message of `owner`'s link the gateway has seen.
+    async fn set_gateway_archive(&self, owner: AccountId, after: String) -> StoreResult<()> {
+        let _ = (owner, after);
         Err(gateway_unsupported())
     }
     /// The XMPP contacts of `owner`'s link.

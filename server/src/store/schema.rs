@@ -112,7 +112,9 @@ const MIGRATIONS: &[&str] = &[
         jid         TEXT NOT NULL,
         server      TEXT,
         password    BLOB NOT NULL,
-        sent_up_to  INTEGER NOT NULL
+        sent_up_to  INTEGER NOT NULL,
+        -- The archive id (XEP-0313) of the newest message seen: a reconnect fetches what came after.
+        archive_after TEXT
     ) STRICT;
     CREATE TABLE gateway_contacts (
         owner   INTEGER NOT NULL REFERENCES accounts (id),

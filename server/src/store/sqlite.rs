@@ -1291,8 +1291,9 @@ impl Store for SqliteStore {
 
     async fn gateway_links(&self) -> StoreResult<Vec<GatewayLink>> {
         self.read(|c| {
-            let mut stmt =
-                c.prepare_cached("SELECT owner, jid, server, password, sent_up_to FROM gateway_links")?;
+            let mut stmt = c.prepare_cached(
+                "SELECT owner, jid, server, password, sent_up_to, archive_after FROM gateway_links",
+            )?;
             let rows = stmt.query_map([], |r| {
                 Ok(GatewayLink {
                     owner: aid(r, 0)?,
@@ -1300,6 +1301,7 @@ impl Store for SqliteStore {
                     server: r.get(2)?,
                     sealed_password: r.get(3)?,
                     sent_up_to: MessageId(r.get::<_, i64>(4)? as u64),
+                    archive_after: r.get(5)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -1345,6 +1347,16 @@ impl Store for SqliteStore {
             ctx.conn
                 .prepare_cached("UPDATE gateway_links SET sent_up_to = max(sent_up_to, ?2) WHERE owner = ?1")?
                 .execute(params![owner.0 as i64, sql_id(up_to.0)])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_gateway_archive(&self, owner: AccountId, after: String) -> StoreResult<()> {
+        self.write(move |ctx| {
+            ctx.conn
+                .prepare_cached("UPDATE gateway_links SET archive_after = ?2 WHERE owner = ?1")?
+                .execute(params![owner.0 as i64, after])?;
             Ok(())
         })
         .await
