@@ -440,6 +440,19 @@ async fn what_another_client_received_while_the_gateway_was_away_comes_from_the_
     );
 }
 
+/// The demo account of `s` links the owner's XMPP account with the right password; the link must fail.
+async fn refused_link(s: &Server, prosody: &Prosody) -> (StatusCode, pinchat_proto::ErrorBody) {
+    let key = s.key("demo").await;
+    s.call::<_, XmppLinkStatus>(
+        reqwest::Method::PUT,
+        &key,
+        "/v1/xmpp",
+        &link_request(prosody, Prosody::PASSWORD),
+    )
+    .await
+    .unwrap_err()
+}
+
 #[tokio::test]
 async fn linking_errors_are_clear_and_store_nothing() {
     let mut prosody = Prosody::start(1).unwrap();
@@ -497,16 +510,7 @@ async fn linking_errors_are_clear_and_store_nothing() {
     // A server that does not trust the XMPP server's certificate says so.
     prosody.start_again().unwrap();
     let untrusting = Server::start_in_sqlite_with(&format!("gateway_key = {KEY:?}\n"), &[]).await;
-    let k = untrusting.key("demo").await;
-    let (status, e) = untrusting
-        .call::<_, XmppLinkStatus>(
-            reqwest::Method::PUT,
-            &k,
-            "/v1/xmpp",
-            &link_request(&prosody, Prosody::PASSWORD),
-        )
-        .await
-        .unwrap_err();
+    let (status, e) = refused_link(&untrusting, &prosody).await;
     assert_eq!(
         (status, &e.code),
         (StatusCode::BAD_GATEWAY, &ErrorCode::XmppUnreachable)
@@ -515,16 +519,7 @@ async fn linking_errors_are_clear_and_store_nothing() {
 
     // A server without a gateway key has no gateway.
     let plain = Server::start_in_sqlite().await;
-    let k = plain.key("demo").await;
-    let (status, e) = plain
-        .call::<_, XmppLinkStatus>(
-            reqwest::Method::PUT,
-            &k,
-            "/v1/xmpp",
-            &link_request(&prosody, Prosody::PASSWORD),
-        )
-        .await
-        .unwrap_err();
+    let (status, e) = refused_link(&plain, &prosody).await;
     assert_eq!(
         (status, &e.code),
         (StatusCode::NOT_IMPLEMENTED, &ErrorCode::XmppUnavailable)

@@ -127,13 +127,13 @@ pub async fn login(
 fn with_causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
-    while let Some(s) = source {
-        let s = s.to_string();
-        if !text.contains(&s) {
-            text.push_str(": ");
-            text.push_str(&s);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some layers repeat their inner error in their own message.
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
         }
-        source = std::error::Error::source(source.unwrap());
+        source = cause.source();
     }
     text
 }
@@ -543,13 +543,7 @@ impl Running {
                     if let Ok(roster) = Roster::try_from(payload) {
                         self.on_roster(roster, false).await;
                     }
-                    let reply = Iq::Result {
-                        from: None,
-                        to: from,
-                        id,
-                        payload: None,
-                    };
-                    self.stream.send(Box::new(reply.into())).await;
+                    self.answer(from, id).await;
                 } else {
                     self.refuse(from, id, payload).await;
                 }
@@ -558,19 +552,24 @@ impl Running {
                 from, id, payload, ..
             } => {
                 if payload.is("ping", ns::PING) {
-                    let reply = Iq::Result {
-                        from: None,
-                        to: from,
-                        id,
-                        payload: None,
-                    };
-                    self.stream.send(Box::new(reply.into())).await;
+                    self.answer(from, id).await;
                 } else {
                     self.refuse(from, id, payload).await;
                 }
             }
             Iq::Result { .. } | Iq::Error { .. } => {}
         }
+    }
+
+    /// An empty result: a roster push taken, a ping answered.
+    async fn answer(&mut self, to: Option<Jid>, id: String) {
+        let reply = Iq::Result {
+            from: None,
+            to,
+            id,
+            payload: None,
+        };
+        self.stream.send(Box::new(reply.into())).await;
     }
 
     async fn refuse(&mut self, to: Option<Jid>, id: String, payload: Element) {
