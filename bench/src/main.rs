@@ -717,6 +717,15 @@ fn report(schedule: &Schedule, results: &[Measured]) {
             total(other) / total(a).max(1.0)
         );
     }
+    // Through the gateway, the widget's bytes against the XMPP client connected directly.
+    let named = |prefix: &str| results.iter().find(|m| m.name.starts_with(prefix));
+    if let (Some(c), Some(e)) = (named("(c)"), named("(e)")) {
+        println!(
+            "(c) XMPP (Prosody) / (e) through the gateway: {:.1}x the bytes during the run, {:.1}x including the initial sync",
+            c.run_bytes as f64 / e.run_bytes.max(1) as f64,
+            total(c) / total(e).max(1.0)
+        );
+    }
     // The ideal for (a): the pinned contacts' share of what the full-roster subscription (b) received,
     // plus the messages, which only (a)'s pins send anyway.
     if let Some(b) = results.get(1) {
