@@ -389,6 +389,20 @@ impl Server {
         .await
     }
 
+    /// The image bytes of avatar `hash`.
+    pub async fn avatar_bytes(&self, key: &str, hash: &str) -> Vec<u8> {
+        self.http
+            .get(self.url(&format!("/v1/avatars/{hash}")))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec()
+    }
+
     /// An authenticated POST with a JSON body.
     pub async fn post<B: Serialize, T: DeserializeOwned>(
         &self,

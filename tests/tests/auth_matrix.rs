@@ -182,17 +182,7 @@ async fn world() -> World {
     let contact = s.id_of(&demo, "alice").await;
     let list: pinchat_proto::http::ContactList = s.get(&demo, "/v1/contacts").await.unwrap();
     let hash = list.contacts.iter().find_map(|c| c.avatar.clone()).unwrap();
-    let png = s
-        .http
-        .get(s.url(&format!("/v1/avatars/{hash}")))
-        .bearer_auth(&demo)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
+    let png = s.avatar_bytes(&demo, &hash).await;
     let revoked = s.key("demo").await;
     let r = s
         .http

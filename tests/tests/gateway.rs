@@ -189,16 +189,7 @@ async fn a_linked_roster_reaches_a_widget_only_through_its_pins() {
         .iter()
         .find_map(|c| c.avatar.clone())
         .expect("a demo contact with an avatar");
-    let png = s
-        .http
-        .get(s.url(&format!("/v1/avatars/{hash}")))
-        .bearer_auth(&demo)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let png = s.avatar_bytes(&demo, &hash).await;
     let mut p1 = peer(&prosody, &contact(1)).await;
     let vcard = format!(
         "<iq xmlns='jabber:client' type='set' id='v1'><vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>{}</BINVAL></PHOTO></vCard></iq>",
@@ -327,17 +318,49 @@ async fn next_message(widget: &mut pinchat_tests::Stream) -> pinchat_proto::Mess
     }
 }
 
+/// A Prosody of `contacts` contacts, the demo account linked to its owner, a widget pinning contact 0,
+/// and contact 0's XMPP client online.
+struct Linked {
+    prosody: Prosody,
+    s: Server,
+    demo: String,
+    c0: AccountId,
+    widget: pinchat_tests::Stream,
+    p0: Client,
+}
+
+impl Linked {
+    async fn start(contacts: usize) -> Linked {
+        let prosody = Prosody::start(contacts).unwrap();
+        let s = server(&prosody).await;
+        let demo = s.key("demo").await;
+        assert_eq!(link(&s, &demo, &prosody).await.state, XmppState::Online);
+        let c0 = xmpp_contacts(&s, &demo).await[&jid(&contact(0))];
+        let mut widget = s.stream(&demo, Encoding::Binary).await;
+        widget.subscribe(1, 0, &[c0], None).await;
+        let mut p0 = peer(&prosody, &contact(0)).await;
+        announce(&mut p0, None, "").await;
+        Linked {
+            prosody,
+            s,
+            demo,
+            c0,
+            widget,
+            p0,
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_xmpp_server_restarting_mid_conversation_loses_and_duplicates_nothing() {
-    let mut prosody = Prosody::start(3).unwrap();
-    let s = server(&prosody).await;
-    let demo = s.key("demo").await;
-    assert_eq!(link(&s, &demo, &prosody).await.state, XmppState::Online);
-    let c0 = xmpp_contacts(&s, &demo).await[&jid(&contact(0))];
-    let mut widget = s.stream(&demo, Encoding::Binary).await;
-    widget.subscribe(1, 0, &[c0], None).await;
-    let mut p0 = peer(&prosody, &contact(0)).await;
-    announce(&mut p0, None, "").await;
+    let Linked {
+        mut prosody,
+        s,
+        demo,
+        c0,
+        mut widget,
+        mut p0,
+    } = Linked::start(3).await;
 
     // Before: one message each way.
     say(&mut p0, &jid("owner"), "in-1", "in 1").await;
@@ -397,15 +420,14 @@ async fn the_xmpp_server_restarting_mid_conversation_loses_and_duplicates_nothin
 
 #[tokio::test]
 async fn what_another_client_received_while_the_gateway_was_away_comes_from_the_archive() {
-    let prosody = Prosody::start(2).unwrap();
-    let mut s = server(&prosody).await;
-    let demo = s.key("demo").await;
-    assert_eq!(link(&s, &demo, &prosody).await.state, XmppState::Online);
-    let c0 = xmpp_contacts(&s, &demo).await[&jid(&contact(0))];
-    let mut widget = s.stream(&demo, Encoding::Binary).await;
-    widget.subscribe(1, 0, &[c0], None).await;
-    let mut p0 = peer(&prosody, &contact(0)).await;
-    announce(&mut p0, None, "").await;
+    let Linked {
+        prosody,
+        mut s,
+        demo,
+        c0,
+        mut widget,
+        mut p0,
+    } = Linked::start(2).await;
     say(&mut p0, &jid("owner"), "live-1", "live 1").await;
     assert_eq!(next_message(&mut widget).await.text, "live 1");
     // The account's other client comes online.

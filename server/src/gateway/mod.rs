@@ -264,7 +264,8 @@ impl Gateway {
         }
         self.stop(owner, "XMPP: the account was linked again").await;
         let sealed = sealer.seal(owner, jid.as_str(), &req.password);
-        self.store
+        let sent_up_to = self
+            .store
             .put_gateway_link(GatewayLink {
                 owner,
                 jid: jid.to_string(),
@@ -275,14 +276,6 @@ impl Gateway {
             })
             .await
             .map_err(crate::api::store_error)?;
-        let sent_up_to = self
-            .store
-            .gateway_links()
-            .await
-            .map_err(crate::api::store_error)?
-            .into_iter()
-            .find(|l| l.owner == owner)
-            .map_or(pinchat_proto::MessageId(0), |l| l.sent_up_to);
         tracing::info!(owner = owner.0, %jid, "XMPP account linked");
         self.spawn(owner, jid, req.password, req.server, sent_up_to, None);
         let mut rx = self.watch(owner)?;

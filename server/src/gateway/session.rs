@@ -788,7 +788,7 @@ impl Running {
     /// A message another client of the account sent to a contact: stored as the owner's, with a client
     /// id the outbox skips (it is on the XMPP network already).
     async fn sent_elsewhere(&mut self, m: Message) {
-        let Some(text) = m.bodies.get("").or_else(|| m.bodies.values().next()).cloned() else {
+        let Some(text) = body(&m) else {
             return;
         };
         let Some(to) = m.to.as_ref().map(|t| t.to_bare()) else {
@@ -808,14 +808,20 @@ impl Running {
             Some(id) => format!("sent\0{to}\0{}", id.0),
             None => format!("sent\0{}", random_u64()),
         };
-        let text = truncate(&text, self.s.max_text_bytes);
+        self.store_message(self.s.owner, account, &key, &text).await;
+    }
+
+    /// Stores a message from the XMPP network, cut to `max_text_bytes`, under a client id derived from
+    /// `key` (so that the same message seen again — carbon, archive, redelivery — is stored once).
+    async fn store_message(&mut self, from: AccountId, to: AccountId, key: &str, text: &str) {
+        let text = truncate(text, self.s.max_text_bytes);
         if let Err(e) = self
             .s
             .store
-            .send_message(self.s.owner, account, &client_id(&key), &text, now_ms())
+            .send_message(from, to, &client_id(key), &text, now_ms())
             .await
         {
-            tracing::warn!(error = %e, "cannot store a message sent by another XMPP client");
+            tracing::warn!(error = %e, "cannot store a message from XMPP");
         }
     }
 
@@ -824,7 +830,7 @@ impl Running {
         if !matches!(m.type_, MessageType::Chat | MessageType::Normal) {
             return;
         }
-        let Some(text) = m.bodies.get("").or_else(|| m.bodies.values().next()).cloned() else {
+        let Some(text) = body(&m) else {
             // Chat states and receipts carry no body.
             return;
         };
@@ -837,19 +843,11 @@ impl Running {
         let Some(account) = self.contact_for(&from).await else {
             return;
         };
-        let client_id = match &m.id {
-            Some(id) => client_id(&format!("{from}\0{}", id.0)),
-            None => client_id(&format!("{}", random_u64())),
+        let key = match &m.id {
+            Some(id) => format!("{from}\0{}", id.0),
+            None => random_u64().to_string(),
         };
-        let text = truncate(&text, self.s.max_text_bytes);
-        if let Err(e) = self
-            .s
-            .store
-            .send_message(account, self.s.owner, &client_id, &text, now_ms())
-            .await
-        {
-            tracing::warn!(error = %e, "cannot store an XMPP message");
-        }
+        self.store_message(account, self.s.owner, &key, &text).await;
     }
 
     /// Hands the owner's unsent messages to the stream.
@@ -979,6 +977,11 @@ impl Running {
 type Acks = FuturesUnordered<
     std::pin::Pin<Box<dyn std::future::Future<Output = (MessageId, Option<StanzaState>)> + Send>>,
 >;
+
+/// A message's text: its body without a language, else its first.
+fn body(m: &Message) -> Option<String> {
+    m.bodies.get("").or_else(|| m.bodies.values().next()).cloned()
+}
 
 /// A client id for the store (at most 64 bytes): a hash of the XMPP sender and message id.
 fn client_id(key: &str) -> String {

@@ -470,9 +470,10 @@ pub trait Store: Send + Sync + 'static {
     async fn gateway_links(&self) -> StoreResult<Vec<GatewayLink>> {
         Err(gateway_unsupported())
     }
-    /// Creates or replaces `link.owner`'s link. `sent_up_to` is ignored: a new link starts after the
-    /// newest message stored, so nothing written before it is forwarded.
-    async fn put_gateway_link(&self, link: GatewayLink) -> StoreResult<()> {
+    /// Creates or replaces `link.owner`'s link and returns its `sent_up_to`. `link.sent_up_to` is
+    /// ignored: a new link starts after the newest message stored, so nothing written before it is
+    /// forwarded.
+    async fn put_gateway_link(&self, link: GatewayLink) -> StoreResult<MessageId> {
         let _ = link;
         Err(gateway_unsupported())
     }

@@ -1309,7 +1309,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn put_gateway_link(&self, link: GatewayLink) -> StoreResult<()> {
+    async fn put_gateway_link(&self, link: GatewayLink) -> StoreResult<MessageId> {
         self.write(move |ctx| {
             account_exists(ctx.conn, link.owner)?;
             ctx.conn
@@ -1323,7 +1323,11 @@ impl Store for SqliteStore {
                     link.server,
                     link.sealed_password
                 ])?;
-            Ok(())
+            let mark: i64 = ctx
+                .conn
+                .prepare_cached("SELECT sent_up_to FROM gateway_links WHERE owner = ?1")?
+                .query_row([link.owner.0 as i64], |r| r.get(0))?;
+            Ok(MessageId(mark as u64))
         })
         .await
     }
